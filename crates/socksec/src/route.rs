@@ -1,0 +1,554 @@
+//! Unprivileged routing facts that complete a [`crate::flow::Flow`]: which device a flow leaves
+//! through, what that device is (an `xfrm` interface gives the XFRM `if_id`, a VTI its mark),
+//! which device holds the local address, and whether IPsec is disabled on a device.
+//!
+//! The route lookup is a single `RTM_GETROUTE` (never a dump) carrying everything the kernel's
+//! policy routing can select on: destination, source, `SO_MARK`, socket uid, protocol, ports and
+//! a bound device. It therefore honours `ip rule` (fwmark, uidrange, ipproto, sport/dport) the way
+//! the socket's own packets are routed. `RTM_GETROUTE`, `RTM_GETLINK` and `RTM_GETADDR` need no
+//! privilege.
+//!
+//! # Why hand-encoded
+//! The messages are tiny (`struct rtmsg`, `struct ifinfomsg`, `struct ifaddrmsg` plus a handful
+//! of fixed-size attributes) and their framing is the same as XFRM's, so they reuse
+//! [`crate::xfrm::codec`]'s [`Request`] builder and [`Attrs`] walker and the I/O of
+//! [`crate::xfrm::dump`]. `netlink-packet-route` would parse every link attribute (statistics,
+//! AF_SPEC, …) into owned structures we then throw away, and would add a second framing layer
+//! (`netlink-packet-core`) beside ours, with its own error types, for four requests.
+
+use std::fs;
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::path::Path;
+
+use netlink_sys::protocols::NETLINK_ROUTE;
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+use crate::xfrm::codec::{Attrs, CodecError, NlMsg, Request, nl};
+use crate::xfrm::dump::{NlConn, NlError, expect_kind};
+
+/// rtnetlink numbers (`include/uapi/linux/rtnetlink.h`, `if_link.h`, `if_addr.h`).
+mod rt {
+    pub const RTM_NEWLINK: u16 = 16;
+    pub const RTM_GETLINK: u16 = 18;
+    pub const RTM_NEWADDR: u16 = 20;
+    pub const RTM_GETADDR: u16 = 22;
+    pub const RTM_NEWROUTE: u16 = 24;
+    pub const RTM_GETROUTE: u16 = 26;
+
+    pub const RTA_DST: u16 = 1;
+    pub const RTA_SRC: u16 = 2;
+    pub const RTA_OIF: u16 = 4;
+    pub const RTA_GATEWAY: u16 = 5;
+    pub const RTA_PREFSRC: u16 = 7;
+    pub const RTA_TABLE: u16 = 15;
+    pub const RTA_MARK: u16 = 16;
+    pub const RTA_UID: u16 = 25;
+    pub const RTA_IP_PROTO: u16 = 27;
+    pub const RTA_SPORT: u16 = 28;
+    pub const RTA_DPORT: u16 = 29;
+
+    pub const IFLA_IFNAME: u16 = 3;
+    pub const IFLA_LINKINFO: u16 = 18;
+    pub const IFLA_EXT_MASK: u16 = 29;
+    pub const IFLA_INFO_KIND: u16 = 1;
+    pub const IFLA_INFO_DATA: u16 = 2;
+    /// `IFLA_XFRM_IF_ID` inside `IFLA_INFO_DATA` of kind "xfrm".
+    pub const IFLA_XFRM_IF_ID: u16 = 2;
+    /// `IFLA_VTI_OKEY` inside `IFLA_INFO_DATA` of kind "vti"/"vti6" (`__be32`).
+    pub const IFLA_VTI_OKEY: u16 = 3;
+    /// `RTEXT_FILTER_SKIP_STATS`: leave the statistics out of the link reply.
+    pub const RTEXT_FILTER_SKIP_STATS: u32 = 1 << 3;
+
+    pub const IFA_ADDRESS: u16 = 1;
+    pub const IFA_LOCAL: u16 = 2;
+
+    pub const RTMSG_LEN: usize = 12;
+    pub const IFINFOMSG_LEN: usize = 16;
+    pub const IFADDRMSG_LEN: usize = 8;
+}
+
+const AF_INET: u8 = libc::AF_INET as u8;
+const AF_INET6: u8 = libc::AF_INET6 as u8;
+
+/// Why a routing lookup failed.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum RouteError {
+    /// The query itself is inconsistent (mixed address families).
+    #[error("invalid route query: {0}")]
+    InvalidQuery(&'static str),
+    /// A socket call failed.
+    #[error("rtnetlink I/O failed during {request}: {source}")]
+    Io {
+        /// The request in progress.
+        request: &'static str,
+        /// The system error.
+        #[source]
+        source: io::Error,
+    },
+    /// The kernel answered an error: `ENETUNREACH`/`EHOSTUNREACH` for no route, `ENODEV` for
+    /// an unknown interface index.
+    #[error("the kernel refused {request}: {}", io::Error::from_raw_os_error(*.errno))]
+    Kernel {
+        /// The request.
+        request: &'static str,
+        /// The (positive) errno.
+        errno: i32,
+    },
+    /// The reply did not parse.
+    #[error("malformed reply to {request}: {source}")]
+    Malformed {
+        /// The request.
+        request: &'static str,
+        /// What was wrong.
+        #[source]
+        source: CodecError,
+    },
+    /// The dump was interrupted on every attempt.
+    #[error("{request} was interrupted {attempts} times in a row")]
+    Interrupted {
+        /// The request.
+        request: &'static str,
+        /// How often it was tried.
+        attempts: u32,
+    },
+}
+
+impl RouteError {
+    fn from_nl(request: &'static str, e: NlError) -> Self {
+        match e {
+            NlError::Io(source) => Self::Io { request, source },
+            NlError::Kernel(errno) => Self::Kernel { request, errno },
+            NlError::Malformed(source) => Self::Malformed { request, source },
+            NlError::Interrupted(attempts) => Self::Interrupted { request, attempts },
+        }
+    }
+
+    /// The errno of a kernel refusal, if that is what this is.
+    pub fn errno(&self) -> Option<i32> {
+        match self {
+            Self::Kernel { errno, .. } => Some(*errno),
+            Self::Io { source, .. } => source.raw_os_error(),
+            _ => None,
+        }
+    }
+}
+
+/// Everything an output route lookup can select on; `None` fields are left to the kernel.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RouteQuery {
+    /// Destination (the remote address).
+    pub dst: IpAddr,
+    /// Source (the socket's local address), same family as `dst`.
+    pub src: Option<IpAddr>,
+    /// `SO_MARK` of the socket (0 = no mark).
+    pub mark: u32,
+    /// The socket's routing uid; without it the kernel uses the *querier's* uid, which is wrong
+    /// for a broker asking about another process's socket (`ip rule uidrange`).
+    pub uid: Option<u32>,
+    /// IP protocol. Only TCP (6) and UDP (17) (and ICMP) are accepted by the kernel's lookup;
+    /// for other protocols the protocol and ports are not sent.
+    pub proto: Option<u8>,
+    /// Local port, host order.
+    pub sport: Option<u16>,
+    /// Remote port, host order.
+    pub dport: Option<u16>,
+    /// Bound device (`SO_BINDTOIFINDEX`), forcing the output interface.
+    pub oif: Option<u32>,
+}
+
+impl RouteQuery {
+    /// A query for `dst` with nothing else set.
+    pub fn to(dst: IpAddr) -> Self {
+        Self {
+            dst,
+            src: None,
+            mark: 0,
+            uid: None,
+            proto: None,
+            sport: None,
+            dport: None,
+            oif: None,
+        }
+    }
+
+    fn check(&self) -> Result<(), RouteError> {
+        if self.src.is_some_and(|s| s.is_ipv4() != self.dst.is_ipv4()) {
+            return Err(RouteError::InvalidQuery(
+                "source and destination families differ",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The encoded `RTM_GETROUTE` request.
+    pub fn encode(&self, seq: u32) -> Vec<u8> {
+        let (family, full) = match self.dst {
+            IpAddr::V4(_) => (AF_INET, 32),
+            IpAddr::V6(_) => (AF_INET6, 128),
+        };
+        // struct rtmsg: family, dst_len, src_len, tos, table, protocol, scope, type, flags(u32).
+        let mut rtmsg = [0u8; rt::RTMSG_LEN];
+        rtmsg[0] = family;
+        rtmsg[1] = full;
+        rtmsg[2] = if self.src.is_some() { full } else { 0 };
+        let mut req = Request::new(rt::RTM_GETROUTE, 0, seq)
+            .raw(&rtmsg)
+            .attr(rt::RTA_DST, &ip_bytes(&self.dst));
+        if let Some(src) = &self.src {
+            req = req.attr(rt::RTA_SRC, &ip_bytes(src));
+        }
+        if let Some(oif) = self.oif {
+            req = req.attr(rt::RTA_OIF, &oif.to_ne_bytes());
+        }
+        if self.mark != 0 {
+            req = req.attr(rt::RTA_MARK, &self.mark.to_ne_bytes());
+        }
+        if let Some(uid) = self.uid {
+            req = req.attr(rt::RTA_UID, &uid.to_ne_bytes());
+        }
+        // `rtm_getroute_parse_ip_proto` refuses anything but TCP, UDP and ICMP(v6).
+        let icmp = if family == AF_INET { 1 } else { 58 };
+        if let Some(proto) = self.proto.filter(|p| matches!(*p, 6 | 17) || *p == icmp) {
+            req = req.attr(rt::RTA_IP_PROTO, &[proto]);
+            if let Some(sport) = self.sport {
+                req = req.attr(rt::RTA_SPORT, &sport.to_be_bytes());
+            }
+            if let Some(dport) = self.dport {
+                req = req.attr(rt::RTA_DPORT, &dport.to_be_bytes());
+            }
+        }
+        req.finish()
+    }
+}
+
+/// What an output route lookup returned.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RouteInfo {
+    /// Output interface index (`RTA_OIF`); 0 when the reply had none.
+    pub oif: u32,
+    /// Preferred source address (`RTA_PREFSRC`).
+    pub prefsrc: Option<IpAddr>,
+    /// Next hop (`RTA_GATEWAY`), when not directly connected.
+    pub gateway: Option<IpAddr>,
+    /// Routing table the route came from (`RTA_TABLE`, else `rtm_table`).
+    pub table: u32,
+    /// `rtm_type`: 1 unicast, 2 local, …
+    pub route_type: u8,
+}
+
+/// An interface as `RTM_GETLINK` describes it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LinkInfo {
+    /// Interface index.
+    pub index: u32,
+    /// Name (`IFLA_IFNAME`).
+    pub name: String,
+    /// `IFLA_INFO_KIND`: "xfrm", "wireguard", "veth", "vti"…; `None` for physical devices and
+    /// loopback.
+    pub kind: Option<String>,
+    /// For kind "xfrm": `IFLA_XFRM_IF_ID`, the `if_id` of policies and states the interface
+    /// uses.
+    pub xfrm_if_id: Option<u32>,
+    /// For kind "vti"/"vti6": the output key (`IFLA_VTI_OKEY`, host order), which the kernel
+    /// uses as the flow mark for the XFRM lookup.
+    pub vti_okey: Option<u32>,
+}
+
+/// The per-device switches that turn IPsec off (`Documentation/networking/ip-sysctl.rst`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct XfrmSwitches {
+    /// `net.ipv4.conf.{<dev>,all}.disable_xfrm`: no transform on output through the device.
+    pub disable_xfrm: bool,
+    /// `net.ipv4.conf.{<dev>,all}.disable_policy`: no policy check on input from the device.
+    pub disable_policy: bool,
+    /// `net.ipv6.conf.{<dev>,all}.disable_policy`, when the kernel has it (IPv6 enabled).
+    pub ipv6_disable_policy: Option<bool>,
+}
+
+fn ip_bytes(ip: &IpAddr) -> Vec<u8> {
+    match ip {
+        IpAddr::V4(v4) => v4.octets().to_vec(),
+        IpAddr::V6(v6) => v6.octets().to_vec(),
+    }
+}
+
+fn parse_ip(what: &'static str, family: u8, b: &[u8]) -> Result<IpAddr, CodecError> {
+    let bad = || CodecError::Malformed {
+        what,
+        why: "address length does not fit the family",
+    };
+    match family {
+        AF_INET => <[u8; 4]>::try_from(b)
+            .map(|a| Ipv4Addr::from(a).into())
+            .map_err(|_| bad()),
+        AF_INET6 => <[u8; 16]>::try_from(b)
+            .map(|a| Ipv6Addr::from(a).into())
+            .map_err(|_| bad()),
+        other => Err(CodecError::InvalidValue {
+            what: "address family",
+            value: other.into(),
+        }),
+    }
+}
+
+fn parse_u32(what: &'static str, b: &[u8]) -> Result<u32, CodecError> {
+    <[u8; 4]>::try_from(b)
+        .map(u32::from_ne_bytes)
+        .map_err(|_| CodecError::Malformed {
+            what,
+            why: "not four bytes",
+        })
+}
+
+fn header<'a>(what: &'static str, payload: &'a [u8], len: usize) -> Result<&'a [u8], CodecError> {
+    payload.get(..len).ok_or(CodecError::Truncated {
+        what,
+        need: len,
+        have: payload.len(),
+    })
+}
+
+/// Parses the payload of the `RTM_NEWROUTE` that answers an `RTM_GETROUTE`.
+pub fn parse_route(payload: &[u8]) -> Result<RouteInfo, CodecError> {
+    let h = header("rtmsg", payload, rt::RTMSG_LEN)?;
+    let family = h[0];
+    let mut info = RouteInfo {
+        oif: 0,
+        prefsrc: None,
+        gateway: None,
+        table: h[4].into(),
+        route_type: h[7],
+    };
+    for attr in Attrs::new(&payload[rt::RTMSG_LEN..]) {
+        let (kind, data) = attr?;
+        match kind {
+            rt::RTA_OIF => info.oif = parse_u32("RTA_OIF", data)?,
+            rt::RTA_PREFSRC => info.prefsrc = Some(parse_ip("RTA_PREFSRC", family, data)?),
+            rt::RTA_GATEWAY => info.gateway = Some(parse_ip("RTA_GATEWAY", family, data)?),
+            rt::RTA_TABLE => info.table = parse_u32("RTA_TABLE", data)?,
+            _ => {}
+        }
+    }
+    Ok(info)
+}
+
+/// A NUL-terminated string attribute.
+fn attr_str(b: &[u8]) -> String {
+    let end = b.iter().position(|&c| c == 0).unwrap_or(b.len());
+    String::from_utf8_lossy(&b[..end]).into_owned()
+}
+
+/// Parses the payload of an `RTM_NEWLINK`.
+pub fn parse_link(payload: &[u8]) -> Result<LinkInfo, CodecError> {
+    let h = header("ifinfomsg", payload, rt::IFINFOMSG_LEN)?;
+    let mut link = LinkInfo {
+        index: u32::from_ne_bytes([h[4], h[5], h[6], h[7]]),
+        name: String::new(),
+        kind: None,
+        xfrm_if_id: None,
+        vti_okey: None,
+    };
+    let mut info_data = None;
+    for attr in Attrs::new(&payload[rt::IFINFOMSG_LEN..]) {
+        let (kind, data) = attr?;
+        match kind {
+            rt::IFLA_IFNAME => link.name = attr_str(data),
+            rt::IFLA_LINKINFO => {
+                for nested in Attrs::new(data) {
+                    let (kind, data) = nested?;
+                    match kind {
+                        rt::IFLA_INFO_KIND => link.kind = Some(attr_str(data)),
+                        rt::IFLA_INFO_DATA => info_data = Some(data),
+                        _ => {}
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    // IFLA_INFO_DATA is interpreted by kind; the kind may come after it.
+    if let Some(data) = info_data {
+        for nested in Attrs::new(data) {
+            let (kind, data) = nested?;
+            match (link.kind.as_deref(), kind) {
+                (Some("xfrm"), rt::IFLA_XFRM_IF_ID) => {
+                    link.xfrm_if_id = Some(parse_u32("IFLA_XFRM_IF_ID", data)?);
+                }
+                (Some("vti" | "vti6"), rt::IFLA_VTI_OKEY) => {
+                    let okey = parse_u32("IFLA_VTI_OKEY", data)?;
+                    link.vti_okey = Some(u32::from_be(okey));
+                }
+                _ => {}
+            }
+        }
+    }
+    Ok(link)
+}
+
+/// Parses the payload of an `RTM_NEWADDR`: the interface index and the local address
+/// (`IFA_LOCAL`, which differs from `IFA_ADDRESS` on point-to-point links; IPv6 usually sends
+/// only `IFA_ADDRESS`).
+pub fn parse_addr(payload: &[u8]) -> Result<(u32, Option<IpAddr>), CodecError> {
+    let h = header("ifaddrmsg", payload, rt::IFADDRMSG_LEN)?;
+    let family = h[0];
+    let index = u32::from_ne_bytes([h[4], h[5], h[6], h[7]]);
+    let (mut local, mut address) = (None, None);
+    for attr in Attrs::new(&payload[rt::IFADDRMSG_LEN..]) {
+        let (kind, data) = attr?;
+        match kind {
+            rt::IFA_LOCAL => local = Some(parse_ip("IFA_LOCAL", family, data)?),
+            rt::IFA_ADDRESS => address = Some(parse_ip("IFA_ADDRESS", family, data)?),
+            _ => {}
+        }
+    }
+    Ok((index, local.or(address)))
+}
+
+/// An open rtnetlink socket; keep one to make several lookups without reopening.
+pub struct Rtnl {
+    conn: NlConn,
+}
+
+impl Rtnl {
+    /// Opens a `NETLINK_ROUTE` socket in the caller's network namespace.
+    pub fn open() -> Result<Self, RouteError> {
+        let conn = NlConn::open(NETLINK_ROUTE).map_err(|source| RouteError::Io {
+            request: "opening a NETLINK_ROUTE socket",
+            source,
+        })?;
+        Ok(Self { conn })
+    }
+
+    fn single<T>(
+        &mut self,
+        request: &'static str,
+        encode: impl Fn(u32) -> Vec<u8>,
+        kind: u16,
+        parse: impl Fn(&[u8]) -> Result<T, CodecError>,
+    ) -> Result<T, RouteError> {
+        let items = self
+            .conn
+            .transact(encode, false, |msg: NlMsg<'_>| {
+                expect_kind(&msg, kind)?;
+                parse(msg.payload)
+            })
+            .map_err(|e| RouteError::from_nl(request, e))?;
+        items.into_iter().next().ok_or(RouteError::Malformed {
+            request,
+            source: CodecError::Malformed {
+                what: "reply",
+                why: "acknowledged without data",
+            },
+        })
+    }
+
+    /// The output route for `query` (`RTM_GETROUTE`, a single lookup).
+    pub fn route(&mut self, query: &RouteQuery) -> Result<RouteInfo, RouteError> {
+        query.check()?;
+        self.single(
+            "RTM_GETROUTE",
+            |seq| query.encode(seq),
+            rt::RTM_NEWROUTE,
+            parse_route,
+        )
+    }
+
+    /// Name and kind of interface `index` (`RTM_GETLINK`); `ENODEV` when there is none.
+    pub fn link(&mut self, index: u32) -> Result<LinkInfo, RouteError> {
+        // struct ifinfomsg: family, pad, type(u16), index(i32), flags(u32), change(u32).
+        let mut ifinfo = [0u8; rt::IFINFOMSG_LEN];
+        ifinfo[4..8].copy_from_slice(&index.to_ne_bytes());
+        let encode = |seq| {
+            Request::new(rt::RTM_GETLINK, 0, seq)
+                .raw(&ifinfo)
+                .attr(
+                    rt::IFLA_EXT_MASK,
+                    &rt::RTEXT_FILTER_SKIP_STATS.to_ne_bytes(),
+                )
+                .finish()
+        };
+        self.single("RTM_GETLINK", encode, rt::RTM_NEWLINK, parse_link)
+    }
+
+    /// The index of an interface that holds the local address `addr` (`RTM_GETADDR` dump of
+    /// the address's family), `None` if no interface holds it. An IPv6 link-local address can
+    /// be on several interfaces; the first is returned.
+    pub fn local_address_ifindex(&mut self, addr: IpAddr) -> Result<Option<u32>, RouteError> {
+        let mut ifaddr = [0u8; rt::IFADDRMSG_LEN];
+        ifaddr[0] = if addr.is_ipv4() { AF_INET } else { AF_INET6 };
+        let encode = |seq| {
+            Request::new(rt::RTM_GETADDR, nl::NLM_F_DUMP, seq)
+                .raw(&ifaddr)
+                .finish()
+        };
+        let addrs = self
+            .conn
+            .transact(encode, true, |msg: NlMsg<'_>| {
+                expect_kind(&msg, rt::RTM_NEWADDR)?;
+                parse_addr(msg.payload)
+            })
+            .map_err(|e| RouteError::from_nl("RTM_GETADDR", e))?;
+        Ok(addrs
+            .into_iter()
+            .find(|(_, a)| *a == Some(addr))
+            .map(|(index, _)| index))
+    }
+}
+
+/// The output route for `query`, on a fresh socket. See [`Rtnl::route`].
+pub fn lookup_route(query: &RouteQuery) -> Result<RouteInfo, RouteError> {
+    Rtnl::open()?.route(query)
+}
+
+/// Name and kind of interface `index`, on a fresh socket. See [`Rtnl::link`].
+pub fn link_info(index: u32) -> Result<LinkInfo, RouteError> {
+    Rtnl::open()?.link(index)
+}
+
+/// The interface holding local address `addr`, on a fresh socket. See
+/// [`Rtnl::local_address_ifindex`].
+pub fn local_address_ifindex(addr: IpAddr) -> Result<Option<u32>, RouteError> {
+    Rtnl::open()?.local_address_ifindex(addr)
+}
+
+fn read_flag(path: &Path) -> io::Result<bool> {
+    let text = fs::read_to_string(path)?;
+    match text.trim() {
+        "0" => Ok(false),
+        // Any non-zero integer enables the switch (the kernel tests the value for != 0).
+        t if t.parse::<i64>().is_ok() => Ok(true),
+        _ => Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("{} does not hold an integer", path.display()),
+        )),
+    }
+}
+
+/// Reads the IPsec switches of device `dev` from `/proc/sys/net` (of the caller's network
+/// namespace). Each switch is on when it is set for the device *or* for `all`, as the kernel
+/// tests them (`IN_DEV_ORCONF` for IPv4, `devconf_all || idev->cnf` for IPv6).
+pub fn xfrm_switches(dev: &str) -> io::Result<XfrmSwitches> {
+    if dev.is_empty() || dev == "." || dev == ".." || dev.contains('/') {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "not an interface name",
+        ));
+    }
+    let either = |family: &str, name: &str| -> io::Result<bool> {
+        let conf = Path::new("/proc/sys/net").join(family).join("conf");
+        Ok(read_flag(&conf.join(dev).join(name))? || read_flag(&conf.join("all").join(name))?)
+    };
+    let ipv6_disable_policy = match either("ipv6", "disable_policy") {
+        Ok(v) => Some(v),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+        Err(e) => return Err(e),
+    };
+    Ok(XfrmSwitches {
+        disable_xfrm: either("ipv4", "disable_xfrm")?,
+        disable_policy: either("ipv4", "disable_policy")?,
+        ipv6_disable_policy,
+    })
+}

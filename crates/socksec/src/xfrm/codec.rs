@@ -1,0 +1,822 @@
+//! Netlink framing and the XFRM messages socksec reads, parsed by hand from raw bytes. No I/O.
+//!
+//! # Why hand-written
+//! The `netlink-packet-xfrm` crate parses every XFRM message completely: each algorithm
+//! attribute of a state (`XFRMA_ALG_AEAD`, `_AUTH`, `_AUTH_TRUNC`, `_CRYPT`) becomes a struct
+//! that owns its key in a `Vec<u8>`, freed later without being wiped. socksec needs only the
+//! algorithm *names* and bit lengths, and promises that key material never leaves the parser
+//! (DESIGN.md, "Privilege model"). So this module reads the few fields it needs straight out of
+//! the receive buffer, never copies a key byte, and the I/O side ([`super::dump`]) wipes the
+//! buffer once a datagram is parsed. The messages are few and fixed-size, so the code is short.
+//!
+//! # Layouts
+//! Offsets are those of `include/uapi/linux/xfrm.h` on x86-64 (checked with `offsetof` against
+//! the installed uapi header): `xfrm_selector` 56 bytes, `xfrm_userpolicy_info` 168,
+//! `xfrm_usersa_info` 224, `xfrm_user_tmpl` 64, `xfrm_algo` 68, `xfrm_algo_auth` and
+//! `xfrm_algo_aead` 72, `xfrm_encap_tmpl` 24, `xfrm_user_sec_ctx` 8, `xfrmu_spdinfo` 24.
+//! The same layouts hold on every 64-bit Linux ABI (the `__u64` lifetime fields are 8-byte
+//! aligned there); 32-bit x86 packs `u64` to 4 bytes and differs, which is also why the kernel
+//! has `CONFIG_XFRM_USER_COMPAT`. Fields are host-endian except the ones the header marks
+//! `__be` (SPIs and ports), which this module converts to host order.
+//!
+//! The generic netlink pieces ([`Messages`], [`Attrs`], [`Request`], [`reply_step`]) are shared
+//! with the rtnetlink lookups in [`crate::route`].
+
+use std::fmt;
+
+use thiserror::Error;
+
+use super::model::{
+    Algorithms, DefaultPolicy, Encap, Family, IpsecProto, Mark, Mode, Policy, PolicyAction,
+    PolicyDir, PolicyType, SaDir, Selector, State, Template, XfrmAddr,
+};
+
+/// Netlink message types and flags (`include/uapi/linux/netlink.h`).
+pub mod nl {
+    /// Nothing; to be skipped.
+    pub const NLMSG_NOOP: u16 = 1;
+    /// Error or acknowledgement: `struct nlmsgerr`.
+    pub const NLMSG_ERROR: u16 = 2;
+    /// End of a multi-part reply; carries an `int` error.
+    pub const NLMSG_DONE: u16 = 3;
+    /// Data lost.
+    pub const NLMSG_OVERRUN: u16 = 4;
+    /// It is a request.
+    pub const NLM_F_REQUEST: u16 = 0x1;
+    /// Part of a multi-part reply.
+    pub const NLM_F_MULTI: u16 = 0x2;
+    /// The dump was interrupted by a change; its content is inconsistent.
+    pub const NLM_F_DUMP_INTR: u16 = 0x10;
+    /// Dump the whole table (`NLM_F_ROOT | NLM_F_MATCH`).
+    pub const NLM_F_DUMP: u16 = 0x300;
+    /// Size of `struct nlmsghdr`.
+    pub const HDR_LEN: usize = 16;
+}
+
+/// XFRM message types and attribute numbers (`include/uapi/linux/xfrm.h`).
+pub mod xfrm {
+    /// A state (dump reply to `GETSA`).
+    pub const XFRM_MSG_NEWSA: u16 = 0x10;
+    /// Request states.
+    pub const XFRM_MSG_GETSA: u16 = 0x12;
+    /// A policy (dump reply to `GETPOLICY`).
+    pub const XFRM_MSG_NEWPOLICY: u16 = 0x13;
+    /// Request policies.
+    pub const XFRM_MSG_GETPOLICY: u16 = 0x15;
+    /// SPD counters (reply to `GETSPDINFO`).
+    pub const XFRM_MSG_NEWSPDINFO: u16 = 0x24;
+    /// Request SPD counters.
+    pub const XFRM_MSG_GETSPDINFO: u16 = 0x25;
+    /// Request (and reply with) the default actions.
+    pub const XFRM_MSG_GETDEFAULT: u16 = 0x28;
+
+    /// `struct xfrm_algo`: authentication algorithm (key length only).
+    pub const XFRMA_ALG_AUTH: u16 = 1;
+    /// `struct xfrm_algo`: encryption algorithm.
+    pub const XFRMA_ALG_CRYPT: u16 = 2;
+    /// `struct xfrm_algo`: compression algorithm.
+    pub const XFRMA_ALG_COMP: u16 = 3;
+    /// `struct xfrm_encap_tmpl`: NAT-T encapsulation.
+    pub const XFRMA_ENCAP: u16 = 4;
+    /// Array of `struct xfrm_user_tmpl`.
+    pub const XFRMA_TMPL: u16 = 5;
+    /// `struct xfrm_user_sec_ctx` + context string.
+    pub const XFRMA_SEC_CTX: u16 = 8;
+    /// `struct xfrm_userpolicy_type`.
+    pub const XFRMA_POLICY_TYPE: u16 = 16;
+    /// `struct xfrm_algo_aead`.
+    pub const XFRMA_ALG_AEAD: u16 = 18;
+    /// `struct xfrm_algo_auth`: authentication algorithm with truncation length.
+    pub const XFRMA_ALG_AUTH_TRUNC: u16 = 20;
+    /// `struct xfrm_mark`.
+    pub const XFRMA_MARK: u16 = 21;
+    /// `__u32` XFRM interface id.
+    pub const XFRMA_IF_ID: u16 = 31;
+    /// `__u8` SA direction (kernels ≥ 6.10; newer than the 6.1 uapi header).
+    pub const XFRMA_SA_DIR: u16 = 33;
+
+    /// `struct xfrmu_spdinfo` inside a `NEWSPDINFO` reply.
+    pub const XFRMA_SPD_INFO: u16 = 1;
+    /// `struct xfrmu_spdhinfo` inside a `NEWSPDINFO` reply.
+    pub const XFRMA_SPD_HINFO: u16 = 2;
+}
+
+/// Size of `struct xfrm_selector`.
+pub const SELECTOR_LEN: usize = 56;
+/// Size of `struct xfrm_userpolicy_info`.
+pub const USERPOLICY_INFO_LEN: usize = 168;
+/// Size of `struct xfrm_usersa_info`.
+pub const USERSA_INFO_LEN: usize = 224;
+/// Size of `struct xfrm_user_tmpl`.
+pub const USER_TMPL_LEN: usize = 64;
+/// Length of an algorithm name field (`alg_name[64]`).
+pub const ALG_NAME_LEN: usize = 64;
+/// Size of `struct xfrm_algo` without its key.
+pub const ALGO_LEN: usize = 68;
+/// Size of `struct xfrm_algo_auth` / `struct xfrm_algo_aead` without their key.
+pub const ALGO_AUTH_LEN: usize = 72;
+/// Size of `struct xfrm_encap_tmpl`.
+pub const ENCAP_TMPL_LEN: usize = 24;
+/// Size of `struct xfrm_user_sec_ctx` (the string follows).
+pub const USER_SEC_CTX_LEN: usize = 8;
+/// Size of `struct xfrmu_spdinfo`.
+pub const SPDINFO_LEN: usize = 24;
+
+/// Bytes that do not form the structure they should.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum CodecError {
+    /// Fewer bytes than the structure needs.
+    #[error("{what} is truncated: {need} bytes needed, {have} present")]
+    Truncated {
+        /// Which structure.
+        what: &'static str,
+        /// Bytes it needs.
+        need: usize,
+        /// Bytes present.
+        have: usize,
+    },
+    /// A field holds a value the kernel never sends.
+    #[error("{what} has the unknown value {value}")]
+    InvalidValue {
+        /// Which field.
+        what: &'static str,
+        /// The value found.
+        value: u64,
+    },
+    /// The structure is inconsistent in another way.
+    #[error("{what} is malformed: {why}")]
+    Malformed {
+        /// Which structure.
+        what: &'static str,
+        /// What is wrong with it.
+        why: &'static str,
+    },
+    /// A reply message of a type that the request cannot produce.
+    #[error("unexpected netlink message type {0} in the reply")]
+    UnexpectedMessage(u16),
+}
+
+fn need(what: &'static str, buf: &[u8], len: usize) -> Result<(), CodecError> {
+    if buf.len() < len {
+        Err(CodecError::Truncated {
+            what,
+            need: len,
+            have: buf.len(),
+        })
+    } else {
+        Ok(())
+    }
+}
+
+/// `N` bytes at `at`, or zeros when out of range. Callers check lengths first, so the zero case
+/// is unreachable; it exists so that no input can make the parser panic.
+fn bytes<const N: usize>(b: &[u8], at: usize) -> [u8; N] {
+    let mut out = [0u8; N];
+    if let Some(src) = at.checked_add(N).and_then(|end| b.get(at..end)) {
+        out.copy_from_slice(src);
+    }
+    out
+}
+
+fn u8_at(b: &[u8], at: usize) -> u8 {
+    bytes::<1>(b, at)[0]
+}
+
+fn u16_at(b: &[u8], at: usize) -> u16 {
+    u16::from_ne_bytes(bytes(b, at))
+}
+
+fn be16_at(b: &[u8], at: usize) -> u16 {
+    u16::from_be_bytes(bytes(b, at))
+}
+
+fn u32_at(b: &[u8], at: usize) -> u32 {
+    u32::from_ne_bytes(bytes(b, at))
+}
+
+fn be32_at(b: &[u8], at: usize) -> u32 {
+    u32::from_be_bytes(bytes(b, at))
+}
+
+fn u64_at(b: &[u8], at: usize) -> u64 {
+    u64::from_ne_bytes(bytes(b, at))
+}
+
+fn addr_at(b: &[u8], at: usize) -> XfrmAddr {
+    XfrmAddr(bytes(b, at))
+}
+
+const fn align4(n: usize) -> usize {
+    (n + 3) & !3
+}
+
+// ---------------------------------------------------------------------------------------------
+// Netlink framing
+// ---------------------------------------------------------------------------------------------
+
+/// One netlink message: the header fields and a borrowed payload.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct NlMsg<'a> {
+    /// `nlmsg_type`.
+    pub kind: u16,
+    /// `nlmsg_flags`.
+    pub flags: u16,
+    /// `nlmsg_seq`.
+    pub seq: u32,
+    /// `nlmsg_pid` (port id).
+    pub port: u32,
+    /// The bytes after the header, up to `nlmsg_len`.
+    pub payload: &'a [u8],
+}
+
+impl fmt::Debug for NlMsg<'_> {
+    /// Prints the header and the payload length only: payloads can hold keys.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NlMsg")
+            .field("kind", &self.kind)
+            .field("flags", &self.flags)
+            .field("seq", &self.seq)
+            .field("port", &self.port)
+            .field("payload_len", &self.payload.len())
+            .finish()
+    }
+}
+
+/// Iterator over the netlink messages of one datagram (or of datagrams laid end to end).
+///
+/// Stops after the first error; a bad length makes the rest of the buffer unreadable.
+#[derive(Debug, Clone)]
+pub struct Messages<'a> {
+    rest: &'a [u8],
+}
+
+impl<'a> Messages<'a> {
+    /// Walks `buf`, which starts with a `struct nlmsghdr`.
+    pub fn new(buf: &'a [u8]) -> Self {
+        Self { rest: buf }
+    }
+}
+
+impl<'a> Iterator for Messages<'a> {
+    type Item = Result<NlMsg<'a>, CodecError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.rest.is_empty() {
+            return None;
+        }
+        let buf = std::mem::take(&mut self.rest);
+        if let Err(e) = need("netlink message header", buf, nl::HDR_LEN) {
+            return Some(Err(e));
+        }
+        let len = u32_at(buf, 0) as usize;
+        if len < nl::HDR_LEN {
+            return Some(Err(CodecError::Malformed {
+                what: "netlink message",
+                why: "nlmsg_len is shorter than the header",
+            }));
+        }
+        if len > buf.len() {
+            return Some(Err(CodecError::Truncated {
+                what: "netlink message",
+                need: len,
+                have: buf.len(),
+            }));
+        }
+        let msg = NlMsg {
+            kind: u16_at(buf, 4),
+            flags: u16_at(buf, 6),
+            seq: u32_at(buf, 8),
+            port: u32_at(buf, 12),
+            payload: &buf[nl::HDR_LEN..len],
+        };
+        self.rest = buf.get(align4(len)..).unwrap_or_default();
+        Some(Ok(msg))
+    }
+}
+
+/// Iterator over netlink attributes (`struct nlattr`/`struct rtattr`): `(type, payload)`.
+///
+/// The type has `NLA_F_NESTED` and `NLA_F_NET_BYTEORDER` masked off. Stops after the first
+/// error.
+#[derive(Debug, Clone)]
+pub struct Attrs<'a> {
+    rest: &'a [u8],
+}
+
+impl<'a> Attrs<'a> {
+    /// Walks the attributes that fill `buf`.
+    pub fn new(buf: &'a [u8]) -> Self {
+        Self { rest: buf }
+    }
+}
+
+impl<'a> Iterator for Attrs<'a> {
+    type Item = Result<(u16, &'a [u8]), CodecError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.rest.is_empty() {
+            return None;
+        }
+        let buf = std::mem::take(&mut self.rest);
+        if let Err(e) = need("netlink attribute header", buf, 4) {
+            return Some(Err(e));
+        }
+        let len = u16_at(buf, 0) as usize;
+        let kind = u16_at(buf, 2) & 0x3fff;
+        if len < 4 {
+            return Some(Err(CodecError::Malformed {
+                what: "netlink attribute",
+                why: "nla_len is shorter than the header",
+            }));
+        }
+        if len > buf.len() {
+            return Some(Err(CodecError::Truncated {
+                what: "netlink attribute",
+                need: len,
+                have: buf.len(),
+            }));
+        }
+        self.rest = buf.get(align4(len)..).unwrap_or_default();
+        Some(Ok((kind, &buf[4..len])))
+    }
+}
+
+/// Builder of one netlink request: header, fixed family header, attributes.
+#[derive(Debug, Clone)]
+pub struct Request {
+    buf: Vec<u8>,
+}
+
+impl Request {
+    /// A request of `kind` with `flags` (`NLM_F_REQUEST` is always added) and sequence `seq`.
+    pub fn new(kind: u16, flags: u16, seq: u32) -> Self {
+        let mut buf = Vec::with_capacity(64);
+        buf.extend_from_slice(&0u32.to_ne_bytes());
+        buf.extend_from_slice(&kind.to_ne_bytes());
+        buf.extend_from_slice(&(flags | nl::NLM_F_REQUEST).to_ne_bytes());
+        buf.extend_from_slice(&seq.to_ne_bytes());
+        buf.extend_from_slice(&0u32.to_ne_bytes());
+        Self { buf }
+    }
+
+    /// Appends raw bytes (a family header such as `struct rtmsg`), padded to 4 bytes.
+    pub fn raw(mut self, bytes: &[u8]) -> Self {
+        self.buf.extend_from_slice(bytes);
+        self.buf.resize(align4(self.buf.len()), 0);
+        self
+    }
+
+    /// Appends one attribute, padded to 4 bytes.
+    ///
+    /// # Panics
+    /// If `data` is longer than an attribute can be (65 531 bytes); requests carry a few bytes.
+    pub fn attr(mut self, kind: u16, data: &[u8]) -> Self {
+        let len = u16::try_from(4 + data.len()).expect("netlink attribute longer than 64 KiB");
+        self.buf.extend_from_slice(&len.to_ne_bytes());
+        self.buf.extend_from_slice(&kind.to_ne_bytes());
+        self.raw(data)
+    }
+
+    /// The encoded message, with `nlmsg_len` filled in.
+    pub fn finish(mut self) -> Vec<u8> {
+        let len = self.buf.len() as u32;
+        self.buf[..4].copy_from_slice(&len.to_ne_bytes());
+        self.buf
+    }
+}
+
+/// Where a reply stands after one datagram.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// More datagrams follow.
+    More,
+    /// The reply is complete.
+    Done,
+}
+
+/// Why a reply ended badly.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum ReplyError {
+    /// The bytes are not a well-formed reply.
+    #[error(transparent)]
+    Malformed(#[from] CodecError),
+    /// The kernel answered with an error (a positive errno).
+    #[error("the kernel answered: {}", std::io::Error::from_raw_os_error(*.0))]
+    Kernel(i32),
+    /// The dump was interrupted (`NLM_F_DUMP_INTR` or `NLMSG_OVERRUN`); dump again.
+    #[error("the dump was interrupted by a concurrent change")]
+    Interrupted,
+}
+
+/// The errno (positive) carried by an `NLMSG_ERROR` payload; 0 is an acknowledgement.
+pub fn error_code(payload: &[u8]) -> Result<i32, CodecError> {
+    need("nlmsgerr", payload, 4)?;
+    Ok(i32::from_ne_bytes(bytes(payload, 0)).saturating_neg())
+}
+
+/// Feeds one received datagram of the reply to request `seq` into `on_msg`.
+///
+/// Messages with another sequence number (leftovers of an abandoned request) are skipped, as
+/// are `NLMSG_NOOP`. `NLMSG_ERROR` with a non-zero code ends the reply with
+/// [`ReplyError::Kernel`]; a zero code (an acknowledgement) and `NLMSG_DONE` end it with
+/// [`Step::Done`]. For a request that is not a dump (`dump == false`) the first data message
+/// also ends it. Every other message goes to `on_msg`, which decides whether its type is
+/// expected.
+pub fn reply_step<'a>(
+    datagram: &'a [u8],
+    seq: u32,
+    dump: bool,
+    mut on_msg: impl FnMut(NlMsg<'a>) -> Result<(), CodecError>,
+) -> Result<Step, ReplyError> {
+    for msg in Messages::new(datagram) {
+        let msg = msg?;
+        if msg.seq != seq {
+            continue;
+        }
+        if msg.flags & nl::NLM_F_DUMP_INTR != 0 {
+            return Err(ReplyError::Interrupted);
+        }
+        match msg.kind {
+            nl::NLMSG_NOOP => {}
+            nl::NLMSG_OVERRUN => return Err(ReplyError::Interrupted),
+            nl::NLMSG_ERROR => {
+                return match error_code(msg.payload)? {
+                    0 => Ok(Step::Done),
+                    errno => Err(ReplyError::Kernel(errno)),
+                };
+            }
+            nl::NLMSG_DONE => {
+                // The kernel puts the dump's final error here (an `int`; absent on very old
+                // kernels).
+                let errno = if msg.payload.len() >= 4 {
+                    error_code(msg.payload)?
+                } else {
+                    0
+                };
+                return if errno == 0 {
+                    Ok(Step::Done)
+                } else {
+                    Err(ReplyError::Kernel(errno))
+                };
+            }
+            _ => {
+                on_msg(msg)?;
+                if !dump {
+                    return Ok(Step::Done);
+                }
+            }
+        }
+    }
+    Ok(Step::More)
+}
+
+// ---------------------------------------------------------------------------------------------
+// XFRM requests
+// ---------------------------------------------------------------------------------------------
+
+/// `XFRM_MSG_GETPOLICY | NLM_F_DUMP`: every policy of the namespace, socket policies included.
+/// The kernel takes no filter for this dump, so the request has no payload.
+pub fn encode_getpolicy_dump(seq: u32) -> Vec<u8> {
+    Request::new(xfrm::XFRM_MSG_GETPOLICY, nl::NLM_F_DUMP, seq).finish()
+}
+
+/// `XFRM_MSG_GETSA | NLM_F_DUMP` without filters: every state of the namespace.
+pub fn encode_getsa_dump(seq: u32) -> Vec<u8> {
+    Request::new(xfrm::XFRM_MSG_GETSA, nl::NLM_F_DUMP, seq).finish()
+}
+
+/// `XFRM_MSG_GETDEFAULT`: the payload is a zeroed `struct xfrm_userpolicy_default`.
+pub fn encode_getdefault(seq: u32) -> Vec<u8> {
+    Request::new(xfrm::XFRM_MSG_GETDEFAULT, 0, seq)
+        .raw(&[0; 3])
+        .finish()
+}
+
+/// `XFRM_MSG_GETSPDINFO`: the payload is a `__u32` of flags, which the kernel ignores.
+pub fn encode_getspdinfo(seq: u32) -> Vec<u8> {
+    Request::new(xfrm::XFRM_MSG_GETSPDINFO, 0, seq)
+        .raw(&0u32.to_ne_bytes())
+        .finish()
+}
+
+// ---------------------------------------------------------------------------------------------
+// XFRM replies
+// ---------------------------------------------------------------------------------------------
+
+/// Parses a `struct xfrm_selector` (56 bytes at the start of `b`).
+pub fn parse_selector(b: &[u8]) -> Result<Selector, CodecError> {
+    need("xfrm_selector", b, SELECTOR_LEN)?;
+    Ok(Selector {
+        daddr: addr_at(b, 0),
+        saddr: addr_at(b, 16),
+        dport: be16_at(b, 32),
+        dport_mask: be16_at(b, 34),
+        sport: be16_at(b, 36),
+        sport_mask: be16_at(b, 38),
+        family: u16_at(b, 40),
+        prefixlen_d: u8_at(b, 42),
+        prefixlen_s: u8_at(b, 43),
+        proto: u8_at(b, 44),
+        ifindex: u32_at(b, 48) as i32,
+        user: u32_at(b, 52),
+    })
+}
+
+fn parse_family(what: &'static str, raw: u16) -> Result<Family, CodecError> {
+    Family::from_raw(raw).ok_or(CodecError::InvalidValue {
+        what,
+        value: raw.into(),
+    })
+}
+
+/// Parses one `struct xfrm_user_tmpl` (64 bytes).
+pub fn parse_template(b: &[u8]) -> Result<Template, CodecError> {
+    need("xfrm_user_tmpl", b, USER_TMPL_LEN)?;
+    Ok(Template {
+        daddr: addr_at(b, 0),
+        spi: be32_at(b, 16),
+        proto: IpsecProto::from_raw(u8_at(b, 20)),
+        family: parse_family("xfrm_user_tmpl.family", u16_at(b, 24))?,
+        saddr: addr_at(b, 28),
+        reqid: u32_at(b, 44),
+        mode: Mode::from_raw(u8_at(b, 48)),
+        share: u8_at(b, 49),
+        optional: u8_at(b, 50) != 0,
+        aalgos: u32_at(b, 52),
+        ealgos: u32_at(b, 56),
+        calgos: u32_at(b, 60),
+    })
+}
+
+fn parse_mark(b: &[u8]) -> Result<Mark, CodecError> {
+    need("xfrm_mark", b, 8)?;
+    Ok(Mark {
+        value: u32_at(b, 0),
+        mask: u32_at(b, 4),
+    })
+}
+
+fn parse_u32(what: &'static str, b: &[u8]) -> Result<u32, CodecError> {
+    need(what, b, 4)?;
+    Ok(u32_at(b, 0))
+}
+
+/// Parses an `XFRMA_SEC_CTX` payload: `struct xfrm_user_sec_ctx` then `ctx_len` bytes of
+/// context string (trailing NULs dropped; invalid UTF-8 replaced).
+pub fn parse_sec_ctx(b: &[u8]) -> Result<String, CodecError> {
+    need("xfrm_user_sec_ctx", b, USER_SEC_CTX_LEN)?;
+    let ctx_len = u16_at(b, 6) as usize;
+    let ctx = &b[USER_SEC_CTX_LEN..];
+    need("xfrm_user_sec_ctx context", ctx, ctx_len)?;
+    let ctx = &ctx[..ctx_len];
+    let end = ctx.iter().rposition(|&c| c != 0).map_or(0, |i| i + 1);
+    Ok(String::from_utf8_lossy(&ctx[..end]).into_owned())
+}
+
+/// The NUL-terminated algorithm name at the start of an `xfrm_algo*` payload. Reads the 64-byte
+/// name field only: the key that follows is never touched.
+fn alg_name(b: &[u8]) -> String {
+    let field = &b[..ALG_NAME_LEN.min(b.len())];
+    let end = field.iter().position(|&c| c == 0).unwrap_or(field.len());
+    String::from_utf8_lossy(&field[..end]).into_owned()
+}
+
+/// Parses the payload of an `XFRM_MSG_NEWPOLICY` (or `UPDPOLICY`) message into a [`Policy`].
+pub fn parse_policy(payload: &[u8]) -> Result<Policy, CodecError> {
+    need("xfrm_userpolicy_info", payload, USERPOLICY_INFO_LEN)?;
+    let dir_raw = u8_at(payload, 160);
+    let action_raw = u8_at(payload, 161);
+    let mut policy = Policy {
+        index: u32_at(payload, 156),
+        dir: PolicyDir::from_raw(dir_raw).ok_or(CodecError::InvalidValue {
+            what: "policy dir",
+            value: dir_raw.into(),
+        })?,
+        priority: u32_at(payload, 152),
+        action: match action_raw {
+            0 => PolicyAction::Allow,
+            1 => PolicyAction::Block,
+            v => {
+                return Err(CodecError::InvalidValue {
+                    what: "policy action",
+                    value: v.into(),
+                });
+            }
+        },
+        flags: u8_at(payload, 162),
+        selector: parse_selector(payload)?,
+        mark: Mark::default(),
+        if_id: 0,
+        ptype: PolicyType::Main,
+        templates: Vec::new(),
+        security_context: None,
+    };
+    for attr in Attrs::new(&payload[USERPOLICY_INFO_LEN..]) {
+        let (kind, data) = attr?;
+        match kind {
+            xfrm::XFRMA_TMPL => {
+                if data.len() % USER_TMPL_LEN != 0 {
+                    return Err(CodecError::Malformed {
+                        what: "XFRMA_TMPL",
+                        why: "length is not a multiple of struct xfrm_user_tmpl",
+                    });
+                }
+                policy.templates = data
+                    .chunks_exact(USER_TMPL_LEN)
+                    .map(parse_template)
+                    .collect::<Result<_, _>>()?;
+            }
+            xfrm::XFRMA_POLICY_TYPE => {
+                need("xfrm_userpolicy_type", data, 1)?;
+                policy.ptype = match data[0] {
+                    0 => PolicyType::Main,
+                    1 => PolicyType::Sub,
+                    v => {
+                        return Err(CodecError::InvalidValue {
+                            what: "policy type",
+                            value: v.into(),
+                        });
+                    }
+                };
+            }
+            xfrm::XFRMA_MARK => policy.mark = parse_mark(data)?,
+            xfrm::XFRMA_IF_ID => policy.if_id = parse_u32("XFRMA_IF_ID", data)?,
+            xfrm::XFRMA_SEC_CTX => policy.security_context = Some(parse_sec_ctx(data)?),
+            _ => {}
+        }
+    }
+    Ok(policy)
+}
+
+/// Parses the payload of an `XFRM_MSG_NEWSA` (or `UPDSA`) message into a [`State`].
+///
+/// Of the algorithm attributes only the name and the bit lengths are read; the key bytes that
+/// follow them stay in the buffer, which the caller wipes.
+pub fn parse_state(payload: &[u8]) -> Result<State, CodecError> {
+    need("xfrm_usersa_info", payload, USERSA_INFO_LEN)?;
+    let mut state = State {
+        daddr: addr_at(payload, 56),
+        spi: be32_at(payload, 72),
+        proto: IpsecProto::from_raw(u8_at(payload, 76)),
+        saddr: addr_at(payload, 80),
+        family: parse_family("xfrm_usersa_info.family", u16_at(payload, 212))?,
+        selector: parse_selector(payload)?,
+        reqid: u32_at(payload, 208),
+        mode: Mode::from_raw(u8_at(payload, 214)),
+        flags: u8_at(payload, 216),
+        mark: Mark::default(),
+        if_id: 0,
+        dir: None,
+        algorithms: Algorithms::default(),
+        encap: None,
+        // curlft.add_time and lft.soft_add_expires_seconds.
+        add_time: u64_at(payload, 176),
+        soft_add_expires_seconds: u64_at(payload, 128),
+        security_context: None,
+    };
+    // XFRMA_ALG_AUTH_TRUNC carries the truncation length; plain XFRMA_ALG_AUTH (sent beside it
+    // for old tools) only names the algorithm.
+    let mut auth_plain = None;
+    for attr in Attrs::new(&payload[USERSA_INFO_LEN..]) {
+        let (kind, data) = attr?;
+        let algs = &mut state.algorithms;
+        match kind {
+            xfrm::XFRMA_ALG_AEAD => {
+                need("xfrm_algo_aead", data, ALGO_AUTH_LEN)?;
+                algs.aead = Some((alg_name(data), u32_at(data, 68)));
+            }
+            xfrm::XFRMA_ALG_AUTH_TRUNC => {
+                need("xfrm_algo_auth", data, ALGO_AUTH_LEN)?;
+                algs.auth = Some((alg_name(data), u32_at(data, 68)));
+            }
+            xfrm::XFRMA_ALG_AUTH => {
+                need("xfrm_algo", data, ALGO_LEN)?;
+                auth_plain = Some(alg_name(data));
+            }
+            xfrm::XFRMA_ALG_CRYPT => {
+                need("xfrm_algo", data, ALGO_LEN)?;
+                algs.crypt = Some((alg_name(data), u32_at(data, 64)));
+            }
+            xfrm::XFRMA_ALG_COMP => {
+                need("xfrm_algo", data, ALGO_LEN)?;
+                algs.comp = Some(alg_name(data));
+            }
+            xfrm::XFRMA_ENCAP => {
+                need("xfrm_encap_tmpl", data, ENCAP_TMPL_LEN)?;
+                state.encap = Some(Encap {
+                    encap_type: u16_at(data, 0),
+                    sport: be16_at(data, 2),
+                    dport: be16_at(data, 4),
+                });
+            }
+            xfrm::XFRMA_MARK => state.mark = parse_mark(data)?,
+            xfrm::XFRMA_IF_ID => state.if_id = parse_u32("XFRMA_IF_ID", data)?,
+            xfrm::XFRMA_SA_DIR => {
+                need("XFRMA_SA_DIR", data, 1)?;
+                state.dir = match data[0] {
+                    1 => Some(SaDir::In),
+                    2 => Some(SaDir::Out),
+                    v => {
+                        return Err(CodecError::InvalidValue {
+                            what: "SA dir",
+                            value: v.into(),
+                        });
+                    }
+                };
+            }
+            xfrm::XFRMA_SEC_CTX => state.security_context = Some(parse_sec_ctx(data)?),
+            _ => {}
+        }
+    }
+    if state.algorithms.auth.is_none() {
+        // Only the untruncated form: the truncation length is unknown (0).
+        state.algorithms.auth = auth_plain.map(|name| (name, 0));
+    }
+    Ok(state)
+}
+
+/// Parses a `GETDEFAULT` reply: `struct xfrm_userpolicy_default {u8 in, fwd, out}` with
+/// `XFRM_USERPOLICY_BLOCK` = 1 and `XFRM_USERPOLICY_ACCEPT` = 2. The forward default does not
+/// concern local sockets and is dropped.
+pub fn parse_default(payload: &[u8]) -> Result<DefaultPolicy, CodecError> {
+    need("xfrm_userpolicy_default", payload, 3)?;
+    let block = |what, v: u8| match v {
+        1 => Ok(true),
+        // 0 (UNSPEC) is never sent back, but means "not set", i.e. accept.
+        0 | 2 => Ok(false),
+        v => Err(CodecError::InvalidValue {
+            what,
+            value: v.into(),
+        }),
+    };
+    Ok(DefaultPolicy {
+        block_in: block("default policy in", payload[0])?,
+        block_out: block("default policy out", payload[2])?,
+    })
+}
+
+/// SPD counters from `XFRM_MSG_GETSPDINFO` (`struct xfrmu_spdinfo`, `struct xfrmu_spdhinfo`).
+///
+/// The socket-policy counts are the cheap way to learn whether any socket holds its own XFRM
+/// policy: inserting one sends no netlink event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+pub struct SpdInfo {
+    /// Global inbound policies.
+    pub in_count: u32,
+    /// Global outbound policies.
+    pub out_count: u32,
+    /// Global forward policies.
+    pub fwd_count: u32,
+    /// Socket inbound policies (`inscnt`).
+    pub in_socket_count: u32,
+    /// Socket outbound policies (`outscnt`).
+    pub out_socket_count: u32,
+    /// Socket forward policies (`fwdscnt`; always 0, sockets cannot forward).
+    pub fwd_socket_count: u32,
+    /// Hash buckets in use (`spdhcnt`), when sent.
+    pub hash_buckets: Option<u32>,
+    /// Maximum hash buckets (`spdhmcnt`), when sent.
+    pub hash_buckets_max: Option<u32>,
+}
+
+impl SpdInfo {
+    /// Whether any socket policy exists (in or out).
+    pub fn has_socket_policies(&self) -> bool {
+        self.in_socket_count != 0 || self.out_socket_count != 0
+    }
+}
+
+/// Parses an `XFRM_MSG_NEWSPDINFO` payload: a `__u32` of flags, then attributes.
+pub fn parse_spdinfo(payload: &[u8]) -> Result<SpdInfo, CodecError> {
+    need("spdinfo flags", payload, 4)?;
+    let mut info = SpdInfo::default();
+    let mut seen = false;
+    for attr in Attrs::new(&payload[4..]) {
+        let (kind, data) = attr?;
+        match kind {
+            xfrm::XFRMA_SPD_INFO => {
+                need("xfrmu_spdinfo", data, SPDINFO_LEN)?;
+                info.in_count = u32_at(data, 0);
+                info.out_count = u32_at(data, 4);
+                info.fwd_count = u32_at(data, 8);
+                info.in_socket_count = u32_at(data, 12);
+                info.out_socket_count = u32_at(data, 16);
+                info.fwd_socket_count = u32_at(data, 20);
+                seen = true;
+            }
+            xfrm::XFRMA_SPD_HINFO => {
+                need("xfrmu_spdhinfo", data, 8)?;
+                info.hash_buckets = Some(u32_at(data, 0));
+                info.hash_buckets_max = Some(u32_at(data, 4));
+            }
+            _ => {}
+        }
+    }
+    if !seen {
+        return Err(CodecError::Malformed {
+            what: "NEWSPDINFO",
+            why: "no XFRMA_SPD_INFO attribute",
+        });
+    }
+    Ok(info)
+}
