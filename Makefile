@@ -1,0 +1,32 @@
+# socksec — the two commands of the README, and the pieces they are made of.
+
+CARGO ?= cargo
+ARGS ?= selftest
+
+.PHONY: run test deps build lint unit host lab c-abi bench clean
+
+## Build socksec from source and run it on this host (make run ARGS="query --connect 10.0.0.1:22").
+run:
+	$(CARGO) run --release -q -p socksec-cli -- $(ARGS)
+
+## Install what the tests need (as root) and run every test tier: pure, host, C ABI, lab.
+test: deps lint build
+	$(CARGO) test --workspace --all-targets --no-fail-fast
+
+deps:
+	./scripts/install-deps
+
+## The shipped artefacts: the CLI, and the C library the C ABI tests link against.
+build:
+	$(CARGO) build --release -p socksec-cli -p socksec-winsock
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+## The lab alone, keeping the guest's logs in lab/logs for a reader.
+lab: deps
+	$(CARGO) run --release -p socksec-lab -- run --keep-logs lab/logs
+
+clean:
+	$(CARGO) clean

@@ -1,0 +1,190 @@
+//! Errors of a query, each carrying the Linux errno and the Winsock error code that the C ABI
+//! reports for it (contract §5.6 and DESIGN.md "Semantics").
+
+use std::fmt;
+use std::io;
+
+use serde::{Deserialize, Serialize};
+
+/// Winsock error codes used by socksec (`winerror.h`).
+pub mod wsa {
+    /// `WSAEACCES`: permission denied.
+    pub const WSAEACCES: i32 = 10013;
+    /// `WSAEFAULT`: bad pointer, or (TCP size query) buffer too small.
+    pub const WSAEFAULT: i32 = 10014;
+    /// `WSAEINVAL`: not an AF_INET/AF_INET6 stream/datagram socket, or a bad argument.
+    pub const WSAEINVAL: i32 = 10022;
+    /// `WSAENOTSOCK`: the descriptor is not a socket.
+    pub const WSAENOTSOCK: i32 = 10038;
+    /// `WSAEMSGSIZE`: a buffer or template too small.
+    pub const WSAEMSGSIZE: i32 = 10040;
+    /// `WSAEOPNOTSUPP`: operation not supported.
+    pub const WSAEOPNOTSUPP: i32 = 10045;
+    /// `WSAEAFNOSUPPORT`: address family not supported.
+    pub const WSAEAFNOSUPPORT: i32 = 10047;
+    /// `WSAECONNRESET`: the connection was reset.
+    pub const WSAECONNRESET: i32 = 10054;
+    /// `WSAENOTCONN`: the socket is not connected.
+    pub const WSAENOTCONN: i32 = 10057;
+    /// `WSASYSCALLFAILURE`: a system call that should not fail failed.
+    pub const WSASYSCALLFAILURE: i32 = 10107;
+}
+
+/// What went wrong, independent of how a front-end reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorKind {
+    /// The descriptor is not a socket (`WSAENOTSOCK`).
+    NotSocket,
+    /// Not an AF_INET/AF_INET6 socket of type SOCK_STREAM (TCP) or SOCK_DGRAM (UDP)
+    /// (`WSAEINVAL`).
+    UnsupportedSocket,
+    /// The template is invalid, e.g. an unknown security protocol (`WSAEINVAL`).
+    InvalidTemplate,
+    /// A non-TCP socket was queried without a template peer (`WSAEMSGSIZE`, as Winsock does
+    /// for a missing or short template).
+    TemplateRequired,
+    /// The template's peer address is of a family the socket cannot reach
+    /// (`WSAEAFNOSUPPORT`).
+    AddressFamily,
+    /// A TCP socket that is not connected (`WSAENOTCONN`).
+    NotConnected,
+    /// The connection was reset, or a UDP send drew an ICMP port unreachable
+    /// (`WSAECONNRESET`).
+    ConnectionReset,
+    /// A pointer argument was NULL (C ABI only; `WSAEFAULT`).
+    Fault,
+    /// The output buffer is too small; `needed` bytes are required (C ABI only).
+    BufferTooSmall,
+    /// The caller lacks a privilege the answer needs (CAP_NET_ADMIN for the kernel's IPsec
+    /// tables) (`WSAEACCES`).
+    PermissionDenied,
+    /// A system call or kernel interface failed unexpectedly (`WSASYSCALLFAILURE`).
+    System,
+}
+
+/// An error from a query: kind, errno, Winsock code and a message for people.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Error {
+    kind: ErrorKind,
+    errno: i32,
+    wsa: i32,
+    message: String,
+}
+
+impl Error {
+    /// An error of `kind` with the errno and Winsock code that kind maps to.
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        let (errno, wsa) = match kind {
+            ErrorKind::NotSocket => (libc::ENOTSOCK, wsa::WSAENOTSOCK),
+            ErrorKind::UnsupportedSocket => (libc::EINVAL, wsa::WSAEINVAL),
+            ErrorKind::InvalidTemplate => (libc::EINVAL, wsa::WSAEINVAL),
+            ErrorKind::TemplateRequired => (libc::EDESTADDRREQ, wsa::WSAEMSGSIZE),
+            ErrorKind::AddressFamily => (libc::EAFNOSUPPORT, wsa::WSAEAFNOSUPPORT),
+            ErrorKind::NotConnected => (libc::ENOTCONN, wsa::WSAENOTCONN),
+            ErrorKind::ConnectionReset => (libc::ECONNRESET, wsa::WSAECONNRESET),
+            ErrorKind::Fault => (libc::EFAULT, wsa::WSAEFAULT),
+            ErrorKind::BufferTooSmall => (libc::EMSGSIZE, wsa::WSAEMSGSIZE),
+            ErrorKind::PermissionDenied => (libc::EPERM, wsa::WSAEACCES),
+            ErrorKind::System => (libc::EIO, wsa::WSASYSCALLFAILURE),
+        };
+        Self {
+            kind,
+            errno,
+            wsa,
+            message: message.into(),
+        }
+    }
+
+    /// A [`ErrorKind::System`] error from an I/O error, keeping its errno.
+    pub fn system(context: &str, err: &io::Error) -> Self {
+        let mut e = Self::new(ErrorKind::System, format!("{context}: {err}"));
+        if let Some(errno) = err.raw_os_error() {
+            e.errno = errno;
+        }
+        e
+    }
+
+    /// Replaces the errno (e.g. the precise pending socket error behind a reset).
+    pub fn with_errno(mut self, errno: i32) -> Self {
+        self.errno = errno;
+        self
+    }
+
+    /// Replaces the Winsock code (the C ABI's buffer-size rule picks `WSAEFAULT` or
+    /// `WSAEMSGSIZE` by socket type).
+    pub fn with_wsa(mut self, wsa: i32) -> Self {
+        self.wsa = wsa;
+        self
+    }
+
+    /// What went wrong.
+    pub fn kind(&self) -> ErrorKind {
+        self.kind
+    }
+
+    /// The Linux errno number.
+    pub fn errno(&self) -> i32 {
+        self.errno
+    }
+
+    /// The errno's symbolic name (`"ENOTSOCK"`), or `"E<number>"` for an unusual one.
+    pub fn errno_name(&self) -> String {
+        errno_name(self.errno)
+    }
+
+    /// The Winsock error code (`WSAGetLastError()` after a failed call).
+    pub fn wsa(&self) -> i32 {
+        self.wsa
+    }
+
+    /// The message for people.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} ({}, WSA {})",
+            self.message,
+            self.errno_name(),
+            self.wsa
+        )
+    }
+}
+
+impl std::error::Error for Error {}
+
+/// Symbolic name of an errno value.
+pub fn errno_name(errno: i32) -> String {
+    let name = match errno {
+        libc::EPERM => "EPERM",
+        libc::ENOENT => "ENOENT",
+        libc::EIO => "EIO",
+        libc::EBADF => "EBADF",
+        libc::EACCES => "EACCES",
+        libc::EFAULT => "EFAULT",
+        libc::EINVAL => "EINVAL",
+        libc::ENOTSOCK => "ENOTSOCK",
+        libc::EDESTADDRREQ => "EDESTADDRREQ",
+        libc::EMSGSIZE => "EMSGSIZE",
+        libc::EPROTONOSUPPORT => "EPROTONOSUPPORT",
+        libc::EOPNOTSUPP => "EOPNOTSUPP",
+        libc::EAFNOSUPPORT => "EAFNOSUPPORT",
+        libc::ECONNRESET => "ECONNRESET",
+        libc::ECONNREFUSED => "ECONNREFUSED",
+        libc::ECONNABORTED => "ECONNABORTED",
+        libc::ETIMEDOUT => "ETIMEDOUT",
+        libc::EPIPE => "EPIPE",
+        libc::ENOTCONN => "ENOTCONN",
+        libc::EHOSTUNREACH => "EHOSTUNREACH",
+        libc::ENETUNREACH => "ENETUNREACH",
+        libc::ENOBUFS => "ENOBUFS",
+        libc::ESRCH => "ESRCH",
+        _ => return format!("E{errno}"),
+    };
+    name.to_string()
+}

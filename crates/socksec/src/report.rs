@@ -1,0 +1,360 @@
+//! The detailed answer: which mechanism protects each direction, with which SAs and policy, and
+//! — when the connection is not secured — why.
+
+use std::fmt;
+use std::net::SocketAddr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::xfrm::model::{IpsecProto, Mode, PolicyDir};
+
+/// The socket a query was about.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SocketDescription {
+    /// `"inet"` or `"inet6"` (the socket's own family; a dual-stack socket talking IPv4 is
+    /// `"inet6"` here while its flow is IPv4).
+    pub family: String,
+    /// `"stream"` or `"dgram"`.
+    #[serde(rename = "type")]
+    pub socket_type: String,
+    /// `"tcp"`, `"udp"` or `"udplite"`.
+    pub protocol: String,
+    /// Local address and port of the flow.
+    pub local: SocketAddr,
+    /// Peer address and port of the flow.
+    pub peer: SocketAddr,
+    /// `SO_MARK`.
+    pub mark: u32,
+    /// Output interface of the route to the peer, when known.
+    pub interface: Option<String>,
+}
+
+/// Which way traffic goes, seen from the socket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Direction {
+    /// Packets the socket sends.
+    Outbound,
+    /// Packets the socket receives.
+    Inbound,
+}
+
+impl fmt::Display for Direction {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Outbound => "outbound",
+            Self::Inbound => "inbound",
+        })
+    }
+}
+
+/// A protection mechanism.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mechanism {
+    /// Kernel IPsec (XFRM).
+    Ipsec,
+}
+
+/// The policy that decided a direction.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PolicyRef {
+    /// Kernel index (`ip xfrm policy` prints it as `index`).
+    pub index: u32,
+    /// Direction as dumped.
+    pub dir: PolicyDir,
+    /// Priority.
+    pub priority: u32,
+    /// `"allow"` or `"block"`.
+    pub action: String,
+    /// A one-line description in `ip xfrm policy` terms.
+    pub description: String,
+}
+
+impl fmt::Display for PolicyRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} (index {}, priority {})",
+            self.description, self.index, self.priority
+        )
+    }
+}
+
+/// What one SA contributes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SaInfo {
+    /// ESP, AH or IPComp.
+    pub proto: IpsecProto,
+    /// Transport, tunnel…
+    pub mode: Mode,
+    /// SPI (host order, as `ip xfrm state` prints it).
+    pub spi: u32,
+    /// Request id.
+    pub reqid: u32,
+    /// Outer source address.
+    pub src: std::net::IpAddr,
+    /// Outer destination address.
+    pub dst: std::net::IpAddr,
+    /// Encryption algorithm (`cbc(aes)`, `ecb(cipher_null)`), if separate from AEAD.
+    pub encryption: Option<String>,
+    /// Integrity algorithm (`hmac(sha256)`), if separate from AEAD.
+    pub integrity: Option<String>,
+    /// AEAD algorithm (`rfc4106(gcm(aes))`).
+    pub aead: Option<String>,
+    /// Compression algorithm (IPComp).
+    pub compression: Option<String>,
+    /// Whether the SA authenticates the traffic.
+    pub gives_integrity: bool,
+    /// Whether the SA encrypts the traffic.
+    pub gives_confidentiality: bool,
+    /// NAT traversal encapsulation (`"espinudp"`…), if any.
+    pub encapsulation: Option<String>,
+}
+
+/// One mechanism's verdict for one direction.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Protection {
+    /// Which mechanism.
+    pub mechanism: Mechanism,
+    /// Which direction.
+    pub direction: Direction,
+    /// This direction has integrity protection that the kernel enforces.
+    pub secured: bool,
+    /// And confidentiality.
+    pub encrypted: bool,
+    /// The policy that applied, if any.
+    pub policy: Option<PolicyRef>,
+    /// SAs used (outbound) or accepted (inbound) for the required templates, in template order.
+    pub sas: Vec<SaInfo>,
+    /// Why this direction is not secured (or not encrypted), if it is not.
+    pub reason: Option<Reason>,
+}
+
+/// Why a direction is not secured or not encrypted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Reason {
+    /// No policy covers the traffic and the default is to accept it: it flows in the clear.
+    NoPolicy {
+        /// Direction.
+        direction: Direction,
+    },
+    /// The policy allows the traffic without any transform.
+    Bypass {
+        /// Direction.
+        direction: Direction,
+        /// The bypass policy.
+        policy: PolicyRef,
+    },
+    /// Every template of the policy is optional (`level use`): plaintext is acceptable.
+    OptionalOnly {
+        /// Direction.
+        direction: Direction,
+        /// The policy.
+        policy: PolicyRef,
+    },
+    /// The traffic is dropped (a block policy, or the namespace default is block).
+    Blocked {
+        /// Direction.
+        direction: Direction,
+        /// The block policy; `None` when the namespace default blocks.
+        policy: Option<PolicyRef>,
+    },
+    /// A required template has no SA: the kernel would start an acquire and hold or drop the
+    /// traffic.
+    SaMissing {
+        /// Direction.
+        direction: Direction,
+        /// The policy whose template is unresolved.
+        policy: PolicyRef,
+        /// The template, described as `ip xfrm` would.
+        template: String,
+    },
+    /// The IKE daemon is negotiating the SA (a larval state exists).
+    AcquirePending {
+        /// Direction.
+        direction: Direction,
+        /// The policy.
+        policy: PolicyRef,
+        /// The template.
+        template: String,
+    },
+    /// The SAs in use give no integrity (e.g. IPComp alone, ESP without authentication).
+    NoIntegrity {
+        /// Direction.
+        direction: Direction,
+    },
+    /// The SAs in use give integrity but no confidentiality (AH, ESP-NULL, AES-GMAC).
+    NotEncrypted {
+        /// Direction.
+        direction: Direction,
+        /// Which algorithms (one per SA).
+        algorithms: Vec<String>,
+    },
+    /// The interface switches off IPsec (`disable_xfrm` on output, `disable_policy` on input,
+    /// always so on loopback).
+    InterfaceExempt {
+        /// Direction.
+        direction: Direction,
+        /// The interface name.
+        interface: String,
+    },
+    /// The answer cannot be known: the kernel decides with facts userspace cannot see.
+    Unknown {
+        /// Direction.
+        direction: Direction,
+        /// What is missing.
+        detail: String,
+    },
+    /// Strict mode: a socket policy that socksec cannot attribute could override the
+    /// namespace's policy for this flow.
+    UnattributedSocketPolicy {
+        /// Direction.
+        direction: Direction,
+        /// How many such socket policies could match.
+        count: usize,
+    },
+}
+
+impl Reason {
+    /// The direction the reason is about.
+    pub fn direction(&self) -> Direction {
+        match self {
+            Self::NoPolicy { direction }
+            | Self::Bypass { direction, .. }
+            | Self::OptionalOnly { direction, .. }
+            | Self::Blocked { direction, .. }
+            | Self::SaMissing { direction, .. }
+            | Self::AcquirePending { direction, .. }
+            | Self::NoIntegrity { direction }
+            | Self::NotEncrypted { direction, .. }
+            | Self::InterfaceExempt { direction, .. }
+            | Self::Unknown { direction, .. }
+            | Self::UnattributedSocketPolicy { direction, .. } => *direction,
+        }
+    }
+
+    /// Whether the reason denies SECURED (every reason but [`Reason::NotEncrypted`] does).
+    pub fn denies_secured(&self) -> bool {
+        !matches!(self, Self::NotEncrypted { .. })
+    }
+}
+
+impl fmt::Display for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::NoPolicy { direction } => {
+                write!(f, "not secured: no IPsec policy covers {direction} traffic")
+            }
+            Self::Bypass { direction, policy } => {
+                write!(
+                    f,
+                    "not secured: {direction} policy {policy} allows plaintext"
+                )
+            }
+            Self::OptionalOnly { direction, policy } => write!(
+                f,
+                "not secured: {direction} policy {policy} has only optional templates"
+            ),
+            Self::Blocked {
+                direction,
+                policy: Some(p),
+            } => {
+                write!(
+                    f,
+                    "not secured: {direction} traffic is blocked by policy {p}"
+                )
+            }
+            Self::Blocked {
+                direction,
+                policy: None,
+            } => write!(
+                f,
+                "not secured: {direction} traffic is blocked by the namespace's default policy"
+            ),
+            Self::SaMissing {
+                direction,
+                policy,
+                template,
+            } => write!(
+                f,
+                "not secured: SA missing for {direction} policy {policy}, template {template}"
+            ),
+            Self::AcquirePending {
+                direction,
+                policy,
+                template,
+            } => write!(
+                f,
+                "not secured: SA negotiation in progress for {direction} policy {policy}, \
+                 template {template}"
+            ),
+            Self::NoIntegrity { direction } => {
+                write!(
+                    f,
+                    "not secured: the {direction} SAs give no integrity protection"
+                )
+            }
+            Self::NotEncrypted {
+                direction,
+                algorithms,
+            } => write!(
+                f,
+                "not encrypted: {direction} SAs give integrity only ({})",
+                algorithms.join(", ")
+            ),
+            Self::InterfaceExempt {
+                direction,
+                interface,
+            } => write!(
+                f,
+                "not secured: interface {interface} exempts {direction} traffic from IPsec"
+            ),
+            Self::Unknown { direction, detail } => {
+                write!(
+                    f,
+                    "not secured: {direction} protection cannot be known: {detail}"
+                )
+            }
+            Self::UnattributedSocketPolicy { direction, count } => write!(
+                f,
+                "not secured (strict): {count} {direction} socket policies of other sockets \
+                 could apply to this flow"
+            ),
+        }
+    }
+}
+
+/// A fact that could change the answer but that socksec cannot settle.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Caveat {
+    /// Socket policies exist in the namespace that socksec did not set and cannot tie to a
+    /// socket (the kernel does not say which socket holds them). Usually they are an IKE
+    /// daemon's bypass policies on its own sockets.
+    UnattributedSocketPolicies {
+        /// Direction.
+        direction: Direction,
+        /// How many socket policies of this direction exist.
+        total: usize,
+        /// How many of them have a selector that matches this flow.
+        matching: usize,
+    },
+}
+
+impl fmt::Display for Caveat {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::UnattributedSocketPolicies {
+                direction,
+                total,
+                matching,
+            } => write!(
+                f,
+                "{total} {direction} socket policies of unknown sockets ({matching} could \
+                 match this flow); they apply only to the sockets that hold them"
+            ),
+        }
+    }
+}

@@ -1,0 +1,223 @@
+//! Reading a socket: what kind it is, whether it may be queried, and its two endpoints.
+//!
+//! The checks run in the order of the contract's decision table (§5.6): not a socket, then
+//! family and type, then the template, then the connection's state.
+
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::os::fd::BorrowedFd;
+
+use socket2::{Domain, Protocol, SockRef, Type};
+
+use crate::contract::QueryTemplate;
+use crate::error::{Error, ErrorKind};
+use crate::flow::{Transport, normalize};
+use crate::sys;
+
+/// What the kernel says the socket is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SocketFacts {
+    /// `true` for AF_INET6.
+    pub ipv6: bool,
+    /// TCP, UDP or UDP-Lite.
+    pub transport: Transport,
+    /// `IPV6_V6ONLY` on an AF_INET6 socket.
+    pub v6only: bool,
+}
+
+impl SocketFacts {
+    /// `"inet"` or `"inet6"`.
+    pub fn family_name(&self) -> &'static str {
+        if self.ipv6 { "inet6" } else { "inet" }
+    }
+
+    /// `"stream"` or `"dgram"`.
+    pub fn type_name(&self) -> &'static str {
+        match self.transport {
+            Transport::Tcp => "stream",
+            _ => "dgram",
+        }
+    }
+}
+
+/// Rows 1 and 3 of the decision table: the descriptor must be an AF_INET/AF_INET6 socket of
+/// type SOCK_STREAM (TCP) or SOCK_DGRAM (UDP, UDP-Lite).
+pub fn inspect(fd: BorrowedFd<'_>) -> Result<SocketFacts, Error> {
+    let sock = SockRef::from(&fd);
+    let domain = sock.domain().map_err(|e| match e.raw_os_error() {
+        Some(libc::ENOTSOCK) => Error::new(ErrorKind::NotSocket, "the descriptor is not a socket"),
+        Some(libc::EBADF) => {
+            Error::new(ErrorKind::NotSocket, "the descriptor is not open").with_errno(libc::EBADF)
+        }
+        _ => Error::system("getsockopt(SO_DOMAIN)", &e),
+    })?;
+    let ipv6 = match domain {
+        Domain::IPV4 => false,
+        Domain::IPV6 => true,
+        other => {
+            return Err(Error::new(
+                ErrorKind::UnsupportedSocket,
+                format!("only AF_INET and AF_INET6 sockets can be queried, not {other:?}"),
+            ));
+        }
+    };
+    let ty = sock
+        .r#type()
+        .map_err(|e| Error::system("getsockopt(SO_TYPE)", &e))?;
+    let proto = sock
+        .protocol()
+        .map_err(|e| Error::system("getsockopt(SO_PROTOCOL)", &e))?;
+    let transport = match (ty, proto) {
+        (Type::STREAM, Some(Protocol::TCP)) => Transport::Tcp,
+        (Type::DGRAM, Some(Protocol::UDP)) => Transport::Udp,
+        (Type::DGRAM, Some(p)) if p == Protocol::from(libc::IPPROTO_UDPLITE) => Transport::UdpLite,
+        (Type::STREAM | Type::DGRAM, p) => {
+            return Err(Error::new(
+                ErrorKind::UnsupportedSocket,
+                format!("only TCP and UDP sockets can be queried, not protocol {p:?}"),
+            ));
+        }
+        (other, _) => {
+            return Err(Error::new(
+                ErrorKind::UnsupportedSocket,
+                format!("only SOCK_STREAM and SOCK_DGRAM sockets can be queried, not {other:?}"),
+            ));
+        }
+    };
+    let v6only = ipv6 && sock.only_v6().unwrap_or(false);
+    Ok(SocketFacts {
+        ipv6,
+        transport,
+        v6only,
+    })
+}
+
+/// Rows 4 and 5: a non-TCP socket needs a template peer, and the peer must be of a family the
+/// socket can reach (an IPv4 peer is fine for a dual-stack IPv6 socket).
+pub fn check_template(facts: &SocketFacts, template: &QueryTemplate) -> Result<(), Error> {
+    if facts.transport == Transport::Tcp {
+        return Ok(()); // The connection names its peer; the template's peer is ignored.
+    }
+    let Some(peer) = template.peer else {
+        return Err(Error::new(
+            ErrorKind::TemplateRequired,
+            "a UDP socket can talk to many peers: the template must name the peer",
+        ));
+    };
+    let reachable = match (facts.ipv6, normalize(peer)) {
+        (false, SocketAddr::V4(_)) => true,
+        (false, SocketAddr::V6(_)) => false,
+        (true, SocketAddr::V6(_)) => true,
+        (true, SocketAddr::V4(_)) => !facts.v6only,
+    };
+    if !reachable {
+        return Err(Error::new(
+            ErrorKind::AddressFamily,
+            format!(
+                "peer {peer} is not reachable from an {} socket",
+                facts.family_name()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Row 9 and the connection state: the socket's local address and the peer, normalised.
+///
+/// A pending socket error (a reset TCP connection, a UDP send that drew an ICMP port
+/// unreachable) is detected with `poll` and then read with `SO_ERROR`, which delivers it to
+/// the caller the way the next `recv` would have: the answer is `ECONNRESET` and the
+/// application learns that the connection is gone.
+pub fn endpoints(
+    fd: BorrowedFd<'_>,
+    facts: &SocketFacts,
+    template: &QueryTemplate,
+) -> Result<(SocketAddr, SocketAddr), Error> {
+    let sock = SockRef::from(&fd);
+    let revents = sys::poll_now(fd).map_err(|e| Error::system("poll", &e))?;
+    if revents & libc::POLLERR != 0 {
+        if let Some(err) = sock
+            .take_error()
+            .map_err(|e| Error::system("SO_ERROR", &e))?
+        {
+            let errno = err.raw_os_error().unwrap_or(libc::ECONNRESET);
+            return Err(pending_error(errno, &err));
+        }
+    }
+    let local = sock
+        .local_addr()
+        .map_err(|e| Error::system("getsockname", &e))?
+        .as_socket()
+        .ok_or_else(|| Error::new(ErrorKind::UnsupportedSocket, "local address is not IP"))?;
+    let remote = match facts.transport {
+        Transport::Tcp => match sock.peer_addr() {
+            Ok(addr) => addr.as_socket().ok_or_else(|| {
+                Error::new(ErrorKind::UnsupportedSocket, "peer address is not IP")
+            })?,
+            Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => {
+                return Err(Error::new(
+                    ErrorKind::NotConnected,
+                    "the TCP socket is not connected (query after connect or accept)",
+                ));
+            }
+            Err(e) => return Err(Error::system("getpeername", &e)),
+        },
+        _ => template.peer.ok_or_else(|| {
+            Error::new(
+                ErrorKind::TemplateRequired,
+                "the template must name the UDP peer",
+            )
+        })?,
+    };
+    Ok((normalize(local), normalize(remote)))
+}
+
+fn pending_error(errno: i32, err: &io::Error) -> Error {
+    match errno {
+        libc::ECONNRESET
+        | libc::ECONNREFUSED
+        | libc::EPIPE
+        | libc::ECONNABORTED
+        | libc::ETIMEDOUT
+        | libc::EHOSTUNREACH
+        | libc::ENETUNREACH => Error::new(
+            ErrorKind::ConnectionReset,
+            format!("the connection is gone ({err}); close the socket"),
+        )
+        .with_errno(errno),
+        _ => Error::system("pending socket error", err),
+    }
+}
+
+/// The socket's mark (`SO_MARK`), bound device (`SO_BINDTODEVICE`) and routing uid.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoutingFacts {
+    /// `SO_MARK`.
+    pub mark: u32,
+    /// Index of the bound device, if any.
+    pub bound_ifindex: Option<u32>,
+    /// The uid the kernel routes the socket's traffic as.
+    pub uid: u32,
+}
+
+/// Reads the socket options that take part in route and policy lookups.
+pub fn routing_facts(fd: BorrowedFd<'_>) -> Result<RoutingFacts, Error> {
+    let sock = SockRef::from(&fd);
+    let mark = sys::getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_MARK)
+        .map_err(|e| Error::system("getsockopt(SO_MARK)", &e))? as u32;
+    let bound_ifindex = sock
+        .device()
+        .map_err(|e| Error::system("getsockopt(SO_BINDTODEVICE)", &e))?
+        .and_then(|name| sys::if_nametoindex(&String::from_utf8_lossy(&name)));
+    let uid = sys::inode_uid(fd).map_err(|e| Error::system("fstat", &e))?;
+    Ok(RoutingFacts {
+        mark,
+        bound_ifindex,
+        uid,
+    })
+}
+
+/// Whether `ip` is the unspecified address (an unbound UDP socket's local address).
+pub fn is_unspecified(ip: IpAddr) -> bool {
+    ip.is_unspecified()
+}

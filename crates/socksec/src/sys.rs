@@ -1,0 +1,103 @@
+//! The few system calls that no safe wrapper covers. Every `unsafe` block of the crate lives
+//! here, each with the reason it is sound.
+
+use std::ffi::CString;
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
+
+/// `poll(2)` with a zero timeout: the socket's pending events, without consuming anything.
+pub fn poll_now(fd: BorrowedFd<'_>) -> io::Result<i16> {
+    let mut pfd = libc::pollfd {
+        fd: fd.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: `pfd` is a valid, initialised pollfd that lives across the call; nfds is 1.
+    let rc = unsafe { libc::poll(&mut pfd, 1, 0) };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(pfd.revents)
+}
+
+/// `fstat(2)` owner uid of the descriptor's inode (for a socket: the uid the kernel routes its
+/// traffic as, `sk_uid`).
+pub fn inode_uid(fd: BorrowedFd<'_>) -> io::Result<u32> {
+    // SAFETY: `libc::stat` is plain old data, for which all-zero bytes are a valid value.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: `fd` is a live descriptor borrowed for the call; `st` is a valid out pointer.
+    let rc = unsafe { libc::fstat(fd.as_raw_fd(), &mut st) };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(st.st_uid)
+}
+
+/// `getsockopt(2)` of an `int` option.
+pub fn getsockopt_int(fd: BorrowedFd<'_>, level: i32, name: i32) -> io::Result<i32> {
+    let mut value: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: `value` and `len` are valid for writes and `len` holds the size of `value`.
+    let rc = unsafe {
+        libc::getsockopt(
+            fd.as_raw_fd(),
+            level,
+            name,
+            (&raw mut value).cast(),
+            &mut len,
+        )
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(value)
+}
+
+/// `if_nametoindex(3)`; `None` when no interface has that name.
+pub fn if_nametoindex(name: &str) -> Option<u32> {
+    let name = CString::new(name).ok()?;
+    // SAFETY: `name` is a valid NUL-terminated string for the duration of the call.
+    let index = unsafe { libc::if_nametoindex(name.as_ptr()) };
+    (index != 0).then_some(index)
+}
+
+/// `if_indextoname(3)`; `None` when no interface has that index.
+pub fn if_indextoname(index: u32) -> Option<String> {
+    let mut buf = [0u8; libc::IF_NAMESIZE];
+    // SAFETY: `buf` has the IF_NAMESIZE bytes the call may write.
+    let p = unsafe { libc::if_indextoname(index, buf.as_mut_ptr().cast()) };
+    if p.is_null() {
+        return None;
+    }
+    let len = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    Some(String::from_utf8_lossy(&buf[..len]).into_owned())
+}
+
+/// Whether the calling thread's effective capability set holds CAP_NET_ADMIN, read from
+/// `/proc/thread-self/status` (no unsafe needed, kept here beside the other system facts).
+pub fn has_cap_net_admin() -> bool {
+    let Ok(status) = std::fs::read_to_string("/proc/thread-self/status") else {
+        return false;
+    };
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
+        .is_some_and(|caps| caps & (1 << 12) != 0)
+}
+
+/// Borrows descriptor `fd` for the rest of the process, if it is open.
+///
+/// For descriptors a process inherited (a CLI given `--fd 3`): they stay open until the
+/// process exits, unless the process itself closes them, which the callers of this function
+/// do not.
+pub fn inherited_fd(fd: RawFd) -> Option<BorrowedFd<'static>> {
+    if fd < 0 {
+        return None;
+    }
+    // SAFETY: F_GETFD reads the descriptor flags; it takes no argument and has no side effect.
+    let open = unsafe { libc::fcntl(fd, libc::F_GETFD) } >= 0;
+    // SAFETY: the descriptor is open (checked above) and, per this function's contract, stays
+    // open for the rest of the process.
+    open.then(|| unsafe { BorrowedFd::borrow_raw(fd) })
+}
