@@ -1,0 +1,142 @@
+//! The guest kernel: Debian's stock `linux-image-amd64`, downloaded (not installed) into the
+//! lab cache and prepared with `depmod` (the package ships no `modules.dep`).
+//!
+//! The package name is resolved at run time because old ABI versions leave the archive.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use crate::cmd::{command, run, sh};
+use crate::error::{Context, Result, bail};
+use crate::host::packages;
+
+/// The metapackage that depends on the current stock kernel.
+const META: &str = "linux-image-amd64";
+/// Marker written once a kernel folder is complete.
+const READY: &str = ".ready";
+
+/// A prepared kernel in the cache.
+#[derive(Debug, Clone)]
+pub struct Kernel {
+    /// Kernel release, e.g. `6.1.0-56-amd64`.
+    pub release: String,
+    /// The extracted package root (`boot/`, `lib/modules/RELEASE/`).
+    pub root: PathBuf,
+}
+
+impl Kernel {
+    /// The compressed kernel image qemu boots.
+    pub fn image(&self) -> PathBuf {
+        self.root.join(format!("boot/vmlinuz-{}", self.release))
+    }
+
+    /// `lib/modules/RELEASE` inside the extracted package.
+    pub fn modules(&self) -> PathBuf {
+        self.root.join("lib/modules").join(&self.release)
+    }
+}
+
+/// The concrete kernel package `linux-image-amd64` depends on right now.
+fn resolve_package() -> Result<String> {
+    let text = sh("apt-cache", ["depends", META])?;
+    text.lines()
+        .filter_map(|l| l.trim().strip_prefix("Depends:"))
+        .map(str::trim)
+        .find(|p| {
+            p.starts_with("linux-image-") && p.as_bytes().get(12).is_some_and(u8::is_ascii_digit)
+        })
+        .map(str::to_owned)
+        .with_context(|| format!("`apt-cache depends {META}` names no linux-image-N package"))
+}
+
+fn load_ready(dir: &Path) -> Option<Kernel> {
+    let release = fs::read_to_string(dir.join(READY)).ok()?.trim().to_owned();
+    let kernel = Kernel {
+        release,
+        root: dir.join("root"),
+    };
+    (kernel.image().is_file() && kernel.modules().join("modules.dep").is_file()).then_some(kernel)
+}
+
+/// Any complete kernel already in the cache (used when apt cannot resolve one, e.g. offline).
+fn any_cached(cache: &Path) -> Option<Kernel> {
+    let mut dirs: Vec<PathBuf> = fs::read_dir(cache)
+        .ok()?
+        .filter_map(|e| Some(e.ok()?.path()))
+        .collect();
+    dirs.sort();
+    dirs.iter().rev().find_map(|d| load_ready(d))
+}
+
+fn download_and_prepare(pkg: &str, dir: &Path) -> Result<Kernel> {
+    let _ = fs::remove_dir_all(dir);
+    let dl = dir.join("download");
+    fs::create_dir_all(&dl).with_context(|| format!("creating {}", dl.display()))?;
+    eprintln!("lab: downloading {pkg}");
+    run(command("apt-get", ["download", "-q", pkg]).current_dir(&dl))?;
+    let deb = fs::read_dir(&dl)?
+        .filter_map(|e| Some(e.ok()?.path()))
+        .find(|p| p.extension().is_some_and(|e| e == "deb"))
+        .with_context(|| format!("apt-get download {pkg} left no .deb in {}", dl.display()))?;
+    let root = dir.join("root");
+    run(command("dpkg", ["-x"]).arg(&deb).arg(&root)).context("unpacking the kernel package")?;
+    let mut releases: Vec<String> = fs::read_dir(root.join("lib/modules"))
+        .context("the kernel package has no lib/modules")?
+        .filter_map(|e| Some(e.ok()?.file_name().to_string_lossy().into_owned()))
+        .collect();
+    releases.sort();
+    let release = releases
+        .pop()
+        .context("the kernel package has an empty lib/modules")?;
+    run(command("depmod", ["-b"]).arg(&root).arg(&release))
+        .context("depmod on the guest kernel")?;
+    fs::remove_dir_all(&dl)?;
+    fs::write(dir.join(READY), format!("{release}\n"))?;
+    load_ready(dir).with_context(|| format!("prepared kernel in {} is incomplete", dir.display()))
+}
+
+/// Returns the current stock kernel, downloading and preparing it into `cache` if needed.
+pub fn ensure(cache: &Path) -> Result<Kernel> {
+    let pkg = match resolve_package() {
+        Ok(p) => p,
+        Err(first) => {
+            // No or stale package lists: refresh once, else fall back to what is cached.
+            match packages::apt_update().and_then(|()| resolve_package()) {
+                Ok(p) => p,
+                Err(_) => {
+                    if let Some(k) = any_cached(cache) {
+                        eprintln!(
+                            "lab: cannot resolve {META} ({first}); using cached {}",
+                            k.release
+                        );
+                        return Ok(k);
+                    }
+                    return Err(first).context("resolving the guest kernel package");
+                }
+            }
+        }
+    };
+    let dir = cache.join(&pkg);
+    if let Some(k) = load_ready(&dir) {
+        return Ok(k);
+    }
+    match download_and_prepare(&pkg, &dir) {
+        Ok(k) => Ok(k),
+        Err(first) => {
+            // The lists may name a version the mirror dropped: refresh, resolve again, retry.
+            packages::apt_update()?;
+            let pkg = resolve_package()?;
+            let dir = cache.join(&pkg);
+            download_and_prepare(&pkg, &dir)
+                .map_err(|e| crate::error::Error::msg(format!("{e} (first attempt: {first})")))
+                .context("preparing the guest kernel")
+        }
+    }
+    .or_else(|e| match any_cached(cache) {
+        Some(k) => {
+            eprintln!("lab: {e}; using cached {}", k.release);
+            Ok(k)
+        }
+        None => bail!("{e}"),
+    })
+}

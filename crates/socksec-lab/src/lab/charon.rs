@@ -1,0 +1,168 @@
+//! One charon (strongSwan's IKE daemon) per namespace, configured through
+//! `/etc/netns/NS/{strongswan.conf,swanctl/swanctl.conf}` and driven with swanctl.
+//!
+//! `ip netns exec` gives the daemon a private mount namespace in which `/etc/netns/NS/*` is
+//! bind-mounted over `/etc/*`; a fresh tmpfs on `/run` there gives each daemon its own pid file
+//! and VICI socket. swanctl reaches it through `nsenter` into the daemon's namespaces.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::cmd::{describe, output};
+use crate::error::{Context, Result, bail};
+use crate::lab::netns::Netns;
+use crate::lab::vici::{self, ChildSa, IkeSa};
+
+const CHARON: &str = "/usr/lib/ipsec/charon";
+
+/// A running charon inside a namespace; killed on drop.
+#[derive(Debug)]
+pub struct Charon {
+    ns: String,
+    child: Child,
+    log: PathBuf,
+}
+
+fn strongswan_conf(log: &Path) -> String {
+    format!(
+        "# socksec lab: charon with a file log (generated)\n\
+         charon {{\n  load_modular = yes\n  plugins {{\n    include strongswan.d/charon/*.conf\n  }}\n\
+         \x20 filelog {{\n    lab {{\n      path = {}\n      time_format = %H:%M:%S\n      \
+         default = 1\n      ike = 2\n      knl = 2\n      flush_line = yes\n    }}\n  }}\n}}\n\
+         include strongswan.d/*.conf\n",
+        log.display()
+    )
+}
+
+impl Charon {
+    /// Writes the namespace's configuration and starts charon; call [`Charon::ready`] next.
+    pub fn spawn(ns: &Netns, swanctl_conf: &str, log_dir: &Path) -> Result<Self> {
+        let etc = PathBuf::from(format!("/etc/netns/{}", ns.name));
+        fs::create_dir_all(etc.join("swanctl"))
+            .with_context(|| format!("creating {}", etc.display()))?;
+        fs::write(etc.join("swanctl/swanctl.conf"), swanctl_conf)?;
+        let log = log_dir.join(format!("charon-{}.log", ns.name));
+        fs::write(etc.join("strongswan.conf"), strongswan_conf(&log))?;
+        fs::write(
+            log_dir.join(format!("swanctl-{}.conf", ns.name)),
+            swanctl_conf,
+        )?;
+
+        let stdio = fs::File::create(log_dir.join(format!("charon-{}.stderr", ns.name)))?;
+        let mut cmd = Command::new("ip");
+        // Every step execs the next, so the child's pid is charon's.
+        cmd.args(["netns", "exec", &ns.name, "sh", "-c"])
+            .arg(format!("mount -t tmpfs tmpfs /run && exec {CHARON}"))
+            .stdin(Stdio::null())
+            .stdout(stdio.try_clone()?)
+            .stderr(stdio);
+        let child = cmd
+            .spawn()
+            .with_context(|| format!("starting `{}`", describe(&cmd)))?;
+        Ok(Self {
+            ns: ns.name.clone(),
+            child,
+            log,
+        })
+    }
+
+    /// Waits until the daemon answers on VICI, then loads its configuration.
+    pub fn ready(&mut self, timeout: Duration) -> Result<()> {
+        let socket = PathBuf::from(format!("/proc/{}/root/run/charon.vici", self.child.id()));
+        let deadline = Instant::now() + timeout;
+        while !socket.exists() {
+            if let Some(status) = self.child.try_wait()? {
+                bail!(
+                    "charon in {} exited ({status}) while starting; see {}",
+                    self.ns,
+                    self.log.display()
+                );
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "charon in {} did not open its VICI socket within {timeout:?}",
+                    self.ns
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        self.swanctl(&["--load-all", "--noprompt"]).map(drop)
+    }
+
+    /// Runs `swanctl args...` against this daemon and returns its stdout.
+    pub fn swanctl(&self, args: &[&str]) -> Result<String> {
+        let pid = self.child.id().to_string();
+        let mut cmd = Command::new("nsenter");
+        cmd.args(["-t", &pid, "-m", "-n", "swanctl"]).args(args);
+        let out = output(&mut cmd)?;
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        if !out.status.success() {
+            bail!(
+                "`swanctl {}` in {} failed ({}): {}\n{}",
+                args.join(" "),
+                self.ns,
+                out.status,
+                stdout.trim(),
+                // Skip swanctl's noise about plugins Debian does not ship.
+                String::from_utf8_lossy(&out.stderr)
+                    .lines()
+                    .filter(|l| !l.starts_with("plugin '"))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            );
+        }
+        Ok(stdout)
+    }
+
+    /// Initiates a CHILD_SA (and its IKE_SA) and waits for the outcome.
+    pub fn initiate(&self, child: &str, timeout: Duration) -> Result<String> {
+        let secs = timeout.as_secs().max(1).to_string();
+        self.swanctl(&["--initiate", "--child", child, "--timeout", &secs])
+            .with_context(|| format!("initiating CHILD_SA {child} from {}", self.ns))
+    }
+
+    /// `swanctl --list-sas --pretty` text and its parsed form.
+    pub fn list_sas(&self) -> Result<(String, Vec<IkeSa>)> {
+        let text = self.swanctl(&["--list-sas", "--pretty"])?;
+        let sas = vici::ike_sas(&text);
+        Ok((text, sas))
+    }
+
+    /// Polls until a CHILD_SA named `child` is INSTALLED and returns it.
+    pub fn wait_child(&self, child: &str, timeout: Duration) -> Result<(IkeSa, ChildSa)> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let (text, sas) = self.list_sas()?;
+            for ike in &sas {
+                if let Some(c) = ike
+                    .children
+                    .iter()
+                    .find(|c| c.name == child && c.state == "INSTALLED")
+                {
+                    return Ok((ike.clone(), c.clone()));
+                }
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "no INSTALLED CHILD_SA {child} in {} after {timeout:?}:\n{text}",
+                    self.ns
+                );
+            }
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    }
+
+    /// The daemon's log file.
+    pub fn log(&self) -> &Path {
+        &self.log
+    }
+}
+
+impl Drop for Charon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

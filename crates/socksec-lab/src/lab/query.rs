@@ -1,0 +1,136 @@
+//! Asking the socksec library about a scenario's socket, reduced to what scenarios compare
+//! with the kernel's own evidence.
+//!
+//! The library is reached only through [`query_socket`]: with the `query` feature it calls
+//! `socksec::query`; without it the scenarios check kernel-side evidence only and say so.
+
+use std::os::fd::AsFd;
+
+use crate::error::{Result, bail};
+use crate::lab::netns::Netns;
+
+/// One SA the library reported for the socket.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AnsweredSa {
+    /// `outbound` / `inbound`.
+    pub direction: String,
+    /// `esp`, `ah`, ...
+    pub proto: String,
+    /// `transport`, `tunnel`, ...
+    pub mode: String,
+    /// SPI.
+    pub spi: u32,
+    /// reqid.
+    pub reqid: u32,
+}
+
+/// The library's answer, reduced.
+#[derive(Debug, Clone)]
+pub struct SocketAnswer {
+    /// `SOCKET_INFO_CONNECTION_SECURED`.
+    pub secured: bool,
+    /// `SOCKET_INFO_CONNECTION_ENCRYPTED`.
+    pub encrypted: bool,
+    /// Raw flag bits.
+    pub bits: u32,
+    /// SAs per direction.
+    pub sas: Vec<AnsweredSa>,
+    /// Reasons given when not secured, as JSON.
+    pub reasons: Vec<String>,
+    /// The whole answer as pretty JSON (evidence).
+    pub json: String,
+}
+
+impl SocketAnswer {
+    /// The SPIs reported for `direction`.
+    pub fn spis(&self, direction: &str) -> Vec<u32> {
+        self.sas
+            .iter()
+            .filter(|s| s.direction == direction)
+            .map(|s| s.spi)
+            .collect()
+    }
+
+    /// Checks the flags against what the scenario set up.
+    pub fn expect_flags(&self, secured: bool, encrypted: bool) -> Result<()> {
+        if (self.secured, self.encrypted) != (secured, encrypted) {
+            bail!(
+                "socksec says secured={} encrypted={} (bits {:#x}), expected secured={secured} \
+                 encrypted={encrypted}; reasons: {}",
+                self.secured,
+                self.encrypted,
+                self.bits,
+                if self.reasons.is_empty() {
+                    "none".into()
+                } else {
+                    self.reasons.join("; ")
+                }
+            );
+        }
+        Ok(())
+    }
+
+    /// Checks that `direction` is protected by exactly the SA with `spi` (and `proto`, `mode`).
+    pub fn expect_sa(&self, direction: &str, proto: &str, mode: &str, spi: u32) -> Result<()> {
+        let found: Vec<&AnsweredSa> = self
+            .sas
+            .iter()
+            .filter(|s| s.direction == direction)
+            .collect();
+        match found.as_slice() {
+            [sa] if sa.spi == spi && sa.proto == proto && sa.mode == mode => Ok(()),
+            _ => bail!(
+                "socksec reports {direction} SAs {found:?}; the kernel has {proto} {mode} SA \
+                 spi {spi:#010x} for that direction"
+            ),
+        }
+    }
+}
+
+/// Asks the library about `fd`, from inside `ns` (where the socket lives). `Ok(None)` when the
+/// lab was built without the `query` feature.
+#[cfg(feature = "query")]
+pub fn query_socket(ns: &Netns, fd: &(impl AsFd + Sync)) -> Result<Option<SocketAnswer>> {
+    use crate::error::Context;
+    use serde_json::Value;
+
+    let info = ns
+        .run(|| socksec::query(fd, &socksec::QueryTemplate::default()))?
+        .map_err(|e| crate::error::Error::msg(format!("socksec::query failed: {e}")))?;
+    let v = serde_json::to_value(&info).context("serialising the answer")?;
+    let text = |v: &Value| match v {
+        Value::String(s) => s.to_lowercase(),
+        other => other.to_string().to_lowercase(),
+    };
+    let mut sas = Vec::new();
+    for p in v["protections"].as_array().into_iter().flatten() {
+        for sa in p["sas"].as_array().into_iter().flatten() {
+            sas.push(AnsweredSa {
+                direction: text(&p["direction"]),
+                proto: text(&sa["proto"]),
+                mode: text(&sa["mode"]),
+                spi: sa["spi"].as_u64().unwrap_or(0) as u32,
+                reqid: sa["reqid"].as_u64().unwrap_or(0) as u32,
+            });
+        }
+    }
+    Ok(Some(SocketAnswer {
+        secured: info.flags.is_secured(),
+        encrypted: info.flags.is_encrypted(),
+        bits: info.flags.bits(),
+        sas,
+        reasons: v["reasons"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(Value::to_string)
+            .collect(),
+        json: serde_json::to_string_pretty(&v)?,
+    }))
+}
+
+/// Asks the library about `fd`: not wired in this build (feature `query` off).
+#[cfg(not(feature = "query"))]
+pub fn query_socket(_ns: &Netns, _fd: &(impl AsFd + Sync)) -> Result<Option<SocketAnswer>> {
+    Ok(None)
+}
