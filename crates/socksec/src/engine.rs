@@ -8,9 +8,10 @@ use std::os::fd::{AsFd, BorrowedFd};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::contract::{Flags, Ipsec2Info, QueryTemplate, SecurityInfo, SecurityProtocol};
-use crate::error::Error;
+use crate::error::{Error, ErrorKind};
 use crate::flow::Flow;
 use crate::report::SocketDescription;
+use crate::route;
 use crate::socket::{self, SocketFacts};
 use crate::xfrm::model::XfrmSnapshot;
 use crate::xfrm::resolve::resolve;
@@ -67,9 +68,64 @@ impl Prepared<'_> {
         let routing = socket::routing_facts(self.fd)?;
         let mut flow = Flow::new(self.facts.transport, local, remote);
         flow.mark = routing.mark;
-        let _ = &routing; // ROUTE-PENDING
+        complete_flow(&mut flow, &routing)?;
         Ok(flow)
     }
+}
+
+/// Fills in what the kernel's lookups add to the socket's own facts: the output interface of
+/// the route (honouring mark, uid, ports and a bound device, as the kernel's own lookup does),
+/// the XFRM interface id or VTI key behind it, the interface that holds the local address, the
+/// per-interface IPsec switches, and the source address of an unbound UDP socket.
+fn complete_flow(flow: &mut Flow, routing: &socket::RoutingFacts) -> Result<(), Error> {
+    let route_err = |e: route::RouteError| Error::new(ErrorKind::System, e.to_string());
+    let mut rtnl = route::Rtnl::open().map_err(route_err)?;
+    let local = flow.local.ip();
+    let query = route::RouteQuery {
+        dst: flow.remote.ip(),
+        src: (!local.is_unspecified()).then_some(local),
+        mark: routing.mark,
+        uid: Some(routing.uid),
+        proto: Some(flow.transport.proto()),
+        sport: (flow.local.port() != 0).then_some(flow.local.port()),
+        dport: Some(flow.remote.port()),
+        oif: routing.bound_ifindex,
+    };
+    let route = match rtnl.route(&query) {
+        Ok(route) => route,
+        // No route: the traffic cannot leave, and nothing more is known about interfaces.
+        Err(e) if e.errno().is_some() => return Ok(()),
+        Err(e) => return Err(route_err(e)),
+    };
+    if local.is_unspecified() {
+        if let Some(src) = route.prefsrc {
+            flow.local.set_ip(src);
+        }
+    }
+    flow.oif = route.oif;
+    if route.oif != 0 {
+        let link = rtnl.link(route.oif).map_err(route_err)?;
+        flow.oif_name = Some(link.name.clone());
+        match link.kind.as_deref() {
+            Some("xfrm") => flow.if_id = link.xfrm_if_id.unwrap_or(0),
+            Some("vti" | "vti6") => flow.mark = link.vti_okey.unwrap_or(flow.mark),
+            _ => {}
+        }
+        // Inbound packets arrive where outbound ones leave (symmetric routing); a peer that is
+        // a local address talks over loopback.
+        let switches = route::xfrm_switches(&link.name)
+            .map_err(|e| Error::system("reading the interface's IPsec switches", &e))?;
+        if flow.is_ipv4() {
+            flow.out_xfrm_disabled = switches.disable_xfrm;
+            flow.in_policy_disabled = switches.disable_policy;
+        } else {
+            flow.in_policy_disabled = switches.ipv6_disable_policy.unwrap_or(false);
+        }
+    }
+    flow.iif = rtnl
+        .local_address_ifindex(flow.local.ip())
+        .map_err(route_err)?;
+    Ok(())
 }
 
 /// Seconds since the epoch, for soft-lifetime checks.
@@ -105,9 +161,7 @@ pub fn answer(
             local: flow.local,
             peer: flow.remote,
             mark: flow.mark,
-            interface: (flow.oif != 0)
-                .then(|| crate::sys::if_indextoname(flow.oif))
-                .flatten(),
+            interface: flow.oif_name.clone(),
         },
         protections: verdict.protections.to_vec(),
         reasons,

@@ -53,6 +53,8 @@ pub struct Flow {
     pub mark: u32,
     /// Output interface index from the route lookup (0 when unknown).
     pub oif: u32,
+    /// Name of the output interface, when known.
+    pub oif_name: Option<String>,
     /// Interface index that inbound packets of this flow are attributed to: the device that
     /// holds the local address (`None` when it could not be determined).
     pub iif: Option<u32>,
@@ -74,6 +76,7 @@ impl Flow {
             remote: normalize(remote),
             mark: 0,
             oif: 0,
+            oif_name: None,
             iif: None,
             if_id: 0,
             out_xfrm_disabled: false,

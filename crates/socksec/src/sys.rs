@@ -61,18 +61,6 @@ pub fn if_nametoindex(name: &str) -> Option<u32> {
     (index != 0).then_some(index)
 }
 
-/// `if_indextoname(3)`; `None` when no interface has that index.
-pub fn if_indextoname(index: u32) -> Option<String> {
-    let mut buf = [0u8; libc::IF_NAMESIZE];
-    // SAFETY: `buf` has the IF_NAMESIZE bytes the call may write.
-    let p = unsafe { libc::if_indextoname(index, buf.as_mut_ptr().cast()) };
-    if p.is_null() {
-        return None;
-    }
-    let len = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
-    Some(String::from_utf8_lossy(&buf[..len]).into_owned())
-}
-
 /// Whether the calling thread's effective capability set holds CAP_NET_ADMIN, read from
 /// `/proc/thread-self/status` (no unsafe needed, kept here beside the other system facts).
 pub fn has_cap_net_admin() -> bool {

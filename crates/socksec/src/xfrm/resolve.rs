@@ -253,13 +253,9 @@ impl<'a> Ctx<'a> {
 
     fn direction(&self, direction: Direction) -> Protection {
         let fl = self.directed(direction);
-        let (dir, exempt, exempt_dev) = match direction {
-            Direction::Outbound => (PolicyDir::Out, self.flow.out_xfrm_disabled, self.flow.oif),
-            Direction::Inbound => (
-                PolicyDir::In,
-                self.flow.in_policy_disabled,
-                self.flow.iif.unwrap_or(0),
-            ),
+        let (dir, exempt) = match direction {
+            Direction::Outbound => (PolicyDir::Out, self.flow.out_xfrm_disabled),
+            Direction::Inbound => (PolicyDir::In, self.flow.in_policy_disabled),
         };
         let mut protection = Protection {
             mechanism: Mechanism::Ipsec,
@@ -273,7 +269,12 @@ impl<'a> Ctx<'a> {
         if exempt {
             protection.reason = Some(Reason::InterfaceExempt {
                 direction,
-                interface: format!("ifindex {exempt_dev}"),
+                // Both switches are read from the device the route to the peer uses.
+                interface: self
+                    .flow
+                    .oif_name
+                    .clone()
+                    .unwrap_or_else(|| format!("#{}", self.flow.oif)),
             });
             return protection;
         }
