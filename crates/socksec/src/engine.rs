@@ -24,6 +24,17 @@ pub fn query(fd: &impl AsFd, template: &QueryTemplate) -> Result<SecurityInfo, E
     prepare(fd.as_fd(), template)?.run()
 }
 
+/// `socket.query_security(&template)` on anything that holds a descriptor: `std` and tokio
+/// streams, `socket2` sockets, `OwnedFd`…
+pub trait QuerySecurity: AsFd {
+    /// Same as [`query`] on this socket.
+    fn query_security(&self, template: &QueryTemplate) -> Result<SecurityInfo, Error> {
+        prepare(self.as_fd(), template)?.run()
+    }
+}
+
+impl<T: AsFd + ?Sized> QuerySecurity for T {}
+
 /// A query whose descriptor and template passed validation.
 #[derive(Debug)]
 pub struct Prepared<'fd> {

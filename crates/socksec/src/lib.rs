@@ -37,7 +37,7 @@ pub mod winerr;
 pub mod xfrm;
 
 pub use contract::{Flags, Ipsec2Info, QueryTemplate, SecurityInfo, SecurityProtocol};
-pub use engine::{prepare, query};
+pub use engine::{QuerySecurity, prepare, query};
 pub use error::{Error, ErrorKind};
 pub use report::{Caveat, Direction, Mechanism, PolicyRef, Protection, Reason, SaInfo};
 
