@@ -58,6 +58,8 @@ mod rt {
     pub const IFLA_XFRM_IF_ID: u16 = 2;
     /// `IFLA_VTI_OKEY` inside `IFLA_INFO_DATA` of kind "vti"/"vti6" (`__be32`).
     pub const IFLA_VTI_OKEY: u16 = 3;
+    /// `RTM_F_LOOKUP_TABLE`: report the table the route came from (else "main" is reported).
+    pub const RTM_F_LOOKUP_TABLE: u32 = 0x1000;
     /// `RTEXT_FILTER_SKIP_STATS`: leave the statistics out of the link reply.
     pub const RTEXT_FILTER_SKIP_STATS: u32 = 1 << 3;
 
@@ -194,6 +196,7 @@ impl RouteQuery {
         rtmsg[0] = family;
         rtmsg[1] = full;
         rtmsg[2] = if self.src.is_some() { full } else { 0 };
+        rtmsg[8..12].copy_from_slice(&rt::RTM_F_LOOKUP_TABLE.to_ne_bytes());
         let mut req = Request::new(rt::RTM_GETROUTE, 0, seq)
             .raw(&rtmsg)
             .attr(rt::RTA_DST, &ip_bytes(&self.dst));
@@ -551,4 +554,340 @@ pub fn xfrm_switches(dev: &str) -> io::Result<XfrmSwitches> {
         disable_policy: either("ipv4", "disable_policy")?,
         ipv6_disable_policy,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::xfrm::codec::Messages;
+    use crate::xfrm::dump::testenv::{in_private_netns, ip};
+
+    fn nested(kind: u16, parts: &[Vec<u8>]) -> Vec<u8> {
+        attr(kind, &parts.concat())
+    }
+
+    fn attr(kind: u16, data: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        out.extend_from_slice(&((4 + data.len()) as u16).to_ne_bytes());
+        out.extend_from_slice(&kind.to_ne_bytes());
+        out.extend_from_slice(data);
+        out.resize(out.len().div_ceil(4) * 4, 0);
+        out
+    }
+
+    fn ifinfomsg(index: u32) -> Vec<u8> {
+        let mut h = vec![0u8; rt::IFINFOMSG_LEN];
+        h[4..8].copy_from_slice(&index.to_ne_bytes());
+        h
+    }
+
+    #[test]
+    fn link_kinds_xfrm_and_vti_parse_in_any_order() {
+        // INFO_DATA before INFO_KIND: the data is interpreted once the kind is known.
+        let xfrm = [
+            ifinfomsg(7),
+            attr(rt::IFLA_IFNAME, b"ipsec0\0"),
+            nested(
+                rt::IFLA_LINKINFO,
+                &[
+                    nested(
+                        rt::IFLA_INFO_DATA,
+                        &[attr(1, &3u32.to_ne_bytes()), attr(2, &42u32.to_ne_bytes())],
+                    ),
+                    attr(rt::IFLA_INFO_KIND, b"xfrm\0"),
+                ],
+            ),
+        ]
+        .concat();
+        let link = parse_link(&xfrm).unwrap();
+        assert_eq!(
+            link,
+            LinkInfo {
+                index: 7,
+                name: "ipsec0".into(),
+                kind: Some("xfrm".into()),
+                xfrm_if_id: Some(42),
+                vti_okey: None,
+            }
+        );
+
+        let vti = [
+            ifinfomsg(9),
+            attr(rt::IFLA_IFNAME, b"vti0\0"),
+            nested(
+                rt::IFLA_LINKINFO,
+                &[
+                    attr(rt::IFLA_INFO_KIND, b"vti\0"),
+                    nested(
+                        rt::IFLA_INFO_DATA,
+                        &[attr(3, &0x0102_0304u32.to_be_bytes())],
+                    ),
+                ],
+            ),
+        ]
+        .concat();
+        let link = parse_link(&vti).unwrap();
+        assert_eq!(
+            (link.kind.as_deref(), link.vti_okey),
+            (Some("vti"), Some(0x0102_0304))
+        );
+        assert_eq!(link.xfrm_if_id, None);
+
+        // The same attribute number means something else for another kind.
+        let veth = [
+            ifinfomsg(3),
+            nested(
+                rt::IFLA_LINKINFO,
+                &[
+                    attr(rt::IFLA_INFO_KIND, b"veth\0"),
+                    nested(rt::IFLA_INFO_DATA, &[attr(2, &[0; 16])]),
+                ],
+            ),
+        ]
+        .concat();
+        assert_eq!(parse_link(&veth).unwrap().xfrm_if_id, None);
+    }
+
+    #[test]
+    fn malformed_replies_are_errors() {
+        assert!(matches!(
+            parse_link(&[0; 8]),
+            Err(CodecError::Truncated { .. })
+        ));
+        assert!(matches!(
+            parse_route(&[0; 11]),
+            Err(CodecError::Truncated { .. })
+        ));
+        let mut route = vec![0u8; rt::RTMSG_LEN];
+        route[0] = AF_INET;
+        route.extend(attr(rt::RTA_PREFSRC, &[0; 16]));
+        assert!(matches!(
+            parse_route(&route),
+            Err(CodecError::Malformed { .. })
+        ));
+        let mut addr = vec![0u8; rt::IFADDRMSG_LEN];
+        addr[0] = 99;
+        addr.extend(attr(rt::IFA_ADDRESS, &[0; 4]));
+        assert!(matches!(
+            parse_addr(&addr),
+            Err(CodecError::InvalidValue { .. })
+        ));
+        for len in 0..route.len() {
+            let _ = parse_route(&route[..len]);
+            let _ = parse_addr(&addr[..len.min(addr.len())]);
+        }
+    }
+
+    #[test]
+    fn route_query_sends_what_the_kernel_accepts() {
+        let attrs_of = |q: &RouteQuery| -> Vec<u16> {
+            let bytes = q.encode(1);
+            let msg = Messages::new(&bytes).next().unwrap().unwrap();
+            Attrs::new(&msg.payload[rt::RTMSG_LEN..])
+                .map(|a| a.unwrap().0)
+                .collect()
+        };
+        let mut q = RouteQuery::to("192.0.2.1".parse().unwrap());
+        assert_eq!(attrs_of(&q), vec![rt::RTA_DST]);
+        q.src = Some("10.0.0.1".parse().unwrap());
+        q.mark = 7;
+        q.uid = Some(1000);
+        q.oif = Some(3);
+        q.proto = Some(6);
+        q.sport = Some(40000);
+        q.dport = Some(443);
+        assert_eq!(
+            attrs_of(&q),
+            vec![
+                rt::RTA_DST,
+                rt::RTA_SRC,
+                rt::RTA_OIF,
+                rt::RTA_MARK,
+                rt::RTA_UID,
+                rt::RTA_IP_PROTO,
+                rt::RTA_SPORT,
+                rt::RTA_DPORT
+            ]
+        );
+        // UDP-Lite: the kernel would refuse the lookup (EOPNOTSUPP), so no protocol or ports.
+        q.proto = Some(136);
+        assert_eq!(attrs_of(&q).len(), 5);
+        q.src = Some("::1".parse().unwrap());
+        assert!(matches!(q.check(), Err(RouteError::InvalidQuery(_))));
+    }
+
+    fn ifindex(dev: &str) -> u32 {
+        let out = ip(&format!("-o link show dev {dev}"));
+        out.split(':').next().unwrap().trim().parse().unwrap()
+    }
+
+    #[test]
+    fn host_lookups_follow_policy_routing() {
+        in_private_netns("host_lookups_follow_policy_routing", || {
+            for cmd in [
+                "link set lo up",
+                "link add veth0 type veth peer name veth1",
+                "link set veth0 up",
+                "link set veth1 up",
+                "addr add 10.10.0.1/24 dev veth0",
+                "addr add 10.20.0.1/24 dev veth1",
+                "addr add fd00:10::1/64 dev veth0 nodad",
+                "route add 192.0.2.0/24 via 10.10.0.2 dev veth0",
+                "route add 192.0.2.0/24 via 10.20.0.2 dev veth1 table 100",
+                "rule add fwmark 0x7 table 100",
+                "rule add uidrange 4242-4242 table 100",
+                "rule add ipproto tcp dport 8443 table 100",
+                "rule add ipproto udp sport 5353 table 100",
+                "-6 route add 2001:db8::/32 via fd00:10::2 dev veth0",
+            ] {
+                ip(cmd);
+            }
+            let (veth0, veth1) = (ifindex("veth0"), ifindex("veth1"));
+            let mut rtnl = Rtnl::open().unwrap();
+            let dst: IpAddr = "192.0.2.5".parse().unwrap();
+            let ip4 = |s: &str| Some(s.parse::<IpAddr>().unwrap());
+
+            let plain = rtnl.route(&RouteQuery::to(dst)).unwrap();
+            assert_eq!(
+                plain,
+                RouteInfo {
+                    oif: veth0,
+                    prefsrc: ip4("10.10.0.1"),
+                    gateway: ip4("10.10.0.2"),
+                    table: 254,
+                    route_type: 1,
+                }
+            );
+            let via_rule = RouteInfo {
+                oif: veth1,
+                prefsrc: ip4("10.20.0.1"),
+                gateway: ip4("10.20.0.2"),
+                table: 100,
+                route_type: 1,
+            };
+            let marked = RouteQuery {
+                mark: 7,
+                ..RouteQuery::to(dst)
+            };
+            assert_eq!(rtnl.route(&marked).unwrap(), via_rule);
+            let other_mark = RouteQuery {
+                mark: 8,
+                ..RouteQuery::to(dst)
+            };
+            assert_eq!(rtnl.route(&other_mark).unwrap().oif, veth0);
+            let uid = RouteQuery {
+                uid: Some(4242),
+                ..RouteQuery::to(dst)
+            };
+            assert_eq!(rtnl.route(&uid).unwrap(), via_rule);
+            let tcp = |dport| RouteQuery {
+                proto: Some(6),
+                sport: Some(40000),
+                dport: Some(dport),
+                ..RouteQuery::to(dst)
+            };
+            assert_eq!(rtnl.route(&tcp(8443)).unwrap(), via_rule);
+            assert_eq!(rtnl.route(&tcp(443)).unwrap().oif, veth0);
+            let udp = RouteQuery {
+                proto: Some(17),
+                sport: Some(5353),
+                ..RouteQuery::to(dst)
+            };
+            assert_eq!(rtnl.route(&udp).unwrap().oif, veth1);
+            let with_src = RouteQuery {
+                src: ip4("10.10.0.1"),
+                ..RouteQuery::to(dst)
+            };
+            assert_eq!(rtnl.route(&with_src).unwrap().oif, veth0);
+
+            let v6 = rtnl
+                .route(&RouteQuery::to("2001:db8::9".parse().unwrap()))
+                .unwrap();
+            assert_eq!(v6.oif, veth0);
+            assert_eq!(v6.prefsrc, Some("fd00:10::1".parse().unwrap()));
+            assert_eq!(v6.gateway, Some("fd00:10::2".parse().unwrap()));
+
+            let unreachable = rtnl.route(&RouteQuery::to("203.0.113.1".parse().unwrap()));
+            assert_eq!(unreachable.unwrap_err().errno(), Some(libc::ENETUNREACH));
+
+            let link = rtnl.link(veth0).unwrap();
+            assert_eq!(
+                (link.name.as_str(), link.kind.as_deref()),
+                ("veth0", Some("veth"))
+            );
+            assert_eq!((link.xfrm_if_id, link.vti_okey), (None, None));
+            let lo = rtnl.link(1).unwrap();
+            assert_eq!((lo.name.as_str(), lo.kind), ("lo", None));
+            assert_eq!(rtnl.link(999_999).unwrap_err().errno(), Some(libc::ENODEV));
+
+            assert_eq!(
+                rtnl.local_address_ifindex("10.20.0.1".parse().unwrap())
+                    .unwrap(),
+                Some(veth1)
+            );
+            assert_eq!(
+                rtnl.local_address_ifindex("127.0.0.1".parse().unwrap())
+                    .unwrap(),
+                Some(1)
+            );
+            assert_eq!(
+                rtnl.local_address_ifindex("fd00:10::1".parse().unwrap())
+                    .unwrap(),
+                Some(veth0)
+            );
+            assert_eq!(
+                rtnl.local_address_ifindex("10.99.0.1".parse().unwrap())
+                    .unwrap(),
+                None
+            );
+
+            // The free functions open their own socket.
+            assert_eq!(lookup_route(&marked).unwrap().oif, veth1);
+            assert_eq!(link_info(veth1).unwrap().name, "veth1");
+            assert_eq!(
+                local_address_ifindex("10.10.0.1".parse().unwrap()).unwrap(),
+                Some(veth0)
+            );
+        });
+    }
+
+    #[test]
+    fn host_xfrm_switches_follow_device_and_all() {
+        in_private_netns("host_xfrm_switches_follow_device_and_all", || {
+            ip("link add veth0 type veth peer name veth1");
+            let set = |path: &str, v: &str| fs::write(format!("/proc/sys/net/{path}"), v).unwrap();
+            let off = XfrmSwitches {
+                disable_xfrm: false,
+                disable_policy: false,
+                ipv6_disable_policy: Some(false),
+            };
+            assert_eq!(xfrm_switches("veth0").unwrap(), off);
+            set("ipv4/conf/veth0/disable_xfrm", "1");
+            set("ipv6/conf/veth1/disable_policy", "1");
+            assert_eq!(
+                xfrm_switches("veth0").unwrap(),
+                XfrmSwitches {
+                    disable_xfrm: true,
+                    ..off
+                }
+            );
+            assert_eq!(
+                xfrm_switches("veth1").unwrap(),
+                XfrmSwitches {
+                    ipv6_disable_policy: Some(true),
+                    ..off
+                }
+            );
+            set("ipv4/conf/all/disable_policy", "1");
+            assert!(xfrm_switches("veth1").unwrap().disable_policy);
+            assert_eq!(
+                xfrm_switches("nosuchdev").unwrap_err().kind(),
+                io::ErrorKind::NotFound
+            );
+            assert_eq!(
+                xfrm_switches("../all").unwrap_err().kind(),
+                io::ErrorKind::InvalidInput
+            );
+        });
+    }
 }

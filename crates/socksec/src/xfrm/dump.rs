@@ -337,16 +337,14 @@ pub(crate) mod testenv {
     pub(crate) fn in_private_netns(test: &str, body: impl FnOnce() + Send + 'static) {
         let test = test.to_owned();
         let thread = std::thread::spawn(move || {
-            // SAFETY: unshare takes no pointers; CLONE_NEWNET moves only the calling thread,
-            // which this test owns and which ends with the test.
-            let rc = unsafe { libc::unshare(libc::CLONE_NEWNET) };
-            if rc != 0 {
-                let err = std::io::Error::last_os_error();
+            // CLONE_NEWNET moves only the calling thread, which this test owns.
+            if let Err(err) = nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET) {
+                let why = format!("needs root for a private network namespace ({err})");
                 assert!(
                     std::env::var("CI").as_deref() != Ok("true"),
-                    "{test} needs root for a private network namespace: {err}"
+                    "{test}: cannot run in CI: {why}"
                 );
-                eprintln!("SKIPPED {test}: needs root for a private network namespace ({err})");
+                eprintln!("SKIPPED: {test}: {why}");
                 return;
             }
             body();
