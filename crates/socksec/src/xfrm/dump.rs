@@ -539,6 +539,65 @@ mod tests {
     }
 
     #[test]
+    fn host_datagram_larger_than_the_buffer_is_retried_with_a_bigger_one() {
+        in_private_netns(
+            "host_datagram_larger_than_the_buffer_is_retried_with_a_bigger_one",
+            || {
+                for cmd in fixtures::POLICY_COMMANDS {
+                    ip(cmd);
+                }
+                let mut dumper = XfrmDumper::open().unwrap();
+                dumper.conn.buf = Vec::with_capacity(256);
+                let policies = dumper.policies().unwrap();
+                // The socket policies of the fixture are not installed here.
+                assert_eq!(policies, fixtures::expected_policies()[2..]);
+                assert!(dumper.conn.buf.capacity() > 256);
+                // The first (truncated) attempt used sequence 1.
+                assert_eq!(dumper.conn.seq, 2);
+            },
+        );
+    }
+
+    #[test]
+    fn host_large_dump_spans_many_datagrams() {
+        in_private_netns("host_large_dump_spans_many_datagrams", || {
+            const N: u32 = 3000;
+            let batch: String = (0..N)
+                .map(|i| {
+                    format!(
+                        "xfrm policy add src 10.{}.{}.0/24 dst 172.16.0.0/16 dir out \
+                         priority {i} tmpl proto esp mode transport\n",
+                        i / 256,
+                        i % 256
+                    )
+                })
+                .collect();
+            let path = std::env::temp_dir().join(format!("socksec-batch-{}", std::process::id()));
+            std::fs::write(&path, batch).unwrap();
+            let result = std::process::Command::new("ip")
+                .arg("-batch")
+                .arg(&path)
+                .output()
+                .unwrap();
+            std::fs::remove_file(&path).unwrap();
+            assert!(
+                result.status.success(),
+                "{}",
+                String::from_utf8_lossy(&result.stderr)
+            );
+
+            let raw = raw_reply(&codec::encode_getpolicy_dump(1), true);
+            assert!(raw.len() > 2 * RECV_BUF_LEN, "only {} bytes", raw.len());
+            let policies = XfrmDumper::open().unwrap().policies().unwrap();
+            assert_eq!(policies.len(), N as usize);
+            // Newest first.
+            let priorities: Vec<u32> = policies.iter().map(|p| p.priority).collect();
+            assert_eq!(priorities, (0..N).rev().collect::<Vec<_>>());
+            assert_eq!(spd_info().unwrap().out_count, N);
+        });
+    }
+
+    #[test]
     fn host_defaults_accept_and_empty_tables_in_a_fresh_namespace() {
         in_private_netns(
             "host_defaults_accept_and_empty_tables_in_a_fresh_namespace",
