@@ -1,0 +1,391 @@
+//! The decision procedures of the six functions, in safe code over a borrowed descriptor and
+//! the bytes the caller passed. [`crate::ffi`] turns pointers into these arguments and writes
+//! the outcome back; everything that decides an answer or an error code is here.
+//!
+//! Every function checks in the same order: not a socket (`WSAENOTSOCK`), then pointer
+//! arguments (`WSAEFAULT`), then family and type (`WSAEINVAL`), then the contents of the
+//! structures, then the socket's state.
+
+use std::os::fd::BorrowedFd;
+
+use socksec::flow::Transport;
+use socksec::socket::SocketFacts;
+use socksec::{Error, ErrorKind};
+
+use crate::translate;
+use crate::types::*;
+
+/// The environment variable that turns on strict mode for every query of the process
+/// (`1`, `true`, `yes` or `on`): SECURED is refused while a socket policy that socksec cannot
+/// attribute could apply to the flow (DESIGN "Socket policies").
+pub const STRICT_ENV: &str = "SOCKSEC_STRICT";
+
+/// Whether [`STRICT_ENV`] asks for strict mode.
+pub fn strict_from_env() -> bool {
+    std::env::var(STRICT_ENV)
+        .map(|v| {
+            matches!(
+                v.trim().to_ascii_lowercase().as_str(),
+                "1" | "true" | "yes" | "on"
+            )
+        })
+        .unwrap_or(false)
+}
+
+/// Row 1: the descriptor must be a socket. Returns the descriptor and the outcome of the
+/// family/type check (row 3), which the caller reports after its pointer checks (row 2).
+fn socket(
+    fd: Option<BorrowedFd<'_>>,
+) -> Result<(BorrowedFd<'_>, Result<SocketFacts, Error>), Error> {
+    let Some(fd) = fd else {
+        return Err(Error::new(
+            ErrorKind::NotSocket,
+            "the SOCKET is not an open descriptor",
+        ));
+    };
+    match socksec::socket::inspect(fd) {
+        Err(e) if e.kind() == ErrorKind::NotSocket => Err(e),
+        facts => Ok((fd, facts)),
+    }
+}
+
+/// The arguments of `WSAQuerySocketSecurity`, as values.
+#[derive(Debug, Clone, Copy)]
+pub struct QueryArgs<'a> {
+    /// `SecurityQueryTemplate`: `None` for NULL, else the first `min(len, 152)` bytes.
+    pub template: Option<&'a [u8]>,
+    /// `SecurityQueryTemplateLen`.
+    pub template_len: u32,
+    /// `*SecurityQueryInfoLen`; `None` when the pointer is NULL.
+    pub info_len: Option<u32>,
+    /// Whether `SecurityQueryInfo` is non-NULL.
+    pub info_present: bool,
+    /// Strict mode (see [`STRICT_ENV`]).
+    pub strict: bool,
+}
+
+/// What `WSAQuerySocketSecurity` hands back.
+#[derive(Debug, Clone)]
+pub struct QueryOutcome {
+    /// The number of answer bytes to copy to `SecurityQueryInfo`, or the error.
+    pub result: Result<usize, Error>,
+    /// The answer's bytes (the first `result` bytes count).
+    pub answer: [u8; QUERY_INFO_IPSEC2_SIZE],
+    /// The value to store in `*SecurityQueryInfoLen`, if any: the bytes written on success,
+    /// the needed size when the buffer was missing or short.
+    pub info_len: Option<u32>,
+}
+
+impl QueryOutcome {
+    fn failed(e: Error) -> Self {
+        Self {
+            result: Err(e),
+            answer: [0; QUERY_INFO_IPSEC2_SIZE],
+            info_len: None,
+        }
+    }
+}
+
+/// `WSAQuerySocketSecurity`: decision-table rows 1–9 in order.
+pub fn query(fd: Option<BorrowedFd<'_>>, args: &QueryArgs<'_>) -> QueryOutcome {
+    let (fd, facts) = match socket(fd) {
+        Ok(ok) => ok,
+        Err(e) => return QueryOutcome::failed(e),
+    };
+    let Some(have) = args.info_len else {
+        return QueryOutcome::failed(Error::new(ErrorKind::Fault, "SecurityQueryInfoLen is NULL"));
+    };
+    let facts = match facts {
+        Ok(facts) => facts,
+        Err(e) => return QueryOutcome::failed(e),
+    };
+    let tcp = facts.transport == Transport::Tcp;
+    let decoded = match translate::decode_template(tcp, args.template, args.template_len) {
+        Ok(d) => d,
+        Err(e) => return QueryOutcome::failed(e),
+    };
+    let mut template = decoded.template;
+    template.strict |= args.strict;
+    let prepared = match socksec::prepare(fd, &template) {
+        Ok(p) => p,
+        Err(e) => return QueryOutcome::failed(e),
+    };
+    let needed = translate::needed_size(template.protocol);
+    if !args.info_present || (have as usize) < needed {
+        let e = translate::buffer_too_small(
+            tcp,
+            decoded.absent,
+            needed,
+            args.info_present.then_some(have),
+        );
+        return QueryOutcome {
+            info_len: Some(needed as u32),
+            ..QueryOutcome::failed(e)
+        };
+    }
+    match prepared.run() {
+        Ok(info) => {
+            let (answer, written) = translate::encode_info(&info, template.ipsec2_field_mask);
+            QueryOutcome {
+                result: Ok(written),
+                answer,
+                info_len: Some(written as u32),
+            }
+        }
+        Err(e) => QueryOutcome::failed(e),
+    }
+}
+
+/// The honest refusal of an operation socksec cannot perform on Linux yet.
+fn not_supported(what: &str) -> Error {
+    Error::new(
+        ErrorKind::System,
+        format!("{what}: not supported on Linux yet"),
+    )
+    .with_errno(libc::EOPNOTSUPP)
+    .with_wsa(WSAEOPNOTSUPP)
+}
+
+/// `WSAEISCONN` when the socket has a peer (TCP connected, or UDP `connect`ed).
+fn refuse_connected(connected: bool) -> Result<(), Error> {
+    if connected {
+        return Err(Error::new(
+            ErrorKind::System,
+            "not permitted on a connected socket; call it before connect",
+        )
+        .with_errno(libc::EISCONN)
+        .with_wsa(WSAEISCONN));
+    }
+    Ok(())
+}
+
+/// `WSASetSocketSecurity`: validates and then refuses with `WSAEOPNOTSUPP`, because socksec
+/// cannot yet install IPsec policy for a socket (no IP_XFRM_POLICY/IKE integration).
+///
+/// `settings` is `None` for NULL, else the first `min(len, 4096)` bytes; `connected` reports
+/// whether the socket has a peer.
+pub fn set_socket_security(
+    fd: Option<BorrowedFd<'_>>,
+    settings: Option<&[u8]>,
+    len: u32,
+    connected: impl FnOnce(BorrowedFd<'_>) -> Result<bool, Error>,
+) -> Result<usize, Error> {
+    let (fd, facts) = socket(fd)?;
+    if settings.is_none() && len != 0 {
+        return Err(Error::new(
+            ErrorKind::Fault,
+            "SecuritySettings is NULL but SecuritySettingsLen is not 0",
+        ));
+    }
+    facts?;
+    translate::check_settings(settings, len)?;
+    refuse_connected(connected(fd)?)?;
+    Err(not_supported(
+        "WSASetSocketSecurity (socksec reports protection; it cannot yet require it for a socket)",
+    ))
+}
+
+/// `WSASetSocketPeerTargetName`: validates and then refuses with `WSAEOPNOTSUPP` (no IKE
+/// integration yet to bind a peer name to a socket).
+///
+/// `name` is `None` for NULL, else the first `min(len, 65536)` bytes.
+pub fn set_socket_peer_target_name(
+    fd: Option<BorrowedFd<'_>>,
+    name: Option<&[u8]>,
+    len: u32,
+    connected: impl FnOnce(BorrowedFd<'_>) -> Result<bool, Error>,
+) -> Result<usize, Error> {
+    let (fd, facts) = socket(fd)?;
+    if name.is_none() {
+        return Err(Error::new(ErrorKind::Fault, "PeerTargetName is NULL"));
+    }
+    let facts = facts?;
+    translate::check_peer_target_name(facts.transport == Transport::Tcp, name, len)?;
+    refuse_connected(connected(fd)?)?;
+    Err(not_supported(
+        "WSASetSocketPeerTargetName (peer names cannot be bound to a socket's IKE negotiation)",
+    ))
+}
+
+/// `WSADeleteSocketPeerTargetName`: validates and then refuses with `WSAEOPNOTSUPP` (since no
+/// name can be set, there is never one to delete).
+///
+/// `addr` is `None` for NULL, else the first `min(len, 128)` bytes.
+pub fn delete_socket_peer_target_name(
+    fd: Option<BorrowedFd<'_>>,
+    addr: Option<&[u8]>,
+    len: u32,
+) -> Result<usize, Error> {
+    let (_, facts) = socket(fd)?;
+    let Some(addr) = addr else {
+        return Err(Error::new(ErrorKind::Fault, "PeerAddr is NULL"));
+    };
+    facts?;
+    translate::decode_sockaddr(&addr[..addr.len().min(len as usize)])?;
+    Err(not_supported(
+        "WSADeleteSocketPeerTargetName (peer names cannot be bound to a socket yet)",
+    ))
+}
+
+/// `WSAImpersonateSocketPeer`: validates and then refuses with `WSAEOPNOTSUPP`: Linux has no
+/// access tokens to impersonate, and socksec does not return peer identities yet.
+///
+/// `PeerAddr` is ignored for TCP; for UDP a NULL one is `WSAEFAULT` (contract Q4).
+pub fn impersonate_socket_peer(
+    fd: Option<BorrowedFd<'_>>,
+    addr: Option<&[u8]>,
+    len: u32,
+) -> Result<usize, Error> {
+    let (_, facts) = socket(fd)?;
+    let facts = facts?;
+    if facts.transport != Transport::Tcp {
+        let Some(addr) = addr else {
+            return Err(Error::new(
+                ErrorKind::Fault,
+                "PeerAddr is NULL (a connectionless socket must name the peer)",
+            ));
+        };
+        translate::decode_sockaddr(&addr[..addr.len().min(len as usize)])?;
+    }
+    Err(not_supported(
+        "WSAImpersonateSocketPeer (Linux has no access tokens to impersonate)",
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::{TcpListener, TcpStream, UdpSocket};
+    use std::os::fd::AsFd;
+
+    fn args(template: Option<&[u8]>, len: u32, info_len: Option<u32>, info: bool) -> QueryArgs<'_> {
+        QueryArgs {
+            template,
+            template_len: len,
+            info_len,
+            info_present: info,
+            strict: false,
+        }
+    }
+
+    #[test]
+    fn no_descriptor_is_notsock() {
+        let o = query(None, &args(None, 0, Some(24), true));
+        assert_eq!(o.result.unwrap_err().wsa(), WSAENOTSOCK);
+    }
+
+    #[test]
+    fn a_file_is_notsock_before_the_null_length_fault() {
+        let f = std::fs::File::open("/proc/self/status").unwrap();
+        let o = query(Some(f.as_fd()), &args(None, 0, None, false));
+        assert_eq!(o.result.unwrap_err().wsa(), WSAENOTSOCK);
+    }
+
+    #[test]
+    fn null_length_is_fault_before_family() {
+        let (a, _b) = std::os::unix::net::UnixStream::pair().unwrap();
+        let o = query(Some(a.as_fd()), &args(None, 0, None, false));
+        assert_eq!(o.result.unwrap_err().wsa(), WSAEFAULT);
+        let o = query(Some(a.as_fd()), &args(None, 0, Some(24), true));
+        assert_eq!(o.result.unwrap_err().wsa(), WSAEINVAL);
+    }
+
+    #[test]
+    fn size_query_on_tcp_without_template() {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let s = TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        let o = query(Some(s.as_fd()), &args(None, 0, Some(0), false));
+        assert_eq!(o.result.unwrap_err().wsa(), WSAEFAULT);
+        assert_eq!(o.info_len, Some(24));
+        // With a template the code is WSAEMSGSIZE.
+        let t = translate::template_bytes(&SOCKET_SECURITY_QUERY_TEMPLATE_IPSEC2 {
+            SecurityProtocol: SOCKET_SECURITY_PROTOCOL_IPSEC2,
+            ..Default::default()
+        });
+        let o = query(Some(s.as_fd()), &args(Some(&t), 152, Some(24), true));
+        assert_eq!(o.result.unwrap_err().wsa(), WSAEMSGSIZE);
+        assert_eq!(o.info_len, Some(64));
+    }
+
+    #[test]
+    fn udp_rules() {
+        let u = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let o = query(Some(u.as_fd()), &args(None, 0, Some(24), true));
+        assert_eq!(o.result.unwrap_err().wsa(), WSAEMSGSIZE);
+        assert_eq!(o.info_len, None);
+        let peer6 = translate::template_bytes(&SOCKET_SECURITY_QUERY_TEMPLATE_IPSEC2 {
+            PeerAddress: translate::encode_sockaddr("[::1]:9".parse().unwrap()),
+            ..Default::default()
+        });
+        let o = query(
+            Some(u.as_fd()),
+            &args(Some(&peer6[..144]), 144, Some(24), true),
+        );
+        assert_eq!(o.result.unwrap_err().wsa(), WSAEAFNOSUPPORT);
+        let peer4 = translate::template_bytes(&SOCKET_SECURITY_QUERY_TEMPLATE_IPSEC2 {
+            PeerAddress: translate::encode_sockaddr("127.0.0.1:9".parse().unwrap()),
+            ..Default::default()
+        });
+        let o = query(
+            Some(u.as_fd()),
+            &args(Some(&peer4[..144]), 144, Some(8), true),
+        );
+        assert_eq!(o.result.unwrap_err().wsa(), WSAEMSGSIZE);
+        assert_eq!(o.info_len, Some(24));
+    }
+
+    #[test]
+    fn unconnected_tcp_is_notconn() {
+        let s = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let o = query(Some(s.as_fd()), &args(None, 0, Some(24), true));
+        assert_eq!(o.result.unwrap_err().wsa(), WSAENOTCONN);
+    }
+
+    #[test]
+    fn the_other_functions_validate_then_refuse() {
+        let u = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let never = |_: BorrowedFd<'_>| Ok(false);
+        let always = |_: BorrowedFd<'_>| Ok(true);
+        let wsa = |r: Result<usize, Error>| r.unwrap_err().wsa();
+        assert_eq!(wsa(set_socket_security(None, None, 0, never)), WSAENOTSOCK);
+        assert_eq!(
+            wsa(set_socket_security(Some(u.as_fd()), None, 8, never)),
+            WSAEFAULT
+        );
+        assert_eq!(
+            wsa(set_socket_security(Some(u.as_fd()), None, 0, always)),
+            WSAEISCONN
+        );
+        assert_eq!(
+            wsa(set_socket_security(Some(u.as_fd()), None, 0, never)),
+            WSAEOPNOTSUPP
+        );
+        assert_eq!(
+            wsa(set_socket_peer_target_name(
+                Some(u.as_fd()),
+                None,
+                144,
+                never
+            )),
+            WSAEFAULT
+        );
+        assert_eq!(
+            wsa(delete_socket_peer_target_name(Some(u.as_fd()), None, 16)),
+            WSAEFAULT
+        );
+        assert_eq!(
+            wsa(impersonate_socket_peer(Some(u.as_fd()), None, 0)),
+            WSAEFAULT
+        );
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        assert_eq!(
+            wsa(impersonate_socket_peer(Some(l.as_fd()), None, 0)),
+            WSAEOPNOTSUPP
+        );
+        let (a, _b) = std::os::unix::net::UnixStream::pair().unwrap();
+        assert_eq!(
+            wsa(set_socket_security(Some(a.as_fd()), None, 0, never)),
+            WSAEINVAL
+        );
+    }
+}
