@@ -131,6 +131,10 @@ pub fn run(opts: &RunOptions) -> Result<RunReport> {
             "the guest stopped ({status}) without finishing its scenarios; last console lines:\n{}",
             last_lines(&console, 15)
         )),
+        (_, Some(s)) if s.scenarios == 0 => Some(format!(
+            "no scenario matched the filter {:?} (see `socksec-lab list`)",
+            opts.filter.as_deref().unwrap_or("")
+        )),
         _ => None,
     };
 

@@ -10,6 +10,7 @@ pub mod vici;
 pub mod xfrm;
 
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::os::fd::AsFd;
 use std::path::PathBuf;
 
@@ -21,6 +22,8 @@ use netns::{Netns, Topology};
 pub enum Expect {
     /// No IPsec: empty flags, no SAs.
     Clear,
+    /// Some IPsec, but not enough: empty flags and at least one reason.
+    NotSecured,
     /// Protected in both directions by one SA each.
     Protected {
         /// ENCRYPTED expected as well as SECURED.
@@ -101,13 +104,15 @@ impl Lab {
         }
     }
 
-    /// Asks the library about a socket living in `ns` and checks the answer against `expect`.
-    /// Without the `query` feature this only notes that the library was not asked.
+    /// Asks the library about a socket living in moon (`in_moon`) or sun and checks the answer
+    /// against `expect`; `peer` goes into the query template (needed for UDP). Without the
+    /// `query` feature the library is not asked and [`Lab::finish`] says so.
     pub fn check_socket(
         &mut self,
         label: &str,
         in_moon: bool,
         fd: &(impl AsFd + Sync),
+        peer: Option<SocketAddr>,
         expect: &Expect,
     ) -> Result<()> {
         let ns = if in_moon {
@@ -115,8 +120,8 @@ impl Lab {
         } else {
             &self.topo.sun
         };
-        let answer =
-            query::query_socket(ns, fd).with_context(|| format!("querying the {label} socket"))?;
+        let answer = query::query_socket(ns, fd, peer)
+            .with_context(|| format!("querying the {label} socket"))?;
         let Some(answer) = answer else {
             return Ok(());
         };
@@ -130,6 +135,13 @@ impl Lab {
                         "socksec reports SAs {:?} for a flow without IPsec",
                         answer.sas
                     );
+                }
+                Ok(())
+            }
+            Expect::NotSecured => {
+                answer.expect_flags(false, false)?;
+                if answer.reasons.is_empty() {
+                    bail!("socksec gives no reason why the connection is not secured");
                 }
                 Ok(())
             }

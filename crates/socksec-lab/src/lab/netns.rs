@@ -66,6 +66,12 @@ impl Netns {
         self.xfrm_state_text().map(|t| xfrm::parse_states(&t))
     }
 
+    /// The SAs of this namespace with their statistics (`ip -s xfrm state`).
+    pub fn xfrm_states_with_stats(&self) -> Result<Vec<xfrm::State>> {
+        self.ip(&["-s", "xfrm", "state"])
+            .map(|t| xfrm::parse_states(&t))
+    }
+
     /// `ip xfrm policy` text.
     pub fn xfrm_policy_text(&self) -> Result<String> {
         self.ip(&["xfrm", "policy"])

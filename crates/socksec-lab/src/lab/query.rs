@@ -4,6 +4,7 @@
 //! The library is reached only through [`query_socket`]: with the `query` feature it calls
 //! `socksec::query`; without it the scenarios check kernel-side evidence only and say so.
 
+use std::net::SocketAddr;
 use std::os::fd::AsFd;
 
 use crate::error::{Result, bail};
@@ -87,15 +88,24 @@ impl SocketAnswer {
     }
 }
 
-/// Asks the library about `fd`, from inside `ns` (where the socket lives). `Ok(None)` when the
-/// lab was built without the `query` feature.
+/// Asks the library about `fd`, from inside `ns` (where the socket lives), naming `peer` in the
+/// template when given (UDP). `Ok(None)` when the lab was built without the `query` feature.
 #[cfg(feature = "query")]
-pub fn query_socket(ns: &Netns, fd: &(impl AsFd + Sync)) -> Result<Option<SocketAnswer>> {
+pub fn query_socket(
+    ns: &Netns,
+    fd: &(impl AsFd + Sync),
+    peer: Option<SocketAddr>,
+) -> Result<Option<SocketAnswer>> {
     use crate::error::Context;
     use serde_json::Value;
 
     let info = ns
-        .run(|| socksec::query(fd, &socksec::QueryTemplate::default()))?
+        .run(|| {
+            let template = peer
+                .map(socksec::QueryTemplate::for_peer)
+                .unwrap_or_default();
+            socksec::query(fd, &template)
+        })?
         .map_err(|e| crate::error::Error::msg(format!("socksec::query failed: {e}")))?;
     let v = serde_json::to_value(&info).context("serialising the answer")?;
     let text = |v: &Value| match v {
@@ -131,6 +141,10 @@ pub fn query_socket(ns: &Netns, fd: &(impl AsFd + Sync)) -> Result<Option<Socket
 
 /// Asks the library about `fd`: not wired in this build (feature `query` off).
 #[cfg(not(feature = "query"))]
-pub fn query_socket(_ns: &Netns, _fd: &(impl AsFd + Sync)) -> Result<Option<SocketAnswer>> {
+pub fn query_socket(
+    _ns: &Netns,
+    _fd: &(impl AsFd + Sync),
+    _peer: Option<SocketAddr>,
+) -> Result<Option<SocketAnswer>> {
     Ok(None)
 }

@@ -2,7 +2,7 @@
 //! exchange, so that whatever protects the flow has actually carried traffic.
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::time::{Duration, Instant};
 
 use crate::error::{Context, Result, bail};
@@ -72,4 +72,58 @@ fn exchange(mut from: &TcpStream, mut to: &TcpStream, msg: &[u8]) -> Result<()> 
         );
     }
     Ok(())
+}
+
+/// Both ends of a UDP flow, each connected to the other.
+#[derive(Debug)]
+pub struct UdpPair {
+    /// The socket in the client namespace.
+    pub client: UdpSocket,
+    /// The socket in the server namespace.
+    pub server: UdpSocket,
+    /// The client's address as the server sees it.
+    pub client_addr: SocketAddr,
+    /// The server's address.
+    pub server_addr: SocketAddr,
+}
+
+/// Binds in `server_ns`, sends from `client_ns`, and answers: one datagram each way.
+pub fn udp_pair(client_ns: &Netns, server_ns: &Netns, port: u16, v6: bool) -> Result<UdpPair> {
+    let server_addr = SocketAddr::new(server_ns.addr(v6), port);
+    let server = server_ns
+        .run(|| UdpSocket::bind(server_addr))?
+        .with_context(|| format!("binding {server_addr} in {}", server_ns.name))?;
+    let client = client_ns
+        .run(|| UdpSocket::bind(SocketAddr::new(client_ns.addr(v6), 0)))?
+        .with_context(|| format!("binding a UDP socket in {}", client_ns.name))?;
+    let client_addr = client.local_addr()?;
+    for s in [&client, &server] {
+        s.set_read_timeout(Some(IO_TIMEOUT))?;
+    }
+    client.connect(server_addr)?;
+    client.send(b"ping from moon").context("sending UDP")?;
+    let mut buf = [0; 64];
+    let (n, from) = server
+        .recv_from(&mut buf)
+        .context("receiving UDP on the server")?;
+    if &buf[..n] != b"ping from moon" || from != client_addr {
+        bail!(
+            "unexpected datagram {:?} from {from}",
+            String::from_utf8_lossy(&buf[..n])
+        );
+    }
+    server.connect(client_addr)?;
+    server.send(b"pong from sun")?;
+    let n = client
+        .recv(&mut buf)
+        .context("receiving UDP on the client")?;
+    if &buf[..n] != b"pong from sun" {
+        bail!("unexpected reply {:?}", String::from_utf8_lossy(&buf[..n]));
+    }
+    Ok(UdpPair {
+        client,
+        server,
+        client_addr,
+        server_addr,
+    })
 }

@@ -23,6 +23,8 @@ pub struct State {
     pub auth: Option<String>,
     /// The selector line (`src ... dst ...`), if any.
     pub sel: Option<String>,
+    /// Packets through the SA (`ip -s xfrm state` only).
+    pub packets: Option<u64>,
 }
 
 /// A policy from `ip xfrm policy`.
@@ -38,8 +40,17 @@ pub struct Policy {
     pub templates: Vec<(String, String, u32)>,
 }
 
+/// `ip -s` appends the other base in parentheses: `0xc9d8a327(3386417959)`, `1(0x00000001)`.
+fn number(s: &str) -> &str {
+    s.split('(').next().unwrap_or(s)
+}
+
 fn hex(s: &str) -> u32 {
-    u32::from_str_radix(s.trim_start_matches("0x"), 16).unwrap_or(0)
+    u32::from_str_radix(number(s).trim_start_matches("0x"), 16).unwrap_or(0)
+}
+
+fn decimal(s: &str) -> u32 {
+    number(s).parse().unwrap_or(0)
 }
 
 /// Splits text into entries: a line starting at column 0 begins a new one.
@@ -84,14 +95,19 @@ pub fn parse_states(text: &str) -> Vec<State> {
                     Some("proto") => {
                         s.proto = after(&t, "proto").unwrap_or_default().to_owned();
                         s.spi = after(&t, "spi").map_or(0, hex);
-                        s.reqid = after(&t, "reqid").and_then(|r| r.parse().ok()).unwrap_or(0);
+                        s.reqid = after(&t, "reqid").map_or(0, decimal);
                         s.mode = after(&t, "mode").unwrap_or_default().to_owned();
                     }
                     Some("aead") => s.aead = t.get(1).map(|a| (*a).to_owned()),
                     Some("enc") => s.enc = t.get(1).map(|a| (*a).to_owned()),
                     Some("auth" | "auth-trunc") => s.auth = t.get(1).map(|a| (*a).to_owned()),
                     Some("sel") => s.sel = Some(t[1..].join(" ")),
-                    _ => {}
+                    _ => {
+                        // `ip -s`: "180(bytes), 3(packets)" under "lifetime current:".
+                        if let Some(n) = t.iter().find_map(|w| w.strip_suffix("(packets)")) {
+                            s.packets = s.packets.or(n.parse().ok());
+                        }
+                    }
                 }
             }
             s
@@ -162,6 +178,20 @@ mod tests {
         assert_eq!(s[1].src, "10.1.0.2");
         assert_eq!(s[1].enc.as_deref(), Some("cbc(aes)"));
         assert_eq!(s[1].auth.as_deref(), Some("hmac(sha256)"));
+        assert_eq!(s[1].packets, None);
+    }
+
+    #[test]
+    fn reads_packet_counters_from_statistics() {
+        let text = "src 10.1.0.1 dst 10.1.0.2\n\
+            \tproto esp spi 0x00001001(4097) reqid 7(0x00000007) mode transport\n\
+            \tlifetime config:\n\
+            \t  limit: soft (INF)(bytes), hard (INF)(bytes)\n\
+            \t  limit: soft (INF)(packets), hard (INF)(packets)\n\
+            \tlifetime current:\n\
+            \t  180(bytes), 3(packets)\n";
+        let s = &parse_states(text)[0];
+        assert_eq!((s.spi, s.reqid, s.packets), (0x1001, 7, Some(3)));
     }
 
     #[test]

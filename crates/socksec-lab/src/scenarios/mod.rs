@@ -4,8 +4,9 @@
 //! its protection, creates real sockets, gathers the kernel's and charon's evidence and checks
 //! the library's answer against it. The runner records `ip xfrm` state afterwards either way.
 
-mod ikev2_transport;
-mod plain_tcp;
+pub mod ikev2;
+pub mod manual;
+pub mod plain_tcp;
 
 use crate::error::Result;
 use crate::lab::Lab;
@@ -25,13 +26,53 @@ pub struct Scenario {
 pub const ALL: &[Scenario] = &[
     Scenario {
         name: "plain-tcp",
-        about: "two namespaces, no IPsec: a TCP connection is neither secured nor encrypted",
+        about: "no IPsec: a TCP connection is neither secured nor encrypted",
         run: plain_tcp::run,
     },
     Scenario {
         name: "ikev2-psk-transport-esp-gcm",
-        about: "strongSwan IKEv2 PSK, transport mode ESP aes128gcm16: both ends secured+encrypted by the negotiated SAs",
-        run: ikev2_transport::esp_gcm,
+        about: "IKEv2 PSK, transport ESP aes128gcm16, TCP: secured+encrypted by the negotiated SAs",
+        run: ikev2::transport_esp_gcm,
+    },
+    Scenario {
+        name: "ikev2-psk-tunnel-esp-cbc-sha256",
+        about: "IKEv2 PSK, tunnel ESP aes128-sha256, TCP: secured+encrypted",
+        run: ikev2::tunnel_esp_cbc,
+    },
+    Scenario {
+        name: "ikev2-psk-transport-ah-sha256",
+        about: "IKEv2 PSK, transport AH sha256, TCP: secured, not encrypted",
+        run: ikev2::transport_ah,
+    },
+    Scenario {
+        name: "ikev2-psk-transport-esp-null",
+        about: "IKEv2 PSK, transport ESP null-sha256, TCP: secured, not encrypted",
+        run: ikev2::transport_esp_null,
+    },
+    Scenario {
+        name: "ikev2-psk-transport-esp-gmac",
+        about: "IKEv2 PSK, transport ESP aes128gmac, TCP: secured, not encrypted",
+        run: ikev2::transport_esp_gmac,
+    },
+    Scenario {
+        name: "ikev2-psk-transport-esp-gcm-ipv6",
+        about: "IKEv2 PSK over IPv6, transport ESP aes128gcm16, TCP: secured+encrypted",
+        run: ikev2::transport_esp_gcm_ipv6,
+    },
+    Scenario {
+        name: "ikev2-psk-transport-esp-gcm-udp",
+        about: "IKEv2 PSK, transport ESP aes128gcm16, UDP with the peer in the template",
+        run: ikev2::transport_esp_gcm_udp,
+    },
+    Scenario {
+        name: "ikev2-psk-trap-esp-gcm",
+        about: "start_action=trap: the TCP SYN triggers IKE; then secured+encrypted",
+        run: ikev2::trap_esp_gcm,
+    },
+    Scenario {
+        name: "manual-xfrm-one-direction",
+        about: "ip xfrm by hand, ESP moon->sun only: the connection works but is not secured",
+        run: manual::one_direction,
     },
 ];
 

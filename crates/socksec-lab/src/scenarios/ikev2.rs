@@ -1,0 +1,331 @@
+//! strongSwan IKEv2 with pre-shared keys between moon and sun: one function runs every
+//! variant (mode, ESP/AH, algorithm, address family, TCP/UDP, explicit start or trap).
+//!
+//! Each case checks three views against each other: charon's CHILD_SA (both peers), the
+//! kernel's SAs (`ip xfrm state`), and the library's answer for both ends of a real flow.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use crate::error::{Context, Result, ensure};
+use crate::lab::charon::Charon;
+use crate::lab::swanctl::PskConnection;
+use crate::lab::vici::ChildSa;
+use crate::lab::{Expect, Lab, sockets, xfrm};
+
+const START: Duration = Duration::from_secs(30);
+const IKE: Duration = Duration::from_secs(60);
+
+/// The flow a case carries over the CHILD_SA.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flow {
+    /// A TCP connection moon -> sun.
+    Tcp,
+    /// A UDP exchange moon -> sun.
+    Udp,
+}
+
+/// One IKEv2 variant.
+#[derive(Debug, Clone)]
+pub struct Case {
+    /// The connection both peers load.
+    pub conn: PskConnection,
+    /// `ESP` / `AH` as charon names it.
+    pub protocol: &'static str,
+    /// Algorithm charon must report for the CHILD_SA (`encr-alg`, else `integ-alg`); a
+    /// substring match.
+    pub charon_alg: &'static str,
+    /// Algorithm the kernel SAs must use (in `aead`, `enc` or `auth`); a substring match.
+    pub kernel_alg: &'static str,
+    /// Whether the protection includes confidentiality.
+    pub encrypted: bool,
+    /// The flow to carry.
+    pub flow: Flow,
+}
+
+impl Case {
+    /// ESP in transport mode with `esp` proposals, TCP.
+    pub fn esp(
+        esp: &str,
+        charon_alg: &'static str,
+        kernel_alg: &'static str,
+        encrypted: bool,
+    ) -> Self {
+        Self {
+            conn: PskConnection::transport_esp(esp),
+            protocol: "ESP",
+            charon_alg,
+            kernel_alg,
+            encrypted,
+            flow: Flow::Tcp,
+        }
+    }
+}
+
+/// The kernel SA from `from` to `to` with `spi`, or an error naming what is there.
+fn find_sa<'a>(
+    states: &'a [xfrm::State],
+    spi: u32,
+    from: &str,
+    to: &str,
+) -> Result<&'a xfrm::State> {
+    states
+        .iter()
+        .find(|s| s.spi == spi && s.src == from && s.dst == to)
+        .with_context(|| {
+            format!("no kernel SA spi {spi:#010x} {from} -> {to}; the kernel has {states:?}")
+        })
+}
+
+fn check_charon_child(case: &Case, child: &ChildSa) -> Result<()> {
+    let mode = case.conn.mode.to_uppercase();
+    ensure!(
+        child.mode == mode && child.protocol == case.protocol,
+        "CHILD_SA is {} {}, expected {mode} {}",
+        child.mode,
+        child.protocol,
+        case.protocol
+    );
+    let alg = child
+        .encr_alg
+        .as_deref()
+        .or(child.integ_alg.as_deref())
+        .unwrap_or_default();
+    ensure!(
+        alg.contains(case.charon_alg),
+        "CHILD_SA algorithm is {alg:?}, expected {}",
+        case.charon_alg
+    );
+    Ok(())
+}
+
+fn check_kernel_sa(case: &Case, sa: &xfrm::State, reqid: u32) -> Result<()> {
+    let proto = case.protocol.to_lowercase();
+    ensure!(
+        sa.proto == proto && sa.mode == case.conn.mode,
+        "kernel SA {:#010x} is {} {}, expected {proto} {}",
+        sa.spi,
+        sa.proto,
+        sa.mode,
+        case.conn.mode
+    );
+    ensure!(
+        sa.reqid == reqid,
+        "kernel SA reqid {} != charon's {reqid}",
+        sa.reqid
+    );
+    let algs = [&sa.aead, &sa.enc, &sa.auth]
+        .into_iter()
+        .flatten()
+        .cloned()
+        .collect::<Vec<_>>()
+        .join(" ");
+    ensure!(
+        algs.contains(case.kernel_alg),
+        "kernel SA {:#010x} uses {algs:?}, expected {}",
+        sa.spi,
+        case.kernel_alg
+    );
+    Ok(())
+}
+
+/// Runs one case: both charons, IKE, the flow, and the three-way comparison.
+pub fn run_case(lab: &mut Lab, case: &Case, port: u16) -> Result<()> {
+    let conn = &case.conn;
+    let trap = conn.start_action == "trap";
+    let mut moon = Charon::spawn(lab.moon(), &conn.render(lab.moon(), lab.sun()), &lab.dir)?;
+    let mut sun = Charon::spawn(lab.sun(), &conn.render(lab.sun(), lab.moon()), &lab.dir)?;
+    let t = Instant::now();
+    moon.ready(START)?;
+    sun.ready(START)?;
+    let started = t.elapsed();
+
+    // With start_action=trap the flow itself starts IKE; otherwise moon initiates first.
+    let t = Instant::now();
+    if !trap {
+        let out = moon.initiate(&conn.child, IKE)?;
+        lab.evidence("swanctl --initiate (moon)", out);
+    }
+    let ike_ms = t.elapsed().as_millis();
+    let v6 = conn.ipv6;
+    enum Pair {
+        Tcp(sockets::TcpPair),
+        Udp(sockets::UdpPair),
+    }
+    let t = Instant::now();
+    let pair = match case.flow {
+        Flow::Tcp => Pair::Tcp(sockets::tcp_pair(lab.moon(), lab.sun(), port, v6)?),
+        Flow::Udp => Pair::Udp(sockets::udp_pair(lab.moon(), lab.sun(), port, v6)?),
+    };
+    let flow_ms = t.elapsed().as_millis();
+    let (ike, child) = moon.wait_child(&conn.child, IKE)?;
+
+    let (moon_text, _) = moon.list_sas()?;
+    lab.evidence("swanctl --list-sas (moon)", moon_text);
+    let (sun_text, sun_sas) = sun.list_sas()?;
+    lab.evidence("swanctl --list-sas (sun)", sun_text);
+
+    ensure!(
+        ike.remote_id == lab.sun().id,
+        "moon's IKE_SA peer is {:?}, expected {}",
+        ike.remote_id,
+        lab.sun().id
+    );
+    check_charon_child(case, &child)?;
+    let sun_child = sun_sas
+        .iter()
+        .flat_map(|i| &i.children)
+        .find(|c| c.name == conn.child && c.state == "INSTALLED")
+        .context("sun has no INSTALLED CHILD_SA")?;
+    ensure!(
+        (sun_child.spi_in, sun_child.spi_out) == (child.spi_out, child.spi_in),
+        "peers disagree on SPIs: moon in/out {:08x}/{:08x}, sun in/out {:08x}/{:08x}",
+        child.spi_in,
+        child.spi_out,
+        sun_child.spi_in,
+        sun_child.spi_out
+    );
+
+    let (m, s) = (
+        lab.moon().addr(v6).to_string(),
+        lab.sun().addr(v6).to_string(),
+    );
+    let states = lab.moon().xfrm_states_with_stats()?;
+    let out_sa = find_sa(&states, child.spi_out, &m, &s)?;
+    let in_sa = find_sa(&states, child.spi_in, &s, &m)?;
+    for sa in [out_sa, in_sa] {
+        check_kernel_sa(case, sa, child.reqid)?;
+    }
+    // The flow really went through the SAs (with a trap, through these SAs after the acquire).
+    ensure!(
+        out_sa.packets.unwrap_or(0) > 0 && in_sa.packets.unwrap_or(0) > 0,
+        "the flow did not use the SAs (packets out {:?}, in {:?})",
+        out_sa.packets,
+        in_sa.packets
+    );
+
+    let proto = case.protocol.to_lowercase();
+    let mode = conn.mode.clone();
+    let client_expect = Expect::Protected {
+        encrypted: case.encrypted,
+        proto: proto.clone(),
+        mode: mode.clone(),
+        out_spi: child.spi_out,
+        in_spi: child.spi_in,
+    };
+    let server_expect = Expect::Protected {
+        encrypted: case.encrypted,
+        proto,
+        mode,
+        out_spi: child.spi_in,
+        in_spi: child.spi_out,
+    };
+    match &pair {
+        Pair::Tcp(p) => {
+            lab.check_socket("client", true, &p.client, None, &client_expect)?;
+            lab.check_socket("server", false, &p.server, None, &server_expect)?;
+        }
+        Pair::Udp(p) => {
+            let (server, client): (SocketAddr, SocketAddr) = (p.server_addr, p.client_addr);
+            lab.check_socket("client", true, &p.client, Some(server), &client_expect)?;
+            lab.check_socket("server", false, &p.server, Some(client), &server_expect)?;
+        }
+    }
+    let timing = if trap {
+        format!("trap: IKE + flow {flow_ms} ms")
+    } else {
+        format!("IKE {ike_ms} ms, flow {flow_ms} ms")
+    };
+    lab.note(format!(
+        "charon up {} ms, {timing}; SPIs out {:08x} in {:08x}",
+        started.as_millis(),
+        child.spi_out,
+        child.spi_in,
+    ));
+    Ok(())
+}
+
+/// Transport mode ESP AES-GCM-16/128 over TCP: secured and encrypted.
+pub fn transport_esp_gcm(lab: &mut Lab) -> Result<()> {
+    run_case(
+        lab,
+        &Case::esp(
+            "aes128gcm16-modp2048",
+            "AES_GCM_16",
+            "rfc4106(gcm(aes))",
+            true,
+        ),
+        5002,
+    )
+}
+
+/// Tunnel mode ESP AES-CBC + HMAC-SHA256 over TCP (host-to-host selectors).
+pub fn tunnel_esp_cbc(lab: &mut Lab) -> Result<()> {
+    let mut case = Case::esp("aes128-sha256-modp2048", "AES_CBC", "cbc(aes)", true);
+    case.conn.mode = "tunnel".into();
+    run_case(lab, &case, 5003)
+}
+
+/// Transport mode AH HMAC-SHA256: secured, not encrypted.
+pub fn transport_ah(lab: &mut Lab) -> Result<()> {
+    let mut case = Case::esp("", "HMAC_SHA2_256", "hmac(sha256)", false);
+    case.conn.esp_proposals = None;
+    case.conn.ah_proposals = Some("sha256-modp2048".into());
+    case.protocol = "AH";
+    run_case(lab, &case, 5004)
+}
+
+/// Transport mode ESP with NULL encryption: secured, not encrypted.
+pub fn transport_esp_null(lab: &mut Lab) -> Result<()> {
+    run_case(
+        lab,
+        &Case::esp("null-sha256-modp2048", "NULL", "cipher_null", false),
+        5005,
+    )
+}
+
+/// Transport mode ESP AES-GMAC (integrity-only AEAD): secured, not encrypted.
+pub fn transport_esp_gmac(lab: &mut Lab) -> Result<()> {
+    run_case(
+        lab,
+        &Case::esp("aes128gmac-modp2048", "GMAC", "rfc4543(gcm(aes))", false),
+        5006,
+    )
+}
+
+/// Transport mode ESP AES-GCM over IPv6.
+pub fn transport_esp_gcm_ipv6(lab: &mut Lab) -> Result<()> {
+    let mut case = Case::esp(
+        "aes128gcm16-modp2048",
+        "AES_GCM_16",
+        "rfc4106(gcm(aes))",
+        true,
+    );
+    case.conn.ipv6 = true;
+    run_case(lab, &case, 5007)
+}
+
+/// Transport mode ESP AES-GCM carrying UDP (the query names the peer).
+pub fn transport_esp_gcm_udp(lab: &mut Lab) -> Result<()> {
+    let mut case = Case::esp(
+        "aes128gcm16-modp2048",
+        "AES_GCM_16",
+        "rfc4106(gcm(aes))",
+        true,
+    );
+    case.flow = Flow::Udp;
+    run_case(lab, &case, 5008)
+}
+
+/// `start_action = trap`: the TCP SYN triggers the acquire and IKE; the connection then runs
+/// over the negotiated SAs.
+pub fn trap_esp_gcm(lab: &mut Lab) -> Result<()> {
+    let mut case = Case::esp(
+        "aes128gcm16-modp2048",
+        "AES_GCM_16",
+        "rfc4106(gcm(aes))",
+        true,
+    );
+    case.conn.start_action = "trap".into();
+    run_case(lab, &case, 5009)
+}
