@@ -7,6 +7,7 @@
 //! structures, then the socket's state.
 
 use std::os::fd::BorrowedFd;
+use std::sync::OnceLock;
 
 use socksec::flow::Transport;
 use socksec::socket::SocketFacts;
@@ -17,19 +18,22 @@ use crate::types::*;
 
 /// The environment variable that turns on strict mode for every query of the process
 /// (`1`, `true`, `yes` or `on`): SECURED is refused while a socket policy that socksec cannot
-/// attribute could apply to the flow (DESIGN "Socket policies").
+/// attribute could apply to the flow (DESIGN "Socket policies"). It is read once, at the
+/// first query, so that later `setenv` calls in other threads cannot race with the read.
 pub const STRICT_ENV: &str = "SOCKSEC_STRICT";
 
-/// Whether [`STRICT_ENV`] asks for strict mode.
+/// Whether [`STRICT_ENV`] asks for strict mode (read once per process).
 pub fn strict_from_env() -> bool {
-    std::env::var(STRICT_ENV)
-        .map(|v| {
-            matches!(
-                v.trim().to_ascii_lowercase().as_str(),
-                "1" | "true" | "yes" | "on"
-            )
-        })
-        .unwrap_or(false)
+    static STRICT: OnceLock<bool> = OnceLock::new();
+    *STRICT.get_or_init(|| std::env::var(STRICT_ENV).is_ok_and(|v| strict_value(&v)))
+}
+
+/// Whether a value of [`STRICT_ENV`] turns strict mode on.
+fn strict_value(v: &str) -> bool {
+    matches!(
+        v.trim().to_ascii_lowercase().as_str(),
+        "1" | "true" | "yes" | "on"
+    )
 }
 
 /// Row 1: the descriptor must be a socket. Returns the descriptor and the outcome of the
@@ -265,6 +269,16 @@ mod tests {
             info_len,
             info_present: info,
             strict: false,
+        }
+    }
+
+    #[test]
+    fn strict_values() {
+        for v in ["1", "true", "YES", " on "] {
+            assert!(strict_value(v), "{v}");
+        }
+        for v in ["", "0", "false", "no", "strict"] {
+            assert!(!strict_value(v), "{v}");
         }
     }
 

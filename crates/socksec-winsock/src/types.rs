@@ -645,4 +645,148 @@ mod tests {
             None
         );
     }
+
+    /// Every numeric `#define` of the shipped header against the Rust constant of that name.
+    #[test]
+    fn header_constants_agree() {
+        let header = include_str!("../include/socksec_winsock.h");
+        let rust: &[(&str, i64)] = &[
+            (
+                "SOCKET_SECURITY_PROTOCOL_DEFAULT",
+                SOCKET_SECURITY_PROTOCOL_DEFAULT.into(),
+            ),
+            (
+                "SOCKET_SECURITY_PROTOCOL_IPSEC",
+                SOCKET_SECURITY_PROTOCOL_IPSEC.into(),
+            ),
+            (
+                "SOCKET_SECURITY_PROTOCOL_IPSEC2",
+                SOCKET_SECURITY_PROTOCOL_IPSEC2.into(),
+            ),
+            (
+                "SOCKET_SECURITY_PROTOCOL_INVALID",
+                SOCKET_SECURITY_PROTOCOL_INVALID.into(),
+            ),
+            (
+                "SOCKET_INFO_CONNECTION_SECURED",
+                SOCKET_INFO_CONNECTION_SECURED.into(),
+            ),
+            (
+                "SOCKET_INFO_CONNECTION_ENCRYPTED",
+                SOCKET_INFO_CONNECTION_ENCRYPTED.into(),
+            ),
+            (
+                "SOCKET_INFO_CONNECTION_IMPERSONATED",
+                SOCKET_INFO_CONNECTION_IMPERSONATED.into(),
+            ),
+            (
+                "SOCKET_SETTINGS_GUARANTEE_ENCRYPTION",
+                SOCKET_SETTINGS_GUARANTEE_ENCRYPTION.into(),
+            ),
+            (
+                "SOCKET_SETTINGS_ALLOW_INSECURE",
+                SOCKET_SETTINGS_ALLOW_INSECURE.into(),
+            ),
+            (
+                "SOCKET_SETTINGS_IPSEC_SKIP_FILTER_INSTANTIATION",
+                SOCKET_SETTINGS_IPSEC_SKIP_FILTER_INSTANTIATION.into(),
+            ),
+            (
+                "SOCKET_SETTINGS_IPSEC_OPTIONAL_PEER_NAME_VERIFICATION",
+                SOCKET_SETTINGS_IPSEC_OPTIONAL_PEER_NAME_VERIFICATION.into(),
+            ),
+            (
+                "SOCKET_SETTINGS_IPSEC_ALLOW_FIRST_INBOUND_PKT_UNENCRYPTED",
+                SOCKET_SETTINGS_IPSEC_ALLOW_FIRST_INBOUND_PKT_UNENCRYPTED.into(),
+            ),
+            (
+                "SOCKET_SETTINGS_IPSEC_PEER_NAME_IS_RAW_FORMAT",
+                SOCKET_SETTINGS_IPSEC_PEER_NAME_IS_RAW_FORMAT.into(),
+            ),
+            (
+                "SOCKET_QUERY_IPSEC2_ABORT_CONNECTION_ON_FIELD_CHANGE",
+                SOCKET_QUERY_IPSEC2_ABORT_CONNECTION_ON_FIELD_CHANGE.into(),
+            ),
+            (
+                "SOCKET_QUERY_IPSEC2_FIELD_MASK_MM_SA_ID",
+                SOCKET_QUERY_IPSEC2_FIELD_MASK_MM_SA_ID.into(),
+            ),
+            (
+                "SOCKET_QUERY_IPSEC2_FIELD_MASK_QM_SA_ID",
+                SOCKET_QUERY_IPSEC2_FIELD_MASK_QM_SA_ID.into(),
+            ),
+            ("SIO_SET_SECURITY", SIO_SET_SECURITY.into()),
+            ("SIO_QUERY_SECURITY", SIO_QUERY_SECURITY.into()),
+            ("SIO_SET_PEER_TARGET_NAME", SIO_SET_PEER_TARGET_NAME.into()),
+            (
+                "SIO_DELETE_PEER_TARGET_NAME",
+                SIO_DELETE_PEER_TARGET_NAME.into(),
+            ),
+            (
+                "SIO_SOCKET_USAGE_NOTIFICATION",
+                SIO_SOCKET_USAGE_NOTIFICATION.into(),
+            ),
+            (
+                "SIO_QUERY_WFP_ALE_ENDPOINT_HANDLE",
+                SIO_QUERY_WFP_ALE_ENDPOINT_HANDLE.into(),
+            ),
+            (
+                "SIO_QUERY_WFP_CONNECTION_REDIRECT_RECORDS",
+                SIO_QUERY_WFP_CONNECTION_REDIRECT_RECORDS.into(),
+            ),
+            (
+                "SIO_QUERY_WFP_CONNECTION_REDIRECT_CONTEXT",
+                SIO_QUERY_WFP_CONNECTION_REDIRECT_CONTEXT.into(),
+            ),
+            (
+                "SIO_SET_WFP_CONNECTION_REDIRECT_RECORDS",
+                SIO_SET_WFP_CONNECTION_REDIRECT_RECORDS.into(),
+            ),
+            ("WSAEACCES", WSAEACCES.into()),
+            ("WSAEFAULT", WSAEFAULT.into()),
+            ("WSAEINVAL", WSAEINVAL.into()),
+            ("WSAENOTSOCK", WSAENOTSOCK.into()),
+            ("WSAEMSGSIZE", WSAEMSGSIZE.into()),
+            ("WSAEOPNOTSUPP", WSAEOPNOTSUPP.into()),
+            ("WSAEAFNOSUPPORT", WSAEAFNOSUPPORT.into()),
+            ("WSAECONNRESET", WSAECONNRESET.into()),
+            ("WSAEISCONN", WSAEISCONN.into()),
+            ("WSAENOTCONN", WSAENOTCONN.into()),
+            ("WSASYSCALLFAILURE", WSASYSCALLFAILURE.into()),
+            ("WSA_IO_PENDING", WSA_IO_PENDING.into()),
+            ("SOCKET_ERROR", SOCKET_ERROR.into()),
+            ("WS_AF_INET", WS_AF_INET.into()),
+            ("WS_AF_INET6", WS_AF_INET6.into()),
+            ("LINUX_AF_INET6", LINUX_AF_INET6.into()),
+            ("TOKEN_ASSIGN_PRIMARY", TOKEN_ASSIGN_PRIMARY.into()),
+            ("TOKEN_DUPLICATE", TOKEN_DUPLICATE.into()),
+            ("TOKEN_IMPERSONATE", TOKEN_IMPERSONATE.into()),
+            ("TOKEN_QUERY", TOKEN_QUERY.into()),
+            ("TOKEN_QUERY_SOURCE", TOKEN_QUERY_SOURCE.into()),
+            ("MAXIMUM_ALLOWED", MAXIMUM_ALLOWED.into()),
+        ];
+        let mut seen = 0;
+        for line in header.lines() {
+            let mut words = line.split_whitespace();
+            if words.next() != Some("#define") {
+                continue;
+            }
+            let (Some(name), Some(value)) = (words.next(), words.next()) else {
+                continue;
+            };
+            let value = value.trim_start_matches('(').trim_end_matches(')');
+            let value = value.trim_end_matches('u');
+            let parsed = match value.strip_prefix("0x") {
+                Some(hex) => i64::from_str_radix(hex, 16),
+                None => value.parse::<i64>(),
+            };
+            let Ok(parsed) = parsed else { continue };
+            let Some((_, want)) = rust.iter().find(|(n, _)| *n == name) else {
+                panic!("header constant {name} has no Rust counterpart");
+            };
+            assert_eq!(parsed, *want, "{name}");
+            seen += 1;
+        }
+        assert_eq!(seen, rust.len(), "every Rust constant is in the header");
+    }
 }
