@@ -32,6 +32,7 @@ pub mod flow;
 pub mod report;
 pub mod route;
 pub mod socket;
+pub mod vici;
 mod sys;
 pub mod winerr;
 pub mod xfrm;
