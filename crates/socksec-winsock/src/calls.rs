@@ -4,7 +4,8 @@
 //!
 //! Every function checks in the same order: not a socket (`WSAENOTSOCK`), then pointer
 //! arguments (`WSAEFAULT`), then family and type (`WSAEINVAL`), then the contents of the
-//! structures, then the socket's state.
+//! structures, then the socket's state. (`WSAImpersonateSocketPeer` checks its address after
+//! the family and type, since only a connectionless socket needs one.)
 
 use std::os::fd::BorrowedFd;
 use std::sync::OnceLock;
@@ -182,7 +183,9 @@ pub fn set_socket_security(
         ));
     }
     facts?;
-    translate::check_settings(settings, len)?;
+    if let Some(settings) = settings {
+        translate::check_settings(settings, len)?;
+    }
     refuse_connected(connected(fd)?)?;
     Err(not_supported(
         "WSASetSocketSecurity (socksec reports protection; it cannot yet require it for a socket)",
@@ -200,9 +203,9 @@ pub fn set_socket_peer_target_name(
     connected: impl FnOnce(BorrowedFd<'_>) -> Result<bool, Error>,
 ) -> Result<usize, Error> {
     let (fd, facts) = socket(fd)?;
-    if name.is_none() {
+    let Some(name) = name else {
         return Err(Error::new(ErrorKind::Fault, "PeerTargetName is NULL"));
-    }
+    };
     let facts = facts?;
     translate::check_peer_target_name(facts.transport == Transport::Tcp, name, len)?;
     refuse_connected(connected(fd)?)?;

@@ -361,26 +361,18 @@ pub fn decode_info(b: &[u8]) -> SOCKET_SECURITY_QUERY_INFO {
     }
 }
 
-/// Decodes an `SOCKET_SECURITY_SETTINGS[_IPSEC]` argument of `WSASetSocketSecurity`.
+/// Checks the `SOCKET_SECURITY_SETTINGS[_IPSEC]` argument of `WSASetSocketSecurity`, given
+/// the first `min(len, …)` bytes of a non-NULL pointer (the caller handles NULL).
 ///
-/// NULL (or length 0) means the default settings. Otherwise: NULL with a length is
-/// `WSAEFAULT`; a length below 8 is `WSAEMSGSIZE`; an unknown protocol or unknown
-/// `SecurityFlags` bits are `WSAEINVAL`; with protocol IPSEC and a length of at least 88 the
-/// `SOCKET_SECURITY_SETTINGS_IPSEC` is checked too (known `IpsecFlags` bits, the three strings
-/// inside the length).
-pub fn check_settings(bytes: Option<&[u8]>, len: u32) -> Result<(), Error> {
+/// Length 0 means the default settings. Otherwise: a length below 8 is `WSAEMSGSIZE`; an
+/// unknown protocol or unknown `SecurityFlags` bits are `WSAEINVAL`; with protocol IPSEC and a
+/// length of at least 88 the `SOCKET_SECURITY_SETTINGS_IPSEC` is checked too (known
+/// `IpsecFlags` bits, the three strings inside the length).
+pub fn check_settings(b: &[u8], len: u32) -> Result<(), Error> {
     type S = SOCKET_SECURITY_SETTINGS_IPSEC;
-    let b = match bytes {
-        None if len != 0 => {
-            return Err(Error::new(
-                ErrorKind::Fault,
-                "SecuritySettings is NULL but SecuritySettingsLen is not 0",
-            ));
-        }
-        None => return Ok(()),
-        Some(_) if len == 0 => return Ok(()),
-        Some(b) => b,
-    };
+    if len == 0 {
+        return Ok(());
+    }
     if (len as usize) < SETTINGS_SIZE || b.len() < SETTINGS_SIZE {
         return Err(Error::new(
             ErrorKind::BufferTooSmall,
@@ -423,18 +415,16 @@ pub fn check_settings(bytes: Option<&[u8]>, len: u32) -> Result<(), Error> {
     Ok(())
 }
 
-/// Decodes a `SOCKET_PEER_TARGET_NAME` argument of `WSASetSocketPeerTargetName`.
+/// Checks the `SOCKET_PEER_TARGET_NAME` argument of `WSASetSocketPeerTargetName`, given the
+/// first `min(len, 144)` bytes of a non-NULL pointer (the caller handles NULL).
 ///
-/// NULL is `WSAEFAULT`; a length below 144, or a `PeerTargetNameStringLen` that does not fit
+/// A length below 144, or a `PeerTargetNameStringLen` that does not fit
 /// in the length, is `WSAEMSGSIZE`; an unknown protocol is `WSAEINVAL`. For a non-TCP socket
 /// `PeerAddress` must be IPv4/IPv6 (`WSAEAFNOSUPPORT`) and not all-zero address and port
 /// (`WSAEINVAL`). The name length is taken as bytes; Microsoft's samples pass a character
 /// count (contract Q3), which fits too, since they size the buffer as 144 + 2 × characters.
-pub fn check_peer_target_name(tcp: bool, bytes: Option<&[u8]>, len: u32) -> Result<(), Error> {
+pub fn check_peer_target_name(tcp: bool, b: &[u8], len: u32) -> Result<(), Error> {
     type P = SOCKET_PEER_TARGET_NAME;
-    let Some(b) = bytes else {
-        return Err(Error::new(ErrorKind::Fault, "PeerTargetName is NULL"));
-    };
     if (len as usize) < PEER_TARGET_NAME_SIZE || b.len() < PEER_TARGET_NAME_SIZE {
         return Err(Error::new(
             ErrorKind::BufferTooSmall,
@@ -743,37 +733,30 @@ mod tests {
             b[4..8].copy_from_slice(&f.to_ne_bytes());
             b
         };
-        assert!(check_settings(None, 0).is_ok());
-        assert_eq!(check_settings(None, 8).unwrap_err().wsa(), wsa::WSAEFAULT);
+        assert!(check_settings(&[], 0).is_ok());
         let b = settings(0, SOCKET_SETTINGS_GUARANTEE_ENCRYPTION);
-        assert!(check_settings(Some(&b[..8]), 8).is_ok());
+        assert!(check_settings(&b[..8], 8).is_ok());
         assert_eq!(
-            check_settings(Some(&b[..4]), 4).unwrap_err().wsa(),
+            check_settings(&b[..4], 4).unwrap_err().wsa(),
             wsa::WSAEMSGSIZE
         );
         let b = settings(3, 0);
         assert_eq!(
-            check_settings(Some(&b[..8]), 8).unwrap_err().wsa(),
+            check_settings(&b[..8], 8).unwrap_err().wsa(),
             wsa::WSAEINVAL
         );
         let b = settings(0, 0x4);
         assert_eq!(
-            check_settings(Some(&b[..8]), 8).unwrap_err().wsa(),
+            check_settings(&b[..8], 8).unwrap_err().wsa(),
             wsa::WSAEINVAL
         );
         let mut b = settings(1, 0);
-        assert!(check_settings(Some(&b), 88).is_ok());
+        assert!(check_settings(&b, 88).is_ok());
         b[72..76].copy_from_slice(&10u32.to_ne_bytes()); // a user name that is not there
-        assert_eq!(
-            check_settings(Some(&b), 88).unwrap_err().wsa(),
-            wsa::WSAEMSGSIZE
-        );
+        assert_eq!(check_settings(&b, 88).unwrap_err().wsa(), wsa::WSAEMSGSIZE);
         b[72..76].copy_from_slice(&0u32.to_ne_bytes());
         b[8..12].copy_from_slice(&0x10u32.to_ne_bytes());
-        assert_eq!(
-            check_settings(Some(&b), 88).unwrap_err().wsa(),
-            wsa::WSAEINVAL
-        );
+        assert_eq!(check_settings(&b, 88).unwrap_err().wsa(), wsa::WSAEINVAL);
     }
 
     #[test]
@@ -785,41 +768,31 @@ mod tests {
             b[136..140].copy_from_slice(&name_len.to_ne_bytes());
             b
         };
-        assert_eq!(
-            check_peer_target_name(true, None, 0).unwrap_err().wsa(),
-            wsa::WSAEFAULT
-        );
         let b = ptn(None, 8);
-        assert!(check_peer_target_name(true, Some(&b), 160).is_ok());
+        assert!(check_peer_target_name(true, &b, 160).is_ok());
         assert_eq!(
-            check_peer_target_name(true, Some(&b[..140]), 140)
+            check_peer_target_name(true, &b[..140], 140)
                 .unwrap_err()
                 .wsa(),
             wsa::WSAEMSGSIZE
         );
         let b = ptn(None, 40);
         assert_eq!(
-            check_peer_target_name(true, Some(&b), 160)
-                .unwrap_err()
-                .wsa(),
+            check_peer_target_name(true, &b, 160).unwrap_err().wsa(),
             wsa::WSAEMSGSIZE
         );
         // UDP needs a real peer.
         let b = ptn(None, 8);
         assert_eq!(
-            check_peer_target_name(false, Some(&b), 160)
-                .unwrap_err()
-                .wsa(),
+            check_peer_target_name(false, &b, 160).unwrap_err().wsa(),
             wsa::WSAEAFNOSUPPORT
         );
         let b = ptn(Some("0.0.0.0:0".parse().unwrap()), 8);
         assert_eq!(
-            check_peer_target_name(false, Some(&b), 160)
-                .unwrap_err()
-                .wsa(),
+            check_peer_target_name(false, &b, 160).unwrap_err().wsa(),
             wsa::WSAEINVAL
         );
         let b = ptn(Some(peer4()), 8);
-        assert!(check_peer_target_name(false, Some(&b), 160).is_ok());
+        assert!(check_peer_target_name(false, &b, 160).is_ok());
     }
 }
