@@ -741,7 +741,10 @@ mod tests {
             Message::decode(&m[..m.len() - 1]),
             Err(CodecError::Truncated { needed: 1, .. })
         ));
-        let s = Message::new().with_section("s", Message::new()).encode().unwrap();
+        let s = Message::new()
+            .with_section("s", Message::new())
+            .encode()
+            .unwrap();
         assert_eq!(
             Message::decode(&s[..s.len() - 1]),
             Err(CodecError::Unterminated { name: "s".into() })
