@@ -95,48 +95,34 @@ fn download_and_prepare(pkg: &str, dir: &Path) -> Result<Kernel> {
     load_ready(dir).with_context(|| format!("prepared kernel in {} is incomplete", dir.display()))
 }
 
-/// Returns the current stock kernel, downloading and preparing it into `cache` if needed.
-pub fn ensure(cache: &Path) -> Result<Kernel> {
-    let pkg = match resolve_package() {
-        Ok(p) => p,
-        Err(first) => {
-            // No or stale package lists: refresh once, else fall back to what is cached.
-            match packages::apt_update().and_then(|()| resolve_package()) {
-                Ok(p) => p,
-                Err(_) => {
-                    if let Some(k) = any_cached(cache) {
-                        eprintln!(
-                            "lab: cannot resolve {META} ({first}); using cached {}",
-                            k.release
-                        );
-                        return Ok(k);
-                    }
-                    return Err(first).context("resolving the guest kernel package");
-                }
-            }
-        }
-    };
+/// Resolves the current kernel package and prepares it in `cache` unless it already is.
+fn ensure_current(cache: &Path) -> Result<Kernel> {
+    let pkg = resolve_package()?;
     let dir = cache.join(&pkg);
-    if let Some(k) = load_ready(&dir) {
-        return Ok(k);
+    match load_ready(&dir) {
+        Some(k) => Ok(k),
+        None => download_and_prepare(&pkg, &dir),
     }
-    match download_and_prepare(&pkg, &dir) {
-        Ok(k) => Ok(k),
-        Err(first) => {
-            // The lists may name a version the mirror dropped: refresh, resolve again, retry.
-            packages::apt_update()?;
-            let pkg = resolve_package()?;
-            let dir = cache.join(&pkg);
-            download_and_prepare(&pkg, &dir)
-                .map_err(|e| crate::error::Error::msg(format!("{e} (first attempt: {first})")))
-                .context("preparing the guest kernel")
-        }
-    }
-    .or_else(|e| match any_cached(cache) {
-        Some(k) => {
-            eprintln!("lab: {e}; using cached {}", k.release);
+}
+
+/// Returns the current stock kernel, downloading and preparing it into `cache` if needed.
+///
+/// Stale or missing package lists (the resolved version left the mirror, a fresh machine) get
+/// one `apt-get update` and a second attempt; if that fails too, a kernel already in the cache
+/// is used (with a notice), so the lab still runs offline.
+pub fn ensure(cache: &Path) -> Result<Kernel> {
+    let first = match ensure_current(cache) {
+        Ok(k) => return Ok(k),
+        Err(e) => e,
+    };
+    eprintln!("lab: {first}; refreshing the package lists and retrying");
+    let second = packages::apt_update().and_then(|()| ensure_current(cache));
+    match (second, any_cached(cache)) {
+        (Ok(k), _) => Ok(k),
+        (Err(e), Some(k)) => {
+            eprintln!("lab: {e}; using the cached kernel {}", k.release);
             Ok(k)
         }
-        None => bail!("{e}"),
-    })
+        (Err(e), None) => bail!("preparing the guest kernel: {e} (first attempt: {first})"),
+    }
 }

@@ -60,7 +60,8 @@ pub fn tcp_pair(client_ns: &Netns, server_ns: &Netns, port: u16, v6: bool) -> Re
     })
 }
 
-fn exchange(mut from: &TcpStream, mut to: &TcpStream, msg: &[u8]) -> Result<()> {
+/// Sends `msg` on `from` and checks that `to` receives exactly it.
+pub fn exchange(mut from: &TcpStream, mut to: &TcpStream, msg: &[u8]) -> Result<()> {
     from.write_all(msg).context("sending")?;
     let mut buf = vec![0; msg.len()];
     to.read_exact(&mut buf).context("receiving")?;

@@ -7,7 +7,7 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use crate::error::{Context, Result, ensure};
+use crate::error::{Context, Result, bail, ensure};
 use crate::lab::charon::Charon;
 use crate::lab::swanctl::PskConnection;
 use crate::lab::vici::ChildSa;
@@ -41,6 +41,8 @@ pub struct Case {
     pub encrypted: bool,
     /// The flow to carry.
     pub flow: Flow,
+    /// After the checks, rekey the CHILD_SA and check the same (TCP) connection again.
+    pub rekey: bool,
 }
 
 impl Case {
@@ -58,6 +60,7 @@ impl Case {
             kernel_alg,
             encrypted,
             flow: Flow::Tcp,
+            rekey: false,
         }
     }
 }
@@ -231,6 +234,16 @@ pub fn run_case(lab: &mut Lab, case: &Case, port: u16) -> Result<()> {
             lab.check_socket("server", false, &p.server, Some(client), &server_expect)?;
         }
     }
+    if case.rekey {
+        let Pair::Tcp(p) = &pair else {
+            bail!("the rekey check needs a TCP flow");
+        };
+        let new = rekey_and_recheck(lab, case, &moon, &child, p)?;
+        lab.note(format!(
+            "rekeyed to out {:08x} in {:08x}",
+            new.spi_out, new.spi_in
+        ));
+    }
     let timing = if trap {
         format!("trap: IKE + flow {flow_ms} ms")
     } else {
@@ -243,6 +256,85 @@ pub fn run_case(lab: &mut Lab, case: &Case, port: u16) -> Result<()> {
         child.spi_in,
     ));
     Ok(())
+}
+
+/// Rekeys the CHILD_SA from moon, waits until the old SAs are gone, sends over the existing
+/// connection again and checks that both ends now report the new SAs.
+fn rekey_and_recheck(
+    lab: &mut Lab,
+    case: &Case,
+    moon: &Charon,
+    old: &ChildSa,
+    pair: &sockets::TcpPair,
+) -> Result<ChildSa> {
+    let t = Instant::now();
+    let out = moon.swanctl(&["--rekey", "--child", &case.conn.child])?;
+    lab.evidence("swanctl --rekey (moon)", out);
+    let deadline = Instant::now() + IKE;
+    let new = loop {
+        let (text, sas) = moon.list_sas()?;
+        let children: Vec<&ChildSa> = sas.iter().flat_map(|i| &i.children).collect();
+        let fresh = children
+            .iter()
+            .find(|c| c.state == "INSTALLED" && c.spi_out != old.spi_out);
+        let old_gone = !children.iter().any(|c| c.spi_out == old.spi_out);
+        if let (Some(c), true) = (fresh, old_gone) {
+            lab.evidence("swanctl --list-sas after rekey (moon)", text);
+            break (*c).clone();
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "rekey did not replace CHILD_SA {:08x}/{:08x} within {IKE:?}:\n{text}",
+                old.spi_out,
+                old.spi_in
+            );
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    };
+    let rekey_ms = t.elapsed().as_millis();
+    sockets::exchange(&pair.client, &pair.server, b"after rekey")?;
+    sockets::exchange(&pair.server, &pair.client, b"after rekey too")?;
+
+    let (m, s) = (
+        lab.moon().addr(case.conn.ipv6).to_string(),
+        lab.sun().addr(case.conn.ipv6).to_string(),
+    );
+    let states = lab.moon().xfrm_states_with_stats()?;
+    lab.evidence(
+        "ip -s xfrm state after rekey (moon)",
+        lab.moon().ip(&["-s", "xfrm", "state"])?,
+    );
+    let out_sa = find_sa(&states, new.spi_out, &m, &s)?;
+    let in_sa = find_sa(&states, new.spi_in, &s, &m)?;
+    ensure!(
+        out_sa.packets.unwrap_or(0) > 0 && in_sa.packets.unwrap_or(0) > 0,
+        "traffic after the rekey did not use the new SAs (packets out {:?}, in {:?})",
+        out_sa.packets,
+        in_sa.packets
+    );
+    let expect = |out_spi, in_spi| Expect::Protected {
+        encrypted: case.encrypted,
+        proto: case.protocol.to_lowercase(),
+        mode: case.conn.mode.clone(),
+        out_spi,
+        in_spi,
+    };
+    lab.check_socket(
+        "client after rekey",
+        true,
+        &pair.client,
+        None,
+        &expect(new.spi_out, new.spi_in),
+    )?;
+    lab.check_socket(
+        "server after rekey",
+        false,
+        &pair.server,
+        None,
+        &expect(new.spi_in, new.spi_out),
+    )?;
+    lab.note(format!("rekey {rekey_ms} ms"));
+    Ok(new)
 }
 
 /// Transport mode ESP AES-GCM-16/128 over TCP: secured and encrypted.
@@ -328,4 +420,16 @@ pub fn trap_esp_gcm(lab: &mut Lab) -> Result<()> {
     );
     case.conn.start_action = "trap".into();
     run_case(lab, &case, 5009)
+}
+
+/// An established connection survives a CHILD_SA rekey, and the answer follows the new SAs.
+pub fn rekey_esp_gcm(lab: &mut Lab) -> Result<()> {
+    let mut case = Case::esp(
+        "aes128gcm16-modp2048",
+        "AES_GCM_16",
+        "rfc4106(gcm(aes))",
+        true,
+    );
+    case.rekey = true;
+    run_case(lab, &case, 5011)
 }

@@ -70,6 +70,11 @@ pub const ALL: &[Scenario] = &[
         run: ikev2::trap_esp_gcm,
     },
     Scenario {
+        name: "ikev2-psk-rekey-esp-gcm",
+        about: "CHILD_SA rekey under an open TCP connection: the answer follows the new SAs",
+        run: ikev2::rekey_esp_gcm,
+    },
+    Scenario {
         name: "manual-xfrm-one-direction",
         about: "ip xfrm by hand, ESP moon->sun only: the connection works but is not secured",
         run: manual::one_direction,
