@@ -182,6 +182,9 @@ pub struct SecurityInfo {
     pub reasons: Vec<Reason>,
     /// Facts that could change the answer and that socksec cannot settle.
     pub caveats: Vec<Caveat>,
+    /// The authenticated peer, when the template's `peer_token_access_mask` is non-zero and
+    /// the IKE daemon knows the SAs (see [`Caveat::PeerUnknown`] otherwise).
+    pub peer: Option<crate::peer::Peer>,
     /// IPSEC2 fields, present when the template asked for `SecurityProtocol::Ipsec2`.
     pub ipsec2: Option<Ipsec2Info>,
 }

@@ -10,9 +10,10 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use crate::contract::{Flags, Ipsec2Info, QueryTemplate, SecurityInfo, SecurityProtocol};
 use crate::error::{Error, ErrorKind};
 use crate::flow::Flow;
-use crate::report::SocketDescription;
+use crate::report::{Caveat, SocketDescription};
 use crate::route;
 use crate::socket::{self, SocketFacts};
+use crate::vici::model::IkeSa;
 use crate::xfrm::model::XfrmSnapshot;
 use crate::xfrm::resolve::resolve;
 
@@ -64,13 +65,11 @@ impl Prepared<'_> {
     pub fn run(self) -> Result<SecurityInfo, Error> {
         let flow = self.flow()?;
         let snapshot = crate::xfrm::dump::snapshot().map_err(dump_error)?;
-        Ok(answer(
-            &self.facts,
-            &flow,
-            &snapshot,
-            unix_now(),
-            &self.template,
-        ))
+        let mut info = answer(&self.facts, &flow, &snapshot, unix_now(), &self.template);
+        if wants_peer(&self.template) && info.protections.iter().any(|p| !p.sas.is_empty()) {
+            attach_peer(&mut info, ike_sas(), &self.template);
+        }
+        Ok(info)
     }
 
     /// The flow of the connection: endpoints, mark, route facts.
@@ -139,6 +138,54 @@ fn complete_flow(flow: &mut Flow, routing: &socket::RoutingFacts) -> Result<(), 
     Ok(())
 }
 
+/// Whether the template asks for what only the IKE daemon knows: identities or SA ids.
+fn wants_peer(template: &QueryTemplate) -> bool {
+    template.peer_token_access_mask != 0 || template.protocol == SecurityProtocol::Ipsec2
+}
+
+/// The IKE daemon's control socket: `SOCKSEC_VICI` or strongSwan's default.
+pub fn vici_socket() -> std::path::PathBuf {
+    std::env::var_os("SOCKSEC_VICI")
+        .map(Into::into)
+        .unwrap_or_else(|| crate::vici::client::DEFAULT_SOCKET.into())
+}
+
+/// The IKE SAs charon knows, or why they cannot be had.
+fn ike_sas() -> Result<Vec<IkeSa>, String> {
+    let path = vici_socket();
+    crate::vici::client::ViciClient::connect(&path, crate::vici::client::DEFAULT_TIMEOUT)
+        .and_then(|mut c| c.list_sas())
+        .map_err(|e| format!("the IKE daemon at {} cannot be asked: {e}", path.display()))
+}
+
+/// Joins the answer's SAs with the IKE daemon's view: the peer's identities (only when the
+/// template's token mask asks for them) and the IPSEC2 ids (as the field mask asks). When the
+/// daemon is unreachable or knows nothing of the SAs, the flags stay as the kernel decided and
+/// a caveat says why there is no identity.
+pub fn attach_peer(
+    info: &mut SecurityInfo,
+    ike: Result<Vec<IkeSa>, String>,
+    template: &QueryTemplate,
+) {
+    let joined = ike.and_then(|sas| crate::peer::join(&info.protections, &sas));
+    match joined {
+        Ok(peer) => {
+            if let Some(i2) = info.ipsec2.as_mut() {
+                if template.ipsec2_field_mask & crate::contract::IPSEC2_FIELD_MASK_MM_SA_ID != 0 {
+                    i2.mm_sa_id = peer.ike_sa_id;
+                }
+                if template.ipsec2_field_mask & crate::contract::IPSEC2_FIELD_MASK_QM_SA_ID != 0 {
+                    i2.qm_sa_id = peer.child_sa_id;
+                }
+            }
+            if template.peer_token_access_mask != 0 {
+                info.peer = Some(peer);
+            }
+        }
+        Err(detail) => info.caveats.push(Caveat::PeerUnknown { detail }),
+    }
+}
+
 /// Seconds since the epoch, for soft-lifetime checks.
 fn unix_now() -> u64 {
     SystemTime::now()
@@ -177,6 +224,7 @@ pub fn answer(
         protections: verdict.protections.to_vec(),
         reasons,
         caveats: verdict.caveats,
+        peer: None,
         ipsec2,
     }
 }

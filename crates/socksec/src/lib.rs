@@ -29,11 +29,12 @@ pub mod contract;
 pub mod engine;
 pub mod error;
 pub mod flow;
+pub mod peer;
 pub mod report;
 pub mod route;
 pub mod socket;
-pub mod vici;
 mod sys;
+pub mod vici;
 pub mod winerr;
 pub mod xfrm;
 

@@ -341,6 +341,12 @@ pub enum Caveat {
         /// How many of them have a selector that matches this flow.
         matching: usize,
     },
+    /// The peer's identity was asked for but cannot be given: the IKE daemon is unreachable,
+    /// or knows nothing of the SAs in use. The flags are the kernel's, unchanged.
+    PeerUnknown {
+        /// Why.
+        detail: String,
+    },
 }
 
 impl fmt::Display for Caveat {
@@ -355,6 +361,7 @@ impl fmt::Display for Caveat {
                 "{total} {direction} socket policies of unknown sockets ({matching} could \
                  match this flow); they apply only to the sockets that hold them"
             ),
+            Self::PeerUnknown { detail } => write!(f, "peer identity unknown: {detail}"),
         }
     }
 }
