@@ -622,3 +622,22 @@ fn child_sa_listed_with_the_kernel_spis_when_esp_exists() {
     );
     capture("list-sas-child.bin", &rec);
 }
+
+#[test]
+fn a_silent_daemon_times_out() {
+    let dir = std::env::temp_dir().join(format!("socksec-vici-silent-{}", std::process::id()));
+    fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("charon.vici");
+    let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+    let mut c = ViciClient::connect(&path, Duration::from_millis(200)).unwrap();
+    let (_conn, _) = listener.accept().unwrap();
+    let started = Instant::now();
+    assert!(matches!(c.version(), Err(ViciError::Timeout(_))));
+    assert!(started.elapsed() < Duration::from_secs(2));
+    assert!(
+        c.next_event(Some(Duration::from_millis(50)))
+            .unwrap()
+            .is_none()
+    );
+    fs::remove_dir_all(&dir).unwrap();
+}

@@ -13,10 +13,11 @@
 //! `decode(encode(m)) == m` and `encode(decode(b)) == b` for every well-formed `b`.
 //!
 //! # Why hand-written, and not the `rsvici` crate
-//! `rsvici` (crates.io) is an async client: its `Client` is built on tokio, and requests and
-//! events are (de)serialized through serde into caller-defined types. socksec needs VICI in two
-//! places that rule that out: the pure core (fixtures decoded in unit tests, no runtime) and a
-//! small synchronous daemon/library path that must not pull in an async runtime. A serde-driven
+//! `rsvici` (crates.io, 0.1.4 checked 2026-11) is an async client: its Unix connector is an
+//! `async fn` over `tokio::net::UnixStream`, and requests, responses and streamed events are
+//! (de)serialized through serde into caller-defined types. socksec needs VICI in two places
+//! that rule that out: the pure core (fixtures decoded in unit tests, no runtime) and a small
+//! synchronous library/daemon path that must not pull in an async runtime. A serde-driven
 //! decoder also hides the wire order and duplicates, which the fixture round-trip tests check.
 //! The format itself is small (eight packet types, six element types), so a strict decoder that
 //! bounds every allocation by the input length and refuses any malformed byte costs a few
