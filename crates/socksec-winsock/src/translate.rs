@@ -673,6 +673,7 @@ mod tests {
             protections: vec![],
             reasons: vec![],
             caveats: vec![],
+            peer: None,
             ipsec2,
         }
     }
