@@ -40,7 +40,7 @@ impl From<serde_json::Error> for Error {
     }
 }
 
-/// Adds context to errors, like "while doing X: <cause>".
+/// Adds context to errors, like `while doing X: cause`.
 pub trait Context<T> {
     /// Prefixes the error with `what`.
     fn context(self, what: impl fmt::Display) -> Result<T>;

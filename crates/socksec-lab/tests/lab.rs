@@ -5,6 +5,7 @@
 //! fails under `CI=true` and otherwise prints a `SKIPPED:` notice. `SOCKSEC_LAB_FILTER` limits
 //! the scenarios; logs are kept in `target/tmp/socksec-lab-logs`.
 
+use std::io::Write;
 use std::path::Path;
 use std::process::Command;
 
@@ -15,7 +16,9 @@ fn cannot_run(reason: &str) {
     if std::env::var("CI").is_ok_and(|v| v == "true") {
         panic!("the lab cannot run in CI: {reason}");
     }
-    eprintln!("SKIPPED: lab test: {reason}");
+    // Straight to the process's stderr: libtest captures eprintln! but not this, so the notice
+    // shows in a normal `cargo test` run.
+    let _ = writeln!(std::io::stderr(), "SKIPPED: lab test: {reason}");
 }
 
 fn on_path(program: &str) -> bool {
