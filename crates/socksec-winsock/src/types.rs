@@ -112,32 +112,9 @@ pub const SIO_QUERY_WFP_CONNECTION_REDIRECT_CONTEXT: u32 = IOC_IN | IOC_VENDOR |
 /// `SIO_SET_WFP_CONNECTION_REDIRECT_RECORDS` = `_WSAIOW(IOC_VENDOR, 222)`.
 pub const SIO_SET_WFP_CONNECTION_REDIRECT_RECORDS: u32 = IOC_IN | IOC_VENDOR | 222;
 
-/// `WSAEACCES`: permission denied (socksec: the caller lacks CAP_NET_ADMIN).
-pub const WSAEACCES: i32 = 10013;
-/// `WSAEFAULT`: a bad pointer, or (TCP size query without template) the buffer is too small.
-pub const WSAEFAULT: i32 = 10014;
-/// `WSAEINVAL`: not an AF_INET/AF_INET6 stream or datagram socket, or a bad value.
-pub const WSAEINVAL: i32 = 10022;
-/// `WSAENOTSOCK`: the descriptor is not a socket.
-pub const WSAENOTSOCK: i32 = 10038;
-/// `WSAEMSGSIZE`: a buffer or template is too small.
-pub const WSAEMSGSIZE: i32 = 10040;
-/// `WSAEOPNOTSUPP`: the operation is not supported (here: not on Linux yet).
-pub const WSAEOPNOTSUPP: i32 = 10045;
-/// `WSAEAFNOSUPPORT`: the address family is not supported.
-pub const WSAEAFNOSUPPORT: i32 = 10047;
-/// `WSAECONNRESET`: the connection was reset (or a UDP send drew ICMP port unreachable).
-pub const WSAECONNRESET: i32 = 10054;
-/// `WSAEISCONN`: the socket is already connected.
-pub const WSAEISCONN: i32 = 10056;
-/// `WSAENOTCONN`: the socket is not connected.
-pub const WSAENOTCONN: i32 = 10057;
-/// `WSASYSCALLFAILURE`: a system call that should never fail failed (also: an internal
-/// error that was caught before it could cross the C boundary).
-pub const WSASYSCALLFAILURE: i32 = 10107;
-/// `WSA_IO_PENDING` (= `ERROR_IO_PENDING`). socksec completes every call before returning and
-/// never reports it.
-pub const WSA_IO_PENDING: i32 = 997;
+/// The Winsock error codes (`WSAEFAULT`, `WSAEINVAL`, `WSAENOTSOCK`, …): one definition, in the
+/// library, shared by every front-end.
+pub use socksec::error::wsa::*;
 
 /// `SOCKET_ERROR`: the failure return value.
 pub const SOCKET_ERROR: i32 = -1;

@@ -24,10 +24,16 @@ pub mod wsa {
     pub const WSAEAFNOSUPPORT: i32 = 10047;
     /// `WSAECONNRESET`: the connection was reset.
     pub const WSAECONNRESET: i32 = 10054;
+    /// `WSAEISCONN`: the socket is already connected.
+    pub const WSAEISCONN: i32 = 10056;
     /// `WSAENOTCONN`: the socket is not connected.
     pub const WSAENOTCONN: i32 = 10057;
-    /// `WSASYSCALLFAILURE`: a system call that should not fail failed.
+    /// `WSASYSCALLFAILURE`: a system call that should not fail failed (also: an internal
+    /// error caught before it could cross the C boundary).
     pub const WSASYSCALLFAILURE: i32 = 10107;
+    /// `WSA_IO_PENDING` (= `ERROR_IO_PENDING`). socksec completes every call before returning
+    /// and never reports it.
+    pub const WSA_IO_PENDING: i32 = 997;
 }
 
 /// What went wrong, independent of how a front-end reports it.
