@@ -13,8 +13,9 @@ use std::process::{Child, Command, Stdio};
 use common::{Pair, ip, require_root};
 use socksec::{Direction, QueryTemplate, Reason, SecurityInfo};
 
-/// A connected TCP pair a→b; the query runs in `a` after `setup` installed policies there.
-fn query_after(pair: &Pair, template: QueryTemplate, setup: &[&[&str]]) -> SecurityInfo {
+/// A connected TCP pair a→b; the query runs in `a` after the `ip xfrm policy` lines of `setup`
+/// were installed there.
+fn query_after(pair: &Pair, template: QueryTemplate, setup: &[&str]) -> SecurityInfo {
     let listener = pair.run_in(&pair.b.clone(), || {
         TcpListener::bind("10.99.0.2:5000").unwrap()
     });
@@ -23,10 +24,10 @@ fn query_after(pair: &Pair, template: QueryTemplate, setup: &[&[&str]]) -> Secur
         s.write_all(b"x").unwrap();
         s
     });
-    for args in setup {
-        let mut full = vec!["-n", pair.a.as_str(), "xfrm", "policy"];
-        full.extend_from_slice(args);
-        ip(&full);
+    for line in setup {
+        let mut args = vec!["-n", pair.a.as_str(), "xfrm", "policy"];
+        args.extend(line.split_whitespace());
+        ip(&args);
     }
     let info = pair.run_in(&pair.a.clone(), move || socksec::query(&stream, &template));
     drop(listener);
@@ -49,42 +50,11 @@ fn kernel_index(ns: &str, dir: &str) -> u32 {
         .unwrap()
 }
 
-const OUT_ESP: &[&str] = &[
-    "add",
-    "src",
-    "10.99.0.1/32",
-    "dst",
-    "10.99.0.2/32",
-    "proto",
-    "tcp",
-    "dir",
-    "out",
-    "tmpl",
-    "proto",
-    "esp",
-    "mode",
-    "transport",
-    "reqid",
-    "1",
-];
-const IN_ESP: &[&str] = &[
-    "add",
-    "src",
-    "10.99.0.2/32",
-    "dst",
-    "10.99.0.1/32",
-    "proto",
-    "tcp",
-    "dir",
-    "in",
-    "tmpl",
-    "proto",
-    "esp",
-    "mode",
-    "transport",
-    "reqid",
-    "1",
-];
+const OUT_ESP: &str =
+    "add src 10.99.0.1/32 dst 10.99.0.2/32 proto tcp dir out tmpl proto esp mode transport reqid 1";
+const IN_ESP: &str =
+    "add src 10.99.0.2/32 dst 10.99.0.1/32 proto tcp dir in tmpl proto esp mode transport reqid 1";
+const BYPASS_SUBNET: &str = "add src 10.99.0.0/24 dst 10.99.0.0/24 dir out priority 10";
 
 #[test]
 fn required_template_without_sa_is_not_secured_and_names_the_policy() {
@@ -127,180 +97,63 @@ fn block_bypass_priority_optional_and_selectors_as_the_kernel_stores_them() {
         return;
     }
     type Check = fn(&Reason) -> bool;
-    let cases: Vec<(&str, Vec<Vec<&str>>, Check)> = vec![
-        (
-            "block",
-            vec![vec![
-                "add",
-                "src",
-                "10.99.0.1/32",
-                "dst",
-                "10.99.0.2/32",
-                "dir",
-                "out",
-                "action",
-                "block",
-            ]],
-            |r| {
-                matches!(
-                    r,
-                    Reason::Blocked {
-                        policy: Some(_),
-                        ..
-                    }
-                )
-            },
-        ),
+    let esp_prio_20 = format!("{OUT_ESP} priority 20");
+    let esp_prio_5 = format!("{OUT_ESP} priority 5");
+    let esp_use = format!("{OUT_ESP} level use");
+    let esp_mark = format!("{OUT_ESP} mark 7");
+    let host = "add src 10.99.0.1/32 dst 10.99.0.2/32";
+    let tmpl = "tmpl proto esp mode transport reqid 1";
+    let dport_5001 = format!("{host} proto tcp dport 5001 dir out {tmpl}");
+    let dport_5000 = format!("{host} proto tcp dport 5000 dir out {tmpl}");
+    let block = format!("{host} dir out action block");
+    let udp_block = format!("{host} proto udp dir out action block");
+    let veth_block = format!("{host} dev va dir out action block");
+    let lo_block = format!("{host} dev lo dir out action block");
+    let cases: Vec<(&str, Vec<&str>, Check)> = vec![
+        ("block", vec![&block], |r| {
+            matches!(
+                r,
+                Reason::Blocked {
+                    policy: Some(_),
+                    ..
+                }
+            )
+        }),
         (
             "bypass at a better priority than ESP",
-            vec![
-                [OUT_ESP, &["priority", "20"]].concat(),
-                vec![
-                    "add",
-                    "src",
-                    "10.99.0.0/24",
-                    "dst",
-                    "10.99.0.0/24",
-                    "dir",
-                    "out",
-                    "priority",
-                    "10",
-                ],
-            ],
+            vec![&esp_prio_20, BYPASS_SUBNET],
             |r| matches!(r, Reason::Bypass { .. }),
         ),
         (
             "ESP at a better priority than bypass",
-            vec![
-                [OUT_ESP, &["priority", "5"]].concat(),
-                vec![
-                    "add",
-                    "src",
-                    "10.99.0.0/24",
-                    "dst",
-                    "10.99.0.0/24",
-                    "dir",
-                    "out",
-                    "priority",
-                    "10",
-                ],
-            ],
+            vec![&esp_prio_5, BYPASS_SUBNET],
             |r| matches!(r, Reason::SaMissing { .. }),
         ),
-        (
-            "level use",
-            vec![[OUT_ESP, &["level", "use"]].concat()],
-            |r| matches!(r, Reason::OptionalOnly { .. }),
-        ),
-        (
-            "another destination port",
-            vec![vec![
-                "add",
-                "src",
-                "10.99.0.1/32",
-                "dst",
-                "10.99.0.2/32",
-                "proto",
-                "tcp",
-                "dport",
-                "5001",
-                "dir",
-                "out",
-                "tmpl",
-                "proto",
-                "esp",
-                "mode",
-                "transport",
-                "reqid",
-                "1",
-            ]],
-            |r| matches!(r, Reason::NoPolicy { .. }),
-        ),
-        (
-            "the right destination port",
-            vec![vec![
-                "add",
-                "src",
-                "10.99.0.1/32",
-                "dst",
-                "10.99.0.2/32",
-                "proto",
-                "tcp",
-                "dport",
-                "5000",
-                "dir",
-                "out",
-                "tmpl",
-                "proto",
-                "esp",
-                "mode",
-                "transport",
-                "reqid",
-                "1",
-            ]],
-            |r| matches!(r, Reason::SaMissing { .. }),
-        ),
-        (
-            "udp only",
-            vec![vec![
-                "add",
-                "src",
-                "10.99.0.1/32",
-                "dst",
-                "10.99.0.2/32",
-                "proto",
-                "udp",
-                "dir",
-                "out",
-                "action",
-                "block",
-            ]],
-            |r| matches!(r, Reason::NoPolicy { .. }),
-        ),
-        (
-            "a mark the socket does not carry",
-            vec![[OUT_ESP, &["mark", "7"]].concat()],
-            |r| matches!(r, Reason::NoPolicy { .. }),
-        ),
-        (
-            "bound to the veth",
-            vec![vec![
-                "add",
-                "src",
-                "10.99.0.1/32",
-                "dst",
-                "10.99.0.2/32",
-                "dev",
-                "va",
-                "dir",
-                "out",
-                "action",
-                "block",
-            ]],
-            |r| matches!(r, Reason::Blocked { .. }),
-        ),
-        (
-            "bound to loopback",
-            vec![vec![
-                "add",
-                "src",
-                "10.99.0.1/32",
-                "dst",
-                "10.99.0.2/32",
-                "dev",
-                "lo",
-                "dir",
-                "out",
-                "action",
-                "block",
-            ]],
-            |r| matches!(r, Reason::NoPolicy { .. }),
-        ),
+        ("level use", vec![&esp_use], |r| {
+            matches!(r, Reason::OptionalOnly { .. })
+        }),
+        ("another destination port", vec![&dport_5001], |r| {
+            matches!(r, Reason::NoPolicy { .. })
+        }),
+        ("the right destination port", vec![&dport_5000], |r| {
+            matches!(r, Reason::SaMissing { .. })
+        }),
+        ("udp only", vec![&udp_block], |r| {
+            matches!(r, Reason::NoPolicy { .. })
+        }),
+        ("a mark the socket does not carry", vec![&esp_mark], |r| {
+            matches!(r, Reason::NoPolicy { .. })
+        }),
+        ("bound to the veth", vec![&veth_block], |r| {
+            matches!(r, Reason::Blocked { .. })
+        }),
+        ("bound to loopback", vec![&lo_block], |r| {
+            matches!(r, Reason::NoPolicy { .. })
+        }),
     ];
     for (name, policies, check) in cases {
         let pair = Pair::new();
-        let refs: Vec<&[&str]> = policies.iter().map(Vec::as_slice).collect();
-        let info = query_after(&pair, QueryTemplate::default(), &refs);
+        let info = query_after(&pair, QueryTemplate::default(), &policies);
         let out = info
             .protections
             .iter()
