@@ -160,6 +160,32 @@ impl Lab {
         checked.with_context(|| format!("{label} socket"))
     }
 
+    /// Asks the library about a socket in moon (`in_moon`) or sun with the template `ask`,
+    /// records the whole answer as evidence under `label` and returns it as JSON; `None` when
+    /// the lab is built without the `query` feature.
+    pub fn query_detail(
+        &mut self,
+        label: &str,
+        in_moon: bool,
+        fd: &(impl AsFd + Sync),
+        ask: query::Ask,
+    ) -> Result<Option<serde_json::Value>> {
+        let ns = if in_moon {
+            &self.topo.moon
+        } else {
+            &self.topo.sun
+        };
+        let answer = query::query_detail(ns, fd, ask)
+            .with_context(|| format!("querying the {label} socket"))?;
+        if let Some(v) = &answer {
+            self.evidence.insert(
+                format!("socksec answer ({label})"),
+                serde_json::to_string_pretty(v)?,
+            );
+        }
+        Ok(answer)
+    }
+
     /// The summary message and the evidence, consuming the context (which tears the
     /// topology down).
     pub fn finish(self) -> (String, BTreeMap<String, String>) {

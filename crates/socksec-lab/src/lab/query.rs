@@ -139,6 +139,72 @@ pub fn query_socket(
     }))
 }
 
+/// Template settings beyond the defaults, for [`query_detail`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Ask {
+    /// The peer to name (UDP).
+    pub peer: Option<SocketAddr>,
+    /// `strict`: refuse SECURED while unattributed socket policies could apply.
+    pub strict: bool,
+    /// `PeerTokenAccessMask` (non-zero asks charon for the peer's identity).
+    pub peer_token_access_mask: u32,
+    /// `Some(field mask)`: ask with protocol IPSEC2 and this field mask.
+    pub ipsec2_field_mask: Option<u32>,
+}
+
+/// Asks the library about `fd` from inside `ns` with the template `ask` describes and returns
+/// the whole answer as JSON (`socksec::SecurityInfo` serialised: `flags`, `protections`,
+/// `reasons` and `caveats` tagged by `kind`, `peer`, `ipsec2`). `Ok(None)` without the `query`
+/// feature.
+#[cfg(feature = "query")]
+pub fn query_detail(
+    ns: &Netns,
+    fd: &(impl AsFd + Sync),
+    ask: Ask,
+) -> Result<Option<serde_json::Value>> {
+    use crate::error::Context;
+
+    let template = socksec::QueryTemplate {
+        protocol: if ask.ipsec2_field_mask.is_some() {
+            socksec::SecurityProtocol::Ipsec2
+        } else {
+            socksec::SecurityProtocol::Default
+        },
+        peer: ask.peer,
+        peer_token_access_mask: ask.peer_token_access_mask,
+        ipsec2_flags: 0,
+        ipsec2_field_mask: ask.ipsec2_field_mask.unwrap_or(0),
+        strict: ask.strict,
+    };
+    let info = ns
+        .run(|| socksec::query(fd, &template))?
+        .map_err(|e| crate::error::Error::msg(format!("socksec::query failed: {e}")))?;
+    serde_json::to_value(&info)
+        .context("serialising the answer")
+        .map(Some)
+}
+
+/// Asks the library about `fd`: not wired in this build (feature `query` off).
+#[cfg(not(feature = "query"))]
+pub fn query_detail(
+    _ns: &Netns,
+    _fd: &(impl AsFd + Sync),
+    _ask: Ask,
+) -> Result<Option<serde_json::Value>> {
+    Ok(None)
+}
+
+/// The `kind`s of the tagged entries under `key` (`reasons`, `caveats`) for `direction`.
+pub fn kinds(answer: &serde_json::Value, key: &str, direction: &str) -> Vec<String> {
+    answer[key]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|e| e["direction"] == direction)
+        .filter_map(|e| e["kind"].as_str().map(str::to_owned))
+        .collect()
+}
+
 /// Asks the library about `fd`: not wired in this build (feature `query` off).
 #[cfg(not(feature = "query"))]
 pub fn query_socket(

@@ -79,6 +79,11 @@ pub const ALL: &[Scenario] = &[
         about: "ip xfrm by hand, ESP moon->sun only: the connection works but is not secured",
         run: manual::one_direction,
     },
+    Scenario {
+        name: "optional-template-without-sa",
+        about: "ip xfrm by hand, level use templates both ways and no SA: plaintext, not secured",
+        run: manual::optional_without_sa,
+    },
 ];
 
 /// The scenarios whose name contains `filter` (all without one).
