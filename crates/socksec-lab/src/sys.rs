@@ -64,3 +64,37 @@ pub fn sync() {
     // SAFETY: sync has no preconditions and cannot fail.
     unsafe { libc::sync() }
 }
+
+/// `IP_XFRM_POLICY` (linux/in.h).
+const IP_XFRM_POLICY: libc::c_int = 17;
+/// `sizeof(struct xfrm_userpolicy_info)` on 64-bit Linux.
+const XFRM_USERPOLICY_INFO_LEN: usize = 168;
+
+/// Gives an IPv4 socket its own outbound bypass policy: `setsockopt(IPPROTO_IP,
+/// IP_XFRM_POLICY)` with a `struct xfrm_userpolicy_info` that matches every IPv4 flow
+/// (selector of family AF_INET, all zero), direction OUT, action allow, no templates — the
+/// kind of socket policy an IKE daemon sets on its own sockets. Needs CAP_NET_ADMIN.
+pub fn set_outbound_bypass_policy(sock: &impl AsRawFd) -> io::Result<()> {
+    let mut info = [0u8; XFRM_USERPOLICY_INFO_LEN];
+    // selector (56 bytes): daddr 16, saddr 16, dport/mask/sport/mask 2 each, family at 40.
+    info[40..42].copy_from_slice(&(libc::AF_INET as u16).to_ne_bytes());
+    // lft 64 + curlft 32 follow the selector (zero: no limits); then priority and index (u32)
+    // at 152 and 156, dir at 160 (XFRM_POLICY_OUT = 1), action at 161 (XFRM_POLICY_ALLOW = 0).
+    info[160] = 1;
+    // SAFETY: `info` is a valid buffer of the length passed, alive for the call; the kernel
+    // copies it.
+    let rc = unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            libc::IPPROTO_IP,
+            IP_XFRM_POLICY,
+            info.as_ptr().cast(),
+            XFRM_USERPOLICY_INFO_LEN as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}

@@ -4,13 +4,14 @@
 //! Each case checks three views against each other: charon's CHILD_SA (both peers), the
 //! kernel's SAs (`ip xfrm state`), and the library's answer for both ends of a real flow.
 
-use std::net::SocketAddr;
+use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::time::{Duration, Instant};
 
 use crate::error::{Context, Result, bail, ensure};
 use crate::lab::charon::Charon;
+use crate::lab::query::{Ask, kinds};
 use crate::lab::swanctl::PskConnection;
-use crate::lab::vici::ChildSa;
+use crate::lab::vici::{ChildSa, IkeSa};
 use crate::lab::{Expect, Lab, sockets, xfrm};
 
 const START: Duration = Duration::from_secs(30);
@@ -24,6 +25,26 @@ pub enum Flow {
     /// A UDP exchange moon -> sun.
     Udp,
 }
+
+/// What a case's extra checks get once the CHILD_SA is up and the flow checked (TCP only).
+#[derive(Debug)]
+pub struct Established<'a> {
+    /// moon's charon.
+    pub moon: &'a Charon,
+    /// moon's IKE_SA.
+    pub ike: &'a IkeSa,
+    /// moon's CHILD_SA.
+    pub child: &'a ChildSa,
+    /// The connection's end in moon.
+    pub client: &'a TcpStream,
+    /// The connection's end in sun.
+    pub server: &'a TcpStream,
+    /// The port sun listens on for this case (further listeners use the ports after it).
+    pub port: u16,
+}
+
+/// Checks a case runs after the common ones.
+pub type Extra = fn(&mut Lab, &Established<'_>) -> Result<()>;
 
 /// One IKEv2 variant.
 #[derive(Debug, Clone)]
@@ -43,6 +64,8 @@ pub struct Case {
     pub flow: Flow,
     /// After the checks, rekey the CHILD_SA and check the same (TCP) connection again.
     pub rekey: bool,
+    /// Further checks on the established TCP flow.
+    pub extra: Option<Extra>,
 }
 
 impl Case {
@@ -61,6 +84,7 @@ impl Case {
             encrypted,
             flow: Flow::Tcp,
             rekey: false,
+            extra: None,
         }
     }
 }
@@ -233,6 +257,20 @@ pub fn run_case(lab: &mut Lab, case: &Case, port: u16) -> Result<()> {
             lab.check_socket("client", true, &p.client, Some(server), &client_expect)?;
             lab.check_socket("server", false, &p.server, Some(client), &server_expect)?;
         }
+    }
+    if let Some(extra) = case.extra {
+        let Pair::Tcp(p) = &pair else {
+            bail!("the extra checks need a TCP flow");
+        };
+        let est = Established {
+            moon: &moon,
+            ike: &ike,
+            child: &child,
+            client: &p.client,
+            server: &p.server,
+            port,
+        };
+        extra(lab, &est)?;
     }
     if case.rekey {
         let Pair::Tcp(p) = &pair else {
@@ -432,4 +470,103 @@ pub fn rekey_esp_gcm(lab: &mut Lab) -> Result<()> {
     );
     case.rekey = true;
     run_case(lab, &case, 5011)
+}
+
+/// Transport ESP AES-GCM, plus socket policies: charon's bypass policies on its own sockets
+/// and one more on another socket in moon. The answer stays secured+encrypted with caveats
+/// counting exactly the socket policies `ip xfrm policy` lists; strict mode refuses SECURED.
+pub fn socket_policies(lab: &mut Lab) -> Result<()> {
+    let mut case = Case::esp(
+        "aes128gcm16-modp2048",
+        "AES_GCM_16",
+        "rfc4106(gcm(aes))",
+        true,
+    );
+    case.extra = Some(check_socket_policies);
+    run_case(lab, &case, 5012)
+}
+
+fn check_socket_policies(lab: &mut Lab, est: &Established<'_>) -> Result<()> {
+    let count = |text: &str, dir: &str| {
+        text.lines()
+            .filter(|l| l.trim_start().starts_with(&format!("socket {dir} ")))
+            .count()
+    };
+    let before = lab.moon().xfrm_policy_text()?;
+    let (charon_out, charon_in) = (count(&before, "out"), count(&before, "in"));
+    ensure!(
+        charon_out > 0 && charon_in > 0,
+        "charon's bypass socket policies are missing in moon (socket out {charon_out}, \
+         socket in {charon_in}):\n{before}"
+    );
+    // Another socket in moon, with its own outbound bypass policy; kept open for the checks.
+    let moon_addr = SocketAddr::new(lab.moon().v4.into(), 0);
+    let other = lab
+        .moon()
+        .run(|| -> std::io::Result<UdpSocket> {
+            let s = UdpSocket::bind(moon_addr)?;
+            crate::sys::set_outbound_bypass_policy(&s)?;
+            Ok(s)
+        })?
+        .context("setting IP_XFRM_POLICY on another socket in moon")?;
+    let policies = lab.moon().xfrm_policy_text()?;
+    lab.evidence(
+        "ip xfrm policy with the extra socket policy (moon)",
+        policies.clone(),
+    );
+    let (outs, ins) = (count(&policies, "out"), count(&policies, "in"));
+    ensure!(
+        (outs, ins) == (charon_out + 1, charon_in),
+        "after IP_XFRM_POLICY moon lists socket out {outs} / in {ins}, expected {} / \
+         {charon_in}",
+        charon_out + 1
+    );
+
+    let Some(answer) = lab.query_detail("client, caveats", true, est.client, Ask::default())?
+    else {
+        return Ok(());
+    };
+    ensure!(
+        answer["flags"] == 3,
+        "with socket policies present the answer is flags {}, expected 3 (SECURED|ENCRYPTED)",
+        answer["flags"]
+    );
+    for (dir, total) in [("outbound", outs), ("inbound", ins)] {
+        let caveat = answer["caveats"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|c| c["kind"] == "unattributed_socket_policies" && c["direction"] == dir)
+            .with_context(|| format!("no {dir} unattributed_socket_policies caveat"))?;
+        ensure!(
+            caveat["total"] == total,
+            "{dir} caveat counts {} socket policies; ip xfrm policy lists {total}",
+            caveat["total"]
+        );
+    }
+    let strict = Ask {
+        strict: true,
+        ..Ask::default()
+    };
+    let Some(answer) = lab.query_detail("client, strict", true, est.client, strict)? else {
+        return Ok(());
+    };
+    ensure!(
+        answer["flags"] == 0,
+        "strict: flags {}, expected 0",
+        answer["flags"]
+    );
+    let reasons: Vec<String> = ["outbound", "inbound"]
+        .iter()
+        .flat_map(|d| kinds(&answer, "reasons", d))
+        .collect();
+    ensure!(
+        reasons.iter().any(|k| k == "unattributed_socket_policy"),
+        "strict: reasons {reasons:?}, expected unattributed_socket_policy"
+    );
+    drop(other);
+    lab.note(format!(
+        "socket policies out {outs} in {ins} (charon's + 1); strict refuses SECURED"
+    ));
+    Ok(())
 }

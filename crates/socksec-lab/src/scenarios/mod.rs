@@ -84,6 +84,11 @@ pub const ALL: &[Scenario] = &[
         about: "ip xfrm by hand, level use templates both ways and no SA: plaintext, not secured",
         run: manual::optional_without_sa,
     },
+    Scenario {
+        name: "socket-policies-caveat-and-strict",
+        about: "ESP-GCM plus socket policies (charon's, one more): caveats count them; strict refuses",
+        run: ikev2::socket_policies,
+    },
 ];
 
 /// The scenarios whose name contains `filter` (all without one).
