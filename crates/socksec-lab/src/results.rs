@@ -13,6 +13,10 @@ pub const RESULTS_FILE: &str = "results.jsonl";
 pub const DONE_FILE: &str = "done.json";
 /// qemu's serial console (kernel messages, init script and guest progress).
 pub const CONSOLE_LOG: &str = "console.log";
+/// The socksec CLI, copied into the share by the host.
+pub const CLI_FILE: &str = "socksec";
+/// The C ABI probe (`host/wsa_probe.c`), compiled into the share by the host.
+pub const WSA_PROBE_FILE: &str = "wsa-probe";
 
 /// The outcome of one scenario.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -5,6 +5,7 @@ pub mod initramfs;
 pub mod kernel;
 pub mod packages;
 pub mod qemu;
+pub mod tools;
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -89,6 +90,9 @@ pub fn run(opts: &RunOptions) -> Result<RunReport> {
     fs::create_dir_all(&share)?;
     let exe = std::env::current_exe().context("locating the socksec-lab binary")?;
     fs::copy(&exe, share.join("socksec-lab")).context("copying socksec-lab into the share")?;
+    step("socksec CLI and C ABI probe", || {
+        tools::prepare(&exe, &share)
+    })?;
 
     let mut args = Vec::new();
     if let Some(f) = &opts.filter {
@@ -143,6 +147,8 @@ pub fn run(opts: &RunOptions) -> Result<RunReport> {
             copy_tree(&share, dir).with_context(|| format!("keeping logs in {}", dir.display()))?;
             // The binary copy is not a log.
             let _ = fs::remove_file(dir.join("socksec-lab"));
+            let _ = fs::remove_file(dir.join(crate::results::CLI_FILE));
+            let _ = fs::remove_file(dir.join(crate::results::WSA_PROBE_FILE));
             dir.clone()
         }
         None => share,

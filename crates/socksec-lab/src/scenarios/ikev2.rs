@@ -4,15 +4,17 @@
 //! Each case checks three views against each other: charon's CHILD_SA (both peers), the
 //! kernel's SAs (`ip xfrm state`), and the library's answer for both ends of a real flow.
 
-use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::time::{Duration, Instant};
 
+use crate::cmd::sh;
 use crate::error::{Context, Result, bail, ensure};
 use crate::lab::charon::Charon;
 use crate::lab::query::{Ask, kinds};
 use crate::lab::swanctl::PskConnection;
 use crate::lab::vici::{ChildSa, IkeSa};
 use crate::lab::{Expect, Lab, sockets, xfrm};
+use crate::results::{CLI_FILE, WSA_PROBE_FILE};
 
 const START: Duration = Duration::from_secs(30);
 const IKE: Duration = Duration::from_secs(60);
@@ -375,18 +377,95 @@ fn rekey_and_recheck(
     Ok(new)
 }
 
-/// Transport mode ESP AES-GCM-16/128 over TCP: secured and encrypted.
+/// Transport mode ESP AES-GCM-16/128 over TCP: secured and encrypted; also through the CLI
+/// and the C ABI.
 pub fn transport_esp_gcm(lab: &mut Lab) -> Result<()> {
-    run_case(
-        lab,
-        &Case::esp(
-            "aes128gcm16-modp2048",
-            "AES_GCM_16",
-            "rfc4106(gcm(aes))",
-            true,
-        ),
-        5002,
+    let mut case = Case::esp(
+        "aes128gcm16-modp2048",
+        "AES_GCM_16",
+        "rfc4106(gcm(aes))",
+        true,
+    );
+    case.extra = Some(check_front_ends);
+    run_case(lab, &case, 5002)
+}
+
+/// The CLI (`socksec query --fd 3 --json` on a connection bash opened in moon) and the C ABI
+/// (`WSAQuerySocketSecurity` from a C program in moon) on new connections over the same SAs.
+fn check_front_ends(lab: &mut Lab, est: &Established<'_>) -> Result<()> {
+    let share = std::path::Path::new(crate::guest::SHARE);
+    let (cli, probe) = (share.join(CLI_FILE), share.join(WSA_PROBE_FILE));
+    let port = est.port + 1;
+    let sun_addr = SocketAddr::new(lab.sun().v4.into(), port);
+    // Connections complete into the backlog; nothing needs to accept them.
+    let _listener = lab
+        .sun()
+        .run(|| TcpListener::bind(sun_addr))?
+        .with_context(|| format!("listening on {sun_addr} in sun"))?;
+    let (m, s) = (lab.moon().v4.to_string(), lab.sun().v4.to_string());
+    let kernel_out: Vec<u32> = lab
+        .moon()
+        .xfrm_states()?
+        .iter()
+        .filter(|st| st.src == m && st.dst == s && st.proto == "esp")
+        .map(|st| st.spi)
+        .collect();
+    ensure!(
+        kernel_out == [est.child.spi_out],
+        "moon's kernel has outbound ESP SAs {kernel_out:08x?}, charon's is {:08x}",
+        est.child.spi_out
+    );
+
+    let script = format!(
+        "exec 3<>/dev/tcp/{}/{port} && exec {} query --fd 3 --json",
+        sun_addr.ip(),
+        cli.display()
+    );
+    let text = sh("ip", ["netns", "exec", "moon", "bash", "-c", &script])
+        .context("running `socksec query --fd 3 --json` in moon")?;
+    lab.evidence("socksec query --fd 3 --json (moon)", text.clone());
+    let v: serde_json::Value = serde_json::from_str(&text).context("parsing the CLI's JSON")?;
+    ensure!(
+        v["secured"] == true && v["encrypted"] == true && v["flags"] == 3,
+        "CLI says secured {} encrypted {} flags {}, expected true true 3",
+        v["secured"],
+        v["encrypted"],
+        v["flags"]
+    );
+    let cli_out: Vec<u64> = v["protections"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|p| p["direction"] == "outbound")
+        .flat_map(|p| p["sas"].as_array().into_iter().flatten())
+        .filter_map(|sa| sa["spi"].as_u64())
+        .collect();
+    ensure!(
+        cli_out == [u64::from(kernel_out[0])],
+        "CLI reports outbound SPIs {cli_out:x?}; the kernel's is {:08x}",
+        kernel_out[0]
+    );
+
+    let probe_out = sh(
+        "ip",
+        [
+            "netns",
+            "exec",
+            "moon",
+            &probe.display().to_string(),
+            &sun_addr.ip().to_string(),
+            &port.to_string(),
+        ],
     )
+    .context("running the C ABI probe in moon")?;
+    lab.evidence("WSAQuerySocketSecurity (C, moon)", probe_out.clone());
+    ensure!(
+        probe_out.trim().starts_with("rc=0 flags=3 len=24 err=0"),
+        "WSAQuerySocketSecurity printed {:?}, expected rc=0 flags=3 len=24",
+        probe_out.trim()
+    );
+    lab.note("CLI flags 3, C ABI flags 3");
+    Ok(())
 }
 
 /// Tunnel mode ESP AES-CBC + HMAC-SHA256 over TCP (host-to-host selectors).
