@@ -98,3 +98,13 @@ pub fn set_outbound_bypass_policy(sock: &impl AsRawFd) -> io::Result<()> {
         Err(io::Error::last_os_error())
     }
 }
+
+/// Sets an environment variable of the process.
+///
+/// # Safety
+/// No other thread may exist (or read or write the environment) during the call: call it at
+/// the start of `main`-like code, before any thread is spawned.
+pub unsafe fn set_env_single_threaded(key: &str, value: &str) {
+    // SAFETY: the caller guarantees that no other thread runs.
+    unsafe { std::env::set_var(key, value) }
+}

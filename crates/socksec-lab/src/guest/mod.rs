@@ -19,6 +19,11 @@ use crate::sys;
 /// particular to power anything off) without it.
 pub const CMDLINE_MARKER: &str = "socksec_lab=1";
 
+/// The environment variable the socksec library reads for charon's VICI socket.
+pub const VICI_ENV: &str = "SOCKSEC_VICI";
+/// Where the guest points [`VICI_ENV`]: a link to moon's charon's VICI socket.
+pub const MOON_VICI: &str = "/run/socksec-lab/moon.vici";
+
 /// Where stage 1 mounts the result share.
 pub const SHARE: &str = "/lab-out";
 
@@ -92,6 +97,10 @@ pub fn run(filter: Option<&str>) -> Result<()> {
             "`socksec-lab guest` only runs inside the lab's guest (no {CMDLINE_MARKER} on the kernel command line); use `socksec-lab run`"
         );
     }
+    // The library asks charon over VICI for peer identities; moon's charon socket is linked
+    // here (see `Charon::ready`). Set before any scenario starts a thread.
+    // SAFETY: the guest has started no thread yet (scenarios run after this).
+    unsafe { sys::set_env_single_threaded(VICI_ENV, MOON_VICI) };
     prepare_system().context("preparing the guest system")?;
     let share = Path::new(SHARE);
     let mut results = OpenOptions::new()

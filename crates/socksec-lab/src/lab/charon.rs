@@ -88,6 +88,15 @@ impl Charon {
             }
             std::thread::sleep(Duration::from_millis(100));
         }
+        // A stable path to this daemon's VICI socket for the library
+        // (`/run/socksec-lab/NS.vici`, see `guest::MOON_VICI`).
+        let link = PathBuf::from(format!("/run/socksec-lab/{}.vici", self.ns));
+        if let Some(dir) = link.parent() {
+            fs::create_dir_all(dir)?;
+        }
+        let _ = fs::remove_file(&link);
+        std::os::unix::fs::symlink(&socket, &link)
+            .with_context(|| format!("linking {}", link.display()))?;
         self.swanctl(&["--load-all", "--noprompt"]).map(drop)
     }
 

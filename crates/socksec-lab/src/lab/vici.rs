@@ -113,6 +113,8 @@ pub struct IkeSa {
     pub local_id: String,
     /// Remote identity.
     pub remote_id: String,
+    /// charon's unique id of the IKE_SA (`#N` in `swanctl --list-sas`).
+    pub unique_id: u64,
     /// CHILD_SAs.
     pub children: Vec<ChildSa>,
 }
@@ -128,6 +130,8 @@ pub struct ChildSa {
     pub mode: String,
     /// `ESP` / `AH`.
     pub protocol: String,
+    /// charon's unique id of the CHILD_SA (`#N` in `swanctl --list-sas`).
+    pub unique_id: u64,
     /// Kernel reqid.
     pub reqid: u32,
     /// Inbound SPI.
@@ -173,6 +177,10 @@ pub fn ike_sas(text: &str) -> Vec<IkeSa> {
                     state: c.value("state").unwrap_or_default().to_owned(),
                     mode: c.value("mode").unwrap_or_default().to_owned(),
                     protocol: c.value("protocol").unwrap_or_default().to_owned(),
+                    unique_id: c
+                        .value("uniqueid")
+                        .and_then(|u| u.parse().ok())
+                        .unwrap_or(0),
                     reqid: c.value("reqid").and_then(|r| r.parse().ok()).unwrap_or(0),
                     spi_in: hex_u32(c.value("spi-in")),
                     spi_out: hex_u32(c.value("spi-out")),
@@ -196,6 +204,10 @@ pub fn ike_sas(text: &str) -> Vec<IkeSa> {
                 state: ike.value("state").unwrap_or_default().to_owned(),
                 local_id: ike.value("local-id").unwrap_or_default().to_owned(),
                 remote_id: ike.value("remote-id").unwrap_or_default().to_owned(),
+                unique_id: ike
+                    .value("uniqueid")
+                    .and_then(|u| u.parse().ok())
+                    .unwrap_or(0),
                 children,
             });
         }
@@ -280,6 +292,7 @@ list-sas reply {
         assert_eq!(c.spi_in, 0xcc79891a);
         assert_eq!(c.spi_out, 0xca17c561);
         assert_eq!(c.reqid, 1);
+        assert_eq!((ike.unique_id, c.unique_id), (1, 2));
         assert_eq!(c.mode, "TRANSPORT");
         assert_eq!(c.encr_alg.as_deref(), Some("AES_GCM_16"));
         assert_eq!(c.encr_keysize, Some(128));

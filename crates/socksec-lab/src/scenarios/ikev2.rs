@@ -465,6 +465,74 @@ fn check_front_ends(lab: &mut Lab, est: &Established<'_>) -> Result<()> {
         probe_out.trim()
     );
     lab.note("CLI flags 3, C ABI flags 3");
+    check_peer(lab, est)
+}
+
+/// The peer's identity and charon's SA ids, joined over VICI, against `swanctl --list-sas`.
+fn check_peer(lab: &mut Lab, est: &Established<'_>) -> Result<()> {
+    ensure!(
+        est.ike.unique_id > 0 && est.child.unique_id > 0,
+        "swanctl --list-sas gave no unique ids (IKE_SA {}, CHILD_SA {})",
+        est.ike.unique_id,
+        est.child.unique_id
+    );
+    let tokens = Ask {
+        peer_token_access_mask: 8,
+        ..Ask::default()
+    };
+    let Some(answer) = lab.query_detail("client, peer tokens", true, est.client, tokens)? else {
+        return Ok(());
+    };
+    let peer = &answer["peer"];
+    ensure!(
+        peer.is_object(),
+        "no peer in the answer (caveats {})",
+        answer["caveats"]
+    );
+    let machine = &peer["machine"];
+    ensure!(
+        machine["id"] == est.ike.remote_id.as_str() && machine["kind"] == "fqdn",
+        "peer machine identity {machine}, charon's remote id is {:?} (fqdn)",
+        est.ike.remote_id
+    );
+    ensure!(
+        peer["user"].is_null(),
+        "peer user {}, expected none",
+        peer["user"]
+    );
+    ensure!(
+        peer["ike_sa_id"] == est.ike.unique_id && peer["child_sa_id"] == est.child.unique_id,
+        "peer ike/child ids {}/{}, charon's #{}/#{}",
+        peer["ike_sa_id"],
+        peer["child_sa_id"],
+        est.ike.unique_id,
+        est.child.unique_id
+    );
+    let ipsec2 = Ask {
+        ipsec2_field_mask: Some(3),
+        ..Ask::default()
+    };
+    let Some(answer) = lab.query_detail("client, ipsec2", true, est.client, ipsec2)? else {
+        return Ok(());
+    };
+    let i2 = &answer["ipsec2"];
+    ensure!(
+        i2["mm_sa_id"] == est.ike.unique_id && i2["qm_sa_id"] == est.child.unique_id,
+        "ipsec2 mm/qm ids {}/{}, charon's IKE_SA #{} CHILD_SA #{}",
+        i2["mm_sa_id"],
+        i2["qm_sa_id"],
+        est.ike.unique_id,
+        est.child.unique_id
+    );
+    ensure!(
+        answer["flags"] == 3,
+        "ipsec2: flags {}, expected 3",
+        answer["flags"]
+    );
+    lab.note(format!(
+        "peer {} (fqdn), IKE_SA #{} CHILD_SA #{}",
+        est.ike.remote_id, est.ike.unique_id, est.child.unique_id
+    ));
     Ok(())
 }
 
