@@ -4,7 +4,7 @@
 //! family and type, then the template, then the connection's state.
 
 use std::io;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::os::fd::BorrowedFd;
 
 use socket2::{Domain, Protocol, SockRef, Type};
@@ -203,8 +203,9 @@ pub struct RoutingFacts {
 /// Reads the socket options that take part in route and policy lookups.
 pub fn routing_facts(fd: BorrowedFd<'_>) -> Result<RoutingFacts, Error> {
     let sock = SockRef::from(&fd);
-    let mark = sys::getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_MARK)
-        .map_err(|e| Error::system("getsockopt(SO_MARK)", &e))? as u32;
+    let mark = sock
+        .mark()
+        .map_err(|e| Error::system("getsockopt(SO_MARK)", &e))?;
     let bound_ifindex = sock
         .device()
         .map_err(|e| Error::system("getsockopt(SO_BINDTODEVICE)", &e))?
@@ -215,9 +216,4 @@ pub fn routing_facts(fd: BorrowedFd<'_>) -> Result<RoutingFacts, Error> {
         bound_ifindex,
         uid,
     })
-}
-
-/// Whether `ip` is the unspecified address (an unbound UDP socket's local address).
-pub fn is_unspecified(ip: IpAddr) -> bool {
-    ip.is_unspecified()
 }

@@ -33,26 +33,6 @@ pub fn inode_uid(fd: BorrowedFd<'_>) -> io::Result<u32> {
     Ok(st.st_uid)
 }
 
-/// `getsockopt(2)` of an `int` option.
-pub fn getsockopt_int(fd: BorrowedFd<'_>, level: i32, name: i32) -> io::Result<i32> {
-    let mut value: libc::c_int = 0;
-    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
-    // SAFETY: `value` and `len` are valid for writes and `len` holds the size of `value`.
-    let rc = unsafe {
-        libc::getsockopt(
-            fd.as_raw_fd(),
-            level,
-            name,
-            (&raw mut value).cast(),
-            &mut len,
-        )
-    };
-    if rc < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(value)
-}
-
 /// `if_nametoindex(3)`; `None` when no interface has that name.
 pub fn if_nametoindex(name: &str) -> Option<u32> {
     let name = CString::new(name).ok()?;

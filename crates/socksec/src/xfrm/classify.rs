@@ -105,12 +105,6 @@ pub fn describe(proto: IpsecProto, algs: &Algorithms) -> String {
     .into_iter()
     .flatten()
     .collect();
-    let proto = match proto {
-        IpsecProto::Esp => "esp",
-        IpsecProto::Ah => "ah",
-        IpsecProto::Comp => "comp",
-        IpsecProto::Other(_) => "proto?",
-    };
     format!("{proto} {}", parts.join("+"))
 }
 

@@ -229,6 +229,18 @@ impl IpsecProto {
     }
 }
 
+impl std::fmt::Display for IpsecProto {
+    /// `esp`, `ah`, `comp`, or the protocol number, as `ip xfrm` writes them.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Esp => f.write_str("esp"),
+            Self::Ah => f.write_str("ah"),
+            Self::Comp => f.write_str("comp"),
+            Self::Other(n) => write!(f, "{n}"),
+        }
+    }
+}
+
 /// XFRM mode of a template or state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

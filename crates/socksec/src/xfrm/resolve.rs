@@ -589,15 +589,6 @@ fn addr_text(a: &XfrmAddr, family: Family) -> String {
         .unwrap_or_else(|| "?".to_string())
 }
 
-fn proto_name(p: IpsecProto) -> String {
-    match p {
-        IpsecProto::Esp => "esp".into(),
-        IpsecProto::Ah => "ah".into(),
-        IpsecProto::Comp => "comp".into(),
-        IpsecProto::Other(n) => n.to_string(),
-    }
-}
-
 fn mode_name(m: Mode) -> String {
     match m {
         Mode::Transport => "transport".into(),
@@ -616,7 +607,7 @@ pub fn describe_template(t: &Template, policy_family: Family) -> String {
         "src {} dst {} proto {} reqid {} mode {}",
         addr_text(&t.saddr, f),
         addr_text(&t.daddr, f),
-        proto_name(t.proto),
+        t.proto,
         t.reqid,
         mode_name(t.mode)
     );
