@@ -5,6 +5,7 @@
 //! the routing facts and the kernel's tables and resolves.
 
 use std::os::fd::{AsFd, BorrowedFd};
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::contract::{Flags, Ipsec2Info, QueryTemplate, SecurityInfo, SecurityProtocol};
@@ -63,11 +64,16 @@ impl Prepared<'_> {
 
     /// Reads the flow and the kernel's tables and resolves.
     pub fn run(self) -> Result<SecurityInfo, Error> {
+        self.run_with(&ColdSources)
+    }
+
+    /// Reads the flow and resolves it against the snapshots `sources` provides.
+    pub fn run_with(self, sources: &dyn Sources) -> Result<SecurityInfo, Error> {
         let flow = self.flow()?;
-        let snapshot = crate::xfrm::dump::snapshot().map_err(dump_error)?;
+        let snapshot = sources.xfrm()?;
         let mut info = answer(&self.facts, &flow, &snapshot, unix_now(), &self.template);
         if wants_peer(&self.template) && info.protections.iter().any(|p| !p.sas.is_empty()) {
-            attach_peer(&mut info, ike_sas(), &self.template);
+            attach_peer(&mut info, sources.ike_sas(), &self.template);
         }
         Ok(info)
     }
@@ -80,6 +86,32 @@ impl Prepared<'_> {
         flow.mark = routing.mark;
         complete_flow(&mut flow, &routing)?;
         Ok(flow)
+    }
+}
+
+/// Where a query's snapshots come from: read afresh for each query ([`ColdSources`]), or kept
+/// current by events (the caches).
+pub trait Sources: Send + Sync {
+    /// The kernel's SPD and SAD.
+    fn xfrm(&self) -> Result<Arc<XfrmSnapshot>, Error>;
+    /// The IKE daemon's IKE SAs, or why they cannot be had (not an error: the answer then
+    /// carries a [`Caveat::PeerUnknown`]).
+    fn ike_sas(&self) -> Result<Arc<Vec<IkeSa>>, String>;
+}
+
+/// Snapshots read for each query: a full XFRM dump and a VICI `list-sas`. The cold path.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ColdSources;
+
+impl Sources for ColdSources {
+    fn xfrm(&self) -> Result<Arc<XfrmSnapshot>, Error> {
+        crate::xfrm::dump::snapshot()
+            .map(Arc::new)
+            .map_err(dump_error)
+    }
+
+    fn ike_sas(&self) -> Result<Arc<Vec<IkeSa>>, String> {
+        ike_sas().map(Arc::new)
     }
 }
 
@@ -164,7 +196,7 @@ fn ike_sas() -> Result<Vec<IkeSa>, String> {
 /// a caveat says why there is no identity.
 pub fn attach_peer(
     info: &mut SecurityInfo,
-    ike: Result<Vec<IkeSa>, String>,
+    ike: Result<Arc<Vec<IkeSa>>, String>,
     template: &QueryTemplate,
 ) {
     let joined = ike.and_then(|sas| crate::peer::join(&info.protections, &sas));
@@ -230,7 +262,7 @@ pub fn answer(
 }
 
 /// The query error for a failed read of the kernel's tables.
-fn dump_error(e: crate::xfrm::dump::DumpError) -> Error {
+pub fn dump_error(e: crate::xfrm::dump::DumpError) -> Error {
     use crate::xfrm::dump::DumpError;
     match &e {
         DumpError::PermissionDenied { .. } => {
