@@ -677,7 +677,7 @@ pub fn policy_ref(p: &Policy) -> PolicyRef {
     }
 }
 
-fn sa_info(x: &State, policy_family: Family) -> SaInfo {
+pub(crate) fn sa_info(x: &State, policy_family: Family) -> SaInfo {
     let family = match x.family {
         Family::Unspec => policy_family,
         f => f,
