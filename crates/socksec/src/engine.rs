@@ -119,7 +119,7 @@ impl Sources for ColdSources {
 /// the route (honouring mark, uid, ports and a bound device, as the kernel's own lookup does),
 /// the XFRM interface id or VTI key behind it, the interface that holds the local address, the
 /// per-interface IPsec switches, and the source address of an unbound UDP socket.
-fn complete_flow(flow: &mut Flow, routing: &socket::RoutingFacts) -> Result<(), Error> {
+pub(crate) fn complete_flow(flow: &mut Flow, routing: &socket::RoutingFacts) -> Result<(), Error> {
     let route_err = |e: route::RouteError| Error::new(ErrorKind::System, e.to_string());
     let mut rtnl = route::Rtnl::open().map_err(route_err)?;
     let local = flow.local.ip();

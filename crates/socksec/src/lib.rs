@@ -26,9 +26,11 @@
 //! The semantics of the flags are in [`contract`]; errors and their Winsock codes in [`error`].
 
 pub mod contract;
+pub mod diag;
 pub mod engine;
 pub mod error;
 pub mod flow;
+pub mod host;
 pub mod peer;
 pub mod report;
 pub mod route;

@@ -1,0 +1,172 @@
+//! The host's connections, each with its answer: what `socksec ls` prints.
+//!
+//! [`list`] answers every socket that [`crate::diag`] found against one XFRM snapshot and one
+//! view of the IKE daemon's SAs (both from the caller's [`Sources`]), so the answers of a
+//! listing are consistent with each other. The flow of each socket is built from what
+//! inet_diag reports (addresses, mark, bound device, uid) and completed with the same route
+//! lookups a single query makes.
+//!
+//! A socket without a peer (a TCP listener, an unconnected UDP socket) has no connection to
+//! answer for: its entry carries the error a query of it would give (`NotConnected`), never a
+//! verdict.
+
+use std::collections::HashSet;
+use std::sync::{Arc, OnceLock};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use crate::contract::{QueryTemplate, SecurityInfo, SecurityProtocol};
+use crate::diag::{DiagSocket, Owner, SockState};
+use crate::engine::{self, Sources};
+use crate::error::{Error, ErrorKind};
+use crate::flow::{Flow, Transport};
+use crate::socket::{RoutingFacts, SocketFacts};
+use crate::vici::model::IkeSa;
+use crate::xfrm::model::XfrmSnapshot;
+
+/// One socket of the host with the processes holding it and its answer.
+#[derive(Debug)]
+pub struct HostSocket {
+    /// What inet_diag reports.
+    pub socket: DiagSocket,
+    /// The processes holding it (lowest pid first); empty for minisockets (TIME-WAIT,
+    /// SYN-RECV) and for processes whose descriptors could not be read.
+    pub owners: Vec<Owner>,
+    /// The answer a query of the socket gives, or why there is none.
+    pub answer: Result<SecurityInfo, Error>,
+}
+
+impl HostSocket {
+    /// Whether the answer says SECURED.
+    pub fn is_secured(&self) -> bool {
+        self.answer.as_ref().is_ok_and(SecurityInfo::is_secured)
+    }
+
+    /// Whether the socket was answered (it has a peer) and the answer is not SECURED.
+    pub fn is_insecure(&self) -> bool {
+        self.answer.as_ref().is_ok_and(|i| !i.is_secured())
+    }
+}
+
+/// The template `ls` answers with: default protocol, the peer's identity asked for.
+pub fn listing_template() -> QueryTemplate {
+    QueryTemplate {
+        protocol: SecurityProtocol::Default,
+        peer_token_access_mask: 0x8, // TOKEN_QUERY
+        ..QueryTemplate::default()
+    }
+}
+
+/// Answers every socket of `sockets` against one snapshot of `sources`, and finds the processes
+/// that hold them. Fails only when the kernel's tables cannot be read at all (no privilege):
+/// then no socket can be answered.
+pub fn list(
+    sockets: Vec<DiagSocket>,
+    sources: &dyn Sources,
+    template: &QueryTemplate,
+) -> Result<Vec<HostSocket>, Error> {
+    let snapshot = sources.xfrm()?;
+    let inodes: HashSet<u64> = sockets
+        .iter()
+        .map(|s| s.inode)
+        .filter(|&i| i != 0)
+        .collect();
+    let mut owners = crate::diag::owners(&inodes);
+    let ike: OnceLock<Result<Arc<Vec<IkeSa>>, String>> = OnceLock::new();
+    let now = unix_now();
+    let answer_one = |s: &DiagSocket| {
+        let mut info = answer_socket(s, &snapshot, now, template)?;
+        let wants_peer =
+            template.peer_token_access_mask != 0 || template.protocol == SecurityProtocol::Ipsec2;
+        if wants_peer && info.protections.iter().any(|p| !p.sas.is_empty()) {
+            let sas = ike.get_or_init(|| sources.ike_sas()).clone();
+            engine::attach_peer(&mut info, sas, template);
+        }
+        Ok(info)
+    };
+    // The route lookups dominate; two threads per core keep both the kernel and us busy.
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get() * 2);
+    let chunk = sockets.len().div_ceil(threads).max(256);
+    let answers: Vec<Result<SecurityInfo, Error>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = sockets
+            .chunks(chunk)
+            .map(|part| scope.spawn(|| part.iter().map(&answer_one).collect::<Vec<_>>()))
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| {
+                h.join().unwrap_or_else(|_| {
+                    vec![Err(Error::new(
+                        ErrorKind::System,
+                        "a listing thread panicked",
+                    ))]
+                })
+            })
+            .collect()
+    });
+    Ok(sockets
+        .into_iter()
+        .zip(answers)
+        .map(|(socket, answer)| HostSocket {
+            owners: owners.remove(&socket.inode).unwrap_or_default(),
+            socket,
+            answer,
+        })
+        .collect())
+}
+
+/// The facts a query would read from the descriptor, taken from inet_diag instead.
+pub fn socket_facts(s: &DiagSocket) -> SocketFacts {
+    SocketFacts {
+        ipv6: s.ipv6,
+        transport: s.transport,
+        v6only: s.v6only.unwrap_or(false),
+    }
+}
+
+/// Why a socket without a peer has no answer.
+fn no_peer(s: &DiagSocket) -> Error {
+    let why = match (s.transport, s.state) {
+        (Transport::Tcp, SockState::Listen) => {
+            "a listening socket has no peer; each accepted connection is listed on its own"
+        }
+        (Transport::Tcp, _) => "the TCP socket is not connected",
+        _ => {
+            "an unconnected UDP socket has no single peer; query it with --peer ADDR:PORT \
+             for one destination"
+        }
+    };
+    Error::new(ErrorKind::NotConnected, why)
+}
+
+/// The answer for one listed socket against `snapshot` (without the peer's identity).
+pub fn answer_socket(
+    s: &DiagSocket,
+    snapshot: &XfrmSnapshot,
+    now: u64,
+    template: &QueryTemplate,
+) -> Result<SecurityInfo, Error> {
+    let peer = s.peer().ok_or_else(|| no_peer(s))?;
+    let mark = s.mark.unwrap_or(0);
+    let mut flow = Flow::new(s.transport, s.local, peer);
+    flow.mark = mark;
+    let routing = RoutingFacts {
+        mark,
+        bound_ifindex: (s.bound_ifindex != 0).then_some(s.bound_ifindex),
+        uid: s.uid,
+    };
+    engine::complete_flow(&mut flow, &routing)?;
+    Ok(engine::answer(
+        &socket_facts(s),
+        &flow,
+        snapshot,
+        now,
+        template,
+    ))
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
