@@ -18,7 +18,7 @@ deps:
 
 ## The shipped artefacts: the CLI, and the C library the C ABI tests link against.
 build:
-	$(CARGO) build --release -p socksec-cli -p socksec-winsock
+	$(CARGO) build --release -p socksec-cli -p socksec-winsock -p socksecd
 
 lint:
 	$(CARGO) fmt --all -- --check

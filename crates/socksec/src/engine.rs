@@ -64,7 +64,14 @@ impl Prepared<'_> {
 
     /// Reads the flow and the kernel's tables and resolves.
     pub fn run(self) -> Result<SecurityInfo, Error> {
-        self.run_with(&ColdSources)
+        // In this process when it may read the kernel's tables, else through socksecd (see
+        // `crate::mode`); the broker runs `run_with` on its own copy of the descriptor.
+        match crate::mode::current()? {
+            crate::mode::Mode::Local => self.run_with(&ColdSources),
+            crate::mode::Mode::Broker(path) => {
+                crate::broker::client::query(&path, self.fd, &self.template)
+            }
+        }
     }
 
     /// Reads the flow and resolves it against the snapshots `sources` provides.

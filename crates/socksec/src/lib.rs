@@ -25,12 +25,14 @@
 //!
 //! The semantics of the flags are in [`contract`]; errors and their Winsock codes in [`error`].
 
+pub mod broker;
 pub mod contract;
 pub mod diag;
 pub mod engine;
 pub mod error;
 pub mod flow;
 pub mod host;
+pub mod mode;
 pub mod peer;
 pub mod report;
 pub mod route;

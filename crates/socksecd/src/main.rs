@@ -1,0 +1,125 @@
+//! `socksecd`: the socksec broker.
+//!
+//! Unprivileged processes cannot read the kernel's IPsec tables; socksecd can (root, or
+//! CAP_NET_ADMIN). A client connects to its Unix socket and sends a query template with the
+//! socket itself attached (SCM_RIGHTS), so it can only ask about sockets it holds; socksecd
+//! reads the flow from that descriptor and answers with the full `SecurityInfo` or the error
+//! (protocol: `socksec::broker::proto`). The socksec library, its C ABI and the CLI use it by
+//! themselves when they lack the privilege (`socksec::mode`).
+
+mod listen;
+mod server;
+mod sys;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Parser;
+
+/// The socksec broker: answers socket security queries for the sockets callers pass it.
+#[derive(Debug, Parser)]
+#[command(name = "socksecd", version)]
+struct Args {
+    /// The Unix socket to listen on (ignored under systemd socket activation).
+    #[arg(long, default_value = socksec::mode::DEFAULT_BROKER)]
+    socket: PathBuf,
+    /// Permission bits of the socket, in octal (default: any local user may connect; a caller
+    /// can only ask about sockets it holds).
+    #[arg(long, default_value = "666", value_parser = parse_mode)]
+    mode: u32,
+    /// Group owning the socket (with --mode 660: only that group may connect).
+    #[arg(long)]
+    group: Option<String>,
+    /// Clients served at once; further clients are told the daemon is busy.
+    #[arg(long, default_value_t = 1024)]
+    max_clients: usize,
+    /// Queries reading the kernel at once (default: twice the CPUs).
+    #[arg(long)]
+    max_running: Option<usize>,
+    /// Milliseconds a client has to deliver a whole request (and to take its answer); an idle
+    /// client is disconnected after it.
+    #[arg(long, default_value_t = 5000)]
+    client_timeout_ms: u64,
+}
+
+fn parse_mode(s: &str) -> Result<u32, String> {
+    u32::from_str_radix(s.trim_start_matches("0o"), 8)
+        .ok()
+        .filter(|m| *m <= 0o777)
+        .ok_or_else(|| format!("{s:?} is not an octal mode like 666 or 660"))
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    match run(&args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("socksecd: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: &Args) -> Result<(), String> {
+    if !socksec::has_privilege() {
+        return Err(
+            "needs CAP_NET_ADMIN to read the kernel's IPsec tables (run as root, or give the \
+             service AmbientCapabilities=CAP_NET_ADMIN)"
+                .into(),
+        );
+    }
+    raise_fd_limit();
+    let gid = match &args.group {
+        Some(name) => Some(
+            nix::unistd::Group::from_name(name)
+                .map_err(|e| format!("looking up group {name}: {e}"))?
+                .ok_or_else(|| format!("no group named {name}"))?
+                .gid
+                .as_raw(),
+        ),
+        None => None,
+    };
+    let (listener, where_) =
+        match listen::from_systemd().map_err(|e| format!("socket activation: {e}"))? {
+            Some(l) => (l, "the socket systemd passed".to_string()),
+            None => (
+                listen::bind(&args.socket, args.mode, gid)
+                    .map_err(|e| format!("listening on {}: {e}", args.socket.display()))?,
+                args.socket.display().to_string(),
+            ),
+        };
+    let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let config = server::Config {
+        client_timeout: Duration::from_millis(args.client_timeout_ms.max(1)),
+        max_clients: args.max_clients.max(1),
+        max_running: args.max_running.unwrap_or(2 * cpus).max(1),
+    };
+    let server = server::Server::new(config, sources()).map_err(|e| e.to_string())?;
+    eprintln!(
+        "socksecd: listening on {where_} (up to {} clients, {} queries at once, client timeout {:?})",
+        config.max_clients, config.max_running, config.client_timeout
+    );
+    let err = Arc::new(server).serve(listener);
+    Err(format!("accepting clients: {err}"))
+}
+
+/// Where the answers' snapshots come from.
+fn sources() -> Box<dyn socksec::engine::Sources> {
+    Box::new(socksec::engine::ColdSources)
+}
+
+/// Raises the soft descriptor limit to the hard one: each client holds its connection and,
+/// during a request, the socket it passed; at the usual soft limit of 1024 a full house of
+/// clients would exhaust it.
+fn raise_fd_limit() {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let mut limit = getrlimit(Resource::Nofile);
+    if limit.current != limit.maximum {
+        limit.current = limit.maximum;
+        if let Err(e) = setrlimit(Resource::Nofile, limit) {
+            eprintln!("socksecd: cannot raise the descriptor limit: {e}");
+        }
+    }
+}
