@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use socksec::SecurityProtocol;
 
 mod query;
+mod sa;
 mod selftest;
 
 /// Exit code of a query that failed.
@@ -38,6 +39,19 @@ socksec query --fd 3 --json --protocol ipsec2 3<>/dev/tcp/10.1.0.2/5000\n  \
 socksec query --connect 10.1.0.2:5000 --strict\n  \
 socksec query --connect 10.1.0.2:4500 --udp --json")]
     Query(QueryArgs),
+    /// Describe the SAs an IPSEC2 SaLookupContext names (from `query --protocol ipsec2`), as
+    /// the kernel and the IKE daemon have them now.
+    #[command(after_help = "Examples:\n  \
+socksec sa 00000007-0001-0004-ca17-c561cc79891a\n  \
+socksec sa \"$(socksec query --fd 3 --protocol ipsec2 --json 3<>/dev/tcp/10.1.0.2/5000 | jq -r .ipsec2.sa_lookup_context)\" --json\n\n\
+Exit codes: 0 found, 1 the SAs are gone or the lookup failed, 2 usage error.")]
+    Sa {
+        /// The SaLookupContext, xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx.
+        guid: String,
+        /// Print one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
     /// Open a TCP connection and a UDP exchange over loopback and query them: shows what this
     /// host's kernel reports without any setup.
     Selftest {
@@ -105,5 +119,6 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Query(args) => query::run(&args),
         Command::Selftest { json } => selftest::run(json),
+        Command::Sa { guid, json } => sa::run(&guid, json),
     }
 }

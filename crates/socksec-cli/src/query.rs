@@ -134,10 +134,24 @@ pub(crate) fn print_human(info: &SecurityInfo) {
     for c in &info.caveats {
         println!("  caveat: {c}");
     }
+    if let Some(peer) = &info.peer {
+        for (round, id) in [("machine", &peer.machine), ("user", &peer.user)] {
+            let Some(id) = id else { continue };
+            print!("  peer {round}: {} ({})", id.id, id.kind);
+            if let (Some(subject), Some(issuer)) = (&id.cert_subject, &id.cert_issuer) {
+                print!(", certificate \"{subject}\" issued by \"{issuer}\"");
+            }
+            println!();
+        }
+        println!(
+            "  IKE SA {} #{}, CHILD SA {} #{}",
+            peer.ike_sa_name, peer.ike_sa_id, peer.child_sa_name, peer.child_sa_id
+        );
+    }
     if let Some(i2) = &info.ipsec2 {
         println!(
-            "  ipsec2: mm_sa_id {} qm_sa_id {} negotiation error {}",
-            i2.mm_sa_id, i2.qm_sa_id, i2.negotiation_error
+            "  ipsec2: mm_sa_id {} qm_sa_id {} negotiation error {} sa_lookup_context {}",
+            i2.mm_sa_id, i2.qm_sa_id, i2.negotiation_error, i2.sa_lookup_context
         );
     }
 }

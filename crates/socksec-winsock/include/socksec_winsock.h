@@ -111,6 +111,7 @@ struct sockaddr; /* Windows or Linux layout: the family is a 16-bit value at off
 #define WSAENOTCONN       10057 /* TCP socket not connected */
 #define WSASYSCALLFAILURE 10107 /* a system call failed unexpectedly, or an internal error */
 #define WSA_IO_PENDING    997   /* never reported by socksec */
+#define WSA_INVALID_HANDLE 6    /* a token handle that is not open */
 
 #define SOCKET_ERROR   (-1)
 #define INVALID_SOCKET ((SOCKET)~(SOCKET)0)
@@ -200,9 +201,12 @@ typedef struct _SOCKET_SECURITY_QUERY_TEMPLATE_IPSEC2 {
 typedef struct _SOCKET_SECURITY_QUERY_INFO {
     SOCKET_SECURITY_PROTOCOL SecurityProtocol; /* echoes the template's */
     ULONG Flags;                               /* SOCKET_INFO_CONNECTION_* */
-    uint64_t PeerApplicationAccessTokenHandle; /* always 0 in this version */
-    uint64_t PeerMachineAccessTokenHandle;     /* always 0 in this version */
+    uint64_t PeerApplicationAccessTokenHandle; /* user (2nd IKE auth round), 0 = none */
+    uint64_t PeerMachineAccessTokenHandle;     /* machine (1st IKE auth round), 0 = none */
 } SOCKET_SECURITY_QUERY_INFO;
+/* The token handles are non-zero only when the template's PeerTokenAccessMask is non-zero
+ * and the IKE daemon knows the connection's SAs. Read one with SocksecGetTokenInformation,
+ * free it with SocksecCloseToken. */
 
 /* Output for an IPSEC2 query: 64 bytes. */
 typedef struct _SOCKET_SECURITY_QUERY_INFO_IPSEC2 {
@@ -216,6 +220,24 @@ typedef struct _SOCKET_SECURITY_QUERY_INFO_IPSEC2 {
                                    13825 ERROR_IPSEC_IKE_NO_POLICY when no policy applies */
     GUID SaLookupContext;
 } SOCKET_SECURITY_QUERY_INFO_IPSEC2;
+
+/* What a peer token handle names (socksec's own; no Windows counterpart): 32 bytes, followed
+ * in the caller's buffer by the NUL-terminated UTF-8 strings the pointers point to. */
+#define SOCKSEC_ID_ANY         0   /* %any */
+#define SOCKSEC_ID_IPV4_ADDR   1   /* the IKEv2 identification types */
+#define SOCKSEC_ID_FQDN        2
+#define SOCKSEC_ID_USER_FQDN   3
+#define SOCKSEC_ID_IPV6_ADDR   5
+#define SOCKSEC_ID_DER_ASN1_DN 9
+#define SOCKSEC_ID_KEY_ID      11
+#define SOCKSEC_ID_OTHER       255
+typedef struct _SOCKSEC_PEER_IDENTITY {
+    ULONG Round;             /* 1 = machine (first auth round), 2 = user (EAP/XAuth) */
+    ULONG Kind;              /* SOCKSEC_ID_* */
+    const char *Id;          /* as the IKE daemon (swanctl --list-sas) prints it */
+    const char *CertSubject; /* the peer certificate's subject; NULL without certificate */
+    const char *CertIssuer;  /* its issuer; NULL without certificate */
+} SOCKSEC_PEER_IDENTITY;
 
 /* Input of WSASetSocketSecurity: 8 bytes. */
 typedef struct _SOCKET_SECURITY_SETTINGS {
@@ -295,6 +317,9 @@ SOCKSEC_LAYOUT_(SOCKET_SECURITY_QUERY_INFO_IPSEC2, MmSaId, 24);
 SOCKSEC_LAYOUT_(SOCKET_SECURITY_QUERY_INFO_IPSEC2, QmSaId, 32);
 SOCKSEC_LAYOUT_(SOCKET_SECURITY_QUERY_INFO_IPSEC2, NegotiationWinerr, 40);
 SOCKSEC_LAYOUT_(SOCKET_SECURITY_QUERY_INFO_IPSEC2, SaLookupContext, 44);
+SOCKSEC_ASSERT_(sizeof(SOCKSEC_PEER_IDENTITY) == 32, "SOCKSEC_PEER_IDENTITY size");
+SOCKSEC_LAYOUT_(SOCKSEC_PEER_IDENTITY, Id, 8);
+SOCKSEC_LAYOUT_(SOCKSEC_PEER_IDENTITY, CertIssuer, 24);
 SOCKSEC_ASSERT_(sizeof(SOCKET_SECURITY_SETTINGS) == 8, "SETTINGS size");
 SOCKSEC_LAYOUT_(SOCKET_SECURITY_SETTINGS, SecurityFlags, 4);
 SOCKSEC_ASSERT_(sizeof(SOCKET_SECURITY_SETTINGS_IPSEC) == 88, "SETTINGS_IPSEC size");
@@ -395,6 +420,30 @@ int WSAAPI WSAGetLastError(void);
 
 /* Sets the calling thread's last Winsock error code. */
 void WSAAPI WSASetLastError(int iError);
+
+/*
+ * Reads a peer token handle: writes a SOCKSEC_PEER_IDENTITY and its strings into Info (8-byte
+ * aligned) and the bytes written into *InfoLen. Info NULL or *InfoLen short: *InfoLen = the
+ * size needed and WSAEMSGSIZE. WSA_INVALID_HANDLE for 0 or a handle that is not open;
+ * WSAEFAULT for a NULL InfoLen.
+ */
+int WSAAPI SocksecGetTokenInformation(uint64_t Token, SOCKSEC_PEER_IDENTITY *Info,
+                                      ULONG *InfoLen);
+
+/* Frees a peer token handle; WSA_INVALID_HANDLE for 0 or one not open (twice is an error). */
+int WSAAPI SocksecCloseToken(uint64_t Token);
+
+/* How many peer token handles this process holds open (for leak checks). */
+uint64_t SocksecOpenTokenCount(void);
+
+/*
+ * The full description of the SAs an IPSEC2 SaLookupContext names, as a NUL-terminated JSON
+ * object (as `socksec sa GUID --json` prints it): kernel SAs per direction, the IKE SA and
+ * CHILD SA as the IKE daemon lists them, notes on what is gone. Json NULL or *JsonLen short:
+ * *JsonLen = the size needed and WSAEMSGSIZE. WSAEFAULT for NULL pointers, WSAEINVAL for the
+ * nil GUID, WSAEACCES without the privilege to read the kernel's tables.
+ */
+int WSAAPI SocksecQuerySaDetails(const GUID *SaLookupContext, char *Json, ULONG *JsonLen);
 
 /* The library version, a static NUL-terminated string such as "0.1.0". */
 const char *socksec_winsock_version(void);

@@ -14,6 +14,7 @@ use socksec::flow::Transport;
 use socksec::socket::SocketFacts;
 use socksec::{Error, ErrorKind};
 
+use crate::tokens::{self, Round};
 use crate::translate;
 use crate::types::*;
 
@@ -130,7 +131,9 @@ pub fn query(fd: Option<BorrowedFd<'_>>, args: &QueryArgs<'_>) -> QueryOutcome {
     }
     match prepared.run() {
         Ok(info) => {
-            let (answer, written) = translate::encode_info(&info, template.ipsec2_field_mask);
+            let tokens = open_tokens(&info);
+            let (answer, written) =
+                translate::encode_info(&info, template.ipsec2_field_mask, tokens);
             QueryOutcome {
                 result: Ok(written),
                 answer,
@@ -139,6 +142,58 @@ pub fn query(fd: Option<BorrowedFd<'_>>, args: &QueryArgs<'_>) -> QueryOutcome {
         }
         Err(e) => QueryOutcome::failed(e),
     }
+}
+
+/// Issues token handles for the answer's identities (the library returns identities only
+/// when the template's `PeerTokenAccessMask` asked for them).
+fn open_tokens(info: &socksec::SecurityInfo) -> translate::PeerTokens {
+    let Some(peer) = &info.peer else {
+        return translate::PeerTokens::default();
+    };
+    let open = |round, id: &Option<socksec::peer::PeerIdentity>| {
+        id.clone().map_or(0, |id| tokens::open(round, id))
+    };
+    translate::PeerTokens {
+        machine: open(Round::Machine, &peer.machine),
+        application: open(Round::User, &peer.user),
+    }
+}
+
+/// The identity a token handle names, laid out for the caller's buffer
+/// (`SocksecGetTokenInformation`). `WSA_INVALID_HANDLE` for 0 or a handle not open.
+pub fn token_information(handle: u64) -> Result<translate::IdentityImage, Error> {
+    tokens::get(handle)
+        .map(|t| translate::identity_image(&t))
+        .ok_or_else(|| invalid_handle(handle))
+}
+
+/// `SocksecCloseToken`: frees the handle. `WSA_INVALID_HANDLE` for 0 or a handle not open.
+pub fn close_token(handle: u64) -> Result<(), Error> {
+    if tokens::close(handle) {
+        Ok(())
+    } else {
+        Err(invalid_handle(handle))
+    }
+}
+
+fn invalid_handle(handle: u64) -> Error {
+    Error::new(
+        ErrorKind::InvalidArgument,
+        format!("token handle {handle} is not open (0, already closed, or never issued)"),
+    )
+    .with_errno(libc::EBADF)
+    .with_wsa(socksec::error::wsa::WSA_INVALID_HANDLE)
+}
+
+/// `SocksecQuerySaDetails`: the description of the SAs a lookup context names, as one JSON
+/// object (NUL-terminated). The nil GUID is `WSAEINVAL`.
+pub fn sa_details_json(guid: [u8; 16]) -> Result<Vec<u8>, Error> {
+    let context = socksec::SaLookupContext::from_guid_bytes(guid);
+    let details = context.details()?;
+    let mut json = serde_json::to_vec(&details)
+        .map_err(|e| Error::new(ErrorKind::System, format!("encoding the SA details: {e}")))?;
+    json.push(0);
+    Ok(json)
 }
 
 /// The honest refusal of an operation socksec cannot perform on Linux yet.

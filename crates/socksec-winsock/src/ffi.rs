@@ -349,6 +349,132 @@ pub extern "C" fn WSASetLastError(iError: c_int) {
     set_last_error(iError);
 }
 
+/// Reports an outcome with the plain return convention (no completion routine): 0, or
+/// `SOCKET_ERROR` with the last error set.
+fn plain(result: Result<usize, Error>) -> c_int {
+    finish(result, ptr::null_mut(), None)
+}
+
+/// Reads a caller's in/out length and checks a variable-size answer against it: writes the
+/// needed size to `*len` when `buf` is NULL or `*len` is short, and fails with
+/// `WSAEMSGSIZE`; `WSAEFAULT` when `len` is NULL.
+///
+/// # Safety
+/// `len`, when not NULL, must be readable and writable for 4 bytes.
+unsafe fn check_room(buf_is_null: bool, len: *mut ULONG, needed: usize) -> Result<(), Error> {
+    if len.is_null() {
+        return Err(Error::new(ErrorKind::Fault, "the length pointer is NULL"));
+    }
+    // SAFETY: non-NULL and readable for 4 bytes per the contract; read unaligned.
+    let have = unsafe { len.read_unaligned() };
+    let needed32 = ULONG::try_from(needed)
+        .map_err(|_| Error::new(ErrorKind::System, "answer larger than 4 GiB"))?;
+    // SAFETY: non-NULL and writable for 4 bytes per the contract; written unaligned.
+    unsafe { len.write_unaligned(needed32) };
+    if buf_is_null || have < needed32 {
+        return Err(Error::new(
+            ErrorKind::BufferTooSmall,
+            format!("the buffer holds {have} bytes; the answer needs {needed}"),
+        ));
+    }
+    Ok(())
+}
+
+/// `SocksecGetTokenInformation`: what a peer token handle from `WSAQuerySocketSecurity`
+/// names. Writes a `SOCKSEC_PEER_IDENTITY` followed by its strings into `Info` and the bytes
+/// written into `*InfoLen`. With `Info` NULL or `*InfoLen` short: `*InfoLen` = the size needed,
+/// `WSAEMSGSIZE`. `WSA_INVALID_HANDLE` for 0 or a handle that is not open; `WSAEFAULT` for a
+/// NULL `InfoLen`.
+///
+/// # Safety
+/// `InfoLen`, when not NULL, must be readable and writable for 4 bytes; `Info`, when not NULL,
+/// must be writable for `*InfoLen` bytes, 8-byte aligned. The strings' pointers point into
+/// `Info`'s buffer and are valid as long as it is.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn SocksecGetTokenInformation(
+    Token: u64,
+    Info: *mut SOCKSEC_PEER_IDENTITY,
+    InfoLen: *mut ULONG,
+) -> c_int {
+    plain(guarded(|| {
+        let image = calls::token_information(Token)?;
+        // SAFETY: per the contract for `InfoLen`.
+        unsafe { check_room(Info.is_null(), InfoLen, image.needed())? };
+        if Info.align_offset(std::mem::align_of::<SOCKSEC_PEER_IDENTITY>()) != 0 {
+            return Err(Error::new(ErrorKind::Fault, "Info is not 8-byte aligned"));
+        }
+        let base = Info.cast::<u8>();
+        let at = |off: usize| -> *const c_char { base.wrapping_add(off).cast_const().cast() };
+        let head = SOCKSEC_PEER_IDENTITY {
+            Round: image.round,
+            Kind: image.kind,
+            Id: at(image.id),
+            CertSubject: image.cert_subject.map_or(ptr::null(), at),
+            CertIssuer: image.cert_issuer.map_or(ptr::null(), at),
+        };
+        // SAFETY: `Info` is non-NULL, aligned (checked) and writable for `*InfoLen` >=
+        // `image.needed()` bytes (checked by `check_room`): the structure, then the strings
+        // right after it; the copies do not overlap our own memory.
+        unsafe {
+            Info.write(head);
+            ptr::copy_nonoverlapping(
+                image.strings.as_ptr(),
+                base.add(PEER_IDENTITY_SIZE),
+                image.strings.len(),
+            );
+        }
+        Ok(image.needed())
+    }))
+}
+
+/// `SocksecCloseToken`: frees a peer token handle. 0 on success; `SOCKET_ERROR` with
+/// `WSA_INVALID_HANDLE` for 0 or a handle that is not open (closing twice is an error).
+#[unsafe(no_mangle)]
+pub extern "C" fn SocksecCloseToken(Token: u64) -> c_int {
+    plain(guarded(|| calls::close_token(Token).map(|()| 0)))
+}
+
+/// `SocksecOpenTokenCount`: how many peer token handles this process holds open (for leak
+/// checks).
+#[unsafe(no_mangle)]
+pub extern "C" fn SocksecOpenTokenCount() -> u64 {
+    catch_unwind(crate::tokens::open_count).map_or(0, |n| n as u64)
+}
+
+/// `SocksecQuerySaDetails`: the full description of the SAs an IPSEC2 `SaLookupContext`
+/// names, as a NUL-terminated JSON object (the same as `socksec sa GUID --json`): kernel SAs
+/// in each direction, the IKE SA and the CHILD SA as the IKE daemon lists them, and notes on
+/// what is gone. Size protocol as for `SocksecGetTokenInformation` (`WSAEMSGSIZE` with the
+/// size needed). `WSAEFAULT` for a NULL context or length; `WSAEINVAL` for the nil GUID;
+/// `WSAEACCES` without the privilege to read the kernel's tables.
+///
+/// # Safety
+/// `SaLookupContext`, when not NULL, must be readable for 16 bytes; `JsonLen`, when not NULL,
+/// readable and writable for 4 bytes; `Json`, when not NULL, writable for `*JsonLen` bytes.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn SocksecQuerySaDetails(
+    SaLookupContext: *const GUID,
+    Json: *mut c_char,
+    JsonLen: *mut ULONG,
+) -> c_int {
+    plain(guarded(|| {
+        if SaLookupContext.is_null() {
+            return Err(Error::new(ErrorKind::Fault, "SaLookupContext is NULL"));
+        }
+        let mut guid = [0u8; 16];
+        // SAFETY: non-NULL and readable for 16 bytes per the contract; a byte copy needs no
+        // alignment.
+        unsafe { ptr::copy_nonoverlapping(SaLookupContext.cast::<u8>(), guid.as_mut_ptr(), 16) };
+        let json = calls::sa_details_json(guid)?;
+        // SAFETY: per the contract for `JsonLen`.
+        unsafe { check_room(Json.is_null(), JsonLen, json.len())? };
+        // SAFETY: `Json` is non-NULL and writable for `*JsonLen` >= `json.len()` bytes
+        // (checked by `check_room`); bytes need no alignment.
+        unsafe { ptr::copy_nonoverlapping(json.as_ptr(), Json.cast::<u8>(), json.len()) };
+        Ok(json.len())
+    }))
+}
+
 /// The library version as a static NUL-terminated string, e.g. `"0.1.0"`.
 #[unsafe(no_mangle)]
 pub extern "C" fn socksec_winsock_version() -> *const c_char {

@@ -37,6 +37,7 @@
 
 pub mod calls;
 pub mod ffi;
+pub mod tokens;
 pub mod translate;
 pub mod types;
 

@@ -292,12 +292,16 @@ pub fn buffer_too_small(
 /// them to copy. Padding is zero.
 ///
 /// * `SecurityProtocol` echoes the template's; `Flags` are the verdict.
-/// * The token handles are 0: peer identities are not returned by this version, whatever
-///   `PeerTokenAccessMask` asks.
+/// * The token handles are the ones given (0 = none): handles are issued by the caller of
+///   this function, only when the template's `PeerTokenAccessMask` asked for them.
 /// * `MmSaId`/`QmSaId` are filled only when the template's `FieldMask` selects them;
 ///   `NegotiationWinerr` always; `SaLookupContext` holds the library's 16 GUID bytes in
 ///   memory order (nil when there is none).
-pub fn encode_info(info: &SecurityInfo, field_mask: u32) -> ([u8; QUERY_INFO_IPSEC2_SIZE], usize) {
+pub fn encode_info(
+    info: &SecurityInfo,
+    field_mask: u32,
+    tokens: PeerTokens,
+) -> ([u8; QUERY_INFO_IPSEC2_SIZE], usize) {
     type I = SOCKET_SECURITY_QUERY_INFO_IPSEC2;
     let mut b = [0u8; QUERY_INFO_IPSEC2_SIZE];
     put(
@@ -313,12 +317,12 @@ pub fn encode_info(info: &SecurityInfo, field_mask: u32) -> ([u8; QUERY_INFO_IPS
     put(
         &mut b,
         offset_of!(I, PeerApplicationAccessTokenHandle),
-        &0u64.to_ne_bytes(),
+        &tokens.application.to_ne_bytes(),
     );
     put(
         &mut b,
         offset_of!(I, PeerMachineAccessTokenHandle),
-        &0u64.to_ne_bytes(),
+        &tokens.machine.to_ne_bytes(),
     );
     if info.protocol != SecurityProtocol::Ipsec2 {
         return (b, QUERY_INFO_SIZE);
@@ -344,9 +348,79 @@ pub fn encode_info(info: &SecurityInfo, field_mask: u32) -> ([u8; QUERY_INFO_IPS
     put(
         &mut b,
         offset_of!(I, SaLookupContext),
-        &ipsec2.sa_lookup_context,
+        &ipsec2.sa_lookup_context.to_guid_bytes(),
     );
     (b, QUERY_INFO_IPSEC2_SIZE)
+}
+
+/// The token handles of an answer (0 = none).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PeerTokens {
+    /// `PeerApplicationAccessTokenHandle`: the user (second authentication round).
+    pub application: u64,
+    /// `PeerMachineAccessTokenHandle`: the machine (first authentication round).
+    pub machine: u64,
+}
+
+/// The IKEv2 identification type of a [`socksec::peer::PeerIdentity`] kind.
+pub fn identity_kind_code(kind: &str) -> ULONG {
+    match kind {
+        "any" => SOCKSEC_ID_ANY,
+        "ipv4" => SOCKSEC_ID_IPV4_ADDR,
+        "fqdn" => SOCKSEC_ID_FQDN,
+        "user_fqdn" => SOCKSEC_ID_USER_FQDN,
+        "ipv6" => SOCKSEC_ID_IPV6_ADDR,
+        "dn" => SOCKSEC_ID_DER_ASN1_DN,
+        "key_id" => SOCKSEC_ID_KEY_ID,
+        _ => SOCKSEC_ID_OTHER,
+    }
+}
+
+/// A `SOCKSEC_PEER_IDENTITY` and its strings, laid out for one caller buffer: the structure's
+/// scalars, and the strings' offsets from the buffer's start (the pointers are the buffer's
+/// address plus these, filled in at the boundary).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdentityImage {
+    /// `Round`.
+    pub round: ULONG,
+    /// `Kind`.
+    pub kind: ULONG,
+    /// The NUL-terminated strings, to be copied right after the structure.
+    pub strings: Vec<u8>,
+    /// Offset of `Id` from the buffer's start.
+    pub id: usize,
+    /// Offset of `CertSubject`, if any.
+    pub cert_subject: Option<usize>,
+    /// Offset of `CertIssuer`, if any.
+    pub cert_issuer: Option<usize>,
+}
+
+impl IdentityImage {
+    /// The bytes the caller's buffer needs.
+    pub fn needed(&self) -> usize {
+        PEER_IDENTITY_SIZE + self.strings.len()
+    }
+}
+
+/// Lays out a token's identity. A NUL inside a string (charon never sends one) would cut it
+/// short in C, so it is written as U+FFFD instead.
+pub fn identity_image(token: &crate::tokens::Token) -> IdentityImage {
+    let mut strings = Vec::new();
+    let mut push = |text: &str| {
+        let at = PEER_IDENTITY_SIZE + strings.len();
+        strings.extend_from_slice(text.replace('\0', "\u{fffd}").as_bytes());
+        strings.push(0);
+        at
+    };
+    let id = &token.identity;
+    IdentityImage {
+        round: token.round as ULONG,
+        kind: identity_kind_code(&id.kind),
+        id: push(&id.id),
+        cert_subject: id.cert_subject.as_deref().map(&mut push),
+        cert_issuer: id.cert_issuer.as_deref().map(&mut push),
+        strings,
+    }
 }
 
 /// Decodes the first 24 bytes of an answer (for tests and Rust callers of the C layout).
@@ -679,6 +753,41 @@ mod tests {
     }
 
     #[test]
+    fn identity_images_put_strings_after_the_structure() {
+        use crate::tokens::{Round, Token};
+        let token = Token {
+            round: Round::Machine,
+            identity: socksec::peer::PeerIdentity {
+                kind: "dn".into(),
+                id: "C=CH, CN=sun".into(),
+                cert_subject: Some("C=CH, CN=sun".into()),
+                cert_issuer: Some("C=CH, CN=ca\0x".into()),
+            },
+        };
+        let img = identity_image(&token);
+        assert_eq!((img.round, img.kind), (1, SOCKSEC_ID_DER_ASN1_DN));
+        assert_eq!(img.id, 32);
+        assert_eq!(img.cert_subject, Some(32 + 13));
+        assert_eq!(img.cert_issuer, Some(32 + 26));
+        assert_eq!(img.needed(), 32 + 26 + "C=CH, CN=ca\u{fffd}x".len() + 1);
+        assert_eq!(&img.strings[..13], b"C=CH, CN=sun\0");
+        assert_eq!(img.strings.iter().filter(|&&b| b == 0).count(), 3);
+        let user = Token {
+            round: Round::User,
+            identity: socksec::peer::PeerIdentity {
+                kind: "something".into(),
+                id: "carol".into(),
+                cert_subject: None,
+                cert_issuer: None,
+            },
+        };
+        let img = identity_image(&user);
+        assert_eq!((img.round, img.kind), (2, SOCKSEC_ID_OTHER));
+        assert_eq!((img.cert_subject, img.cert_issuer), (None, None));
+        assert_eq!(img.needed(), 32 + 6);
+    }
+
+    #[test]
     fn encode_plain_answer() {
         let (b, n) = encode_info(
             &info(
@@ -687,6 +796,7 @@ mod tests {
                 None,
             ),
             0,
+            PeerTokens::default(),
         );
         assert_eq!(n, 24);
         let i = decode_info(&b);
@@ -706,7 +816,7 @@ mod tests {
             mm_sa_id: 0x1122_3344_5566_7788,
             qm_sa_id: 42,
             negotiation_error: 13825,
-            sa_lookup_context: *b"0123456789abcdef",
+            sa_lookup_context: socksec::SaLookupContext::from_guid_bytes(*b"0123456789abcdef"),
         };
         let i = info(SecurityProtocol::Ipsec2, Flags::empty(), Some(tail));
         for (mask, mm, qm) in [
@@ -715,7 +825,7 @@ mod tests {
             (2, 0, 42),
             (3, 0x1122_3344_5566_7788, 42),
         ] {
-            let (b, n) = encode_info(&i, mask);
+            let (b, n) = encode_info(&i, mask, PeerTokens::default());
             assert_eq!(n, 64);
             assert_eq!(i32_at(&b, 0), SOCKET_SECURITY_PROTOCOL_IPSEC2);
             assert_eq!(u64::from_ne_bytes(b[24..32].try_into().unwrap()), mm);

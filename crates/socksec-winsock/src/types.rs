@@ -296,6 +296,43 @@ pub struct SOCKET_SECURITY_QUERY_INFO_IPSEC2 {
     pub SaLookupContext: GUID,
 }
 
+/// `SOCKSEC_PEER_IDENTITY` (socksec's own; no Windows counterpart): what a peer token handle
+/// names, as `SocksecGetTokenInformation` writes it. The strings are NUL-terminated UTF-8 and
+/// live in the same caller buffer, after the structure. 32 bytes, 8-byte aligned.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct SOCKSEC_PEER_IDENTITY {
+    /// `Round`: 1 = machine (first authentication round), 2 = user (second round).
+    pub Round: ULONG,
+    /// `Kind`: the IKEv2 identification type (`SOCKSEC_ID_*`).
+    pub Kind: ULONG,
+    /// `Id`: the identity as the IKE daemon prints it.
+    pub Id: *const std::ffi::c_char,
+    /// `CertSubject`: subject of the peer's certificate; NULL when none was used.
+    pub CertSubject: *const std::ffi::c_char,
+    /// `CertIssuer`: issuer of the peer's certificate; NULL when none was used.
+    pub CertIssuer: *const std::ffi::c_char,
+}
+
+/// `sizeof(SOCKSEC_PEER_IDENTITY)`.
+pub const PEER_IDENTITY_SIZE: usize = 32;
+/// `SOCKSEC_ID_ANY`: any identity (`%any`).
+pub const SOCKSEC_ID_ANY: ULONG = 0;
+/// `SOCKSEC_ID_IPV4_ADDR` (IKEv2 `ID_IPV4_ADDR`).
+pub const SOCKSEC_ID_IPV4_ADDR: ULONG = 1;
+/// `SOCKSEC_ID_FQDN` (IKEv2 `ID_FQDN`).
+pub const SOCKSEC_ID_FQDN: ULONG = 2;
+/// `SOCKSEC_ID_USER_FQDN` (IKEv2 `ID_RFC822_ADDR`).
+pub const SOCKSEC_ID_USER_FQDN: ULONG = 3;
+/// `SOCKSEC_ID_IPV6_ADDR` (IKEv2 `ID_IPV6_ADDR`).
+pub const SOCKSEC_ID_IPV6_ADDR: ULONG = 5;
+/// `SOCKSEC_ID_DER_ASN1_DN` (IKEv2 `ID_DER_ASN1_DN`).
+pub const SOCKSEC_ID_DER_ASN1_DN: ULONG = 9;
+/// `SOCKSEC_ID_KEY_ID` (IKEv2 `ID_KEY_ID`).
+pub const SOCKSEC_ID_KEY_ID: ULONG = 11;
+/// `SOCKSEC_ID_OTHER`: a form socksec does not classify.
+pub const SOCKSEC_ID_OTHER: ULONG = 255;
+
 /// `SOCKET_SECURITY_SETTINGS`: 8 bytes.
 #[repr(C)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -398,6 +435,18 @@ mod tests {
         layout!(SOCKET_SECURITY_PROTOCOL, 4, 4);
         layout!(ADDRESS_FAMILY, 2, 2);
         layout!(LPWSAOVERLAPPED_COMPLETION_ROUTINE, 8, 8);
+    }
+
+    #[test]
+    fn peer_identity() {
+        layout!(SOCKSEC_PEER_IDENTITY, PEER_IDENTITY_SIZE, 8);
+        offsets!(SOCKSEC_PEER_IDENTITY {
+            Round: 0,
+            Kind: 4,
+            Id: 8,
+            CertSubject: 16,
+            CertIssuer: 24
+        });
     }
 
     #[test]
@@ -731,6 +780,15 @@ mod tests {
             ("WSAENOTCONN", WSAENOTCONN.into()),
             ("WSASYSCALLFAILURE", WSASYSCALLFAILURE.into()),
             ("WSA_IO_PENDING", WSA_IO_PENDING.into()),
+            ("WSA_INVALID_HANDLE", WSA_INVALID_HANDLE.into()),
+            ("SOCKSEC_ID_ANY", SOCKSEC_ID_ANY.into()),
+            ("SOCKSEC_ID_IPV4_ADDR", SOCKSEC_ID_IPV4_ADDR.into()),
+            ("SOCKSEC_ID_FQDN", SOCKSEC_ID_FQDN.into()),
+            ("SOCKSEC_ID_USER_FQDN", SOCKSEC_ID_USER_FQDN.into()),
+            ("SOCKSEC_ID_IPV6_ADDR", SOCKSEC_ID_IPV6_ADDR.into()),
+            ("SOCKSEC_ID_DER_ASN1_DN", SOCKSEC_ID_DER_ASN1_DN.into()),
+            ("SOCKSEC_ID_KEY_ID", SOCKSEC_ID_KEY_ID.into()),
+            ("SOCKSEC_ID_OTHER", SOCKSEC_ID_OTHER.into()),
             ("SOCKET_ERROR", SOCKET_ERROR.into()),
             ("WS_AF_INET", WS_AF_INET.into()),
             ("WS_AF_INET6", WS_AF_INET6.into()),

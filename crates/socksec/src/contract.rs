@@ -163,8 +163,9 @@ pub struct Ipsec2Info {
     pub qm_sa_id: u64,
     /// `NegotiationWinerr`: 0 when secured, else a Windows IPsec error code for the reason.
     pub negotiation_error: u32,
-    /// `SaLookupContext`: a GUID naming the SA description, nil when there is none.
-    pub sa_lookup_context: [u8; 16],
+    /// `SaLookupContext`: a GUID naming the connection's SAs, nil when there are none; look
+    /// it up with [`SaLookupContext::details`](crate::sa::SaLookupContext::details).
+    pub sa_lookup_context: crate::sa::SaLookupContext,
 }
 
 /// The answer: `SOCKET_SECURITY_QUERY_INFO` plus everything socksec knows about why.

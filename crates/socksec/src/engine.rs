@@ -210,6 +210,9 @@ pub fn attach_peer(
     match joined {
         Ok(peer) => {
             if let Some(i2) = info.ipsec2.as_mut() {
+                i2.sa_lookup_context = i2
+                    .sa_lookup_context
+                    .with_ids(peer.ike_sa_id, peer.child_sa_id);
                 if template.ipsec2_field_mask & crate::contract::IPSEC2_FIELD_MASK_MM_SA_ID != 0 {
                     i2.mm_sa_id = peer.ike_sa_id;
                 }
@@ -246,6 +249,7 @@ pub fn answer(
     let reasons = verdict.reasons();
     let ipsec2 = (template.protocol == SecurityProtocol::Ipsec2).then(|| Ipsec2Info {
         negotiation_error: crate::winerr::negotiation_error(flags, &reasons),
+        sa_lookup_context: crate::sa::SaLookupContext::from_protections(&verdict.protections),
         ..Ipsec2Info::default()
     });
     SecurityInfo {

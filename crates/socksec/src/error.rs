@@ -31,6 +31,8 @@ pub mod wsa {
     /// `WSASYSCALLFAILURE`: a system call that should not fail failed (also: an internal
     /// error caught before it could cross the C boundary).
     pub const WSASYSCALLFAILURE: i32 = 10107;
+    /// `WSA_INVALID_HANDLE` (= `ERROR_INVALID_HANDLE`): a token handle that is not open.
+    pub const WSA_INVALID_HANDLE: i32 = 6;
     /// `WSA_IO_PENDING` (= `ERROR_IO_PENDING`). socksec completes every call before returning
     /// and never reports it.
     pub const WSA_IO_PENDING: i32 = 997;
@@ -65,6 +67,9 @@ pub enum ErrorKind {
     /// The caller lacks a privilege the answer needs (CAP_NET_ADMIN for the kernel's IPsec
     /// tables) (`WSAEACCES`).
     PermissionDenied,
+    /// An argument other than the socket or the template is invalid, e.g. a nil
+    /// `SaLookupContext` or a token handle that is not open (`WSAEINVAL`).
+    InvalidArgument,
     /// A system call or kernel interface failed unexpectedly (`WSASYSCALLFAILURE`).
     System,
 }
@@ -92,6 +97,7 @@ impl Error {
             ErrorKind::Fault => (libc::EFAULT, wsa::WSAEFAULT),
             ErrorKind::BufferTooSmall => (libc::EMSGSIZE, wsa::WSAEMSGSIZE),
             ErrorKind::PermissionDenied => (libc::EPERM, wsa::WSAEACCES),
+            ErrorKind::InvalidArgument => (libc::EINVAL, wsa::WSAEINVAL),
             ErrorKind::System => (libc::EIO, wsa::WSASYSCALLFAILURE),
         };
         Self {

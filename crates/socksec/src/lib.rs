@@ -36,6 +36,7 @@ pub mod mode;
 pub mod peer;
 pub mod report;
 pub mod route;
+pub mod sa;
 pub mod socket;
 mod sys;
 pub mod vici;
@@ -46,6 +47,7 @@ pub use contract::{Flags, Ipsec2Info, QueryTemplate, SecurityInfo, SecurityProto
 pub use engine::{QuerySecurity, prepare, query};
 pub use error::{Error, ErrorKind};
 pub use report::{Caveat, Direction, Mechanism, PolicyRef, Protection, Reason, SaInfo};
+pub use sa::{SaDetails, SaLookupContext};
 
 pub use sys::inherited_fd;
 

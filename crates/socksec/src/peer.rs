@@ -18,6 +18,10 @@ pub struct PeerIdentity {
     pub kind: String,
     /// The identity exactly as `swanctl --list-sas` prints it.
     pub id: String,
+    /// Subject of the certificate the peer authenticated with, when certificates were used.
+    pub cert_subject: Option<String>,
+    /// Issuer of that certificate.
+    pub cert_issuer: Option<String>,
 }
 
 impl PeerIdentity {
@@ -35,6 +39,8 @@ impl PeerIdentity {
         Self {
             kind: kind.to_string(),
             id: identity.text.clone(),
+            cert_subject: None,
+            cert_issuer: None,
         }
     }
 }

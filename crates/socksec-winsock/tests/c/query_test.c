@@ -426,6 +426,53 @@ static void unprivileged_checks(void) {
 
 /* ---- checks that need root in a private network namespace ------------------------------ */
 
+/* The token and SA-details helpers: every error path, and a lookup of SAs that do not exist. */
+static void token_and_details_checks(int privileged) {
+    _Alignas(8) char buf[1024];
+    ULONG len = sizeof buf;
+    expect_error("SocksecGetTokenInformation(0) -> WSA_INVALID_HANDLE",
+                 SocksecGetTokenInformation(0, (SOCKSEC_PEER_IDENTITY *)buf, &len),
+                 WSA_INVALID_HANDLE);
+    expect_error("SocksecGetTokenInformation(never issued) -> WSA_INVALID_HANDLE",
+                 SocksecGetTokenInformation(0x7fffffffffffull, (SOCKSEC_PEER_IDENTITY *)buf, &len),
+                 WSA_INVALID_HANDLE);
+    expect_error("SocksecCloseToken(0) -> WSA_INVALID_HANDLE", SocksecCloseToken(0),
+                 WSA_INVALID_HANDLE);
+    check(SocksecOpenTokenCount() == 0, "no token open: %llu",
+          (unsigned long long)SocksecOpenTokenCount());
+
+    GUID nil;
+    memset(&nil, 0, sizeof nil);
+    len = sizeof buf;
+    expect_error("SocksecQuerySaDetails(NULL) -> WSAEFAULT", SocksecQuerySaDetails(NULL, buf, &len),
+                 WSAEFAULT);
+    expect_error("SocksecQuerySaDetails(nil GUID) -> WSAEINVAL",
+                 SocksecQuerySaDetails(&nil, buf, &len), WSAEINVAL);
+    /* CHILD SA 7 of IKE SA 4, SPIs 0xca17c561 out and 0xcc79891a in: nothing of it exists. */
+    GUID gone = {7, 0, 4, {0xca, 0x17, 0xc5, 0x61, 0xcc, 0x79, 0x89, 0x1a}};
+    if (!privileged) {
+        len = sizeof buf;
+        int rc = SocksecQuerySaDetails(&gone, buf, &len);
+        check(rc == 0 || WSAGetLastError() == WSAEACCES,
+              "SocksecQuerySaDetails unprivileged -> rc=%d WSAGetLastError=%d", rc,
+              WSAGetLastError());
+        return;
+    }
+    len = 0;
+    expect_error("SocksecQuerySaDetails(size query) -> WSAEMSGSIZE",
+                 SocksecQuerySaDetails(&gone, NULL, &len), WSAEMSGSIZE);
+    ULONG needed = len;
+    check(needed > 16 && needed < sizeof buf, "details size query -> %u bytes", (unsigned)needed);
+    len = needed;
+    int rc = SocksecQuerySaDetails(&gone, buf, &len);
+    check(rc == 0 && len == needed && buf[len - 1] == '\0' &&
+              strstr(buf, "\"context\":\"00000007-0000-0004-ca17-c561cc79891a\"") &&
+              strstr(buf, "\"outbound\":[]") && strstr(buf, "\"ike_sa\":null") &&
+              strstr(buf, "SPI 0xca17c561"),
+          "details of SAs that do not exist -> rc=%d len=%u %s", rc, (unsigned)len,
+          rc == 0 ? buf : "");
+}
+
 static void privileged_checks(void) {
     SOCKET_SECURITY_QUERY_INFO_IPSEC2 info;
     SOCKET_SECURITY_QUERY_TEMPLATE_IPSEC2 t;
@@ -556,6 +603,7 @@ int main(int argc, char **argv) {
         printf("[%s] in a private network namespace\n", label);
 
     unprivileged_checks();
+    token_and_details_checks(privileged);
     if (privileged)
         privileged_checks();
 

@@ -36,7 +36,8 @@ impl fmt::Display for ModelError {
 impl std::error::Error for ModelError {}
 
 /// The form of an IKE identity, classified from charon's text rendering of it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum IdentityKind {
     /// An X.500 distinguished name, e.g. `C=CH, O=strongSwan, CN=moon.example`.
     Dn,
@@ -57,7 +58,7 @@ pub enum IdentityKind {
 }
 
 /// An IKE identity as charon prints it, with its classified form.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct Identity {
     /// The text exactly as charon sent it (and as `swanctl --list-sas` prints it).
     pub text: String,
@@ -132,7 +133,7 @@ fn classify(t: &str) -> IdentityKind {
 }
 
 /// An IKE SA as listed by charon.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct IkeSa {
     /// Connection name (the section name).
     pub name: String,
@@ -181,7 +182,7 @@ pub struct IkeSa {
 }
 
 /// A CHILD SA (a pair of IPsec SAs) under an IKE SA.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ChildSa {
     /// Section name charon used (`<name>-<uniqueid>`), or `old`/`new` in rekey events.
     pub key: String,
