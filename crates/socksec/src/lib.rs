@@ -26,6 +26,7 @@
 //! The semantics of the flags are in [`contract`]; errors and their Winsock codes in [`error`].
 
 pub mod broker;
+pub mod cache;
 pub mod contract;
 pub mod diag;
 pub mod engine;

@@ -147,7 +147,7 @@ fn transport_snapshot() -> XfrmSnapshot {
             state(LOCAL, REMOTE, 0xca17c561, 1, gcm()),
             state(REMOTE, LOCAL, 0xcc79891a, 1, gcm()),
         ],
-        defaults: DefaultPolicy::default(),
+        ..XfrmSnapshot::default()
     }
 }
 
@@ -638,7 +638,7 @@ fn tunnel_mode_uses_template_endpoints() {
             policy(PolicyDir::Out, sel_out, 100, vec![t_out]),
         ],
         states: vec![s_out, s_in.clone()],
-        defaults: DefaultPolicy::default(),
+        ..XfrmSnapshot::default()
     };
     let v = run(&snap);
     assert!(v.secured() && v.encrypted(), "{v:#?}");
@@ -817,7 +817,7 @@ fn ipv6_flow_uses_ipv6_policies() {
             ),
         ],
         states: vec![state(l, r, 0xaa, 2, gcm()), state(r, l, 0xbb, 2, gcm())],
-        defaults: DefaultPolicy::default(),
+        ..XfrmSnapshot::default()
     };
     let v = resolve(&flow, &snap, NOW, false);
     assert!(v.secured() && v.encrypted(), "{v:#?}");

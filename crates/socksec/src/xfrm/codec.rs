@@ -59,12 +59,35 @@ pub mod nl {
 pub mod xfrm {
     /// A state (dump reply to `GETSA`).
     pub const XFRM_MSG_NEWSA: u16 = 0x10;
+    /// A state was deleted (event): `xfrm_usersa_id`, then the state in `XFRMA_SA`.
+    pub const XFRM_MSG_DELSA: u16 = 0x11;
     /// Request states.
     pub const XFRM_MSG_GETSA: u16 = 0x12;
     /// A policy (dump reply to `GETPOLICY`).
     pub const XFRM_MSG_NEWPOLICY: u16 = 0x13;
+    /// A policy was deleted (event): `xfrm_userpolicy_id`, then the policy in
+    /// `XFRMA_POLICY`.
+    pub const XFRM_MSG_DELPOLICY: u16 = 0x14;
     /// Request policies.
     pub const XFRM_MSG_GETPOLICY: u16 = 0x15;
+    /// The kernel asks the IKE daemon for an SA (`struct xfrm_user_acquire`).
+    pub const XFRM_MSG_ACQUIRE: u16 = 0x17;
+    /// A state's soft or hard lifetime expired (`struct xfrm_user_expire`).
+    pub const XFRM_MSG_EXPIRE: u16 = 0x18;
+    /// A policy was replaced (event, same layout as `NEWPOLICY`).
+    pub const XFRM_MSG_UPDPOLICY: u16 = 0x19;
+    /// A state was updated (event, same layout as `NEWSA`).
+    pub const XFRM_MSG_UPDSA: u16 = 0x1a;
+    /// A policy's soft or hard lifetime expired (`struct xfrm_user_polexpire`).
+    pub const XFRM_MSG_POLEXPIRE: u16 = 0x1b;
+    /// States were flushed (`struct xfrm_usersa_flush`: the protocol).
+    pub const XFRM_MSG_FLUSHSA: u16 = 0x1c;
+    /// Policies were flushed (of the type in `XFRMA_POLICY_TYPE`).
+    pub const XFRM_MSG_FLUSHPOLICY: u16 = 0x1d;
+    /// SAD counters (reply to `GETSADINFO`).
+    pub const XFRM_MSG_NEWSADINFO: u16 = 0x22;
+    /// Request SAD counters.
+    pub const XFRM_MSG_GETSADINFO: u16 = 0x23;
     /// SPD counters (reply to `GETSPDINFO`).
     pub const XFRM_MSG_NEWSPDINFO: u16 = 0x24;
     /// Request SPD counters.
@@ -96,6 +119,24 @@ pub mod xfrm {
     pub const XFRMA_IF_ID: u16 = 31;
     /// `__u8` SA direction (kernels ≥ 6.10; newer than the 6.1 uapi header).
     pub const XFRMA_SA_DIR: u16 = 33;
+
+    /// `struct xfrm_usersa_info` nested in a `DELSA` event.
+    pub const XFRMA_SA: u16 = 6;
+    /// `struct xfrm_userpolicy_info` nested in a `DELPOLICY` event.
+    pub const XFRMA_POLICY: u16 = 7;
+
+    /// `__u32` number of states inside a `NEWSADINFO` reply.
+    pub const XFRMA_SAD_CNT: u16 = 1;
+
+    /// Multicast group of `ACQUIRE` messages (`XFRMNLGRP_ACQUIRE`).
+    pub const XFRMNLGRP_ACQUIRE: u32 = 1;
+    /// Multicast group of `EXPIRE` and `POLEXPIRE` messages.
+    pub const XFRMNLGRP_EXPIRE: u32 = 2;
+    /// Multicast group of state changes (`NEWSA`, `UPDSA`, `DELSA`, `FLUSHSA`).
+    pub const XFRMNLGRP_SA: u32 = 3;
+    /// Multicast group of policy changes (`NEWPOLICY`, `UPDPOLICY`, `DELPOLICY`,
+    /// `FLUSHPOLICY`).
+    pub const XFRMNLGRP_POLICY: u32 = 4;
 
     /// `struct xfrmu_spdinfo` inside a `NEWSPDINFO` reply.
     pub const XFRMA_SPD_INFO: u16 = 1;
@@ -501,9 +542,32 @@ pub fn encode_getspdinfo(seq: u32) -> Vec<u8> {
         .finish()
 }
 
+/// `XFRM_MSG_GETSADINFO`: the payload is a `__u32` of flags, which the kernel ignores.
+pub fn encode_getsadinfo(seq: u32) -> Vec<u8> {
+    Request::new(xfrm::XFRM_MSG_GETSADINFO, 0, seq)
+        .raw(&0u32.to_ne_bytes())
+        .finish()
+}
+
 // ---------------------------------------------------------------------------------------------
 // XFRM replies
 // ---------------------------------------------------------------------------------------------
+
+/// Parses an `XFRM_MSG_NEWSADINFO` payload (a `__u32` of flags, then attributes) into the
+/// number of states of the namespace, larval ones included.
+pub fn parse_sadinfo(payload: &[u8]) -> Result<u32, CodecError> {
+    need("sadinfo flags", payload, 4)?;
+    for attr in Attrs::new(&payload[4..]) {
+        let (kind, data) = attr?;
+        if kind == xfrm::XFRMA_SAD_CNT {
+            return parse_u32("XFRMA_SAD_CNT", data);
+        }
+    }
+    Err(CodecError::Malformed {
+        what: "NEWSADINFO",
+        why: "no XFRMA_SAD_CNT attribute",
+    })
+}
 
 /// Parses a `struct xfrm_selector` (56 bytes at the start of `b`).
 pub fn parse_selector(b: &[u8]) -> Result<Selector, CodecError> {
@@ -586,6 +650,17 @@ fn alg_name(b: &[u8]) -> String {
 /// Parses the payload of an `XFRM_MSG_NEWPOLICY` (or `UPDPOLICY`) message into a [`Policy`].
 pub fn parse_policy(payload: &[u8]) -> Result<Policy, CodecError> {
     need("xfrm_userpolicy_info", payload, USERPOLICY_INFO_LEN)?;
+    parse_policy_parts(
+        &payload[..USERPOLICY_INFO_LEN],
+        &payload[USERPOLICY_INFO_LEN..],
+    )
+}
+
+/// Parses a policy whose `xfrm_userpolicy_info` and attributes are not adjacent: a
+/// `DELPOLICY` event nests the info in `XFRMA_POLICY`, a `POLEXPIRE` event follows it with the
+/// `hard` byte.
+pub fn parse_policy_parts(payload: &[u8], attrs: &[u8]) -> Result<Policy, CodecError> {
+    need("xfrm_userpolicy_info", payload, USERPOLICY_INFO_LEN)?;
     let dir_raw = u8_at(payload, 160);
     let action_raw = u8_at(payload, 161);
     let mut policy = Policy {
@@ -613,7 +688,7 @@ pub fn parse_policy(payload: &[u8]) -> Result<Policy, CodecError> {
         templates: Vec::new(),
         security_context: None,
     };
-    for attr in Attrs::new(&payload[USERPOLICY_INFO_LEN..]) {
+    for attr in Attrs::new(attrs) {
         let (kind, data) = attr?;
         match kind {
             xfrm::XFRMA_TMPL => {
@@ -656,6 +731,13 @@ pub fn parse_policy(payload: &[u8]) -> Result<Policy, CodecError> {
 /// follow them stay in the buffer, which the caller wipes.
 pub fn parse_state(payload: &[u8]) -> Result<State, CodecError> {
     need("xfrm_usersa_info", payload, USERSA_INFO_LEN)?;
+    parse_state_parts(&payload[..USERSA_INFO_LEN], &payload[USERSA_INFO_LEN..])
+}
+
+/// Parses a state whose `xfrm_usersa_info` and attributes are not adjacent: a `DELSA` event
+/// nests the info in `XFRMA_SA`, an `EXPIRE` event follows it with the `hard` byte.
+pub fn parse_state_parts(payload: &[u8], attrs: &[u8]) -> Result<State, CodecError> {
+    need("xfrm_usersa_info", payload, USERSA_INFO_LEN)?;
     let mut state = State {
         daddr: addr_at(payload, 56),
         spi: be32_at(payload, 72),
@@ -679,7 +761,7 @@ pub fn parse_state(payload: &[u8]) -> Result<State, CodecError> {
     // XFRMA_ALG_AUTH_TRUNC carries the truncation length; plain XFRMA_ALG_AUTH (sent beside it
     // for old tools) only names the algorithm.
     let mut auth_plain = None;
-    for attr in Attrs::new(&payload[USERSA_INFO_LEN..]) {
+    for attr in Attrs::new(attrs) {
         let (kind, data) = attr?;
         let algs = &mut state.algorithms;
         match kind {

@@ -304,6 +304,17 @@ impl XfrmDumper {
         single(REQUEST, reply.map_err(|e| e.into_dump_error(REQUEST))?)
     }
 
+    /// The number of states, larval ones included (`XFRM_MSG_GETSADINFO`): the cheap check
+    /// that a cached SAD has as many states as the kernel's.
+    pub fn sad_count(&mut self) -> Result<u32, DumpError> {
+        const REQUEST: &str = "XFRM_MSG_GETSADINFO";
+        let reply = self.conn.transact(codec::encode_getsadinfo, false, |msg| {
+            expect_kind(&msg, xfrm::XFRM_MSG_NEWSADINFO)?;
+            codec::parse_sadinfo(msg.payload)
+        });
+        single(REQUEST, reply.map_err(|e| e.into_dump_error(REQUEST))?)
+    }
+
     /// Policies, states and default actions, read one after the other (the kernel offers no
     /// atomic snapshot; a concurrent change can fall between the dumps).
     pub fn snapshot(&mut self) -> Result<XfrmSnapshot, DumpError> {
@@ -311,6 +322,7 @@ impl XfrmDumper {
             policies: self.policies()?,
             states: self.states()?,
             defaults: self.defaults()?,
+            index: Default::default(),
         })
     }
 }

@@ -4,5 +4,7 @@
 pub mod classify;
 pub mod codec;
 pub mod dump;
+pub mod events;
+pub mod index;
 pub mod model;
 pub mod resolve;

@@ -184,7 +184,7 @@ pub enum PolicyAction {
 }
 
 /// Main or sub policy (`XFRMA_POLICY_TYPE`); sub policies are tried first.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum PolicyType {
     /// `XFRM_POLICY_TYPE_MAIN` (0), the default when the attribute is absent.
@@ -472,4 +472,29 @@ pub struct XfrmSnapshot {
     pub states: Vec<State>,
     /// Default actions for unmatched traffic.
     pub defaults: DefaultPolicy,
+    /// Lookup structures, once [`XfrmSnapshot::build_index`] has built them; resolution scans
+    /// the tables without them. Not part of the value: equal, cloned empty, not serialised.
+    #[serde(skip)]
+    pub index: super::index::IndexSlot,
+}
+
+impl XfrmSnapshot {
+    /// Builds the lookup index (once), so that resolution does not scan the whole tables.
+    /// Build it when the snapshot is final: editing the tables afterwards leaves the index
+    /// describing other tables (a length check catches most such mistakes, not all).
+    pub fn build_index(&self) {
+        if self.index.get().is_none() {
+            self.index.set(super::index::PolicyIndex::build(
+                &self.policies,
+                &self.states,
+            ));
+        }
+    }
+
+    /// The index, if built over tables of the current lengths.
+    pub fn policy_index(&self) -> Option<&super::index::PolicyIndex> {
+        self.index
+            .get()
+            .filter(|i| i.fits(&self.policies, &self.states))
+    }
 }

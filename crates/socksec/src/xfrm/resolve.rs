@@ -100,8 +100,13 @@ pub fn resolve(flow: &Flow, snap: &XfrmSnapshot, now: u64, strict: bool) -> Ipse
         (Direction::Inbound, PolicyDir::SocketIn),
     ] {
         let fl = ctx.directed(direction);
-        let socket_policies: Vec<&Policy> =
-            snap.policies.iter().filter(|p| p.dir == sock_dir).collect();
+        let socket_policies: Vec<&Policy> = match snap
+            .policy_index()
+            .and_then(|i| i.socket_policies(sock_dir))
+        {
+            Some(positions) => positions.iter().map(|&i| &snap.policies[i]).collect(),
+            None => snap.policies.iter().filter(|p| p.dir == sock_dir).collect(),
+        };
         if socket_policies.is_empty() {
             continue;
         }
@@ -211,21 +216,49 @@ impl<'a> Ctx<'a> {
         }
     }
 
+    /// The states with `reqid` (every state for `None`), in dump order: from the index when
+    /// the snapshot has one.
+    fn states_for(&self, reqid: Option<u32>) -> Vec<&'a State> {
+        let snap: &'a XfrmSnapshot = self.snap;
+        match (reqid, snap.policy_index()) {
+            (Some(reqid), Some(index)) => index
+                .states_with_reqid(reqid)
+                .iter()
+                .map(|&i| &snap.states[i])
+                .collect(),
+            _ => snap.states.iter().collect(),
+        }
+    }
+
     /// `xfrm_policy_lookup_bytype` over the dump for one direction and type.
     fn pick(&self, dir: PolicyDir, ptype: PolicyType, fl: &DirectedFlow) -> Pick<'a> {
-        let mut candidates: Vec<(usize, &'a Policy)> = self
+        let cheap = |p: &Policy| {
+            p.dir == dir
+                && p.ptype == ptype
+                && p.family() == Some(self.family)
+                && p.if_id == self.flow.if_id
+                && p.mark.matches(fl.mark)
+        };
+        // The index only leaves out policies whose destination prefix excludes the flow's,
+        // which the selector match below would skip.
+        let indexed = self
             .snap
-            .policies
-            .iter()
-            .enumerate()
-            .filter(|(_, p)| {
-                p.dir == dir
-                    && p.ptype == ptype
-                    && p.family() == Some(self.family)
-                    && p.if_id == self.flow.if_id
-                    && p.mark.matches(fl.mark)
-            })
-            .collect();
+            .policy_index()
+            .and_then(|i| i.policy_candidates(dir, ptype, self.family, fl.daddr));
+        let mut candidates: Vec<(usize, &'a Policy)> = match indexed {
+            Some(positions) => positions
+                .into_iter()
+                .map(|i| (i, &self.snap.policies[i]))
+                .filter(|(_, p)| cheap(p))
+                .collect(),
+            None => self
+                .snap
+                .policies
+                .iter()
+                .enumerate()
+                .filter(|(_, p)| cheap(p))
+                .collect(),
+        };
         // Lowest priority first; among equals the oldest, i.e. the latest in dump order.
         candidates.sort_by_key(|&(pos, p)| (p.priority, Reverse(pos)));
         for (_, p) in candidates {
@@ -423,9 +456,8 @@ impl<'a> Ctx<'a> {
             };
             let pol_mark = policy.mark.value & policy.mark.mask;
             let candidates: Vec<&'a State> = self
-                .snap
-                .states
-                .iter()
+                .states_for(Some(t.reqid))
+                .into_iter()
                 .filter(|x| {
                     x.family == encap
                         && x.reqid == t.reqid
@@ -535,9 +567,8 @@ impl<'a> Ctx<'a> {
             .map(|(policy, t)| {
                 let encap = encap_family(t, self.family);
                 let candidates: Vec<&'a State> = self
-                    .snap
-                    .states
-                    .iter()
+                    .states_for((t.reqid != 0).then_some(t.reqid))
+                    .into_iter()
                     .filter(|x| {
                         x.proto == t.proto
                             && x.family == encap

@@ -1,0 +1,548 @@
+//! Event-driven caches of the kernel's IPsec tables and of the IKE daemon's SAs.
+//!
+//! A [`Cache`] answers [`Sources`] from memory: a snapshot of the SPD and SAD kept current by
+//! the kernel's XFRM notifications ([`crate::xfrm::events`]), and charon's IKE SAs kept current
+//! by its VICI events (`ike-updown`, `child-updown`, `ike-rekey`, `child-rekey`). One
+//! background thread follows each source.
+//!
+//! * **XFRM.** The thread joins the notification groups *before* the first dump, so no change
+//!   falls between the two; changes are applied to a private copy of the tables and published
+//!   as a new immutable snapshot (with its [lookup index](crate::xfrm::index)) in one pointer
+//!   swap, after the events queued at that moment have all been applied: a query always sees one
+//!   consistent snapshot. Lost notifications (`ENOBUFS`), flushes, acquires and anything that
+//!   does not decode make it read the table concerned again. Some changes send no notification
+//!   (a socket's own policies, the SPI allocation of a larval state, the default actions): every
+//!   [`CacheOptions::audit_period`] the thread compares the kernel's counters
+//!   (`XFRM_MSG_GETSPDINFO`, `XFRM_MSG_GETSADINFO`) and default actions with the snapshot and
+//!   reads the tables again on any difference.
+//! * **IKE.** The thread subscribes to charon's events and lists the SAs again after each
+//!   burst of events. While charon cannot be reached, queries ask it directly (the cold path),
+//!   so that its absence is reported exactly as without a cache.
+//!
+//! Joining the XFRM groups needs `CAP_NET_ADMIN`. Without it the cache is *cold*: every query
+//! reads the tables itself, as [`ColdSources`] does, and [`Cache::status`] says why.
+//!
+//! The kernel's tables belong to a network namespace, and so does the cache: the namespace of
+//! the thread that started it. A query from a thread of another namespace is answered cold.
+//!
+//! No key material is kept: the codec copies algorithm names, never keys, and the receive
+//! buffers are wiped after each datagram.
+
+use std::os::unix::fs::MetadataExt;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crate::engine::{ColdSources, Sources};
+use crate::error::Error;
+use crate::vici::model::IkeSa;
+use crate::xfrm::dump::{DumpError, XfrmDumper};
+use crate::xfrm::events::{XfrmEvent, XfrmEvents};
+use crate::xfrm::model::{Policy, PolicyDir, State, XfrmSnapshot};
+
+/// The VICI events after which charon's SAs are listed again.
+pub const VICI_EVENTS: [&str; 4] = ["ike-updown", "child-updown", "ike-rekey", "child-rekey"];
+
+/// Tuning of a [`Cache`].
+#[derive(Debug, Clone)]
+pub struct CacheOptions {
+    /// How often the kernel's counters are compared with the snapshot (changes without
+    /// notification show up within this period).
+    pub audit_period: Duration,
+    /// `SO_RCVBUF` of the notification socket; `None` keeps the system default.
+    pub receive_buffer: Option<usize>,
+    /// Follow charon's SAs over VICI as well.
+    pub vici: bool,
+}
+
+impl Default for CacheOptions {
+    fn default() -> Self {
+        Self {
+            audit_period: Duration::from_millis(200),
+            receive_buffer: Some(4 * 1024 * 1024),
+            vici: true,
+        }
+    }
+}
+
+/// Whether a cache answers from memory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CacheStatus {
+    /// Snapshots are kept current by events.
+    Warm,
+    /// Every query reads the tables itself, for this reason.
+    Cold {
+        /// Why the cache could not follow the kernel.
+        reason: String,
+    },
+}
+
+/// Counters, for tests and diagnostics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct CacheStats {
+    /// Snapshots published (the first dump included).
+    pub generations: u64,
+    /// Notifications applied.
+    pub events: u64,
+    /// Full reads of the SPD or SAD after the first (overruns, flushes, audits).
+    pub resyncs: u64,
+    /// Overruns (`ENOBUFS`) seen.
+    pub overruns: u64,
+}
+
+/// State shared between a [`Cache`] and its threads.
+struct Shared {
+    /// The current snapshot; `None` while the thread cannot vouch for one (a re-read failed).
+    xfrm: Mutex<Option<Arc<XfrmSnapshot>>>,
+    ike: Mutex<Option<Arc<Vec<IkeSa>>>>,
+    stop: AtomicBool,
+    generations: AtomicU64,
+    events: AtomicU64,
+    resyncs: AtomicU64,
+    overruns: AtomicU64,
+}
+
+/// A cache of the kernel's IPsec tables and of charon's SAs; see the [module](self) docs.
+pub struct Cache {
+    shared: Arc<Shared>,
+    status: CacheStatus,
+    netns: Option<(u64, u64)>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for Cache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cache")
+            .field("status", &self.status)
+            .field("stats", &self.stats())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The network namespace of the calling thread, as (device, inode) of its nsfs file.
+fn current_netns() -> Option<(u64, u64)> {
+    std::fs::metadata("/proc/thread-self/ns/net")
+        .ok()
+        .map(|m| (m.dev(), m.ino()))
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// The cache of this process, started by the first call (which pays the first dump), in the
+/// network namespace of the calling thread. In-process queries use it.
+pub fn process() -> &'static Cache {
+    static PROCESS: OnceLock<Cache> = OnceLock::new();
+    PROCESS.get_or_init(Cache::start)
+}
+
+impl Cache {
+    /// Subscribes, reads the tables once and starts following them, with default options.
+    /// Never fails: without the privilege to subscribe the cache is cold ([`Cache::status`]).
+    pub fn start() -> Self {
+        Self::start_with(CacheOptions::default())
+    }
+
+    /// [`Cache::start`] with explicit options.
+    pub fn start_with(options: CacheOptions) -> Self {
+        let shared = Arc::new(Shared {
+            xfrm: Mutex::new(None),
+            ike: Mutex::new(None),
+            stop: AtomicBool::new(false),
+            generations: AtomicU64::new(0),
+            events: AtomicU64::new(0),
+            resyncs: AtomicU64::new(0),
+            overruns: AtomicU64::new(0),
+        });
+        let mut cache = Self {
+            shared: shared.clone(),
+            status: CacheStatus::Warm,
+            netns: current_netns(),
+            threads: Vec::new(),
+        };
+        match XfrmWatcher::new(shared.clone(), &options) {
+            Ok(watcher) => {
+                let spawned = std::thread::Builder::new()
+                    .name("socksec-xfrm".into())
+                    .spawn(move || watcher.run());
+                match spawned {
+                    Ok(handle) => cache.threads.push(handle),
+                    Err(e) => cache.cold(format!("cannot start the XFRM event thread: {e}")),
+                }
+            }
+            Err(e) => cache.cold(format!(
+                "the kernel's IPsec tables cannot be followed ({e}); each query reads them"
+            )),
+        }
+        if options.vici && cache.status == CacheStatus::Warm {
+            let ike = shared.clone();
+            let period = options.audit_period;
+            if let Ok(handle) = std::thread::Builder::new()
+                .name("socksec-vici".into())
+                .spawn(move || vici_thread(ike, period))
+            {
+                cache.threads.push(handle);
+            }
+        }
+        cache
+    }
+
+    fn cold(&mut self, reason: String) {
+        *lock(&self.shared.xfrm) = None;
+        self.status = CacheStatus::Cold { reason };
+    }
+
+    /// Whether queries are answered from memory, and why not.
+    pub fn status(&self) -> &CacheStatus {
+        &self.status
+    }
+
+    /// Counters since the start.
+    pub fn stats(&self) -> CacheStats {
+        CacheStats {
+            generations: self.shared.generations.load(Ordering::Relaxed),
+            events: self.shared.events.load(Ordering::Relaxed),
+            resyncs: self.shared.resyncs.load(Ordering::Relaxed),
+            overruns: self.shared.overruns.load(Ordering::Relaxed),
+        }
+    }
+
+    /// The current snapshot, if the cache holds one the calling thread may use (same network
+    /// namespace, warm, not in the middle of a failed re-read).
+    pub fn snapshot(&self) -> Option<Arc<XfrmSnapshot>> {
+        if self.status != CacheStatus::Warm || current_netns() != self.netns {
+            return None;
+        }
+        lock(&self.shared.xfrm).clone()
+    }
+}
+
+impl Drop for Cache {
+    fn drop(&mut self) {
+        self.shared.stop.store(true, Ordering::Relaxed);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Sources for Cache {
+    fn xfrm(&self) -> Result<Arc<XfrmSnapshot>, Error> {
+        match self.snapshot() {
+            Some(snap) => Ok(snap),
+            None => ColdSources.xfrm(),
+        }
+    }
+
+    fn ike_sas(&self) -> Result<Arc<Vec<IkeSa>>, String> {
+        let cached = (self.status == CacheStatus::Warm)
+            .then(|| lock(&self.shared.ike).clone())
+            .flatten();
+        match cached {
+            Some(sas) => Ok(sas),
+            // Not connected: ask directly, so the answer says exactly why there is no peer.
+            None => ColdSources.ike_sas(),
+        }
+    }
+}
+
+/// Identity of a state in the SAD, as the kernel's delete and update look it up.
+fn same_state(a: &State, b: &State) -> bool {
+    a.daddr == b.daddr
+        && a.spi == b.spi
+        && a.proto == b.proto
+        && a.family == b.family
+        && a.mark == b.mark
+        && a.if_id == b.if_id
+        && (a.spi != 0 || (a.saddr == b.saddr && a.reqid == b.reqid && a.selector == b.selector))
+}
+
+/// What a batch of events left to do.
+#[derive(Default)]
+struct Dirty {
+    changed: bool,
+    policies: bool,
+    states: bool,
+}
+
+/// The XFRM thread's private copy of the tables.
+struct XfrmWatcher {
+    shared: Arc<Shared>,
+    events: XfrmEvents,
+    dumper: XfrmDumper,
+    tables: XfrmSnapshot,
+    audit_period: Duration,
+    /// A re-read failed: the copy cannot be trusted until both tables are read again.
+    broken: bool,
+}
+
+impl XfrmWatcher {
+    /// Subscribes, then reads the tables and publishes the first snapshot.
+    fn new(shared: Arc<Shared>, options: &CacheOptions) -> Result<Self, DumpError> {
+        let events = XfrmEvents::subscribe()?;
+        if let Some(bytes) = options.receive_buffer {
+            // A failure leaves the default size, which only makes overruns likelier.
+            let _ = events.set_receive_buffer(bytes);
+        }
+        let mut dumper = XfrmDumper::open()?;
+        let tables = dumper.snapshot()?;
+        let watcher = Self {
+            shared,
+            events,
+            dumper,
+            tables,
+            audit_period: options.audit_period,
+            broken: false,
+        };
+        watcher.publish();
+        Ok(watcher)
+    }
+
+    fn publish(&self) {
+        let snap = XfrmSnapshot {
+            policies: self.tables.policies.clone(),
+            states: self.tables.states.clone(),
+            defaults: self.tables.defaults,
+            index: Default::default(),
+        };
+        snap.build_index();
+        *lock(&self.shared.xfrm) = Some(Arc::new(snap));
+        self.shared.generations.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn run(mut self) {
+        let mut last_audit = Instant::now();
+        while !self.shared.stop.load(Ordering::Relaxed) {
+            let mut dirty = Dirty::default();
+            let wait = self.audit_period.saturating_sub(last_audit.elapsed());
+            let first = self.events.next_event(Some(wait));
+            let idle = matches!(first, Ok(None));
+            self.drain(first, &mut dirty);
+            if last_audit.elapsed() >= self.audit_period {
+                last_audit = Instant::now();
+                // Only when idle: under a stream of events the counters run ahead of the
+                // notifications still queued, and a difference would mean nothing.
+                if idle {
+                    self.audit(&mut dirty);
+                }
+            }
+            self.settle(dirty);
+        }
+    }
+
+    /// Applies `first` and every event queued after it.
+    fn drain(&mut self, first: Result<Option<XfrmEvent>, DumpError>, dirty: &mut Dirty) {
+        let mut next = first;
+        loop {
+            match next {
+                Ok(Some(event)) => self.apply(event, dirty),
+                Ok(None) => return,
+                Err(_) => {
+                    // The socket failed: re-read both tables.
+                    dirty.policies = true;
+                    dirty.states = true;
+                    return;
+                }
+            }
+            next = self.events.next_event(Some(Duration::ZERO));
+        }
+    }
+
+    /// Re-reads what must be re-read, applies the events that arrived meanwhile (a dump taken
+    /// during changes is no state the kernel had; with the changes since its start applied, it
+    /// is the current one), and publishes. When the tables cannot be settled, withdraws the
+    /// snapshot so that queries read the kernel themselves until a later round succeeds.
+    fn settle(&mut self, mut dirty: Dirty) {
+        if self.broken {
+            dirty.policies = true;
+            dirty.states = true;
+        }
+        let mut rounds = 0;
+        while dirty.policies || dirty.states {
+            rounds += 1;
+            if rounds > 4 {
+                self.withdraw();
+                return;
+            }
+            let mut failed = false;
+            if std::mem::take(&mut dirty.policies) {
+                self.shared.resyncs.fetch_add(1, Ordering::Relaxed);
+                match self.dumper.policies() {
+                    Ok(p) => self.tables.policies = p,
+                    Err(_) => failed = true,
+                }
+            }
+            if std::mem::take(&mut dirty.states) {
+                self.shared.resyncs.fetch_add(1, Ordering::Relaxed);
+                match self.dumper.states() {
+                    Ok(s) => self.tables.states = s,
+                    Err(_) => failed = true,
+                }
+            }
+            if failed {
+                self.withdraw();
+                return;
+            }
+            dirty.changed = true;
+            let next = self.events.next_event(Some(Duration::ZERO));
+            self.drain(next, &mut dirty);
+        }
+        if dirty.changed || self.broken {
+            self.broken = false;
+            self.publish();
+        }
+    }
+
+    fn withdraw(&mut self) {
+        self.broken = true;
+        *lock(&self.shared.xfrm) = None;
+    }
+
+    /// Compares the kernel's counters and default actions with the copy.
+    fn audit(&mut self, dirty: &mut Dirty) {
+        if let Ok(info) = self.dumper.spd_info() {
+            let count = |dir: PolicyDir| {
+                self.tables.policies.iter().filter(|p| p.dir == dir).count() as u64
+            };
+            let kernel = [
+                info.in_count,
+                info.out_count,
+                info.fwd_count,
+                info.in_socket_count,
+                info.out_socket_count,
+            ];
+            let ours = [
+                count(PolicyDir::In),
+                count(PolicyDir::Out),
+                count(PolicyDir::Fwd),
+                count(PolicyDir::SocketIn),
+                count(PolicyDir::SocketOut),
+            ];
+            if kernel.iter().map(|&c| u64::from(c)).ne(ours) {
+                dirty.policies = true;
+            }
+        } else {
+            dirty.policies = true;
+        }
+        match self.dumper.sad_count() {
+            Ok(n) if n as usize == self.tables.states.len() => {}
+            _ => dirty.states = true,
+        }
+        match self.dumper.defaults() {
+            Ok(d) if d == self.tables.defaults => {}
+            Ok(d) => {
+                self.tables.defaults = d;
+                dirty.changed = true;
+            }
+            Err(_) => dirty.policies = true,
+        }
+    }
+
+    fn apply(&mut self, event: XfrmEvent, dirty: &mut Dirty) {
+        self.shared.events.fetch_add(1, Ordering::Relaxed);
+        let t = &mut self.tables;
+        match event {
+            XfrmEvent::NewPolicy(p) | XfrmEvent::UpdatedPolicy(p) => {
+                // The kernel links a new or replacing policy at the head of its list: the dump
+                // shows it first.
+                t.policies.retain(|q| q.index != p.index);
+                t.policies.insert(0, p);
+                dirty.changed = true;
+            }
+            XfrmEvent::DeletedPolicy(p)
+            | XfrmEvent::ExpiredPolicy {
+                policy: p,
+                hard: true,
+            } => {
+                remove_policy(&mut t.policies, &p);
+                dirty.changed = true;
+            }
+            XfrmEvent::ExpiredPolicy { hard: false, .. } => {}
+            XfrmEvent::NewState(s) => {
+                match t.states.iter().position(|x| same_state(x, &s)) {
+                    Some(i) => t.states[i] = s,
+                    None => t.states.insert(0, s),
+                }
+                dirty.changed = true;
+            }
+            XfrmEvent::UpdatedState(s) => {
+                match t.states.iter().position(|x| same_state(x, &s)) {
+                    // A larval state completed: the kernel inserts the new state at the head.
+                    Some(i) if t.states[i].is_larval() && !s.is_larval() => {
+                        t.states.remove(i);
+                        t.states.insert(0, s);
+                    }
+                    Some(i) => t.states[i] = s,
+                    None => t.states.insert(0, s),
+                }
+                dirty.changed = true;
+            }
+            XfrmEvent::DeletedState(s)
+            | XfrmEvent::ExpiredState {
+                state: s,
+                hard: true,
+            } => {
+                if let Some(i) = t.states.iter().position(|x| same_state(x, &s)) {
+                    t.states.remove(i);
+                }
+                dirty.changed = true;
+            }
+            XfrmEvent::ExpiredState { hard: false, .. } => {}
+            XfrmEvent::Overrun => {
+                self.shared.overruns.fetch_add(1, Ordering::Relaxed);
+                dirty.policies = true;
+                dirty.states = true;
+            }
+            XfrmEvent::FlushedPolicies { .. } => dirty.policies = true,
+            // An acquire puts a larval state in the SAD without a NEWSA.
+            XfrmEvent::FlushedStates { .. } | XfrmEvent::Acquire { .. } => dirty.states = true,
+            _ => {
+                dirty.policies = true;
+                dirty.states = true;
+            }
+        }
+    }
+}
+
+fn remove_policy(policies: &mut Vec<Policy>, p: &Policy) {
+    if let Some(i) = policies.iter().position(|q| q.index == p.index) {
+        policies.remove(i);
+    }
+}
+
+/// Follows charon: subscribe, list, list again after events; reconnect when it goes away.
+fn vici_thread(shared: Arc<Shared>, period: Duration) {
+    let path = crate::engine::vici_socket();
+    let timeout = crate::vici::client::DEFAULT_TIMEOUT;
+    let connect = || crate::vici::client::ViciClient::connect(&path, timeout);
+    while !shared.stop.load(Ordering::Relaxed) {
+        let session = (|| {
+            let mut events = connect()?;
+            events.subscribe(&VICI_EVENTS)?;
+            let mut requests = connect()?;
+            *lock(&shared.ike) = Some(Arc::new(requests.list_sas()?));
+            loop {
+                if shared.stop.load(Ordering::Relaxed) {
+                    return Ok(());
+                }
+                if events.next_event(Some(period))?.is_some() {
+                    // Let a burst (both SAs of a rekey, several children) arrive, then list.
+                    while events.next_event(Some(Duration::from_millis(5)))?.is_some() {}
+                    *lock(&shared.ike) = Some(Arc::new(requests.list_sas()?));
+                }
+            }
+        })();
+        *lock(&shared.ike) = None;
+        if session.is_ok() {
+            return;
+        }
+        let _: Result<(), crate::vici::client::ViciError> = session;
+        // charon is not there (yet): try again shortly.
+        let until = Instant::now() + Duration::from_secs(1);
+        while Instant::now() < until && !shared.stop.load(Ordering::Relaxed) {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
