@@ -7,9 +7,12 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand, ValueEnum};
 use socksec::SecurityProtocol;
 
+mod ls;
+mod pid;
 mod query;
 mod sa;
 mod selftest;
+mod table;
 
 /// Exit code of a query that failed.
 pub(crate) const EXIT_QUERY_FAILED: u8 = 1;
@@ -23,6 +26,8 @@ pub(crate) const EXIT_QUERY_FAILED: u8 = 1;
 Examples:\n  \
 socksec query --fd 3 3<>/dev/tcp/192.0.2.10/22     query a connection bash opened on fd 3\n  \
 socksec query --connect 192.0.2.10:22 --json       connect, then query that connection\n  \
+socksec query --pid 1234 --fd 5                    query descriptor 5 of process 1234\n  \
+socksec ls --insecure                              every connection that is not secured\n  \
 socksec selftest                                   query loopback connections of this host"
 )]
 struct Cli {
@@ -35,10 +40,26 @@ enum Command {
     /// Query one socket: an inherited descriptor, or a connection made for the purpose.
     #[command(after_help = "Examples:\n  \
 socksec query --fd 3 3<>/dev/tcp/10.1.0.2/5000\n  \
+socksec query --pid 1234 --fd 5 --json\n  \
 socksec query --fd 3 --json --protocol ipsec2 3<>/dev/tcp/10.1.0.2/5000\n  \
 socksec query --connect 10.1.0.2:5000 --strict\n  \
 socksec query --connect 10.1.0.2:4500 --udp --json")]
     Query(QueryArgs),
+    /// List every TCP and UDP socket of this network namespace with its process, state,
+    /// addresses, protection and peer identity (read with sock_diag netlink).
+    #[command(
+        after_help = "Sockets without a peer (TCP listeners, unconnected UDP sockets) \
+have no connection to answer for: their protection is shown as '-' (in JSON: the ENOTCONN error a \
+query of them gives).\n\n\
+Examples:\n  \
+socksec ls                                  everything, as a table\n  \
+socksec ls --tcp --insecure                 TCP connections that are not secured\n  \
+socksec ls --secured --addr 10.1.0.0/16     secured connections to or from 10.1.0.0/16\n  \
+socksec ls --udp --port 4500                UDP sockets on port 4500 (local or peer)\n  \
+socksec ls --listening                      listeners and unconnected UDP sockets\n  \
+socksec ls --json | jq '.[] | select(.encrypted) | .socket.peer'"
+    )]
+    Ls(ls::LsArgs),
     /// Describe the SAs an IPSEC2 SaLookupContext names (from `query --protocol ipsec2`), as
     /// the kernel and the IKE daemon have them now.
     #[command(after_help = "Examples:\n  \
@@ -63,7 +84,7 @@ Exit codes: 0 found, 1 the SAs are gone or the lookup failed, 2 usage error.")]
 
 #[derive(clap::Args)]
 pub(crate) struct QueryArgs {
-    /// Query the socket inherited on this descriptor.
+    /// Query the socket inherited on this descriptor (of process --pid, when given).
     #[arg(
         long,
         value_name = "N",
@@ -71,6 +92,9 @@ pub(crate) struct QueryArgs {
         conflicts_with = "connect"
     )]
     pub(crate) fd: Option<RawFd>,
+    /// With --fd: take descriptor N of process P (pidfd_getfd; needs ptrace access to P).
+    #[arg(long, value_name = "P", requires = "fd")]
+    pub(crate) pid: Option<i32>,
     /// Connect to ADDR:PORT (TCP, or UDP with --udp) and query that socket.
     #[arg(long, value_name = "ADDR:PORT")]
     pub(crate) connect: Option<SocketAddr>,
@@ -118,6 +142,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Query(args) => query::run(&args),
+        Command::Ls(args) => ls::run(&args),
         Command::Selftest { json } => selftest::run(json),
         Command::Sa { guid, json } => sa::run(&guid, json),
     }

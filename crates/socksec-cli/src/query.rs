@@ -23,6 +23,10 @@ fn template(args: &QueryArgs) -> QueryTemplate {
 pub(crate) fn run(args: &QueryArgs) -> ExitCode {
     let template = template(args);
     let result = match (args.fd, args.connect) {
+        (Some(fd), _) if args.pid.is_some() => {
+            crate::pid::take_fd(args.pid.unwrap_or_default(), fd)
+                .and_then(|copy| socksec::query(&copy, &template))
+        }
         (Some(fd), _) => match socksec::inherited_fd(fd) {
             Some(fd) => socksec::query(&fd, &template),
             None => Err(Error::new(

@@ -167,6 +167,200 @@ impl Charon {
     pub fn log(&self) -> &Path {
         &self.log
     }
+
+    /// The daemon's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Kills the daemon with SIGKILL (no clean-up: its kernel SAs and policies stay) and
+    /// waits for it; the VICI link [`Charon::ready`] made then dangles.
+    pub fn kill_hard(&mut self) -> Result<()> {
+        self.child
+            .kill()
+            .with_context(|| format!("killing charon in {}", self.ns))?;
+        self.child.wait()?;
+        Ok(())
+    }
+
+    /// Polls `swanctl --list-sas` until `found` picks something out of it, and returns that
+    /// with the text it came from.
+    pub fn wait_for<T>(
+        &self,
+        what: &str,
+        timeout: Duration,
+        found: impl Fn(&[IkeSa]) -> Option<T>,
+    ) -> Result<(T, String)> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let (text, sas) = self.list_sas()?;
+            if let Some(t) = found(&sas) {
+                return Ok((t, text));
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "{what}: not seen in {} within {timeout:?}:\n{text}",
+                    self.ns
+                );
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+}
+
+/// Writes a credential file for `ns`'s charon under `/etc/netns/NS/swanctl/` (`rel` is e.g.
+/// `x509ca/ca.crt`, `x509/moon.crt`, `private/moon.key`), where `swanctl --load-all` finds it.
+pub fn install_credential(ns: &Netns, rel: &str, data: &[u8]) -> Result<()> {
+    let path = PathBuf::from(format!("/etc/netns/{}/swanctl/{rel}", ns.name));
+    if let Some(dir) = path.parent() {
+        fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    fs::write(&path, data).with_context(|| format!("writing {}", path.display()))
+}
+
+/// A certificate authority made with strongSwan's `pki` at scenario time, in a scratch folder.
+#[derive(Debug)]
+pub struct Pki {
+    dir: PathBuf,
+    /// The CA's subject DN.
+    pub ca_dn: String,
+}
+
+/// RSA keys: Debian's strongSwan without `libstrongswan-standard-plugins` has no ECDSA, and
+/// 2048 bits keep key generation short under TCG.
+const KEY_BITS: &str = "2048";
+
+impl Pki {
+    fn pki(args: &[&str], input: Option<&[u8]>) -> Result<Vec<u8>> {
+        use std::io::Write;
+        let mut cmd = Command::new("pki");
+        cmd.args(args)
+            .stdin(if input.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd
+            .spawn()
+            .with_context(|| format!("cannot run `{}`", describe(&cmd)))?;
+        if let (Some(data), Some(mut stdin)) = (input, child.stdin.take()) {
+            stdin.write_all(data)?;
+        }
+        let out = child.wait_with_output()?;
+        if !out.status.success() {
+            bail!(
+                "`{}` failed ({}): {}",
+                describe(&cmd),
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+                    .lines()
+                    .filter(|l| !l.starts_with("plugin '"))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            );
+        }
+        Ok(out.stdout)
+    }
+
+    fn file(&self, name: &str) -> String {
+        self.dir.join(name).display().to_string()
+    }
+
+    fn gen_key(&self, name: &str) -> Result<()> {
+        let key = Self::pki(
+            &[
+                "--gen",
+                "--type",
+                "rsa",
+                "--size",
+                KEY_BITS,
+                "--outform",
+                "pem",
+            ],
+            None,
+        )?;
+        fs::write(self.dir.join(name), key)?;
+        Ok(())
+    }
+
+    /// A new self-signed CA `ca_dn` (key and certificate in `dir`).
+    pub fn new_ca(dir: &Path, ca_dn: &str) -> Result<Self> {
+        fs::create_dir_all(dir)?;
+        let pki = Self {
+            dir: dir.to_owned(),
+            ca_dn: ca_dn.to_owned(),
+        };
+        pki.gen_key("ca.key")?;
+        let ca_key = pki.file("ca.key");
+        let cert = Self::pki(
+            &[
+                "--self",
+                "--ca",
+                "--lifetime",
+                "30",
+                "--in",
+                &ca_key,
+                "--type",
+                "rsa",
+                "--dn",
+                ca_dn,
+                "--outform",
+                "pem",
+            ],
+            None,
+        )?;
+        fs::write(dir.join("ca.crt"), cert)?;
+        Ok(pki)
+    }
+
+    /// The CA certificate (PEM).
+    pub fn ca_cert(&self) -> Result<Vec<u8>> {
+        Ok(fs::read(self.dir.join("ca.crt"))?)
+    }
+
+    /// Issues a host certificate for `dn` with `san` as subject alternative name; returns
+    /// (private key PEM, certificate PEM) and keeps both in the folder as `NAME.key`/`NAME.crt`.
+    pub fn issue(&self, name: &str, dn: &str, san: &str) -> Result<(Vec<u8>, Vec<u8>)> {
+        let key_file = format!("{name}.key");
+        self.gen_key(&key_file)?;
+        let public = Self::pki(
+            &["--pub", "--in", &self.file(&key_file), "--type", "rsa"],
+            None,
+        )?;
+        let cert = Self::pki(
+            &[
+                "--issue",
+                "--lifetime",
+                "30",
+                "--cacert",
+                &self.file("ca.crt"),
+                "--cakey",
+                &self.file("ca.key"),
+                "--type",
+                "pub",
+                "--dn",
+                dn,
+                "--san",
+                san,
+                "--outform",
+                "pem",
+            ],
+            Some(&public),
+        )?;
+        fs::write(self.dir.join(format!("{name}.crt")), &cert)?;
+        Ok((fs::read(self.dir.join(&key_file))?, cert))
+    }
+
+    /// `pki --print` of the certificate `NAME.crt` in the folder (strongSwan's own reading).
+    pub fn print(&self, name: &str) -> Result<String> {
+        let text = Self::pki(
+            &["--print", "--in", &self.file(&format!("{name}.crt"))],
+            None,
+        )?;
+        Ok(String::from_utf8_lossy(&text).into_owned())
+    }
 }
 
 impl Drop for Charon {

@@ -1,4 +1,5 @@
-//! swanctl.conf for a pair of peers: one connection, one child, pre-shared key.
+//! swanctl.conf for a pair of peers: one connection, one child; pre-shared keys by default,
+//! or any authentication rounds ([`Round`]) with their [`Secret`]s.
 
 use crate::lab::netns::Netns;
 
@@ -44,9 +45,32 @@ impl PskConnection {
         }
     }
 
-    /// The swanctl.conf of `me` talking to `peer`.
+    /// The swanctl.conf of `me` talking to `peer`: PSK both ways with the namespaces' FQDN
+    /// identities.
     pub fn render(&self, me: &Netns, peer: &Netns) -> String {
-        let (local, remote) = (me.addr(self.ipv6), peer.addr(self.ipv6));
+        self.render_with(
+            me,
+            peer,
+            &[Round::psk(&me.id)],
+            &[Round::psk(&peer.id)],
+            &[Secret::Ike {
+                ids: vec![me.id.clone(), peer.id.clone()],
+                secret: PSK.into(),
+            }],
+        )
+    }
+
+    /// The swanctl.conf of `me` talking to `peer` with the given local and remote
+    /// authentication rounds (`local-1`, `local-2`, ...) and secrets.
+    pub fn render_with(
+        &self,
+        me: &Netns,
+        peer: &Netns,
+        local: &[Round],
+        remote: &[Round],
+        secrets: &[Secret],
+    ) -> String {
+        let (local_addr, remote_addr) = (me.addr(self.ipv6), peer.addr(self.ipv6));
         let mut child = format!(
             "        mode = {}\n        start_action = {}\n",
             self.mode, self.start_action
@@ -61,20 +85,160 @@ impl PskConnection {
             child +=
                 &format!("        local_ts = dynamic{proto}\n        remote_ts = dynamic{proto}\n");
         }
+        let mut rounds = String::new();
+        for (side, list) in [("local", local), ("remote", remote)] {
+            for (i, r) in list.iter().enumerate() {
+                rounds += &r.render(&format!("{side}-{}", i + 1));
+            }
+        }
+        let secrets: String = secrets
+            .iter()
+            .enumerate()
+            .map(|(i, s)| s.render(i + 1))
+            .collect();
         format!(
             "# socksec lab: {me_name} (generated)\n\
-             connections {{\n  {name} {{\n    version = 2\n    local_addrs = {local}\n    \
-             remote_addrs = {remote}\n    proposals = {ike}\n    \
-             local {{\n      auth = psk\n      id = {me_id}\n    }}\n    \
-             remote {{\n      auth = psk\n      id = {peer_id}\n    }}\n    \
+             connections {{\n  {name} {{\n    version = 2\n    local_addrs = {local_addr}\n    \
+             remote_addrs = {remote_addr}\n    proposals = {ike}\n{rounds}    \
              children {{\n      {child_name} {{\n{child}      }}\n    }}\n  }}\n}}\n\
-             secrets {{\n  ike-lab {{\n    id-1 = {me_id}\n    id-2 = {peer_id}\n    secret = {PSK}\n  }}\n}}\n",
+             secrets {{\n{secrets}}}\n",
             me_name = me.name,
             name = self.name,
             ike = self.ike_proposals,
-            me_id = me.id,
-            peer_id = peer.id,
             child_name = self.child,
         )
+    }
+}
+
+/// swanctl.conf quoting: every value in double quotes (DNs hold commas and spaces).
+fn quoted(v: &str) -> String {
+    format!("\"{}\"", v.replace('\\', "\\\\").replace('"', "\\\""))
+}
+
+/// One authentication round of one side (`local-N` / `remote-N`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Round {
+    /// `auth`: `psk`, `pubkey`, `eap-md5`, ...
+    pub auth: String,
+    /// `id` (the IKE identity), if set.
+    pub id: Option<String>,
+    /// `eap_id` (EAP rounds; `%any` asks the peer), if set.
+    pub eap_id: Option<String>,
+    /// `certs`: certificate files under `swanctl/x509/` (local rounds).
+    pub certs: Option<String>,
+    /// `cacerts`: CA files under `swanctl/x509ca/` the peer's chain must end in (remote rounds).
+    pub cacerts: Option<String>,
+}
+
+impl Round {
+    /// `auth = psk` with identity `id`.
+    pub fn psk(id: &str) -> Self {
+        Self {
+            auth: "psk".into(),
+            id: Some(id.into()),
+            ..Self::default()
+        }
+    }
+
+    /// `auth = pubkey` with identity `id`.
+    pub fn pubkey(id: &str) -> Self {
+        Self {
+            auth: "pubkey".into(),
+            id: Some(id.into()),
+            ..Self::default()
+        }
+    }
+
+    /// An EAP round (`auth = eap-md5` etc.) with `eap_id`.
+    pub fn eap(method: &str, eap_id: &str) -> Self {
+        Self {
+            auth: method.into(),
+            eap_id: Some(eap_id.into()),
+            ..Self::default()
+        }
+    }
+
+    fn render(&self, section: &str) -> String {
+        let mut s = format!("    {section} {{\n      auth = {}\n", self.auth);
+        for (key, value) in [
+            ("id", &self.id),
+            ("eap_id", &self.eap_id),
+            ("certs", &self.certs),
+            ("cacerts", &self.cacerts),
+        ] {
+            if let Some(v) = value {
+                s += &format!("      {key} = {}\n", quoted(v));
+            }
+        }
+        s + "    }\n"
+    }
+}
+
+/// One entry of swanctl.conf's `secrets` section.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Secret {
+    /// `ike-N`: a pre-shared key for these identities.
+    Ike {
+        /// The identities sharing it.
+        ids: Vec<String>,
+        /// The key (swanctl syntax: `0s` base64 or plain).
+        secret: String,
+    },
+    /// `eap-N`: an EAP password of one identity.
+    Eap {
+        /// The EAP identity.
+        id: String,
+        /// The password.
+        secret: String,
+    },
+}
+
+impl Secret {
+    /// The lab's pre-shared key for `ids`.
+    pub fn lab_psk(ids: &[&str]) -> Self {
+        Self::Ike {
+            ids: ids.iter().map(|i| (*i).to_owned()).collect(),
+            secret: PSK.into(),
+        }
+    }
+
+    fn render(&self, n: usize) -> String {
+        match self {
+            Self::Ike { ids, secret } => {
+                let ids: String = ids
+                    .iter()
+                    .enumerate()
+                    .map(|(i, id)| format!("    id-{} = {}\n", i + 1, quoted(id)))
+                    .collect();
+                format!("  ike-{n} {{\n{ids}    secret = {}\n  }}\n", quoted(secret))
+            }
+            Self::Eap { id, secret } => format!(
+                "  eap-{n} {{\n    id = {}\n    secret = {}\n  }}\n",
+                quoted(id),
+                quoted(secret)
+            ),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rounds_and_secrets_render_quoted() {
+        let mut r = Round::pubkey("C=CH, O=socksec lab, CN=moon.example");
+        r.certs = Some("moon.crt".into());
+        let text = r.render("local-1");
+        assert!(text.contains("auth = pubkey"));
+        assert!(text.contains("id = \"C=CH, O=socksec lab, CN=moon.example\""));
+        assert!(text.contains("certs = \"moon.crt\""));
+        let eap = Secret::Eap {
+            id: "carol@sun.example".into(),
+            secret: "pa\"ss".into(),
+        }
+        .render(2);
+        assert!(eap.contains("eap-2 {"));
+        assert!(eap.contains("secret = \"pa\\\"ss\""));
     }
 }

@@ -111,8 +111,12 @@ pub struct IkeSa {
     pub state: String,
     /// Local identity.
     pub local_id: String,
-    /// Remote identity.
+    /// Remote identity (first authentication round).
     pub remote_id: String,
+    /// The remote's EAP identity (a second IKEv2 round), when charon prints one.
+    pub remote_eap_id: Option<String>,
+    /// The remote's XAuth identity (IKEv1), when charon prints one.
+    pub remote_xauth_id: Option<String>,
     /// charon's unique id of the IKE_SA (`#N` in `swanctl --list-sas`).
     pub unique_id: u64,
     /// CHILD_SAs.
@@ -204,12 +208,49 @@ pub fn ike_sas(text: &str) -> Vec<IkeSa> {
                 state: ike.value("state").unwrap_or_default().to_owned(),
                 local_id: ike.value("local-id").unwrap_or_default().to_owned(),
                 remote_id: ike.value("remote-id").unwrap_or_default().to_owned(),
+                remote_eap_id: ike.value("remote-eap-id").map(str::to_owned),
+                remote_xauth_id: ike.value("remote-xauth-id").map(str::to_owned),
                 unique_id: ike
                     .value("uniqueid")
                     .and_then(|u| u.parse().ok())
                     .unwrap_or(0),
                 children,
             });
+        }
+    }
+    out
+}
+
+/// One X.509 certificate as `swanctl --list-certs` (or `pki --print`) describes it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CertInfo {
+    /// Subject DN, as printed (without the quotes).
+    pub subject: String,
+    /// Issuer DN, as printed.
+    pub issuer: String,
+    /// Subject alternative names.
+    pub alt_names: Vec<String>,
+}
+
+/// The certificates in `swanctl --list-certs` or `pki --print` text: each starts at a
+/// `subject:` line; `issuer:` and `altNames:` lines belong to the last subject seen.
+pub fn certs(text: &str) -> Vec<CertInfo> {
+    let unquote = |v: &str| v.trim().trim_matches('"').to_owned();
+    let mut out: Vec<CertInfo> = Vec::new();
+    for line in text.lines().map(str::trim) {
+        let Some((key, value)) = line.split_once(':') else {
+            continue;
+        };
+        match (key, out.last_mut()) {
+            ("subject", _) => out.push(CertInfo {
+                subject: unquote(value),
+                ..CertInfo::default()
+            }),
+            ("issuer", Some(c)) => c.issuer = unquote(value),
+            ("altNames", Some(c)) => {
+                c.alt_names = value.split(',').map(unquote).collect();
+            }
+            _ => {}
         }
     }
     out
@@ -297,6 +338,26 @@ list-sas reply {
         assert_eq!(c.encr_alg.as_deref(), Some("AES_GCM_16"));
         assert_eq!(c.encr_keysize, Some(128));
         assert_eq!(c.local_ts, ["10.1.0.1/32"]);
+    }
+
+    #[test]
+    fn eap_identity_and_certificates() {
+        let sas = ike_sas(
+            "list-sa event {\n  lab {\n    uniqueid = 3\n    remote-id = sun.example\n    \
+             remote-eap-id = carol@sun.example\n  }\n}\n",
+        );
+        assert_eq!(sas[0].remote_eap_id.as_deref(), Some("carol@sun.example"));
+        assert_eq!(sas[0].remote_xauth_id, None);
+        let c = certs(
+            "List of X.509 End Entity Certificates\n\n  subject:  \"C=CH, O=lab, CN=sun.example\"\n  \
+             issuer:   \"C=CH, O=lab, CN=lab CA\"\n  validity:  not before Nov 26 08:46:33 2026, ok\n  \
+             altNames:  sun.example, 10.1.0.2\n\n  subject:  \"C=CH, O=lab, CN=lab CA\"\n",
+        );
+        assert_eq!(c.len(), 2);
+        assert_eq!(c[0].subject, "C=CH, O=lab, CN=sun.example");
+        assert_eq!(c[0].issuer, "C=CH, O=lab, CN=lab CA");
+        assert_eq!(c[0].alt_names, ["sun.example", "10.1.0.2"]);
+        assert_eq!(c[1].issuer, "");
     }
 
     #[test]

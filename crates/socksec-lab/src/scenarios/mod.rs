@@ -4,6 +4,7 @@
 //! its protection, creates real sockets, gathers the kernel's and charon's evidence and checks
 //! the library's answer against it. The runner records `ip xfrm` state afterwards either way.
 
+pub mod identity;
 pub mod ikev2;
 pub mod manual;
 pub mod plain_tcp;
@@ -88,6 +89,31 @@ pub const ALL: &[Scenario] = &[
         name: "socket-policies-caveat-and-strict",
         about: "ESP-GCM plus socket policies (charon's, one more): caveats count them; strict refuses",
         run: ikev2::socket_policies,
+    },
+    Scenario {
+        name: "identity-psk-fqdn",
+        about: "PSK, FQDN ids: peer machine identity and IPSEC2 ids equal charon's (library, CLI, sa)",
+        run: identity::psk_fqdn,
+    },
+    Scenario {
+        name: "identity-x509-dn",
+        about: "X.509 from a pki-made CA, DN ids: machine identity with certificate subject/issuer",
+        run: identity::x509_dn,
+    },
+    Scenario {
+        name: "identity-eap-user",
+        about: "PSK then EAP-MD5 second round: machine and user identity as swanctl shows them",
+        run: identity::eap_user,
+    },
+    Scenario {
+        name: "identity-ike-rekey",
+        about: "IKE_SA rekey: identities kept, MmSaId follows the new IKE_SA, QmSaId the CHILD_SA",
+        run: identity::ike_rekey,
+    },
+    Scenario {
+        name: "identity-charon-restart",
+        about: "kill -9 charon: SECURED kept, no peer, peer_unknown; restarted and re-established: back",
+        run: identity::charon_restart,
     },
 ];
 

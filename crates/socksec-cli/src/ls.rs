@@ -1,0 +1,368 @@
+//! `socksec ls`: every TCP and UDP socket of this network namespace with its owner, its
+//! protection and its peer, as a table or as JSON.
+
+use std::io::{BufWriter, Write};
+use std::net::{IpAddr, SocketAddr};
+use std::process::ExitCode;
+use std::str::FromStr;
+
+use serde_json::{Value, json};
+use socksec::diag::{DiagSocket, SockState};
+use socksec::engine::ColdSources;
+use socksec::flow::Transport;
+use socksec::host::{self, HostSocket};
+use socksec::{Error, SecurityInfo};
+
+use crate::EXIT_QUERY_FAILED;
+use crate::query::{error_json, info_json};
+use crate::table::{self, Cell, Colour, Output};
+
+/// Which sockets `ls` lists and how.
+#[derive(clap::Args, Debug, Clone)]
+pub(crate) struct LsArgs {
+    /// TCP sockets only (with --udp: both).
+    #[arg(long)]
+    pub(crate) tcp: bool,
+    /// UDP sockets only (with --tcp: both).
+    #[arg(long)]
+    pub(crate) udp: bool,
+    /// Only sockets without a peer: TCP listeners and unconnected UDP sockets.
+    #[arg(long, short = 'l')]
+    pub(crate) listening: bool,
+    /// Only connections answered SECURED.
+    #[arg(long, conflicts_with_all = ["insecure", "listening"])]
+    pub(crate) secured: bool,
+    /// Only connections answered NOT secured (sockets without a peer are not connections and
+    /// are left out).
+    #[arg(long, conflicts_with = "listening")]
+    pub(crate) insecure: bool,
+    /// Only sockets whose local or peer address is ADDR or lies in ADDR/LEN.
+    #[arg(long, value_name = "ADDR[/LEN]")]
+    pub(crate) addr: Vec<Net>,
+    /// Only sockets whose local or peer port is PORT.
+    #[arg(long, value_name = "PORT")]
+    pub(crate) port: Vec<u16>,
+    /// Only sockets with this local port.
+    #[arg(long, value_name = "PORT")]
+    pub(crate) local_port: Vec<u16>,
+    /// Only sockets with this peer port.
+    #[arg(long, value_name = "PORT")]
+    pub(crate) peer_port: Vec<u16>,
+    /// Print one JSON array: the objects `query --json` prints, with pid, command and state.
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+/// An address or a network in CIDR notation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Net {
+    addr: IpAddr,
+    len: u8,
+}
+
+impl FromStr for Net {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (addr, len) = match s.split_once('/') {
+            Some((a, l)) => (a, Some(l)),
+            None => (s, None),
+        };
+        let addr: IpAddr = addr
+            .parse()
+            .map_err(|_| format!("{addr:?} is not an IP address"))?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let len = match len {
+            None => max,
+            Some(l) => l
+                .parse::<u8>()
+                .ok()
+                .filter(|&l| l <= max)
+                .ok_or_else(|| format!("{l:?} is not a prefix length (0 to {max})"))?,
+        };
+        Ok(Self { addr, len })
+    }
+}
+
+impl Net {
+    /// Whether `ip` (normalised) lies in the network.
+    pub(crate) fn contains(&self, ip: IpAddr) -> bool {
+        let (net, ip) = match (self.addr, ip) {
+            (IpAddr::V4(n), IpAddr::V4(i)) => (
+                u128::from(u32::from(n)) << 96,
+                u128::from(u32::from(i)) << 96,
+            ),
+            (IpAddr::V6(n), IpAddr::V6(i)) => (u128::from(n), u128::from(i)),
+            _ => return false,
+        };
+        // The prefix occupies the top bits of both (an IPv4 address is shifted up).
+        let mask = match self.len {
+            0 => 0,
+            len => u128::MAX << (128 - u32::from(len)),
+        };
+        net & mask == ip & mask
+    }
+}
+
+impl LsArgs {
+    fn transports(&self) -> Vec<Transport> {
+        match (self.tcp, self.udp) {
+            (true, false) => vec![Transport::Tcp],
+            (false, true) => vec![Transport::Udp],
+            _ => vec![Transport::Tcp, Transport::Udp],
+        }
+    }
+
+    /// The filters that need no answer.
+    fn keeps(&self, s: &DiagSocket) -> bool {
+        let local = socksec::flow::normalize(s.local);
+        let peer = s.peer();
+        if self.listening && peer.is_some() {
+            return false;
+        }
+        let ips = [Some(local.ip()), peer.map(|p| p.ip())];
+        if !self.addr.is_empty()
+            && !self
+                .addr
+                .iter()
+                .any(|n| ips.iter().flatten().any(|&ip| n.contains(ip)))
+        {
+            return false;
+        }
+        let ports = [Some(local.port()), peer.map(|p| p.port())];
+        if !self.port.is_empty() && !self.port.iter().any(|p| ports.contains(&Some(*p))) {
+            return false;
+        }
+        if !self.local_port.is_empty() && !self.local_port.contains(&local.port()) {
+            return false;
+        }
+        if !self.peer_port.is_empty() && !peer.is_some_and(|p| self.peer_port.contains(&p.port())) {
+            return false;
+        }
+        true
+    }
+
+    /// The filters on the answer.
+    fn keeps_answered(&self, h: &HostSocket) -> bool {
+        (!self.secured || h.is_secured()) && (!self.insecure || h.is_insecure())
+    }
+}
+
+/// Lists, filters and answers the sockets.
+pub(crate) fn collect(args: &LsArgs) -> Result<Vec<HostSocket>, Error> {
+    let mut sockets = socksec::diag::dump(&args.transports())?;
+    sockets.retain(|s| args.keeps(s));
+    sockets.sort_by(|a, b| {
+        (a.transport.proto(), a.local, a.remote).cmp(&(b.transport.proto(), b.local, b.remote))
+    });
+    let mut listed = host::list(sockets, &ColdSources, &host::listing_template())?;
+    listed.retain(|h| args.keeps_answered(h));
+    Ok(listed)
+}
+
+pub(crate) fn run(args: &LsArgs) -> ExitCode {
+    match collect(args) {
+        Ok(listed) => {
+            let mut out = BufWriter::new(std::io::stdout().lock());
+            let written = if args.json {
+                let all: Vec<Value> = listed.iter().map(entry_json).collect();
+                serde_json::to_writer(&mut out, &all)
+                    .map_err(std::io::Error::from)
+                    .and_then(|()| writeln!(out))
+            } else {
+                render(&listed, Output::stdout())
+                    .iter()
+                    .try_for_each(|line| writeln!(out, "{line}"))
+            };
+            match written.and_then(|()| out.flush()) {
+                Ok(()) => ExitCode::SUCCESS,
+                // A closed pipe (`socksec ls | head`) is the reader's choice, not a failure.
+                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("socksec: writing the listing: {e}");
+                    ExitCode::from(EXIT_QUERY_FAILED)
+                }
+            }
+        }
+        Err(err) => {
+            if args.json {
+                println!("{}", error_json(&err));
+            } else {
+                eprintln!("socksec: {err}");
+            }
+            ExitCode::from(EXIT_QUERY_FAILED)
+        }
+    }
+}
+
+/// One listed socket as JSON: the object `query --json` prints for it (its answer, or the
+/// error a query would give), plus the socket's state, inode and owning processes.
+pub(crate) fn entry_json(h: &HostSocket) -> Value {
+    let s = &h.socket;
+    let mut v = match &h.answer {
+        Ok(info) => info_json(info),
+        Err(err) => {
+            let mut v = error_json(err);
+            v["socket"] = json!({
+                "family": if s.ipv6 { "inet6" } else { "inet" },
+                "type": if s.transport == Transport::Tcp { "stream" } else { "dgram" },
+                "protocol": s.transport.name(),
+                "local": socksec::flow::normalize(s.local),
+                "peer": s.peer(),
+                "mark": s.mark.unwrap_or(0),
+                "interface": Value::Null,
+            });
+            v
+        }
+    };
+    let first = h.owners.first();
+    v["pid"] = json!(first.map(|o| o.pid));
+    v["command"] = json!(first.map(|o| o.command.as_str()));
+    v["processes"] = json!(h.owners);
+    v["state"] = json!(s.state.name(s.transport));
+    v["inode"] = json!(s.inode);
+    v["uid"] = json!(s.uid);
+    v
+}
+
+/// The protection column: the verdict and its colour.
+fn verdict(answer: &Result<SecurityInfo, Error>) -> Cell {
+    match answer {
+        Ok(info) if info.is_encrypted() => Cell::coloured("encrypted", Colour::Good),
+        Ok(info) if info.is_secured() => Cell::coloured("integrity", Colour::Warn),
+        Ok(_) => Cell::coloured("NOT SECURED", Colour::Bad),
+        Err(e) if e.kind() == socksec::ErrorKind::NotConnected => Cell::coloured("-", Colour::Dim),
+        Err(_) => Cell::coloured("error", Colour::Warn),
+    }
+}
+
+/// Mechanism, mode and algorithms of the SAs (one entry per distinct combination), or why
+/// there is nothing to show.
+fn detail(answer: &Result<SecurityInfo, Error>, state: SockState) -> String {
+    let info = match answer {
+        Ok(info) => info,
+        Err(e) if e.kind() == socksec::ErrorKind::NotConnected => {
+            return if state == SockState::Listen {
+                "no peer (listening)".into()
+            } else {
+                "no peer".into()
+            };
+        }
+        Err(e) => return e.message().to_string(),
+    };
+    let mut parts: Vec<String> = Vec::new();
+    for p in &info.protections {
+        for sa in &p.sas {
+            let algs: Vec<&str> = [&sa.aead, &sa.encryption, &sa.integrity, &sa.compression]
+                .into_iter()
+                .filter_map(|a| a.as_deref())
+                .collect();
+            let text = format!(
+                "{} {} {} {}",
+                mechanism(p),
+                sa.proto,
+                format!("{:?}", sa.mode).to_lowercase(),
+                algs.join("+")
+            );
+            if !parts.contains(&text) {
+                parts.push(text);
+            }
+        }
+    }
+    if parts.is_empty() {
+        return info
+            .reasons
+            .first()
+            .map(ToString::to_string)
+            .unwrap_or_else(|| "no protection".into());
+    }
+    parts.join(", ")
+}
+
+fn mechanism(p: &socksec::Protection) -> String {
+    serde_json::to_value(p.mechanism)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_else(|| format!("{:?}", p.mechanism).to_lowercase())
+}
+
+fn peer_identity(answer: &Result<SecurityInfo, Error>) -> String {
+    let Some(peer) = answer.as_ref().ok().and_then(|i| i.peer.as_ref()) else {
+        return "-".into();
+    };
+    let mut text = peer
+        .machine
+        .as_ref()
+        .map_or_else(|| "-".to_string(), |m| m.id.clone());
+    if let Some(user) = &peer.user {
+        text.push_str(&format!(" (user {})", user.id));
+    }
+    text
+}
+
+fn addr_text(a: Option<SocketAddr>) -> String {
+    a.map_or_else(|| "*".to_string(), |a| a.to_string())
+}
+
+/// The table's lines.
+pub(crate) fn render(listed: &[HostSocket], out: Output) -> Vec<String> {
+    const HEADER: [&str; 8] = [
+        "NETID",
+        "STATE",
+        "LOCAL",
+        "PEER",
+        "PROCESS",
+        "PROTECTION",
+        "DETAIL",
+        "PEER-ID",
+    ];
+    let rows: Vec<Vec<Cell>> = listed
+        .iter()
+        .map(|h| {
+            let s = &h.socket;
+            let process = h
+                .owners
+                .first()
+                .map_or_else(|| "-".to_string(), |o| format!("{}/{}", o.pid, o.command));
+            vec![
+                Cell::plain(s.transport.name()),
+                Cell::plain(s.state.name(s.transport)),
+                Cell::plain(socksec::flow::normalize(s.local).to_string()),
+                Cell::plain(addr_text(s.peer())),
+                Cell::plain(process),
+                verdict(&h.answer),
+                Cell::plain(detail(&h.answer, s.state)),
+                Cell::plain(peer_identity(&h.answer)),
+            ]
+        })
+        .collect();
+    // Addresses, process, detail and identity give way; the verdict never does.
+    table::render(&HEADER, &rows, &[2, 3, 4, 6, 7], out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nets_match_addresses() {
+        let n: Net = "10.1.0.0/16".parse().unwrap();
+        assert!(n.contains("10.1.2.3".parse().unwrap()));
+        assert!(!n.contains("10.2.0.1".parse().unwrap()));
+        assert!(!n.contains("::1".parse().unwrap()));
+        let one: Net = "10.1.0.2".parse().unwrap();
+        assert!(one.contains("10.1.0.2".parse().unwrap()));
+        assert!(!one.contains("10.1.0.3".parse().unwrap()));
+        let v6: Net = "fd00::/8".parse().unwrap();
+        assert!(v6.contains("fd99::2".parse().unwrap()));
+        assert!(!v6.contains("fe80::1".parse().unwrap()));
+        let all: Net = "0.0.0.0/0".parse().unwrap();
+        assert!(all.contains("192.0.2.1".parse().unwrap()));
+        let host6: Net = "fd99::2/128".parse().unwrap();
+        assert!(host6.contains("fd99::2".parse().unwrap()));
+        assert!(!host6.contains("fd99::3".parse().unwrap()));
+        assert!("10.0.0.0/33".parse::<Net>().is_err());
+        assert!("nonsense".parse::<Net>().is_err());
+        assert!("::/129".parse::<Net>().is_err());
+    }
+}
