@@ -78,10 +78,15 @@ impl Connection {
         };
         let frame = proto::encode_request(&request).map_err(|e| e.to_error())?;
         if let Err(e) = self.send(&frame, fd) {
-            // The daemon closes connections idle for longer than its client timeout; nothing
-            // of this request reached it, so asking again on a new connection is safe.
             if !matches!(e.raw_os_error(), Some(libc::EPIPE | libc::ECONNRESET)) {
                 return Err(self.io_error("sending the request", &e));
+            }
+            // The daemon hung up before taking the request. A daemon at its client limit says
+            // so first (that answer is waiting here, and the peer is gone, so the read does
+            // not block); one that closed an idle connection says nothing, and since nothing
+            // of this request reached it, asking again on a new connection is safe.
+            if let Ok(said) = self.receive() {
+                return said.into();
             }
             *self = Self::connect(&self.path, self.timeout)?;
             self.send(&frame, fd)
