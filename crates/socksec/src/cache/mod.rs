@@ -44,6 +44,9 @@ use crate::xfrm::model::{Policy, PolicyDir, State, XfrmSnapshot};
 /// The VICI events after which charon's SAs are listed again.
 pub const VICI_EVENTS: [&str; 4] = ["ike-updown", "child-updown", "ike-rekey", "child-rekey"];
 
+/// Under a steady stream of notifications, a snapshot is published at least this often.
+const PUBLISH_EVERY: Duration = Duration::from_millis(5);
+
 /// Tuning of a [`Cache`].
 #[derive(Debug, Clone)]
 pub struct CacheOptions {
@@ -319,7 +322,7 @@ impl XfrmWatcher {
             let wait = self.audit_period.saturating_sub(last_audit.elapsed());
             let first = self.events.next_event(Some(wait));
             let idle = matches!(first, Ok(None));
-            self.drain(first, &mut dirty);
+            self.drain(first, &mut dirty, Some(Instant::now() + PUBLISH_EVERY));
             if last_audit.elapsed() >= self.audit_period {
                 last_audit = Instant::now();
                 // Only when idle: under a stream of events the counters run ahead of the
@@ -332,10 +335,23 @@ impl XfrmWatcher {
         }
     }
 
-    /// Applies `first` and every event queued after it.
-    fn drain(&mut self, first: Result<Option<XfrmEvent>, DumpError>, dirty: &mut Dirty) {
+    /// Applies `first` and the events queued after it: all of them, or (with `until`) those
+    /// that arrive before that instant, so that a steady stream of changes does not hold back
+    /// publication. Any prefix of the event sequence is a state the kernel had.
+    fn drain(
+        &mut self,
+        first: Result<Option<XfrmEvent>, DumpError>,
+        dirty: &mut Dirty,
+        until: Option<Instant>,
+    ) {
         let mut next = first;
         loop {
+            if until.is_some_and(|t| Instant::now() >= t) && !dirty.policies && !dirty.states {
+                if let Ok(Some(event)) = next {
+                    self.apply(event, dirty);
+                }
+                return;
+            }
             match next {
                 Ok(Some(event)) => self.apply(event, dirty),
                 Ok(None) => return,
@@ -386,8 +402,9 @@ impl XfrmWatcher {
                 return;
             }
             dirty.changed = true;
+            // After a dump, every event up to its end must be applied before publishing.
             let next = self.events.next_event(Some(Duration::ZERO));
-            self.drain(next, &mut dirty);
+            self.drain(next, &mut dirty, None);
         }
         if dirty.changed || self.broken {
             self.broken = false;
