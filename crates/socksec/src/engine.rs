@@ -14,6 +14,7 @@ use crate::flow::Flow;
 use crate::report::{Caveat, SocketDescription};
 use crate::route;
 use crate::socket::{self, SocketFacts};
+use crate::vici::certs::CertNames;
 use crate::vici::model::IkeSa;
 use crate::xfrm::model::XfrmSnapshot;
 use crate::xfrm::resolve::resolve;
@@ -80,7 +81,11 @@ impl Prepared<'_> {
         let snapshot = sources.xfrm()?;
         let mut info = answer(&self.facts, &flow, &snapshot, unix_now(), &self.template);
         if wants_peer(&self.template) && info.protections.iter().any(|p| !p.sas.is_empty()) {
-            attach_peer(&mut info, sources.ike_sas(), &self.template);
+            let ike = sources.ike_sas();
+            attach_peer(&mut info, ike.clone(), &self.template);
+            if let Ok(list) = &ike {
+                attach_certificate(&mut info, list, sources);
+            }
         }
         Ok(info)
     }
@@ -104,6 +109,14 @@ pub trait Sources: Send + Sync {
     /// The IKE daemon's IKE SAs, or why they cannot be had (not an error: the answer then
     /// carries a [`Caveat::PeerUnknown`]).
     fn ike_sas(&self) -> Result<Arc<Vec<IkeSa>>, String>;
+    /// The certificate the peer of `ike` authenticated with, if any (asked of the IKE daemon
+    /// at [`vici_socket`] unless a cache knows it).
+    fn peer_certificate(&self, ike: &IkeSa) -> Result<Option<CertNames>, String> {
+        let path = vici_socket();
+        crate::vici::client::ViciClient::connect(&path, crate::vici::client::DEFAULT_TIMEOUT)
+            .and_then(|mut c| crate::vici::certs::peer_certificate(&mut c, ike))
+            .map_err(|e| format!("the IKE daemon at {} cannot be asked: {e}", path.display()))
+    }
 }
 
 /// Snapshots read for each query: a full XFRM dump and a VICI `list-sas`. The cold path.
@@ -225,6 +238,28 @@ pub fn attach_peer(
             }
         }
         Err(detail) => info.caveats.push(Caveat::PeerUnknown { detail }),
+    }
+}
+
+/// Adds the certificate names to the machine identity of an answer's peer, when the peer
+/// authenticated with a certificate; a caveat says so when that cannot be read.
+fn attach_certificate(info: &mut SecurityInfo, ike_sas: &[IkeSa], sources: &dyn Sources) {
+    let Some(peer) = info.peer.as_mut() else {
+        return;
+    };
+    let Some(machine) = peer.machine.as_mut() else {
+        return;
+    };
+    let Some(ike) = ike_sas.iter().find(|i| i.uniqueid == peer.ike_sa_id) else {
+        return;
+    };
+    match sources.peer_certificate(ike) {
+        Ok(Some(names)) => {
+            machine.cert_subject = Some(names.subject);
+            machine.cert_issuer = Some(names.issuer);
+        }
+        Ok(None) => {}
+        Err(detail) => info.caveats.push(Caveat::CertificateUnknown { detail }),
     }
 }
 

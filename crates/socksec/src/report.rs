@@ -347,6 +347,12 @@ pub enum Caveat {
         /// Why.
         detail: String,
     },
+    /// The peer's identity is known, but whether (and which) certificate it authenticated
+    /// with could not be read from the IKE daemon.
+    CertificateUnknown {
+        /// Why.
+        detail: String,
+    },
 }
 
 impl fmt::Display for Caveat {
@@ -362,6 +368,9 @@ impl fmt::Display for Caveat {
                  match this flow); they apply only to the sockets that hold them"
             ),
             Self::PeerUnknown { detail } => write!(f, "peer identity unknown: {detail}"),
+            Self::CertificateUnknown { detail } => {
+                write!(f, "peer certificate unknown: {detail}")
+            }
         }
     }
 }

@@ -15,6 +15,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
+use socksec::vici::certs;
 use socksec::vici::client::{Direction, ViciClient, ViciError};
 use socksec::vici::codec::{self, Message, Packet};
 use socksec::vici::model::{IdentityKind, IkeSa};
@@ -101,6 +102,118 @@ struct Lab {
 
 static NEXT: AtomicU32 = AtomicU32::new(0);
 
+/// The host name of a test address: `moon` for 10.97.0.1, `sun` for 10.97.0.2.
+fn host_name(addr: &str) -> &'static str {
+    if addr.ends_with(".1") { "moon" } else { "sun" }
+}
+
+/// The subject of a host's test certificate.
+fn cert_dn(host: &str) -> String {
+    format!("C=CH, O=socksec, CN={host}.x509")
+}
+
+/// The issuer of the test certificates.
+const CA_DN: &str = "C=CH, O=socksec, CN=socksec test CA";
+
+/// A CA and a certificate for each host, made with strongSwan's `pki`, placed in each
+/// namespace's swanctl folders (`x509ca/`, `x509/`, `private/`).
+fn make_certificates(tag: &str, dirs: &[(&str, &Path)]) {
+    let work = std::env::temp_dir().join(format!("socksec-pki-{tag}"));
+    fs::create_dir_all(&work).unwrap();
+    let pki = |args: &[&str], out: &Path| {
+        let o = Command::new("pki").args(args).output().expect("pki");
+        assert!(
+            o.status.success(),
+            "pki {args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        fs::write(out, o.stdout).unwrap();
+    };
+    let (ca_key, ca) = (work.join("ca.key"), work.join("ca.pem"));
+    pki(
+        &[
+            "--gen",
+            "--type",
+            "rsa",
+            "--size",
+            "2048",
+            "--outform",
+            "pem",
+        ],
+        &ca_key,
+    );
+    let ca_key_s = ca_key.to_str().unwrap();
+    pki(
+        &[
+            "--self",
+            "--ca",
+            "--lifetime",
+            "30",
+            "--type",
+            "rsa",
+            "--in",
+            ca_key_s,
+        ]
+        .into_iter()
+        .chain(["--dn", CA_DN, "--outform", "pem"])
+        .collect::<Vec<_>>(),
+        &ca,
+    );
+    for (host, swanctl) in dirs {
+        let (key, public, cert) = (
+            work.join(format!("{host}.key")),
+            work.join(format!("{host}.pub")),
+            work.join(format!("{host}.pem")),
+        );
+        pki(
+            &[
+                "--gen",
+                "--type",
+                "rsa",
+                "--size",
+                "2048",
+                "--outform",
+                "pem",
+            ],
+            &key,
+        );
+        pki(
+            &["--pub", "--type", "rsa", "--in", key.to_str().unwrap()],
+            &public,
+        );
+        let dn = cert_dn(host);
+        pki(
+            &[
+                "--issue",
+                "--lifetime",
+                "30",
+                "--type",
+                "pub",
+                "--in",
+                public.to_str().unwrap(),
+                "--cacert",
+                ca.to_str().unwrap(),
+                "--cakey",
+                ca_key_s,
+                "--dn",
+                &dn,
+                "--outform",
+                "pem",
+            ],
+            &cert,
+        );
+        for (sub, from, name) in [
+            ("x509ca", &ca, "ca.pem".to_string()),
+            ("x509", &cert, format!("{host}.pem")),
+            ("private", &key, format!("{host}.key")),
+        ] {
+            fs::create_dir_all(swanctl.join(sub)).unwrap();
+            fs::copy(from, swanctl.join(sub).join(name)).unwrap();
+        }
+    }
+    let _ = fs::remove_dir_all(&work);
+}
+
 /// swanctl.conf for one side: a connection with FQDN ids and one with DN / user@FQDN ids.
 fn swanctl_conf(local: &str, remote: &str, fq: (&str, &str), dn: (&str, &str)) -> String {
     let conn = |name: &str, (lid, rid): (&str, &str)| {
@@ -112,8 +225,16 @@ fn swanctl_conf(local: &str, remote: &str, fq: (&str, &str), dn: (&str, &str)) -
              esp_proposals = aes128gcm16\n      }}\n    }}\n  }}\n"
         )
     };
+    let x509 = format!(
+        "  x509 {{\n    version = 2\n    local_addrs = {local}\n    remote_addrs = {remote}\n\
+         \x20   local {{\n      auth = pubkey\n      certs = {}.pem\n      id = \"{}\"\n    }}\n\
+         \x20   remote {{\n      auth = pubkey\n      id = \"{}\"\n    }}\n  }}\n",
+        host_name(local),
+        cert_dn(host_name(local)),
+        cert_dn(host_name(remote)),
+    );
     format!(
-        "connections {{\n{}{}}}\nsecrets {{\n  ike-fq {{\n    id-1 = moon.example\n    \
+        "connections {{\n{}{}{x509}}}\nsecrets {{\n  ike-fq {{\n    id-1 = moon.example\n    \
          id-2 = sun.example\n    secret = 0sc29ja3NlYy12aWNpLXRlc3Qtb25l\n  }}\n  ike-dn {{\n    \
          id-1 = \"C=CH, O=socksec, CN=moon\"\n    id-2 = \"carol@sun.example\"\n    \
          secret = 0sc29ja3NlYy12aWNpLXRlc3QtdHdv\n  }}\n}}\n",
@@ -169,6 +290,13 @@ impl Lab {
                 ("carol@sun.example", "C=CH, O=socksec, CN=moon"),
             ),
         ];
+        make_certificates(
+            &lab.moon.ns,
+            &[
+                ("moon", &lab.moon.etc.join("swanctl")),
+                ("sun", &lab.sun.etc.join("swanctl")),
+            ],
+        );
         for (peer, conf) in [&mut lab.moon, &mut lab.sun].into_iter().zip(confs) {
             fs::create_dir_all(peer.etc.join("swanctl")).unwrap();
             fs::write(peer.etc.join("swanctl/swanctl.conf"), conf).unwrap();
@@ -371,6 +499,62 @@ fn list_sas_names_the_ids_swanctl_prints() {
         .unsubscribe(&["ike-updown", "child-updown", "ike-rekey", "child-rekey"])
         .unwrap();
     capture("events-responder.bin", &events.take_recording());
+}
+
+/// `(subject, issuer)` of each certificate `swanctl --list-certs` prints.
+fn swanctl_certs(text: &str) -> Vec<(String, String)> {
+    let quoted = |l: &str| l[l.find('"').unwrap() + 1..l.rfind('"').unwrap()].to_owned();
+    let mut out: Vec<(String, String)> = Vec::new();
+    for line in text.lines().map(str::trim_start) {
+        if line.starts_with("subject:") {
+            out.push((quoted(line), String::new()));
+        } else if line.starts_with("issuer:") {
+            if let Some(last) = out.last_mut() {
+                last.1 = quoted(line);
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn peer_certificate_names_match_swanctl() {
+    if !require("peer_certificate_names_match_swanctl") {
+        return;
+    }
+    let lab = Lab::new();
+    lab.moon.swanctl(&["--initiate", "--ike", "x509"]);
+    lab.moon.swanctl(&["--initiate", "--ike", "fq"]);
+    for (peer, remote) in [(&lab.moon, "sun"), (&lab.sun, "moon")] {
+        let mut c = peer.client();
+        let sas = c.list_sas().unwrap();
+        let x509 = sas.iter().find(|s| s.name == "x509").expect("x509 IKE SA");
+        assert_eq!(x509.remote_id.text, cert_dn(remote));
+        assert_eq!(x509.remote_id.kind, IdentityKind::Dn);
+        let classes = certs::remote_auth_classes(&mut c, "x509").unwrap();
+        assert_eq!(classes, ["public key"]);
+        let names = certs::peer_certificate(&mut c, x509)
+            .unwrap()
+            .expect("the peer's certificate");
+        let printed =
+            swanctl_certs(&peer.swanctl(&["--list-certs", "--subject", &cert_dn(remote)]));
+        assert!(
+            printed.contains(&(names.subject.clone(), names.issuer.clone())),
+            "{}: ours {names:?}, swanctl {printed:?}",
+            peer.ns
+        );
+        assert_eq!(
+            (names.subject.as_str(), names.issuer.as_str()),
+            (cert_dn(remote).as_str(), CA_DN)
+        );
+        // A PSK round has no certificate, even though one with a related name is loaded.
+        let fq = sas.iter().find(|s| s.name == "fq").expect("fq IKE SA");
+        assert_eq!(
+            certs::remote_auth_classes(&mut c, "fq").unwrap(),
+            ["pre-shared key"]
+        );
+        assert_eq!(certs::peer_certificate(&mut c, fq).unwrap(), None);
+    }
 }
 
 #[test]

@@ -4,9 +4,11 @@
 //! - [`codec`]: the wire format, pure (bytes ↔ [`codec::Packet`] / [`codec::Message`]).
 //! - [`model`]: typed views of `list-sa` and IKE/CHILD events ([`model::IkeSa`],
 //!   [`model::ChildSa`], [`model::Identity`]), pure.
+//! - [`certs`]: the subject and issuer of the certificate a peer authenticated with.
 //! - [`client`]: a small synchronous client over charon's Unix socket
 //!   ([`client::ViciClient`]).
 
+pub mod certs;
 pub mod client;
 pub mod codec;
 pub mod model;

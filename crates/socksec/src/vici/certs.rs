@@ -1,0 +1,119 @@
+//! The certificate a peer authenticated with: its subject and issuer, from charon.
+//!
+//! `list-sas` names the peer's identity but not how it proved it. Two more VICI commands
+//! settle it: `list-conns` gives the connection's remote authentication rounds (`remote-1`
+//! class `public key` means the first round used a certificate or raw public key), and
+//! `list-certs` with the identity as subject gives the end-entity X.509 certificates charon
+//! holds for it — the ones loaded, and the ones it received and verified during IKE (its
+//! certificate cache). The DER is parsed with `x509-parser` and only the two names are kept.
+//!
+//! When the round did not use a public key, or no certificate (or more than one different
+//! certificate) matches the identity, there are no certificate names: socksec does not guess.
+
+use serde::{Deserialize, Serialize};
+
+use super::client::{ViciClient, ViciError};
+use super::codec::{Message, Value};
+use super::model::IkeSa;
+
+/// Subject and issuer of a certificate, as distinguished names in strongSwan's text form
+/// (`C=CH, O=strongSwan, CN=moon.example`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CertNames {
+    /// The certificate's subject.
+    pub subject: String,
+    /// Its issuer.
+    pub issuer: String,
+}
+
+/// The subject and issuer of a DER-encoded X.509 certificate.
+pub fn names_of(der: &[u8]) -> Result<CertNames, String> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der)
+        .map_err(|e| format!("not an X.509 certificate: {e}"))?;
+    Ok(CertNames {
+        subject: cert.subject().to_string(),
+        issuer: cert.issuer().to_string(),
+    })
+}
+
+/// The authentication classes of a connection's remote rounds, in order (`"public key"`,
+/// `"pre-shared key"`, `"EAP"`, …), from `list-conns`.
+pub fn remote_auth_classes(client: &mut ViciClient, conn: &str) -> Result<Vec<String>, ViciError> {
+    let args = Message::new().with_str("ike", conn);
+    let (events, _) = client.streamed_request("list-conns", "list-conn", &args)?;
+    Ok(auth_classes(&events, conn))
+}
+
+/// The remote rounds' classes of connection `conn` in `list-conn` event messages (pure).
+pub fn auth_classes(events: &[Message], conn: &str) -> Vec<String> {
+    let Some(section) = events.iter().find_map(|m| m.get_section(conn)) else {
+        return Vec::new();
+    };
+    (1..)
+        .map_while(|round| section.get_section(&format!("remote-{round}")))
+        .map(|r| r.get_str("class").unwrap_or("").to_owned())
+        .collect()
+}
+
+/// The names of each end-entity X.509 certificate charon holds whose subject (or subject
+/// alternative name) is `identity`, from `list-certs`.
+pub fn certificates_for(
+    client: &mut ViciClient,
+    identity: &str,
+) -> Result<Vec<CertNames>, ViciError> {
+    let args = Message::new()
+        .with_str("type", "X509")
+        .with_str("flag", "NONE")
+        .with_str("subject", identity);
+    let (events, _) = client.streamed_request("list-certs", "list-cert", &args)?;
+    Ok(events
+        .iter()
+        .filter_map(|m| match m.get("data") {
+            Some(Value::Str(der)) => names_of(der).ok(),
+            _ => None,
+        })
+        .collect())
+}
+
+/// The certificate the peer of `ike` authenticated with in the first round, when that round
+/// used a public key and exactly one certificate (by subject and issuer) matches its identity.
+pub fn peer_certificate(
+    client: &mut ViciClient,
+    ike: &IkeSa,
+) -> Result<Option<CertNames>, ViciError> {
+    let classes = remote_auth_classes(client, &ike.name)?;
+    if classes.first().map(String::as_str) != Some("public key") {
+        return Ok(None);
+    }
+    let mut found = certificates_for(client, &ike.remote_id.text)?;
+    found.dedup();
+    Ok(match found.as_slice() {
+        [one] => Some(one.clone()),
+        _ => None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn auth_classes_in_round_order() {
+        let conn = Message::new()
+            .with_section("remote-1", Message::new().with_str("class", "public key"))
+            .with_section("remote-2", Message::new().with_str("class", "EAP"))
+            .with_section(
+                "local-1",
+                Message::new().with_str("class", "pre-shared key"),
+            );
+        let events = [Message::new().with_section("rw", conn)];
+        assert_eq!(auth_classes(&events, "rw"), ["public key", "EAP"]);
+        assert!(auth_classes(&events, "other").is_empty());
+    }
+
+    #[test]
+    fn garbage_is_not_a_certificate() {
+        assert!(names_of(b"\x30\x03\x02\x01\x00").is_err());
+        assert!(names_of(&[]).is_err());
+    }
+}
