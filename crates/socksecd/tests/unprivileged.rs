@@ -1,0 +1,152 @@
+//! Done-when of the broker, on the host: `nobody` gets through socksecd the same answer root
+//! gets in-process, for a connection under policies the host kernel really stores (it keeps
+//! XFRM policies but cannot hold ESP SAs here, so the answer is "not secured: SA missing",
+//! naming the kernel's policies). Front-ends: the CLI (`socksec query --fd 3 --json`) and the
+//! C ABI (`WSAQuerySocketSecurity` from a C program), as `nobody` through `setpriv`.
+
+mod common;
+#[path = "../../socksec/tests/common/mod.rs"]
+mod netns;
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::{Daemon, require_root};
+use netns::{Pair, ip};
+
+const OUT_ESP: &str =
+    "add src 10.99.0.1/32 dst 10.99.0.2/32 proto tcp dir out tmpl proto esp mode transport reqid 1";
+const IN_ESP: &str =
+    "add src 10.99.0.2/32 dst 10.99.0.1/32 proto tcp dir in tmpl proto esp mode transport reqid 1";
+
+/// `nobody:nogroup`, no supplementary groups; changing the uid from 0 clears every capability.
+const AS_NOBODY: &str = "setpriv --reuid=65534 --regid=65534 --clear-groups";
+
+fn run(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed ({}):\n{}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The release CLI and C ABI library in this test's target folder (built when missing), and
+/// the C probe compiled against the library; all copied into `dir`, which `nobody` can read.
+fn front_ends(dir: &Path) -> (PathBuf, PathBuf) {
+    let exe = std::env::current_exe().unwrap();
+    let target = exe.ancestors().nth(3).unwrap().to_path_buf();
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    run(Command::new(cargo)
+        .current_dir(&workspace)
+        .args([
+            "build",
+            "--release",
+            "-p",
+            "socksec-cli",
+            "-p",
+            "socksec-winsock",
+        ])
+        .env("CARGO_TARGET_DIR", &target));
+    let release = target.join("release");
+    let cli = dir.join("socksec");
+    std::fs::copy(release.join("socksec"), &cli).unwrap();
+    let probe = dir.join("wsa-probe");
+    run(Command::new("gcc")
+        .args(["-std=c11", "-Wall", "-I"])
+        .arg(workspace.join("crates/socksec-winsock/include"))
+        .arg(workspace.join("crates/socksec-lab/src/host/wsa_probe.c"))
+        .arg(release.join("libsocksec_winsock.a"))
+        .args(["-lpthread", "-ldl", "-lm", "-o"])
+        .arg(&probe));
+    (cli, probe)
+}
+
+#[test]
+fn nobody_gets_through_the_broker_what_root_gets_in_process() {
+    if !require_root("nobody_gets_through_the_broker_what_root_gets_in_process") {
+        return;
+    }
+    let pair = Pair::new();
+    for line in [OUT_ESP, IN_ESP] {
+        let mut args = vec!["-n", pair.a.as_str(), "xfrm", "policy"];
+        args.extend(line.split_whitespace());
+        ip(&args);
+    }
+    let _listener = pair.run_in(&pair.b.clone(), || {
+        TcpListener::bind("10.99.0.2:5000").unwrap()
+    });
+    // The daemon runs in the namespace of the sockets it answers for.
+    let d = Daemon::start(&[], Some(&pair.a));
+    let (cli, probe) = front_ends(&d.dir);
+    let broker = d.socket.display().to_string();
+    let (cli, probe) = (cli.display().to_string(), probe.display().to_string());
+
+    // One connection, opened by root's bash in namespace a; the same descriptor is asked
+    // about by root in-process, by nobody in the default (auto) mode, and by nobody forced
+    // to query in-process.
+    let script = format!(
+        "exec 3<>/dev/tcp/10.99.0.2/5000 || exit 9
+         SOCKSEC_MODE=local {cli} query --fd 3 --json --tokens
+         echo @@@
+         {AS_NOBODY} env -u SOCKSEC_MODE SOCKSEC_BROKER={broker} {cli} query --fd 3 --json --tokens
+         echo @@@
+         {AS_NOBODY} env SOCKSEC_MODE=local {cli} query --fd 3 --json --tokens
+         echo @@@
+         SOCKSEC_MODE=local {probe} 10.99.0.2 5000
+         {AS_NOBODY} env -u SOCKSEC_MODE SOCKSEC_BROKER={broker} {probe} 10.99.0.2 5000
+         {AS_NOBODY} env SOCKSEC_MODE=local {probe} 10.99.0.2 5000
+         true"
+    );
+    let out = run(Command::new("ip").args(["netns", "exec", &pair.a, "bash", "-c", &script]));
+    let parts: Vec<&str> = out.split("@@@\n").collect();
+    assert_eq!(parts.len(), 4, "{out}");
+    let root: serde_json::Value = serde_json::from_str(parts[0]).expect(parts[0]);
+    let nobody: serde_json::Value = serde_json::from_str(parts[1]).expect(parts[1]);
+    let nobody_local: serde_json::Value = serde_json::from_str(parts[2]).expect(parts[2]);
+
+    // Root's answer in-process: not secured, both directions' policies found without SAs.
+    assert_eq!(root["flags"], 0, "{root:#}");
+    let kinds: Vec<&str> = root["protections"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|p| p["reason"]["kind"].as_str())
+        .collect();
+    assert_eq!(kinds, ["sa_missing", "sa_missing"], "{root:#}");
+    assert_eq!(root["socket"]["peer"], "10.99.0.2:5000");
+    // nobody's answer through the broker is the same, byte for byte.
+    assert_eq!(nobody, root, "through the broker");
+    // Without the broker, nobody cannot read the kernel's tables at all.
+    assert_eq!(
+        nobody_local["error"]["kind"], "permission_denied",
+        "{nobody_local:#}"
+    );
+
+    // The C ABI: root in-process and nobody through the broker succeed with the same flags;
+    // nobody in-process gets WSAEACCES.
+    let lines: Vec<&str> = parts[3].lines().collect();
+    assert_eq!(lines.len(), 3, "{}", parts[3]);
+    assert!(
+        lines[0].starts_with("rc=0 flags=0 len=24 err=0"),
+        "{}",
+        lines[0]
+    );
+    assert_eq!(lines[1], lines[0], "C ABI through the broker");
+    assert!(
+        lines[2].starts_with("rc=-1") && lines[2].contains("err=10013"),
+        "{}",
+        lines[2]
+    );
+
+    let log = d.log();
+    assert!(
+        log.matches("uid 65534").count() >= 2,
+        "the daemon logs nobody's queries: {log}"
+    );
+}
