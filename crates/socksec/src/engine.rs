@@ -109,13 +109,14 @@ pub trait Sources: Send + Sync {
     /// The IKE daemon's IKE SAs, or why they cannot be had (not an error: the answer then
     /// carries a [`Caveat::PeerUnknown`]).
     fn ike_sas(&self) -> Result<Arc<Vec<IkeSa>>, String>;
-    /// The certificate the peer of `ike` authenticated with, if any (asked of the IKE daemon
-    /// at [`vici_socket`] unless a cache knows it).
+    /// The certificate the peer of `ike` authenticated with, if any: asked of the IKE daemon
+    /// at [`vici_socket`] once per IKE SA and remembered for the process.
     fn peer_certificate(&self, ike: &IkeSa) -> Result<Option<CertNames>, String> {
         let path = vici_socket();
-        crate::vici::client::ViciClient::connect(&path, crate::vici::client::DEFAULT_TIMEOUT)
-            .and_then(|mut c| crate::vici::certs::peer_certificate(&mut c, ike))
-            .map_err(|e| format!("the IKE daemon at {} cannot be asked: {e}", path.display()))
+        crate::vici::certs::peer_certificate_memo(ike, || {
+            crate::vici::client::ViciClient::connect(&path, crate::vici::client::DEFAULT_TIMEOUT)
+        })
+        .map_err(|e| format!("the IKE daemon at {} cannot be asked: {e}", path.display()))
     }
 }
 

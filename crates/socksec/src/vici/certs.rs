@@ -10,6 +10,9 @@
 //! When the round did not use a public key, or no certificate (or more than one different
 //! certificate) matches the identity, there are no certificate names: socksec does not guess.
 
+use std::collections::HashMap;
+use std::sync::Mutex;
+
 use serde::{Deserialize, Serialize};
 
 use super::client::{ViciClient, ViciError};
@@ -91,6 +94,51 @@ pub fn peer_certificate(
         [one] => Some(one.clone()),
         _ => None,
     })
+}
+
+/// What is remembered of an IKE SA's peer certificate, per process: an IKE SA's
+/// authentication never changes, so one lookup serves every later query over it. The key is
+/// the unique id with both IKE SPIs (random per IKE SA), so a restarted charon that numbers
+/// its SAs from 1 again cannot be confused with the one before.
+static MEMO: Mutex<Option<HashMap<MemoKey, Option<CertNames>>>> = Mutex::new(None);
+
+/// An IKE SA: its unique id, initiator SPI and responder SPI.
+type MemoKey = (u64, String, String);
+
+/// At most this many IKE SAs are remembered; beyond it the memo starts over.
+const MEMO_LIMIT: usize = 4096;
+
+fn memo_key(ike: &IkeSa) -> Option<MemoKey> {
+    Some((
+        ike.uniqueid,
+        ike.initiator_spi.clone()?,
+        ike.responder_spi.clone()?,
+    ))
+}
+
+/// [`peer_certificate`], remembered per IKE SA for the life of the process: `connect` is
+/// called only for an IKE SA not seen before (or one without SPIs, which is not remembered).
+pub fn peer_certificate_memo(
+    ike: &IkeSa,
+    connect: impl FnOnce() -> Result<ViciClient, ViciError>,
+) -> Result<Option<CertNames>, ViciError> {
+    let key = memo_key(ike);
+    if let Some(key) = &key {
+        let guard = MEMO.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(known) = guard.as_ref().and_then(|m| m.get(key)) {
+            return Ok(known.clone());
+        }
+    }
+    let found = peer_certificate(&mut connect()?, ike)?;
+    if let Some(key) = key {
+        let mut guard = MEMO.lock().unwrap_or_else(|p| p.into_inner());
+        let map = guard.get_or_insert_with(HashMap::new);
+        if map.len() >= MEMO_LIMIT {
+            map.clear();
+        }
+        map.insert(key, found.clone());
+    }
+    Ok(found)
 }
 
 #[cfg(test)]
