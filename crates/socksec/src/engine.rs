@@ -113,7 +113,7 @@ pub trait Sources: Send + Sync {
     /// at [`vici_socket`] once per IKE SA and remembered for the process.
     fn peer_certificate(&self, ike: &IkeSa) -> Result<Option<CertNames>, String> {
         let path = vici_socket();
-        crate::vici::certs::peer_certificate_memo(ike, || {
+        crate::vici::certs::peer_certificate_memo(&path, ike, || {
             crate::vici::client::ViciClient::connect(&path, crate::vici::client::DEFAULT_TIMEOUT)
         })
         .map_err(|e| format!("the IKE daemon at {} cannot be asked: {e}", path.display()))

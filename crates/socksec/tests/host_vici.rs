@@ -548,9 +548,11 @@ fn peer_certificate_names_match_swanctl() {
             (cert_dn(remote).as_str(), CA_DN)
         );
         // Remembered per IKE SA: the second lookup does not ask charon.
-        let first = certs::peer_certificate_memo(x509, || Ok(peer.client())).unwrap();
+        let first =
+            certs::peer_certificate_memo(&peer.socket(), x509, || Ok(peer.client())).unwrap();
         assert_eq!(first.as_ref(), Some(&names));
-        let again = certs::peer_certificate_memo(x509, || Err(ViciError::Closed)).unwrap();
+        let again =
+            certs::peer_certificate_memo(&peer.socket(), x509, || Err(ViciError::Closed)).unwrap();
         assert_eq!(again, first);
         // A PSK round has no certificate, even though one with a related name is loaded.
         let fq = sas.iter().find(|s| s.name == "fq").expect("fq IKE SA");

@@ -11,6 +11,7 @@
 //! certificate) matches the identity, there are no certificate names: socksec does not guess.
 
 use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
@@ -102,27 +103,32 @@ pub fn peer_certificate(
 /// its SAs from 1 again cannot be confused with the one before.
 static MEMO: Mutex<Option<HashMap<MemoKey, Option<CertNames>>>> = Mutex::new(None);
 
-/// An IKE SA: its unique id, initiator SPI and responder SPI.
-type MemoKey = (u64, String, String);
+/// An IKE SA as one daemon sees it: the daemon's socket, the SA's unique id, its initiator
+/// SPI and responder SPI (the two ends of an IKE SA share the SPIs, so the daemon is part of
+/// the key).
+type MemoKey = (PathBuf, u64, String, String);
 
 /// At most this many IKE SAs are remembered; beyond it the memo starts over.
 const MEMO_LIMIT: usize = 4096;
 
-fn memo_key(ike: &IkeSa) -> Option<MemoKey> {
+fn memo_key(daemon: &Path, ike: &IkeSa) -> Option<MemoKey> {
     Some((
+        daemon.to_path_buf(),
         ike.uniqueid,
         ike.initiator_spi.clone()?,
         ike.responder_spi.clone()?,
     ))
 }
 
-/// [`peer_certificate`], remembered per IKE SA for the life of the process: `connect` is
-/// called only for an IKE SA not seen before (or one without SPIs, which is not remembered).
+/// [`peer_certificate`] of the daemon at `daemon`, remembered per IKE SA for the life of the
+/// process: `connect` is called only for an IKE SA not seen before (or one without SPIs, which
+/// is not remembered).
 pub fn peer_certificate_memo(
+    daemon: &Path,
     ike: &IkeSa,
     connect: impl FnOnce() -> Result<ViciClient, ViciError>,
 ) -> Result<Option<CertNames>, ViciError> {
-    let key = memo_key(ike);
+    let key = memo_key(daemon, ike);
     if let Some(key) = &key {
         let guard = MEMO.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(known) = guard.as_ref().and_then(|m| m.get(key)) {
