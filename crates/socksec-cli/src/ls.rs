@@ -8,7 +8,6 @@ use std::str::FromStr;
 
 use serde_json::{Value, json};
 use socksec::diag::{DiagSocket, SockState};
-use socksec::engine::ColdSources;
 use socksec::flow::Transport;
 use socksec::host::{self, HostSocket};
 use socksec::{Error, SecurityInfo};
@@ -155,7 +154,11 @@ pub(crate) fn collect(args: &LsArgs) -> Result<Vec<HostSocket>, Error> {
     sockets.sort_by(|a, b| {
         (a.transport.proto(), a.local, a.remote).cmp(&(b.transport.proto(), b.local, b.remote))
     });
-    let mut listed = host::list(sockets, &ColdSources, &host::listing_template())?;
+    let mut listed = host::list(
+        sockets,
+        socksec::cache::process(),
+        &host::listing_template(),
+    )?;
     listed.retain(|h| args.keeps_answered(h));
     Ok(listed)
 }

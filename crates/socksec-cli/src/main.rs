@@ -13,6 +13,7 @@ mod query;
 mod sa;
 mod selftest;
 mod table;
+mod watch;
 
 /// Exit code of a query that failed.
 pub(crate) const EXIT_QUERY_FAILED: u8 = 1;
@@ -28,6 +29,7 @@ socksec query --fd 3 3<>/dev/tcp/192.0.2.10/22     query a connection bash opene
 socksec query --connect 192.0.2.10:22 --json       connect, then query that connection\n  \
 socksec query --pid 1234 --fd 5                    query descriptor 5 of process 1234\n  \
 socksec ls --insecure                              every connection that is not secured\n  \
+socksec watch --json                               protection changes as JSON lines\n  \
 socksec selftest                                   query loopback connections of this host"
 )]
 struct Cli {
@@ -60,6 +62,18 @@ socksec ls --listening                      listeners and unconnected UDP socket
 socksec ls --json | jq '.[] | select(.encrypted) | .socket.peer'"
     )]
     Ls(ls::LsArgs),
+    /// Print the host's protection changes as they happen: SAs up, down and rekeyed, policy
+    /// changes, and the connections whose protection they change; one line per event.
+    #[command(
+        after_help = "Runs until SIGINT or SIGTERM (exit code 0). Needs CAP_NET_ADMIN \
+for the kernel's notifications; the IKE daemon's events come over VICI ($SOCKSEC_VICI or \
+strongSwan's default socket) when it is reachable.\n\n\
+Examples:\n  \
+socksec watch                           follow changes as text\n  \
+socksec watch --json | jq -c 'select(.event == \"child-rekey\")'\n  \
+socksec watch --json --no-connections   kernel and IKE events only"
+    )]
+    Watch(watch::WatchArgs),
     /// Describe the SAs an IPSEC2 SaLookupContext names (from `query --protocol ipsec2`), as
     /// the kernel and the IKE daemon have them now.
     #[command(after_help = "Examples:\n  \
@@ -143,6 +157,7 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Query(args) => query::run(&args),
         Command::Ls(args) => ls::run(&args),
+        Command::Watch(args) => watch::run(&args),
         Command::Selftest { json } => selftest::run(json),
         Command::Sa { guid, json } => sa::run(&guid, json),
     }

@@ -1,0 +1,737 @@
+//! `socksec watch`: the host's protection changes as they happen, one line per event.
+//!
+//! Three sources, each on its own thread, feed one printer:
+//! - the kernel's XFRM notifications ([`socksec::xfrm::events`]): SAs added, updated,
+//!   expired and deleted, policies added, replaced and deleted, acquires;
+//! - the IKE daemon's VICI events: IKE and CHILD SAs up and down, and their rekeys (reconnected
+//!   every few seconds while the daemon is away);
+//! - the host's connections: after each burst of events the connections are answered again
+//!   (one snapshot, as `ls` does) and every connection whose protection changed (secured,
+//!   encrypted, or the SAs that carry it, as on a rekey) gets a line of its own.
+//!
+//! SIGINT and SIGTERM are blocked and read from a signalfd, so a signal ends the loop between
+//! two lines and the process exits 0 with everything printed flushed.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::process::ExitCode;
+use std::sync::mpsc::{self, RecvTimeoutError, Sender};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use nix::sys::signal::{SigSet, Signal};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+use serde_json::{Value, json};
+use socksec::host::{self, HostSocket};
+use socksec::vici::{ChildSa, IkeSa, Message, ViciClient};
+use socksec::xfrm::events::{XfrmEvent, XfrmEvents};
+use socksec::xfrm::model::State;
+
+use crate::EXIT_QUERY_FAILED;
+
+/// What `watch` prints.
+#[derive(clap::Args, Debug, Clone)]
+pub(crate) struct WatchArgs {
+    /// Print JSON lines instead of text.
+    #[arg(long)]
+    pub(crate) json: bool,
+    /// Only the kernel's and the IKE daemon's events, not the connections they change.
+    #[arg(long)]
+    pub(crate) no_connections: bool,
+}
+
+/// One line of output.
+#[derive(Debug, Clone)]
+struct Event {
+    /// When it was seen (milliseconds since the epoch).
+    at_ms: u128,
+    /// `kernel`, `ike` or `connection`.
+    source: &'static str,
+    /// e.g. `sa-added`, `child-rekey`, `connection-rekeyed`.
+    event: String,
+    /// One line for people.
+    summary: String,
+    /// The details, merged into the JSON object.
+    details: Value,
+}
+
+impl Event {
+    fn new(
+        source: &'static str,
+        event: impl Into<String>,
+        summary: String,
+        details: Value,
+    ) -> Self {
+        Self {
+            at_ms: now_ms(),
+            source,
+            event: event.into(),
+            summary,
+            details,
+        }
+    }
+
+    fn json(&self) -> Value {
+        let mut v = json!({
+            "time": rfc3339(self.at_ms),
+            "source": self.source,
+            "event": self.event,
+            "summary": self.summary,
+        });
+        if let (Some(obj), Value::Object(details)) = (v.as_object_mut(), &self.details) {
+            for (k, d) in details {
+                obj.insert(k.clone(), d.clone());
+            }
+        }
+        v
+    }
+
+    fn text(&self) -> String {
+        let t = rfc3339(self.at_ms);
+        let clock = t.get(11..23).unwrap_or(&t);
+        format!(
+            "{clock} {:<10} {:<20} {}",
+            self.source, self.event, self.summary
+        )
+    }
+}
+
+fn now_ms() -> u128 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis())
+        .unwrap_or(0)
+}
+
+/// `YYYY-MM-DDTHH:MM:SS.mmmZ` for a time in milliseconds since the epoch (UTC).
+fn rfc3339(ms: u128) -> String {
+    let secs = (ms / 1000) as i64;
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        ms % 1000
+    )
+}
+
+fn sa_json(s: &State) -> Value {
+    json!({
+        "proto": s.proto.to_string(),
+        "spi": format!("0x{:08x}", s.spi),
+        "src": s.saddr.to_ip(s.family),
+        "dst": s.daddr.to_ip(s.family),
+        "reqid": s.reqid,
+        "mode": format!("{:?}", s.mode).to_lowercase(),
+    })
+}
+
+/// The line for a kernel notification.
+fn from_xfrm(e: &XfrmEvent) -> Event {
+    let summary = e.summary();
+    let policy =
+        |p| serde_json::to_value(socksec::xfrm::resolve::policy_ref(p)).unwrap_or_default();
+    let (name, details) = match e {
+        XfrmEvent::NewState(s) => ("sa-added", json!({ "sa": sa_json(s) })),
+        XfrmEvent::UpdatedState(s) => ("sa-updated", json!({ "sa": sa_json(s) })),
+        XfrmEvent::DeletedState(s) => ("sa-deleted", json!({ "sa": sa_json(s) })),
+        XfrmEvent::ExpiredState { state, hard } => {
+            ("sa-expired", json!({ "sa": sa_json(state), "hard": hard }))
+        }
+        XfrmEvent::FlushedStates { proto } => ("sas-flushed", json!({ "proto": proto })),
+        XfrmEvent::Acquire { policy: p, .. } => ("acquire", json!({ "policy": policy(p) })),
+        XfrmEvent::NewPolicy(p) => ("policy-added", json!({ "policy": policy(p) })),
+        XfrmEvent::UpdatedPolicy(p) => ("policy-updated", json!({ "policy": policy(p) })),
+        XfrmEvent::DeletedPolicy(p) => ("policy-deleted", json!({ "policy": policy(p) })),
+        XfrmEvent::ExpiredPolicy { policy: p, hard } => (
+            "policy-expired",
+            json!({ "policy": policy(p), "hard": hard }),
+        ),
+        XfrmEvent::FlushedPolicies { .. } => ("policies-flushed", json!({})),
+        XfrmEvent::Overrun => ("events-lost", json!({})),
+        _ => ("undecodable", json!({})),
+    };
+    Event::new("kernel", name, summary, details)
+}
+
+fn child_json(c: &ChildSa) -> Value {
+    json!({
+        "name": c.name,
+        "id": c.uniqueid,
+        "state": c.state,
+        "protocol": c.protocol,
+        "spi_in": c.spi_in.map(|s| format!("0x{s:08x}")),
+        "spi_out": c.spi_out.map(|s| format!("0x{s:08x}")),
+        "encr_alg": c.encr_alg,
+        "integ_alg": c.integ_alg,
+    })
+}
+
+fn ike_json(sa: &IkeSa) -> Value {
+    json!({
+        "name": sa.name,
+        "id": sa.uniqueid,
+        "state": sa.state,
+        "peer_id": sa.remote_id.text,
+        "remote": sa.remote_host,
+    })
+}
+
+/// An IKE SA section whose `child-sas` is left out (a `child-rekey` event nests `old` and `new`
+/// in it, which the list-sas model does not expect).
+fn without_children(m: &Message) -> Message {
+    Message {
+        entries: m
+            .entries
+            .iter()
+            .filter(|(k, _)| k != "child-sas")
+            .cloned()
+            .collect(),
+    }
+}
+
+/// The lines for one VICI event.
+fn from_vici(name: &str, m: &Message) -> Vec<Event> {
+    let mut out = Vec::new();
+    let malformed = |why: String| {
+        Event::new(
+            "ike",
+            name.to_string(),
+            format!("event not understood: {why}"),
+            json!({}),
+        )
+    };
+    match name {
+        "ike-updown" | "child-updown" => {
+            let up = m.get_str("up") == Some("yes");
+            let kind = if name == "ike-updown" { "ike" } else { "child" };
+            let event = format!("{kind}-{}", if up { "up" } else { "down" });
+            match IkeSa::from_event(m) {
+                Ok(sas) => {
+                    for sa in sas {
+                        let children: Vec<Value> = sa.child_sas.iter().map(child_json).collect();
+                        let names: Vec<String> = sa
+                            .child_sas
+                            .iter()
+                            .map(|c| format!("{} #{}", c.name, c.uniqueid))
+                            .collect();
+                        let summary = format!(
+                            "IKE SA {} #{} with {} ({}){}",
+                            sa.name,
+                            sa.uniqueid,
+                            sa.remote_id.text,
+                            sa.remote_host.map(|h| h.to_string()).unwrap_or_default(),
+                            if kind == "child" {
+                                format!(", CHILD SA {}", names.join(", "))
+                            } else {
+                                String::new()
+                            }
+                        );
+                        out.push(Event::new(
+                            "ike",
+                            event.clone(),
+                            summary,
+                            json!({ "ike_sa": ike_json(&sa), "child_sas": children }),
+                        ));
+                    }
+                }
+                Err(e) => out.push(malformed(e.to_string())),
+            }
+        }
+        "ike-rekey" => {
+            for (conn, sa) in m.sections() {
+                let parse = |k: &str| sa.get_section(k).map(|s| IkeSa::parse(conn, s));
+                match (parse("old"), parse("new")) {
+                    (Some(Ok(old)), Some(Ok(new))) => out.push(Event::new(
+                        "ike",
+                        "ike-rekey",
+                        format!(
+                            "IKE SA {conn} #{} rekeyed to #{} with {}",
+                            old.uniqueid, new.uniqueid, new.remote_id.text
+                        ),
+                        json!({ "old": ike_json(&old), "new": ike_json(&new) }),
+                    )),
+                    _ => out.push(malformed(format!("ike-rekey of {conn}"))),
+                }
+            }
+        }
+        "child-rekey" => {
+            for (conn, sa) in m.sections() {
+                let ike = match IkeSa::parse(conn, &without_children(sa)) {
+                    Ok(ike) => ike,
+                    Err(e) => {
+                        out.push(malformed(e.to_string()));
+                        continue;
+                    }
+                };
+                let Some(children) = sa.get_section("child-sas") else {
+                    out.push(malformed(format!(
+                        "child-rekey of {conn} names no CHILD SA"
+                    )));
+                    continue;
+                };
+                for (child, pair) in children.sections() {
+                    let parse = |k: &str| pair.get_section(k).map(|s| ChildSa::parse(k, s));
+                    match (parse("old"), parse("new")) {
+                        (Some(Ok(old)), Some(Ok(new))) => out.push(Event::new(
+                            "ike",
+                            "child-rekey",
+                            format!(
+                                "CHILD SA {child} #{} rekeyed to #{} (IKE SA {conn} #{} with {}): \
+                                 spi in 0x{:08x} -> 0x{:08x}, out 0x{:08x} -> 0x{:08x}",
+                                old.uniqueid,
+                                new.uniqueid,
+                                ike.uniqueid,
+                                ike.remote_id.text,
+                                old.spi_in.unwrap_or(0),
+                                new.spi_in.unwrap_or(0),
+                                old.spi_out.unwrap_or(0),
+                                new.spi_out.unwrap_or(0),
+                            ),
+                            json!({
+                                "ike_sa": ike_json(&ike),
+                                "old": child_json(&old),
+                                "new": child_json(&new),
+                            }),
+                        )),
+                        _ => out.push(malformed(format!("child-rekey of {conn}/{child}"))),
+                    }
+                }
+            }
+        }
+        other => out.push(Event::new(
+            "ike",
+            other.to_string(),
+            "event".into(),
+            json!({}),
+        )),
+    }
+    out
+}
+
+/// Messages from the reader threads to the printer.
+enum Feed {
+    Event(Event),
+    /// Something changed: the connections should be answered again.
+    Changed,
+}
+
+fn kernel_thread(mut events: XfrmEvents, tx: Sender<Feed>) {
+    loop {
+        match events.next_event(None) {
+            Ok(Some(e)) => {
+                let sent = tx.send(Feed::Event(from_xfrm(&e))).is_ok();
+                if !sent || tx.send(Feed::Changed).is_err() {
+                    return;
+                }
+            }
+            Ok(None) => {}
+            Err(e) => {
+                let _ = tx.send(Feed::Event(Event::new(
+                    "kernel",
+                    "error",
+                    format!("reading XFRM notifications failed: {e}"),
+                    json!({}),
+                )));
+                return;
+            }
+        }
+    }
+}
+
+const VICI_EVENTS: [&str; 4] = ["ike-updown", "child-updown", "ike-rekey", "child-rekey"];
+const VICI_RETRY: Duration = Duration::from_secs(3);
+
+fn ike_thread(tx: Sender<Feed>) {
+    let path = socksec::engine::vici_socket();
+    let mut said_unreachable = false;
+    loop {
+        let client = ViciClient::connect(&path, socksec::vici::client::DEFAULT_TIMEOUT)
+            .and_then(|mut c| c.subscribe(&VICI_EVENTS).map(|()| c));
+        let mut client = match client {
+            Ok(c) => c,
+            Err(e) => {
+                if !said_unreachable {
+                    said_unreachable = true;
+                    let note = Event::new(
+                        "ike",
+                        "daemon-unreachable",
+                        format!(
+                            "the IKE daemon at {} cannot be asked ({e}); kernel events only, \
+                             retrying every {} s",
+                            path.display(),
+                            VICI_RETRY.as_secs()
+                        ),
+                        json!({}),
+                    );
+                    if tx.send(Feed::Event(note)).is_err() {
+                        return;
+                    }
+                }
+                std::thread::sleep(VICI_RETRY);
+                continue;
+            }
+        };
+        // (The inner loop below only ends when the daemon is lost, which sets the flag again.)
+        if said_unreachable {
+            let note = Event::new(
+                "ike",
+                "daemon-reachable",
+                format!(
+                    "subscribed to the IKE daemon's events at {}",
+                    path.display()
+                ),
+                json!({}),
+            );
+            if tx.send(Feed::Event(note)).is_err() {
+                return;
+            }
+        }
+        loop {
+            match client.next_event(None) {
+                Ok(Some((name, m))) => {
+                    for e in from_vici(&name, &m) {
+                        if tx.send(Feed::Event(e)).is_err() {
+                            return;
+                        }
+                    }
+                    if tx.send(Feed::Changed).is_err() {
+                        return;
+                    }
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    said_unreachable = true;
+                    let note = Event::new(
+                        "ike",
+                        "daemon-unreachable",
+                        format!(
+                            "lost the IKE daemon ({e}); retrying every {} s",
+                            VICI_RETRY.as_secs()
+                        ),
+                        json!({}),
+                    );
+                    if tx.send(Feed::Event(note)).is_err() {
+                        return;
+                    }
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/// What a connection's protection is, for comparison across listings: the verdict and the
+/// SPIs that carry it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Protection {
+    secured: bool,
+    encrypted: bool,
+    spis: Vec<(String, String)>,
+}
+
+fn protection_of(h: &HostSocket) -> Option<Protection> {
+    let info = h.answer.as_ref().ok()?;
+    let mut spis: Vec<(String, String)> = info
+        .protections
+        .iter()
+        .flat_map(|p| {
+            p.sas.iter().map(move |sa| {
+                (
+                    p.direction.to_string(),
+                    format!("{} 0x{:08x}", sa.proto, sa.spi),
+                )
+            })
+        })
+        .collect();
+    spis.sort();
+    Some(Protection {
+        secured: info.is_secured(),
+        encrypted: info.is_encrypted(),
+        spis,
+    })
+}
+
+fn protection_json(p: &Protection) -> Value {
+    json!({
+        "secured": p.secured,
+        "encrypted": p.encrypted,
+        "sas": p.spis.iter().map(|(d, s)| json!({"direction": d, "sa": s})).collect::<Vec<_>>(),
+    })
+}
+
+fn verdict_text(p: &Protection) -> &'static str {
+    match (p.secured, p.encrypted) {
+        (true, true) => "encrypted",
+        (true, false) => "integrity only",
+        _ => "NOT SECURED",
+    }
+}
+
+/// The host's connections (sockets with a peer) and their protection, by socket cookie.
+type Connections = HashMap<u64, (HostSocket, Protection)>;
+
+fn connections() -> Result<Connections, socksec::Error> {
+    let mut sockets =
+        socksec::diag::dump(&[socksec::flow::Transport::Tcp, socksec::flow::Transport::Udp])?;
+    sockets.retain(|s| s.peer().is_some());
+    let listed = host::list(
+        sockets,
+        socksec::cache::process(),
+        &host::listing_template(),
+    )?;
+    Ok(listed
+        .into_iter()
+        .filter_map(|h| {
+            let p = protection_of(&h)?;
+            Some((h.socket.cookie, (h, p)))
+        })
+        .collect())
+}
+
+/// Lines for the connections whose protection differs between `before` and `after`.
+fn changes(before: &Connections, after: &Connections) -> Vec<Event> {
+    let mut out = Vec::new();
+    let mut cookies: Vec<&u64> = after.keys().collect();
+    cookies.sort();
+    for cookie in cookies {
+        let (h, new) = &after[cookie];
+        let Some((_, old)) = before.get(cookie) else {
+            continue; // A new connection: not a change of protection.
+        };
+        if old == new {
+            continue;
+        }
+        let s = &h.socket;
+        let event = if old.secured != new.secured || old.encrypted != new.encrypted {
+            "connection-protection-changed"
+        } else {
+            "connection-rekeyed"
+        };
+        let peer = s.peer().map(|p| p.to_string()).unwrap_or_default();
+        let local = socksec::flow::normalize(s.local);
+        let owner = h
+            .owners
+            .first()
+            .map(|o| format!(" ({}/{})", o.pid, o.command))
+            .unwrap_or_default();
+        let summary = format!(
+            "{} {local} -> {peer}{owner}: {} -> {}{}",
+            s.transport.name(),
+            verdict_text(old),
+            verdict_text(new),
+            if new.spis.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    " [{}]",
+                    new.spis
+                        .iter()
+                        .map(|(d, sa)| format!("{d} {sa}"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            }
+        );
+        let first = h.owners.first();
+        out.push(Event::new(
+            "connection",
+            event,
+            summary,
+            json!({
+                "socket": {
+                    "protocol": s.transport.name(),
+                    "local": local,
+                    "peer": peer,
+                },
+                "pid": first.map(|o| o.pid),
+                "command": first.map(|o| o.command.clone()),
+                "before": protection_json(old),
+                "after": protection_json(new),
+            }),
+        ));
+    }
+    out
+}
+
+/// How long the connections wait after the last event of a burst before they are answered
+/// again (a rekey is several notifications within milliseconds).
+const SETTLE: Duration = Duration::from_millis(150);
+/// How often the loop looks for a signal.
+const TICK: Duration = Duration::from_millis(50);
+
+pub(crate) fn run(args: &WatchArgs) -> ExitCode {
+    // Block the stop signals before any thread starts, so every thread inherits the mask and
+    // the signals wait in the signalfd.
+    let mut mask = SigSet::empty();
+    mask.add(Signal::SIGINT);
+    mask.add(Signal::SIGTERM);
+    let signals = mask
+        .thread_block()
+        .map_err(|e| format!("blocking SIGINT and SIGTERM: {e}"))
+        .and_then(|()| {
+            SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
+                .map_err(|e| format!("signalfd: {e}"))
+        });
+    let signals = match signals {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("socksec: {e}");
+            return ExitCode::from(EXIT_QUERY_FAILED);
+        }
+    };
+    let events = match XfrmEvents::subscribe() {
+        Ok(e) => e,
+        Err(e) => {
+            eprintln!("socksec: {e}");
+            return ExitCode::from(EXIT_QUERY_FAILED);
+        }
+    };
+    let mut known = if args.no_connections {
+        None
+    } else {
+        match connections() {
+            Ok(c) => Some(c),
+            Err(e) => {
+                eprintln!("socksec: {e}");
+                return ExitCode::from(EXIT_QUERY_FAILED);
+            }
+        }
+    };
+    let (tx, rx) = mpsc::channel();
+    let tx2 = tx.clone();
+    std::thread::spawn(move || kernel_thread(events, tx));
+    std::thread::spawn(move || ike_thread(tx2));
+    if !args.json {
+        eprintln!("socksec: watching; Ctrl-C to stop");
+    }
+    let mut out = std::io::stdout().lock();
+    let mut emit = |e: &Event| {
+        let line = if args.json {
+            e.json().to_string()
+        } else {
+            e.text()
+        };
+        writeln!(out, "{line}").and_then(|()| out.flush())
+    };
+    let mut dirty_since: Option<Instant> = None;
+    loop {
+        match signals.read_signal() {
+            Ok(Some(_)) => return ExitCode::SUCCESS,
+            Ok(None) => {}
+            Err(e) => {
+                eprintln!("socksec: reading the signalfd: {e}");
+                return ExitCode::from(EXIT_QUERY_FAILED);
+            }
+        }
+        let written = match rx.recv_timeout(TICK) {
+            Ok(Feed::Event(e)) => emit(&e),
+            Ok(Feed::Changed) => {
+                dirty_since = Some(Instant::now());
+                Ok(())
+            }
+            Err(RecvTimeoutError::Timeout) => Ok(()),
+            Err(RecvTimeoutError::Disconnected) => return ExitCode::from(EXIT_QUERY_FAILED),
+        };
+        if written.is_err() {
+            // The reader went away (a closed pipe): nothing more to do.
+            return ExitCode::SUCCESS;
+        }
+        let settled = dirty_since.is_some_and(|t| t.elapsed() >= SETTLE);
+        if let (true, Some(before)) = (settled, known.as_mut()) {
+            dirty_since = None;
+            match connections() {
+                Ok(after) => {
+                    for e in changes(before, &after) {
+                        if emit(&e).is_err() {
+                            return ExitCode::SUCCESS;
+                        }
+                    }
+                    *before = after;
+                }
+                Err(err) => {
+                    let e = Event::new(
+                        "connection",
+                        "error",
+                        format!("answering the connections failed: {err}"),
+                        json!({}),
+                    );
+                    if emit(&e).is_err() {
+                        return ExitCode::SUCCESS;
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_are_utc_rfc3339() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(rfc3339(951_782_400_123), "2000-02-29T00:00:00.123Z");
+        assert_eq!(rfc3339(1_795_654_800_999), "2026-11-26T01:00:00.999Z");
+    }
+
+    #[test]
+    fn vici_events_become_lines() {
+        let child = |spi_in: &str, spi_out: &str, id: &str| {
+            Message::new()
+                .with_str("name", "net")
+                .with_str("uniqueid", id)
+                .with_str("reqid", "1")
+                .with_str("state", "INSTALLED")
+                .with_str("mode", "TUNNEL")
+                .with_str("protocol", "ESP")
+                .with_str("spi-in", spi_in)
+                .with_str("spi-out", spi_out)
+        };
+        let ike = Message::new()
+            .with_str("uniqueid", "3")
+            .with_str("version", "2")
+            .with_str("state", "ESTABLISHED")
+            .with_str("remote-host", "10.1.0.2")
+            .with_str("local-id", "sun.example")
+            .with_str("remote-id", "moon.example")
+            .with_section(
+                "child-sas",
+                Message::new().with_section(
+                    "net",
+                    Message::new()
+                        .with_section("old", child("c1000001", "c2000001", "4"))
+                        .with_section("new", child("c1000002", "c2000002", "5")),
+                ),
+            );
+        let m = Message::new().with_section("gw", ike);
+        let lines = from_vici("child-rekey", &m);
+        assert_eq!(lines.len(), 1, "{:?}", lines[0].summary);
+        let v = lines[0].json();
+        assert_eq!(v["event"], "child-rekey");
+        assert_eq!(v["source"], "ike");
+        assert_eq!(v["old"]["id"], 4);
+        assert_eq!(v["new"]["id"], 5);
+        assert_eq!(v["new"]["spi_in"], "0xc1000002");
+        assert_eq!(v["ike_sa"]["peer_id"], "moon.example");
+        assert!(lines[0].summary.contains("0xc1000001 -> 0xc1000002"));
+        // A broken event is reported, not dropped and not a panic.
+        let lines = from_vici(
+            "child-rekey",
+            &Message::new().with_section("gw", Message::new()),
+        );
+        assert_eq!(lines.len(), 1);
+        assert!(lines[0].summary.contains("not understood"));
+    }
+}
