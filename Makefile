@@ -3,7 +3,7 @@
 CARGO ?= cargo
 ARGS ?= selftest
 
-.PHONY: run test deps build lint lab c-abi clean
+.PHONY: run test deps build lint lab c-abi bench clean
 
 ## Build socksec from source and run it on this host (make run ARGS="query --connect 10.0.0.1:22").
 run:
@@ -31,6 +31,11 @@ c-abi: build
 ## The lab alone, keeping the guest's logs in lab/logs for a reader.
 lab: deps
 	$(CARGO) run --release -p socksec-lab -- run --keep-logs lab/logs
+
+## Query latency and throughput (as root; minutes): the table of docs/benchmark.md.
+bench:
+	$(CARGO) build --release -q -p socksecd -p socksec-bench
+	$(CARGO) run --release -q -p socksec-bench -- $(BENCH_ARGS)
 
 clean:
 	$(CARGO) clean
