@@ -149,10 +149,11 @@ impl Round {
         }
     }
 
-    /// An EAP round (`auth = eap-md5` etc.) with `eap_id`.
-    pub fn eap(method: &str, eap_id: &str) -> Self {
+    /// An EAP round (`auth = eap-md5` etc.) with IKE identity `id` and `eap_id`.
+    pub fn eap(method: &str, id: &str, eap_id: &str) -> Self {
         Self {
             auth: method.into(),
+            id: Some(id.into()),
             eap_id: Some(eap_id.into()),
             ..Self::default()
         }

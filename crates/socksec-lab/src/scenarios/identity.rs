@@ -68,15 +68,22 @@ fn start(lab: &mut Lab, moon_conf: &str, sun_conf: &str) -> Result<(Charon, Char
     Ok((moon, sun))
 }
 
-/// From `initiator`: a throwaway CHILD_SA up and down, then the one the flows use; returns
+/// From `initiator`: `throwaway` CHILD_SAs up and down, then the one the flows use; returns
 /// moon's view of it (IKE_SA and CHILD_SA with different unique ids).
-fn establish(lab: &mut Lab, initiator: &Charon, moon: &Charon) -> Result<(IkeSa, ChildSa)> {
+fn establish(
+    lab: &mut Lab,
+    initiator: &Charon,
+    moon: &Charon,
+    throwaway: usize,
+) -> Result<(IkeSa, ChildSa)> {
     let t = Instant::now();
-    initiator.initiate(CHILD, IKE)?;
     let secs = IKE.as_secs().to_string();
-    initiator
-        .swanctl(&["--terminate", "--child", CHILD, "--timeout", &secs])
-        .context("terminating the throwaway CHILD_SA")?;
+    for _ in 0..throwaway {
+        initiator.initiate(CHILD, IKE)?;
+        initiator
+            .swanctl(&["--terminate", "--child", CHILD, "--timeout", &secs])
+            .context("terminating a throwaway CHILD_SA")?;
+    }
     let out = initiator.initiate(CHILD, IKE)?;
     lab.evidence("swanctl --initiate (second CHILD_SA)", out);
     let (ike, child) = moon.wait_child(CHILD, IKE)?;
@@ -306,7 +313,7 @@ fn psk_confs(lab: &Lab) -> (String, String) {
 pub fn psk_fqdn(lab: &mut Lab) -> Result<()> {
     let (moon_conf, sun_conf) = psk_confs(lab);
     let (moon, _sun) = start(lab, &moon_conf, &sun_conf)?;
-    let (ike, child) = establish(lab, &moon, &moon)?;
+    let (ike, child) = establish(lab, &moon, &moon, 1)?;
     let pair = sockets::tcp_pair(lab.moon(), lab.sun(), 5101, false)?;
     let (text, _) = moon.list_sas()?;
     lab.evidence("swanctl --list-sas (moon)", text);
@@ -333,7 +340,8 @@ pub fn psk_fqdn(lab: &mut Lab) -> Result<()> {
 pub fn ike_rekey(lab: &mut Lab) -> Result<()> {
     let (moon_conf, sun_conf) = psk_confs(lab);
     let (moon, _sun) = start(lab, &moon_conf, &sun_conf)?;
-    let (ike, child) = establish(lab, &moon, &moon)?;
+    // Two throwaways: IKE_SA #1 carries CHILD_SA #3, and the rekeyed IKE_SA (#2) still differs.
+    let (ike, child) = establish(lab, &moon, &moon, 2)?;
     let pair = sockets::tcp_pair(lab.moon(), lab.sun(), 5111, false)?;
     let before = Want {
         ike: ike.clone(),
@@ -413,7 +421,7 @@ pub fn x509_dn(lab: &mut Lab) -> Result<()> {
     let moon_conf = conf(lab.moon(), lab.sun(), &moon_dn, &sun_dn);
     let sun_conf = conf(lab.sun(), lab.moon(), &sun_dn, &moon_dn);
     let (moon, _sun) = start(lab, &moon_conf, &sun_conf)?;
-    let (ike, child) = establish(lab, &moon, &moon)?;
+    let (ike, child) = establish(lab, &moon, &moon, 1)?;
     let pair = sockets::tcp_pair(lab.moon(), lab.sun(), 5121, false)?;
     let (text, _) = moon.list_sas()?;
     lab.evidence("swanctl --list-sas (moon)", text);
@@ -456,7 +464,9 @@ pub fn x509_dn(lab: &mut Lab) -> Result<()> {
 }
 
 /// IKEv2 with a second authentication round: sun authenticates with PSK as `sun.example`, then
-/// with EAP-MD5 as a user; moon (the EAP server) asks the user's identity. Machine identity
+/// with EAP-MD5 as a user; moon (the EAP server) asks the user's identity. The second round
+/// names `sun.example` as its IKE identity too (without one charon sends the IP address, and
+/// that becomes the IKE_SA's remote id). Machine identity
 /// `sun.example` (fqdn), user identity the EAP identity, both as moon's swanctl shows them.
 pub fn eap_user(lab: &mut Lab) -> Result<()> {
     let conn = PskConnection::transport_esp("aes128gcm16-modp2048");
@@ -470,19 +480,22 @@ pub fn eap_user(lab: &mut Lab) -> Result<()> {
         lab.moon(),
         lab.sun(),
         &[Round::psk(&moon_id)],
-        &[Round::psk(&sun_id), Round::eap("eap-md5", "%any")],
+        &[Round::psk(&sun_id), Round::eap("eap-md5", &sun_id, "%any")],
         &[psk.clone(), eap.clone()],
     );
     let sun_conf = conn.render_with(
         lab.sun(),
         lab.moon(),
-        &[Round::psk(&sun_id), Round::eap("eap-md5", EAP_USER)],
+        &[
+            Round::psk(&sun_id),
+            Round::eap("eap-md5", &sun_id, EAP_USER),
+        ],
         &[Round::psk(&moon_id)],
         &[psk, eap],
     );
     let (moon, sun) = start(lab, &moon_conf, &sun_conf)?;
     // The EAP client is the initiator: sun.
-    let (ike, child) = establish(lab, &sun, &moon)?;
+    let (ike, child) = establish(lab, &sun, &moon, 1)?;
     let pair = sockets::tcp_pair(lab.moon(), lab.sun(), 5131, false)?;
     let (text, _) = moon.list_sas()?;
     lab.evidence("swanctl --list-sas (moon)", text);
@@ -539,7 +552,7 @@ fn check_unknown(answer: &Value, when: &str) -> Result<()> {
 pub fn charon_restart(lab: &mut Lab) -> Result<()> {
     let (moon_conf, sun_conf) = psk_confs(lab);
     let (mut moon, _sun) = start(lab, &moon_conf, &sun_conf)?;
-    let (ike, child) = establish(lab, &moon, &moon)?;
+    let (ike, child) = establish(lab, &moon, &moon, 1)?;
     let pair = sockets::tcp_pair(lab.moon(), lab.sun(), 5141, false)?;
     let want = Want {
         ike,
@@ -586,7 +599,7 @@ pub fn charon_restart(lab: &mut Lab) -> Result<()> {
 
     // Re-established from moon: sun replaces the old IKE_SA (same identities) and deletes
     // its SAs; moon's stale SAs from the killed daemon stay in its kernel.
-    let (ike, child) = establish(lab, &moon, &moon)?;
+    let (ike, child) = establish(lab, &moon, &moon, 1)?;
     let fresh = sockets::tcp_pair(lab.moon(), lab.sun(), 5143, false)?;
     let (text, _) = moon.list_sas()?;
     lab.evidence("swanctl --list-sas after re-establishing (moon)", text);
