@@ -68,7 +68,7 @@ impl Prepared<'_> {
         // In this process when it may read the kernel's tables, else through socksecd (see
         // `crate::mode`); the broker runs `run_with` on its own copy of the descriptor.
         match crate::mode::current()? {
-            crate::mode::Mode::Local => self.run_with(&ColdSources),
+            crate::mode::Mode::Local => self.run_with(crate::cache::process()),
             crate::mode::Mode::Broker(path) => {
                 crate::broker::client::query(&path, self.fd, &self.template)
             }
@@ -141,8 +141,22 @@ impl Sources for ColdSources {
 /// the XFRM interface id or VTI key behind it, the interface that holds the local address, the
 /// per-interface IPsec switches, and the source address of an unbound UDP socket.
 pub(crate) fn complete_flow(flow: &mut Flow, routing: &socket::RoutingFacts) -> Result<(), Error> {
-    let route_err = |e: route::RouteError| Error::new(ErrorKind::System, e.to_string());
-    let mut rtnl = route::Rtnl::open().map_err(route_err)?;
+    // The thread's rtnetlink socket and sysctl files are kept between queries.
+    route::ThreadLookups::with(|lookups| complete_flow_with(lookups, flow, routing))
+}
+
+impl From<route::RouteError> for Error {
+    fn from(e: route::RouteError) -> Self {
+        Error::new(ErrorKind::System, e.to_string())
+    }
+}
+
+fn complete_flow_with(
+    lookups: &mut route::ThreadLookups,
+    flow: &mut Flow,
+    routing: &socket::RoutingFacts,
+) -> Result<(), Error> {
+    let rtnl = lookups.rtnl()?;
     let local = flow.local.ip();
     let query = route::RouteQuery {
         dst: flow.remote.ip(),
@@ -158,7 +172,7 @@ pub(crate) fn complete_flow(flow: &mut Flow, routing: &socket::RoutingFacts) -> 
         Ok(route) => route,
         // No route: the traffic cannot leave, and nothing more is known about interfaces.
         Err(e) if e.errno().is_some() => return Ok(()),
-        Err(e) => return Err(route_err(e)),
+        Err(e) => return Err(e.into()),
     };
     if local.is_unspecified() {
         if let Some(src) = route.prefsrc {
@@ -167,7 +181,7 @@ pub(crate) fn complete_flow(flow: &mut Flow, routing: &socket::RoutingFacts) -> 
     }
     flow.oif = route.oif;
     if route.oif != 0 {
-        let link = rtnl.link(route.oif).map_err(route_err)?;
+        let link = rtnl.link(route.oif)?;
         flow.oif_name = Some(link.name.clone());
         match link.kind.as_deref() {
             Some("xfrm") => flow.if_id = link.xfrm_if_id.unwrap_or(0),
@@ -176,7 +190,8 @@ pub(crate) fn complete_flow(flow: &mut Flow, routing: &socket::RoutingFacts) -> 
         }
         // Inbound packets arrive where outbound ones leave (symmetric routing); a peer that is
         // a local address talks over loopback.
-        let switches = route::xfrm_switches(&link.name)
+        let switches = lookups
+            .xfrm_switches(&link.name)
             .map_err(|e| Error::system("reading the interface's IPsec switches", &e))?;
         if flow.is_ipv4() {
             flow.out_xfrm_disabled = switches.disable_xfrm;
@@ -185,9 +200,7 @@ pub(crate) fn complete_flow(flow: &mut Flow, routing: &socket::RoutingFacts) -> 
             flow.in_policy_disabled = switches.ipv6_disable_policy.unwrap_or(false);
         }
     }
-    flow.iif = rtnl
-        .local_address_ifindex(flow.local.ip())
-        .map_err(route_err)?;
+    flow.iif = lookups.rtnl()?.local_address_ifindex(flow.local.ip())?;
     Ok(())
 }
 

@@ -518,29 +518,27 @@ pub fn local_address_ifindex(addr: IpAddr) -> Result<Option<u32>, RouteError> {
 }
 
 fn read_flag(path: &Path) -> io::Result<bool> {
-    let text = fs::read_to_string(path)?;
-    match text.trim() {
-        "0" => Ok(false),
-        // Any non-zero integer enables the switch (the kernel tests the value for != 0).
-        t if t.parse::<i64>().is_ok() => Ok(true),
-        _ => Err(io::Error::new(
-            io::ErrorKind::InvalidData,
-            format!("{} does not hold an integer", path.display()),
-        )),
-    }
+    parse_flag(path, fs::read_to_string(path)?.as_bytes())
 }
 
 /// Reads the IPsec switches of device `dev` from `/proc/sys/net` (of the caller's network
 /// namespace). Each switch is on when it is set for the device *or* for `all`, as the kernel
 /// tests them (`IN_DEV_ORCONF` for IPv4, `devconf_all || idev->cnf` for IPv6).
 pub fn xfrm_switches(dev: &str) -> io::Result<XfrmSwitches> {
+    switches_with(dev, read_flag)
+}
+
+fn switches_with(
+    dev: &str,
+    mut read_flag: impl FnMut(&Path) -> io::Result<bool>,
+) -> io::Result<XfrmSwitches> {
     if dev.is_empty() || dev == "." || dev == ".." || dev.contains('/') {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
             "not an interface name",
         ));
     }
-    let either = |family: &str, name: &str| -> io::Result<bool> {
+    let mut either = |family: &str, name: &str| -> io::Result<bool> {
         let conf = Path::new("/proc/sys/net").join(family).join("conf");
         Ok(read_flag(&conf.join(dev).join(name))? || read_flag(&conf.join("all").join(name))?)
     };
@@ -554,6 +552,104 @@ pub fn xfrm_switches(dev: &str) -> io::Result<XfrmSwitches> {
         disable_policy: either("ipv4", "disable_policy")?,
         ipv6_disable_policy,
     })
+}
+
+/// The network namespace of the calling thread: (device, inode) of its nsfs file.
+pub fn thread_netns() -> io::Result<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    fs::metadata("/proc/thread-self/ns/net").map(|m| (m.dev(), m.ino()))
+}
+
+/// Lookups that one thread keeps open between queries: its rtnetlink socket and the
+/// `/proc/sys/net` files of the IPsec switches (re-read with `pread` each time, so values are
+/// always current; only the path walk of `open` is saved). Both belong to the network
+/// namespace the thread was in when they were opened, so they are dropped when the thread is
+/// found in another one.
+pub struct ThreadLookups {
+    netns: (u64, u64),
+    rtnl: Option<Rtnl>,
+    sysctls: std::collections::HashMap<std::path::PathBuf, fs::File>,
+}
+
+thread_local! {
+    static LOOKUPS: std::cell::RefCell<Option<ThreadLookups>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+impl ThreadLookups {
+    /// Runs `f` with this thread's lookups (opened on first use, reopened after a namespace
+    /// change or a socket error).
+    pub fn with<T, E: From<RouteError>>(f: impl FnOnce(&mut Self) -> Result<T, E>) -> Result<T, E> {
+        let netns = thread_netns().map_err(|source| RouteError::Io {
+            request: "reading the thread's network namespace",
+            source,
+        })?;
+        LOOKUPS.with(|cell| {
+            let mut slot = cell.borrow_mut();
+            if slot.as_ref().is_none_or(|l| l.netns != netns) {
+                *slot = Some(Self {
+                    netns,
+                    rtnl: None,
+                    sysctls: Default::default(),
+                });
+            }
+            let lookups = slot.as_mut().expect("just filled");
+            let result = f(lookups);
+            if result.is_err() {
+                // A socket that saw a failure is not reused.
+                lookups.rtnl = None;
+            }
+            result
+        })
+    }
+
+    /// The thread's rtnetlink socket.
+    pub fn rtnl(&mut self) -> Result<&mut Rtnl, RouteError> {
+        if self.rtnl.is_none() {
+            self.rtnl = Some(Rtnl::open()?);
+        }
+        Ok(self.rtnl.as_mut().expect("just opened"))
+    }
+
+    /// [`xfrm_switches`] through the kept files.
+    pub fn xfrm_switches(&mut self, dev: &str) -> io::Result<XfrmSwitches> {
+        switches_with(dev, |path| self.read_flag(path))
+    }
+
+    fn read_flag(&mut self, path: &Path) -> io::Result<bool> {
+        use std::os::unix::fs::FileExt;
+        if let Some(file) = self.sysctls.get(path) {
+            let mut buf = [0u8; 32];
+            match file.read_at(&mut buf, 0) {
+                Ok(n) => return parse_flag(path, &buf[..n]),
+                // The device went away or was renamed: its entries were re-registered.
+                Err(_) => {
+                    self.sysctls.remove(path);
+                }
+            }
+        }
+        let file = fs::File::open(path)?;
+        let mut buf = [0u8; 32];
+        let n = file.read_at(&mut buf, 0)?;
+        let flag = parse_flag(path, &buf[..n])?;
+        if self.sysctls.len() > 256 {
+            self.sysctls.clear();
+        }
+        self.sysctls.insert(path.to_owned(), file);
+        Ok(flag)
+    }
+}
+
+fn parse_flag(path: &Path, bytes: &[u8]) -> io::Result<bool> {
+    match std::str::from_utf8(bytes).map(str::trim) {
+        Ok("0") => Ok(false),
+        // Any non-zero integer enables the switch (the kernel tests the value for != 0).
+        Ok(t) if t.parse::<i64>().is_ok() => Ok(true),
+        _ => Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("{} does not hold an integer", path.display()),
+        )),
+    }
 }
 
 #[cfg(test)]

@@ -105,9 +105,16 @@ fn run(args: &Args) -> Result<(), String> {
     Err(format!("accepting clients: {err}"))
 }
 
-/// Where the answers' snapshots come from.
+/// Where the answers' snapshots come from: one cache for the daemon's life, kept current by
+/// the kernel's XFRM notifications and charon's events (cold, reading per query, if it cannot
+/// subscribe; the log says why).
 fn sources() -> Box<dyn socksec::engine::Sources> {
-    Box::new(socksec::engine::ColdSources)
+    let cache = socksec::cache::Cache::start();
+    match cache.status() {
+        socksec::cache::CacheStatus::Warm => eprintln!("socksecd: cache warm"),
+        socksec::cache::CacheStatus::Cold { reason } => eprintln!("socksecd: cache cold: {reason}"),
+    }
+    Box::new(cache)
 }
 
 /// Raises the soft descriptor limit to the hard one: each client holds its connection and,

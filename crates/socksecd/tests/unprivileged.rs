@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use common::{Daemon, require_root};
-use netns::{Pair, ip};
+use netns::Pair;
 
 const OUT_ESP: &str =
     "add src 10.99.0.1/32 dst 10.99.0.2/32 proto tcp dir out tmpl proto esp mode transport reqid 1";
@@ -73,11 +73,6 @@ fn nobody_gets_through_the_broker_what_root_gets_in_process() {
         return;
     }
     let pair = Pair::new();
-    for line in [OUT_ESP, IN_ESP] {
-        let mut args = vec!["-n", pair.a.as_str(), "xfrm", "policy"];
-        args.extend(line.split_whitespace());
-        ip(&args);
-    }
     let _listener = pair.run_in(&pair.b.clone(), || {
         TcpListener::bind("10.99.0.2:5000").unwrap()
     });
@@ -87,51 +82,32 @@ fn nobody_gets_through_the_broker_what_root_gets_in_process() {
     let broker = d.socket.display().to_string();
     let (cli, probe) = (cli.display().to_string(), probe.display().to_string());
 
-    // One connection, opened by root's bash in namespace a; the same descriptor is asked
-    // about by root in-process, by nobody in the default (auto) mode, and by nobody forced
-    // to query in-process.
+    // The C ABI first (its probe connects by itself, which the policies below would stop):
+    // root in-process and nobody through the broker succeed alike; nobody in-process gets
+    // WSAEACCES. Then one connection, opened by root's bash in namespace a before the policies
+    // exist (with them and no SA the handshake could not pass); the same descriptor is asked
+    // about by root in-process, by nobody in the default (auto) mode, and by nobody forced to
+    // query in-process.
     let script = format!(
-        "exec 3<>/dev/tcp/10.99.0.2/5000 || exit 9
+        "SOCKSEC_MODE=local {probe} 10.99.0.2 5000
+         {AS_NOBODY} env -u SOCKSEC_MODE SOCKSEC_BROKER={broker} {probe} 10.99.0.2 5000
+         {AS_NOBODY} env SOCKSEC_MODE=local {probe} 10.99.0.2 5000
+         echo @@@
+         exec 3<>/dev/tcp/10.99.0.2/5000 || exit 9
+         ip xfrm policy {OUT_ESP} && ip xfrm policy {IN_ESP} || exit 8
          SOCKSEC_MODE=local {cli} query --fd 3 --json --tokens
          echo @@@
          {AS_NOBODY} env -u SOCKSEC_MODE SOCKSEC_BROKER={broker} {cli} query --fd 3 --json --tokens
          echo @@@
          {AS_NOBODY} env SOCKSEC_MODE=local {cli} query --fd 3 --json --tokens
-         echo @@@
-         SOCKSEC_MODE=local {probe} 10.99.0.2 5000
-         {AS_NOBODY} env -u SOCKSEC_MODE SOCKSEC_BROKER={broker} {probe} 10.99.0.2 5000
-         {AS_NOBODY} env SOCKSEC_MODE=local {probe} 10.99.0.2 5000
          true"
     );
     let out = run(Command::new("ip").args(["netns", "exec", &pair.a, "bash", "-c", &script]));
     let parts: Vec<&str> = out.split("@@@\n").collect();
     assert_eq!(parts.len(), 4, "{out}");
-    let root: serde_json::Value = serde_json::from_str(parts[0]).expect(parts[0]);
-    let nobody: serde_json::Value = serde_json::from_str(parts[1]).expect(parts[1]);
-    let nobody_local: serde_json::Value = serde_json::from_str(parts[2]).expect(parts[2]);
 
-    // Root's answer in-process: not secured, both directions' policies found without SAs.
-    assert_eq!(root["flags"], 0, "{root:#}");
-    let kinds: Vec<&str> = root["protections"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|p| p["reason"]["kind"].as_str())
-        .collect();
-    assert_eq!(kinds, ["sa_missing", "sa_missing"], "{root:#}");
-    assert_eq!(root["socket"]["peer"], "10.99.0.2:5000");
-    // nobody's answer through the broker is the same, byte for byte.
-    assert_eq!(nobody, root, "through the broker");
-    // Without the broker, nobody cannot read the kernel's tables at all.
-    assert_eq!(
-        nobody_local["error"]["kind"], "permission_denied",
-        "{nobody_local:#}"
-    );
-
-    // The C ABI: root in-process and nobody through the broker succeed with the same flags;
-    // nobody in-process gets WSAEACCES.
-    let lines: Vec<&str> = parts[3].lines().collect();
-    assert_eq!(lines.len(), 3, "{}", parts[3]);
+    let lines: Vec<&str> = parts[0].lines().collect();
+    assert_eq!(lines.len(), 3, "{}", parts[0]);
     assert!(
         lines[0].starts_with("rc=0 flags=0 len=24 err=0"),
         "{}",
@@ -143,6 +119,25 @@ fn nobody_gets_through_the_broker_what_root_gets_in_process() {
         "{}",
         lines[2]
     );
+
+    let root: serde_json::Value = serde_json::from_str(parts[1]).expect(parts[1]);
+    let nobody: serde_json::Value = serde_json::from_str(parts[2]).expect(parts[2]);
+    let nobody_local: serde_json::Value = serde_json::from_str(parts[3]).expect(parts[3]);
+    // Root's answer in-process: not secured, both directions' policies found without SAs.
+    assert_eq!(root["flags"], 0, "{root:#}");
+    let kinds: Vec<&str> = root["protections"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|p| p["reason"]["kind"].as_str())
+        .collect();
+    assert_eq!(kinds, ["sa_missing", "sa_missing"], "{root:#}");
+    assert_eq!(root["socket"]["peer"], "10.99.0.2:5000");
+    // nobody's answer through the broker is the same.
+    assert_eq!(nobody, root, "through the broker");
+    // Without the broker, nobody cannot read the kernel's tables at all.
+    assert_eq!(nobody_local["error"]["errno"], "EPERM", "{nobody_local:#}");
+    assert_eq!(nobody_local["error"]["wsa"], 10013, "{nobody_local:#}");
 
     let log = d.log();
     assert!(
