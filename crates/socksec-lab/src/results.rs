@@ -15,6 +15,8 @@ pub const DONE_FILE: &str = "done.json";
 pub const CONSOLE_LOG: &str = "console.log";
 /// The socksec CLI, copied into the share by the host.
 pub const CLI_FILE: &str = "socksec";
+/// The broker daemon, copied into the share by the host.
+pub const SOCKSECD_FILE: &str = "socksecd";
 /// The C ABI probe (`host/wsa_probe.c`), compiled into the share by the host.
 pub const WSA_PROBE_FILE: &str = "wsa-probe";
 

@@ -1,5 +1,5 @@
-//! The socksec front-ends the guest runs besides the library: the `socksec` CLI (copied into
-//! the result share, like the lab's own binary) and a tiny C program linked against the
+//! The socksec front-ends the guest runs besides the library: the `socksec` CLI and the
+//! `socksecd` broker (copied into the result share, like the lab's own binary) and a tiny C program linked against the
 //! Winsock C ABI (`libsocksec_winsock.a`), compiled here on the host before the boot.
 
 use std::fs;
@@ -8,7 +8,7 @@ use std::process::Command;
 
 use crate::cmd::run;
 use crate::error::{Context, Result, bail};
-use crate::results::{CLI_FILE, WSA_PROBE_FILE};
+use crate::results::{CLI_FILE, SOCKSECD_FILE, WSA_PROBE_FILE};
 
 /// The C source of the probe.
 const WSA_PROBE_C: &str = include_str!("wsa_probe.c");
@@ -17,10 +17,14 @@ fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
-/// The folder holding the CLI and the static library: the lab binary's own target folder
-/// when it has both, else `target/release` (built there when missing).
+/// The folder holding the CLI, the broker and the static library: the lab binary's own target
+/// folder when it has all three, else `target/release` (built there when missing).
 fn artefacts(exe: &Path) -> Result<PathBuf> {
-    let has = |d: &Path| d.join("socksec").is_file() && d.join("libsocksec_winsock.a").is_file();
+    let has = |d: &Path| {
+        ["socksec", "socksecd", "libsocksec_winsock.a"]
+            .iter()
+            .all(|f| d.join(f).is_file())
+    };
     if let Some(dir) = exe.parent().filter(|d| has(d)) {
         return Ok(dir.to_owned());
     }
@@ -34,22 +38,25 @@ fn artefacts(exe: &Path) -> Result<PathBuf> {
             "socksec-cli",
             "-p",
             "socksec-winsock",
+            "-p",
+            "socksecd",
         ]);
-        run(&mut cmd).context("building the socksec CLI and the C ABI library")?;
+        run(&mut cmd).context("building the socksec CLI, socksecd and the C ABI library")?;
     }
     if !has(&release) {
         bail!(
-            "no socksec CLI / libsocksec_winsock.a in {}",
+            "no socksec CLI / socksecd / libsocksec_winsock.a in {}",
             release.display()
         );
     }
     Ok(release)
 }
 
-/// Copies the CLI into `share` and compiles the C ABI probe there.
+/// Copies the CLI and the broker into `share` and compiles the C ABI probe there.
 pub fn prepare(exe: &Path, share: &Path) -> Result<()> {
     let dir = artefacts(exe)?;
     fs::copy(dir.join("socksec"), share.join(CLI_FILE)).context("copying the socksec CLI")?;
+    fs::copy(dir.join("socksecd"), share.join(SOCKSECD_FILE)).context("copying socksecd")?;
     let src = share.join("wsa_probe.c");
     fs::write(&src, WSA_PROBE_C)?;
     let include = workspace().join("crates/socksec-winsock/include");

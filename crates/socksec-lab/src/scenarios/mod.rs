@@ -4,6 +4,7 @@
 //! its protection, creates real sockets, gathers the kernel's and charon's evidence and checks
 //! the library's answer against it. The runner records `ip xfrm` state afterwards either way.
 
+pub mod broker;
 pub mod identity;
 pub mod ikev2;
 pub mod manual;
@@ -114,6 +115,11 @@ pub const ALL: &[Scenario] = &[
         name: "identity-charon-restart",
         about: "kill -9 charon: SECURED kept, no peer, peer_unknown; restarted and re-established: back",
         run: identity::charon_restart,
+    },
+    Scenario {
+        name: "broker-unprivileged",
+        about: "socksecd in moon: nobody's answer for an ESP-GCM connection equals root's in-process one",
+        run: broker::unprivileged,
     },
 ];
 

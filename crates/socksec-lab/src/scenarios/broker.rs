@@ -1,0 +1,171 @@
+//! The broker in the guest: `socksecd` runs in moon as root; `nobody`, who cannot read the
+//! kernel's IPsec tables, asks it about an ESP-protected connection and gets the answer root
+//! gets in-process — flags, SAs, and the peer's identity from charon (whose control socket
+//! `nobody` cannot open either).
+
+use std::fs::File;
+use std::net::{SocketAddr, TcpListener};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::cmd::sh;
+use crate::error::{Context, Result, bail, ensure};
+use crate::lab::Lab;
+use crate::results::{CLI_FILE, SOCKSECD_FILE, WSA_PROBE_FILE};
+use crate::scenarios::ikev2::{Case, Established, run_case};
+
+/// `nobody:nogroup` without supplementary groups; leaving uid 0 clears every capability.
+const AS_NOBODY: &str = "setpriv --reuid=65534 --regid=65534 --clear-groups";
+
+/// socksecd in moon, killed on drop.
+struct Daemon {
+    child: Child,
+    socket: PathBuf,
+}
+
+impl Daemon {
+    fn start(bin: &Path, log: &Path) -> Result<Self> {
+        let dir = PathBuf::from("/run/socksecd-lab");
+        std::fs::create_dir_all(&dir)?;
+        let socket = dir.join("socksecd.sock");
+        let _ = std::fs::remove_file(&socket);
+        let child = Command::new("ip")
+            .args(["netns", "exec", "moon"])
+            .arg(bin)
+            .arg("--socket")
+            .arg(&socket)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(File::create(log)?)
+            .spawn()
+            .context("starting socksecd in moon")?;
+        let mut d = Self { child, socket };
+        let t = Instant::now();
+        while UnixStream::connect(&d.socket).is_err() {
+            if let Some(status) = d.child.try_wait()? {
+                bail!(
+                    "socksecd exited ({status}): {}",
+                    std::fs::read_to_string(log).unwrap_or_default()
+                );
+            }
+            ensure!(
+                t.elapsed() < Duration::from_secs(20),
+                "socksecd did not listen within 20 s"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(d)
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// ESP AES-GCM between moon and sun; then the broker check on a new connection over the SAs.
+pub fn unprivileged(lab: &mut Lab) -> Result<()> {
+    let mut case = Case::esp(
+        "aes128gcm16-modp2048",
+        "AES_GCM_16",
+        "rfc4106(gcm(aes))",
+        true,
+    );
+    case.extra = Some(through_the_broker);
+    run_case(lab, &case, 5030)
+}
+
+fn through_the_broker(lab: &mut Lab, est: &Established<'_>) -> Result<()> {
+    let share = Path::new(crate::guest::SHARE);
+    let log = lab.dir.join("socksecd.log");
+    let daemon = Daemon::start(&share.join(SOCKSECD_FILE), &log)?;
+    let (cli, probe) = (share.join(CLI_FILE), share.join(WSA_PROBE_FILE));
+    let port = est.port + 1;
+    let sun_addr = SocketAddr::new(lab.sun().v4.into(), port);
+    let _listener = lab
+        .sun()
+        .run(|| TcpListener::bind(sun_addr))?
+        .with_context(|| format!("listening on {sun_addr} in sun"))?;
+
+    // One connection opened by root's bash in moon; the same descriptor asked about by root
+    // in-process and by nobody (auto mode: no privilege, so the broker), then nobody forced
+    // in-process; then the C ABI both ways.
+    let (cli, probe, broker) = (
+        cli.display().to_string(),
+        probe.display().to_string(),
+        daemon.socket.display().to_string(),
+    );
+    let (ip, p) = (sun_addr.ip(), port);
+    let script = format!(
+        "exec 3<>/dev/tcp/{ip}/{p} || exit 9
+         SOCKSEC_MODE=local {cli} query --fd 3 --json --tokens --protocol ipsec2
+         echo @@@
+         {AS_NOBODY} env -u SOCKSEC_MODE SOCKSEC_BROKER={broker} {cli} query --fd 3 --json --tokens --protocol ipsec2
+         echo @@@
+         {AS_NOBODY} env SOCKSEC_MODE=local {cli} query --fd 3 --json --tokens --protocol ipsec2
+         echo @@@
+         {AS_NOBODY} env -u SOCKSEC_MODE SOCKSEC_BROKER={broker} {probe} {ip} {p}
+         true"
+    );
+    let out = sh("ip", ["netns", "exec", "moon", "bash", "-c", &script])
+        .context("querying one connection as root and as nobody in moon")?;
+    drop(daemon);
+    let daemon_log = std::fs::read_to_string(&log).unwrap_or_default();
+    lab.evidence(
+        "root in-process, nobody via socksecd, nobody in-process, C ABI as nobody",
+        out.clone(),
+    );
+    lab.evidence("socksecd log", daemon_log.clone());
+    let parts: Vec<&str> = out.split("@@@\n").collect();
+    ensure!(parts.len() == 4, "unexpected output: {out}");
+    let parse = |s: &str| -> Result<serde_json::Value> {
+        serde_json::from_str(s).with_context(|| format!("parsing the CLI's JSON: {s}"))
+    };
+    let (root, nobody, nobody_local) = (parse(parts[0])?, parse(parts[1])?, parse(parts[2])?);
+
+    ensure!(
+        root["flags"] == 3,
+        "root in-process: flags {}, expected 3",
+        root["flags"]
+    );
+    let spis: Vec<u64> = root["protections"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|p| p["direction"] == "outbound")
+        .flat_map(|p| p["sas"].as_array().into_iter().flatten())
+        .filter_map(|sa| sa["spi"].as_u64())
+        .collect();
+    ensure!(
+        spis == [u64::from(est.child.spi_out)],
+        "root's outbound SPIs {spis:x?}, charon's {:08x}",
+        est.child.spi_out
+    );
+    ensure!(
+        root["peer"].is_object() && root["ipsec2"]["mm_sa_id"] == est.ike.unique_id,
+        "root's answer lacks the peer or the IKE SA id: {root:#}"
+    );
+    ensure!(
+        nobody == root,
+        "nobody through socksecd:\n{nobody:#}\nroot in-process:\n{root:#}"
+    );
+    ensure!(
+        nobody_local["error"]["errno"] == "EPERM" && nobody_local["error"]["wsa"] == 10013,
+        "nobody in-process should be refused: {nobody_local:#}"
+    );
+    let c_abi = parts[3].trim();
+    ensure!(
+        c_abi.starts_with("rc=0 flags=3 len=24 err=0"),
+        "WSAQuerySocketSecurity as nobody printed {c_abi:?}, expected rc=0 flags=3 len=24"
+    );
+    ensure!(
+        daemon_log.matches("uid 65534").count() >= 2,
+        "socksecd did not log nobody's queries: {daemon_log}"
+    );
+    lab.note("nobody via socksecd = root in-process (flags 3, SPIs, peer, IKE SA id); C ABI as nobody flags 3");
+    Ok(())
+}
