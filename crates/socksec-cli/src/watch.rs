@@ -14,6 +14,7 @@
 
 use std::collections::HashMap;
 use std::io::Write;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::mpsc::{self, RecvTimeoutError, Sender};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -22,7 +23,7 @@ use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 use serde_json::{Value, json};
 use socksec::host::{self, HostSocket};
-use socksec::vici::{ChildSa, IkeSa, Message, ViciClient};
+use socksec::vici::{ChildSa, IkeSa, Message, ViciClient, ViciError};
 use socksec::xfrm::events::{XfrmEvent, XfrmEvents};
 use socksec::xfrm::model::State;
 
@@ -44,7 +45,7 @@ pub(crate) struct WatchArgs {
 struct Event {
     /// When it was seen (milliseconds since the epoch).
     at_ms: u128,
-    /// `kernel`, `ike` or `connection`.
+    /// `watch`, `kernel`, `ike` or `connection`.
     source: &'static str,
     /// e.g. `sa-added`, `child-rekey`, `connection-rekeyed`.
     event: String,
@@ -73,6 +74,7 @@ impl Event {
     fn json(&self) -> Value {
         let mut v = json!({
             "time": rfc3339(self.at_ms),
+            "unix_ms": self.at_ms as u64,
             "source": self.source,
             "event": self.event,
             "summary": self.summary,
@@ -352,12 +354,26 @@ fn kernel_thread(mut events: XfrmEvents, tx: Sender<Feed>) {
 const VICI_EVENTS: [&str; 4] = ["ike-updown", "child-updown", "ike-rekey", "child-rekey"];
 const VICI_RETRY: Duration = Duration::from_secs(3);
 
-fn ike_thread(tx: Sender<Feed>) {
-    let path = socksec::engine::vici_socket();
-    let mut said_unreachable = false;
+/// A VICI connection subscribed to the SA events.
+fn ike_connect(path: &Path) -> Result<ViciClient, ViciError> {
+    ViciClient::connect(path, socksec::vici::client::DEFAULT_TIMEOUT)
+        .and_then(|mut c| c.subscribe(&VICI_EVENTS).map(|()| c))
+}
+
+/// Follows the IKE daemon's events, starting with the outcome of the first attempt (which the
+/// `started` line has reported already).
+fn ike_thread(path: PathBuf, first: Result<ViciClient, ViciError>, tx: Sender<Feed>) {
+    let mut said_unreachable = first.is_err();
+    let mut first = Some(first);
     loop {
-        let client = ViciClient::connect(&path, socksec::vici::client::DEFAULT_TIMEOUT)
-            .and_then(|mut c| c.subscribe(&VICI_EVENTS).map(|()| c));
+        let client = match first.take() {
+            Some(Err(_)) => {
+                std::thread::sleep(VICI_RETRY);
+                continue;
+            }
+            Some(Ok(c)) => Ok(c),
+            None => ike_connect(&path),
+        };
         let mut client = match client {
             Ok(c) => c,
             Err(e) => {
@@ -608,13 +624,39 @@ pub(crate) fn run(args: &WatchArgs) -> ExitCode {
             }
         }
     };
+    let path = socksec::engine::vici_socket();
+    let first = ike_connect(&path);
+    let ike_status = match &first {
+        Ok(_) => format!(
+            "subscribed to the IKE daemon's events at {}",
+            path.display()
+        ),
+        Err(e) => format!(
+            "the IKE daemon at {} cannot be asked ({e}); kernel events only, retrying every {} s",
+            path.display(),
+            VICI_RETRY.as_secs()
+        ),
+    };
+    let started = Event::new(
+        "watch",
+        "started",
+        format!(
+            "following the kernel's XFRM notifications{}; {ike_status}",
+            if known.is_some() {
+                " and the connections they change"
+            } else {
+                ""
+            }
+        ),
+        json!({
+            "ike_daemon": { "reachable": first.is_ok(), "socket": path, "detail": ike_status },
+            "connections": known.as_ref().map(HashMap::len),
+        }),
+    );
     let (tx, rx) = mpsc::channel();
     let tx2 = tx.clone();
     std::thread::spawn(move || kernel_thread(events, tx));
-    std::thread::spawn(move || ike_thread(tx2));
-    if !args.json {
-        eprintln!("socksec: watching; Ctrl-C to stop");
-    }
+    std::thread::spawn(move || ike_thread(path, first, tx2));
     let mut out = std::io::stdout().lock();
     let mut emit = |e: &Event| {
         let line = if args.json {
@@ -624,6 +666,9 @@ pub(crate) fn run(args: &WatchArgs) -> ExitCode {
         };
         writeln!(out, "{line}").and_then(|()| out.flush())
     };
+    if emit(&started).is_err() {
+        return ExitCode::SUCCESS;
+    }
     let mut dirty_since: Option<Instant> = None;
     loop {
         match signals.read_signal() {

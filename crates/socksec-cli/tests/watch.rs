@@ -69,8 +69,8 @@ impl Watch {
     fn start(ns: &Netns) -> Self {
         let mut child = Command::new("ip")
             .args(["netns", "exec", &ns.0, BIN, "watch", "--json"])
-            // No IKE daemon here: the first line says so, which also says the kernel's
-            // notifications are subscribed (that happens first).
+            // No IKE daemon here: the `started` line says so. It comes after the kernel's
+            // notifications are subscribed.
             .env("SOCKSEC_VICI", "/nonexistent/charon.vici")
             .stdout(Stdio::piped())
             .spawn()
@@ -89,7 +89,10 @@ impl Watch {
         });
         let mut w = Self { child, lines };
         let first = w.next_line(Duration::from_secs(10)).expect("a first line");
-        assert_eq!(first["event"], "daemon-unreachable", "{first}");
+        assert_eq!(first["event"], "started", "{first}");
+        assert_eq!(first["source"], "watch");
+        assert_eq!(first["ike_daemon"]["reachable"], false, "{first}");
+        assert_eq!(first["connections"], 0, "{first}");
         w
     }
 

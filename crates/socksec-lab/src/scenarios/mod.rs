@@ -8,6 +8,7 @@ pub mod broker;
 pub mod identity;
 pub mod ikev2;
 pub mod manual;
+pub mod operator;
 pub mod plain_tcp;
 
 use crate::error::Result;
@@ -120,6 +121,11 @@ pub const ALL: &[Scenario] = &[
         name: "broker-unprivileged",
         about: "socksecd in moon: nobody's answer for an ESP-GCM connection equals root's in-process one",
         run: broker::unprivileged,
+    },
+    Scenario {
+        name: "operator-ls-watch",
+        about: "socksec ls: ESP connection secured (SPIs, peer) beside a plaintext one; watch sees the rekey",
+        run: operator::run,
     },
 ];
 
