@@ -148,6 +148,7 @@ pub fn run(opts: &RunOptions) -> Result<RunReport> {
             // The binary copy is not a log.
             let _ = fs::remove_file(dir.join("socksec-lab"));
             let _ = fs::remove_file(dir.join(crate::results::CLI_FILE));
+            let _ = fs::remove_file(dir.join(crate::results::SOCKSECD_FILE));
             let _ = fs::remove_file(dir.join(crate::results::WSA_PROBE_FILE));
             dir.clone()
         }

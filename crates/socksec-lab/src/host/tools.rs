@@ -17,21 +17,23 @@ fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
-/// The folder holding the CLI, the broker and the static library: the lab binary's own target
-/// folder when it has all three, else `target/release` (built there when missing).
+/// The folder holding the CLI, the broker and the static library: `release` in the target
+/// folder this lab binary was built in (`<target>/<profile>/socksec-lab`), brought up to date
+/// there by cargo (a no-op when nothing changed), so that a stale copy is never used.
 fn artefacts(exe: &Path) -> Result<PathBuf> {
     let has = |d: &Path| {
         ["socksec", "socksecd", "libsocksec_winsock.a"]
             .iter()
             .all(|f| d.join(f).is_file())
     };
-    if let Some(dir) = exe.parent().filter(|d| has(d)) {
-        return Ok(dir.to_owned());
-    }
-    let release = workspace().join("target/release");
-    if !has(&release) {
-        let mut cmd = Command::new("cargo");
-        cmd.current_dir(workspace()).args([
+    let target = exe
+        .parent()
+        .and_then(Path::parent)
+        .map_or_else(|| workspace().join("target"), Path::to_path_buf);
+    let mut cmd = Command::new("cargo");
+    cmd.current_dir(workspace())
+        .env("CARGO_TARGET_DIR", &target)
+        .args([
             "build",
             "--release",
             "-p",
@@ -41,8 +43,8 @@ fn artefacts(exe: &Path) -> Result<PathBuf> {
             "-p",
             "socksecd",
         ]);
-        run(&mut cmd).context("building the socksec CLI, socksecd and the C ABI library")?;
-    }
+    run(&mut cmd).context("building the socksec CLI, socksecd and the C ABI library")?;
+    let release = target.join("release");
     if !has(&release) {
         bail!(
             "no socksec CLI / socksecd / libsocksec_winsock.a in {}",
