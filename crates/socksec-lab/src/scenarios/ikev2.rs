@@ -465,7 +465,77 @@ fn check_front_ends(lab: &mut Lab, est: &Established<'_>) -> Result<()> {
         probe_out.trim()
     );
     lab.note("CLI flags 3, C ABI flags 3");
+    check_tokens_in_c(lab, est, &probe, sun_addr)?;
     check_peer(lab, est)
+}
+
+/// How many queries with peer tokens the C probe makes (the issue asks for 100 000).
+const TOKEN_QUERIES: u32 = 100_000;
+
+/// The C ABI's peer tokens and SA details: the probe queries one connection
+/// [`TOKEN_QUERIES`] times with `PeerTokenAccessMask`, reads the machine identity, closes every
+/// handle and reports the table empty; then looks up its IPSEC2 `SaLookupContext`.
+fn check_tokens_in_c(
+    lab: &mut Lab,
+    est: &Established<'_>,
+    probe: &std::path::Path,
+    sun: SocketAddr,
+) -> Result<()> {
+    let n = TOKEN_QUERIES.to_string();
+    let out = sh(
+        "ip",
+        [
+            "netns",
+            "exec",
+            "moon",
+            &probe.display().to_string(),
+            &sun.ip().to_string(),
+            &sun.port().to_string(),
+            &n,
+        ],
+    )
+    .context("running the C ABI probe's token loop in moon")?;
+    lab.evidence("C ABI tokens and SA details (moon)", out.clone());
+    let line = |prefix: &str| {
+        out.lines()
+            .find(|l| l.starts_with(prefix))
+            .map(str::to_owned)
+            .with_context(|| format!("the probe printed no `{prefix}` line:\n{out}"))
+    };
+    let want = format!("tokens queries={n} machine={n} user=0 failures=0 open_after=0 ");
+    let tokens = line("tokens ")?;
+    ensure!(
+        tokens.starts_with(&want),
+        "probe: {tokens:?}, expected {want:?}…"
+    );
+    let machine = line("machine ")?;
+    let want = format!(
+        "machine round=1 kind=2 id={} subject=- issuer=-",
+        est.ike.remote_id
+    );
+    ensure!(machine == want, "probe: {machine:?}, expected {want:?}");
+    let ipsec2 = line("ipsec2 ")?;
+    let want = format!(
+        "ipsec2 mm={} qm={} winerr=0",
+        est.ike.unique_id, est.child.unique_id
+    );
+    ensure!(ipsec2 == want, "probe: {ipsec2:?}, expected {want:?}");
+    let details = line("details ")?;
+    let d: serde_json::Value = serde_json::from_str(&details["details ".len()..])
+        .context("parsing SocksecQuerySaDetails' JSON")?;
+    ensure!(
+        d["child_sa"]["uniqueid"] == est.child.unique_id
+            && d["ike_sa"]["uniqueid"] == est.ike.unique_id
+            && d["outbound"][0]["spi"] == est.child.spi_out
+            && d["inbound"][0]["spi"] == est.child.spi_in,
+        "SA details {d} do not name CHILD_SA #{} (SPIs {:08x}/{:08x}) of IKE_SA #{}",
+        est.child.unique_id,
+        est.child.spi_out,
+        est.child.spi_in,
+        est.ike.unique_id
+    );
+    lab.note(format!("C ABI: {tokens}"));
+    Ok(())
 }
 
 /// The peer's identity and charon's SA ids, joined over VICI, against `swanctl --list-sas`.
