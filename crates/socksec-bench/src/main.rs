@@ -391,10 +391,16 @@ impl Bench {
     }
 
     fn run(&self, args: &Args, ns: &Netns) {
+        let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
         println!(
-            "socksec-bench: namespace {}, {} CPUs, p50 / p99 per query (n = samples)\n",
+            "socksec-bench: namespace {}, {} CPUs, load average {} at the start; p50 / p99 per \
+             query (n = samples)\n",
             ns.name,
-            cpus()
+            cpus(),
+            load.split_whitespace()
+                .take(3)
+                .collect::<Vec<_>>()
+                .join(" ")
         );
         println!(
             "| policies | floor (flow from fd) | in-process cold | in-process warm (cache) | \
@@ -500,6 +506,39 @@ impl Bench {
             Box::new(move || echo_once(&mut conn, fd.as_fd()))
         });
         println!("| bare SCM_RIGHTS echo | {echo_qps:.0} |");
+        let cache = Arc::new(Cache::start_with(CacheOptions {
+            vici: false,
+            ..CacheOptions::default()
+        }));
+        let template = self.template.clone();
+        let warm_qps = self.throughput(args.throughput_secs, || {
+            let (fd, cache, template) = (fd.clone(), cache.clone(), template.clone());
+            Box::new(move || {
+                let info = socksec::prepare(fd.as_fd(), &template)
+                    .expect("prepare")
+                    .run_with(&*cache)
+                    .expect("query");
+                std::hint::black_box(info);
+            })
+        });
+        println!("| in-process warm (8 threads, one cache) | {warm_qps:.0} |");
+        let template = self.template.clone();
+        let floor_qps = self.throughput(args.throughput_secs, || {
+            let (fd, template) = (fd.clone(), template.clone());
+            Box::new(move || {
+                let prepared = socksec::prepare(fd.as_fd(), &template).expect("prepare");
+                std::hint::black_box(prepared.flow().expect("flow"));
+            })
+        });
+        println!("| floor (8 threads, flow from fd only) | {floor_qps:.0} |");
+        let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+        println!(
+            "\n(load average {} after the throughput runs: other work shares these CPUs)",
+            load.split_whitespace()
+                .take(3)
+                .collect::<Vec<_>>()
+                .join(" ")
+        );
         match &broker {
             Some(b) => {
                 pin_process(b.child.id(), &all);
