@@ -168,10 +168,7 @@ pub(crate) fn run(args: &LsArgs) -> ExitCode {
         Ok(listed) => {
             let mut out = BufWriter::new(std::io::stdout().lock());
             let written = if args.json {
-                let all: Vec<Value> = listed.iter().map(entry_json).collect();
-                serde_json::to_writer(&mut out, &all)
-                    .map_err(std::io::Error::from)
-                    .and_then(|()| writeln!(out))
+                write_json(&mut out, &listed)
             } else {
                 render(&listed, Output::stdout())
                     .iter()
@@ -196,6 +193,18 @@ pub(crate) fn run(args: &LsArgs) -> ExitCode {
             ExitCode::from(EXIT_QUERY_FAILED)
         }
     }
+}
+
+/// The JSON array, one entry at a time (a listing can hold tens of thousands).
+fn write_json(out: &mut impl Write, listed: &[HostSocket]) -> std::io::Result<()> {
+    out.write_all(b"[")?;
+    for (i, h) in listed.iter().enumerate() {
+        if i > 0 {
+            out.write_all(b",")?;
+        }
+        serde_json::to_writer(&mut *out, &entry_json(h)).map_err(std::io::Error::from)?;
+    }
+    out.write_all(b"]\n")
 }
 
 /// One listed socket as JSON: the object `query --json` prints for it (its answer, or the
