@@ -147,6 +147,22 @@ impl LsArgs {
     }
 }
 
+/// The error of a listing that could not read the kernel's tables: the broker cannot help
+/// here (it answers only for sockets the caller holds and hands over).
+pub(crate) fn host_wide(e: Error) -> Error {
+    if e.kind() != socksec::ErrorKind::PermissionDenied {
+        return e;
+    }
+    Error::new(
+        socksec::ErrorKind::PermissionDenied,
+        format!(
+            "listing the host's connections needs CAP_NET_ADMIN in this process (socksecd \
+             answers only for sockets the caller holds): {}",
+            e.message()
+        ),
+    )
+}
+
 /// Lists, filters and answers the sockets.
 pub(crate) fn collect(args: &LsArgs) -> Result<Vec<HostSocket>, Error> {
     let mut sockets = socksec::diag::dump(&args.transports())?;
@@ -158,7 +174,8 @@ pub(crate) fn collect(args: &LsArgs) -> Result<Vec<HostSocket>, Error> {
         sockets,
         socksec::cache::process(),
         &host::listing_template(),
-    )?;
+    )
+    .map_err(host_wide)?;
     listed.retain(|h| args.keeps_answered(h));
     Ok(listed)
 }

@@ -505,7 +505,8 @@ fn connections() -> Result<Connections, socksec::Error> {
         sockets,
         socksec::cache::process(),
         &host::listing_template(),
-    )?;
+    )
+    .map_err(crate::ls::host_wide)?;
     Ok(listed
         .into_iter()
         .filter_map(|h| {
@@ -609,7 +610,7 @@ pub(crate) fn run(args: &WatchArgs) -> ExitCode {
     let events = match XfrmEvents::subscribe() {
         Ok(e) => e,
         Err(e) => {
-            eprintln!("socksec: {e}");
+            eprintln!("socksec: watch needs CAP_NET_ADMIN in this process: {e}");
             return ExitCode::from(EXIT_QUERY_FAILED);
         }
     };

@@ -292,6 +292,27 @@ fn ls_table_fits_the_width_and_usage_errors_exit_2() {
         let out = ns.socksec(bad);
         assert_eq!(out.status.code(), Some(2), "{bad:?}");
     }
+    // Without CAP_NET_ADMIN: exit code 1 and an error that says what is needed.
+    let out = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &ns.0,
+            "setpriv",
+            "--reuid=65534",
+            "--regid=65534",
+        ])
+        .args(["--clear-groups", "--inh-caps=-all", BIN, "ls", "--json"])
+        .output()
+        .expect("setpriv (util-linux)");
+    assert_eq!(out.status.code(), Some(1));
+    let v: Value = serde_json::from_slice(&out.stdout).expect("a JSON error");
+    assert_eq!(v["error"]["errno"], "EPERM", "{v}");
+    let message = v["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("needs CAP_NET_ADMIN in this process"),
+        "{message}"
+    );
     drop(created);
 }
 
