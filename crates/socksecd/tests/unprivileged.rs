@@ -100,11 +100,15 @@ fn nobody_gets_through_the_broker_what_root_gets_in_process() {
          {AS_NOBODY} env -u SOCKSEC_MODE SOCKSEC_BROKER={broker} {cli} query --fd 3 --json --tokens
          echo @@@
          {AS_NOBODY} env SOCKSEC_MODE=local {cli} query --fd 3 --json --tokens
+         echo @@@
+         SOCKSEC_MODE=broker SOCKSEC_BROKER={broker} {cli} query --fd 3 --json --tokens
+         echo @@@
+         SOCKSEC_MODE=sideways {cli} query --fd 3 --json
          true"
     );
     let out = run(Command::new("ip").args(["netns", "exec", &pair.a, "bash", "-c", &script]));
     let parts: Vec<&str> = out.split("@@@\n").collect();
-    assert_eq!(parts.len(), 4, "{out}");
+    assert_eq!(parts.len(), 6, "{out}");
 
     let lines: Vec<&str> = parts[0].lines().collect();
     assert_eq!(lines.len(), 3, "{}", parts[0]);
@@ -139,9 +143,20 @@ fn nobody_gets_through_the_broker_what_root_gets_in_process() {
     assert_eq!(nobody_local["error"]["errno"], "EPERM", "{nobody_local:#}");
     assert_eq!(nobody_local["error"]["wsa"], 10013, "{nobody_local:#}");
 
+    // Root forced through the broker: the same answer again; a bad mode is a clear error.
+    let root_broker: serde_json::Value = serde_json::from_str(parts[4]).expect(parts[4]);
+    assert_eq!(root_broker, root, "root through the broker");
+    let bad: serde_json::Value = serde_json::from_str(parts[5]).expect(parts[5]);
+    assert!(
+        bad["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("SOCKSEC_MODE")),
+        "{bad:#}"
+    );
+
     let log = d.log();
     assert!(
-        log.matches("uid 65534").count() >= 2,
+        log.matches("uid 65534").count() >= 2 && log.contains("uid 0 "),
         "the daemon logs nobody's queries: {log}"
     );
 }

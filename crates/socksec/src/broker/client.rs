@@ -4,7 +4,7 @@
 //! [`query`] is one exchange on a fresh connection; a [`Connection`] can carry many (what a
 //! busy caller or a benchmark wants).
 
-use std::io::{self, IoSlice, Read, Write};
+use std::io::{self, IoSlice, Read};
 use std::mem::MaybeUninit;
 use std::os::fd::BorrowedFd;
 use std::os::unix::net::UnixStream;
@@ -116,8 +116,17 @@ impl Connection {
                 Err(e) => return Err(e.into()),
             }
         };
-        // The descriptor went with the first bytes; the rest of a long frame follows plainly.
-        self.stream.write_all(&frame[sent..])
+        // The descriptor went with the first bytes; the rest of a long frame follows plainly,
+        // still without SIGPIPE (the caller may be a C program that keeps its default).
+        let mut rest = &frame[sent..];
+        while !rest.is_empty() {
+            match rustix::net::send(&self.stream, rest, SendFlags::NOSIGNAL) {
+                Ok(n) => rest = &rest[n..],
+                Err(rustix::io::Errno::INTR) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(())
     }
 
     fn receive(&mut self) -> Result<Response, Error> {
