@@ -59,7 +59,9 @@ socksec ls --tcp --insecure                 TCP connections that are not secured
 socksec ls --secured --addr 10.1.0.0/16     secured connections to or from 10.1.0.0/16\n  \
 socksec ls --udp --port 4500                UDP sockets on port 4500 (local or peer)\n  \
 socksec ls --listening                      listeners and unconnected UDP sockets\n  \
-socksec ls --json | jq '.[] | select(.encrypted) | .socket.peer'"
+socksec ls --json | jq '.[] | select(.encrypted) | .socket.peer'\n\n\
+Exit codes: 0 listed (a socket that could not be answered says why in its entry), 1 the listing \
+failed (e.g. no CAP_NET_ADMIN), 2 usage error."
     )]
     Ls(ls::LsArgs),
     /// Print the host's protection changes as they happen: SAs up, down and rekeyed, policy
@@ -71,7 +73,9 @@ strongSwan's default socket) when it is reachable.\n\n\
 Examples:\n  \
 socksec watch                           follow changes as text\n  \
 socksec watch --json | jq -c 'select(.event == \"child-rekey\")'\n  \
-socksec watch --json --no-connections   kernel and IKE events only"
+socksec watch --json --no-connections   kernel and IKE events only\n\n\
+Exit codes: 0 stopped by SIGINT or SIGTERM, 1 the events cannot be followed (e.g. no \
+CAP_NET_ADMIN), 2 usage error."
     )]
     Watch(watch::WatchArgs),
     /// Describe the SAs an IPSEC2 SaLookupContext names (from `query --protocol ipsec2`), as
@@ -89,6 +93,7 @@ Exit codes: 0 found, 1 the SAs are gone or the lookup failed, 2 usage error.")]
     },
     /// Open a TCP connection and a UDP exchange over loopback and query them: shows what this
     /// host's kernel reports without any setup.
+    #[command(after_help = "Examples:\n  socksec selftest\n  socksec selftest --json")]
     Selftest {
         /// Print JSON lines instead of text.
         #[arg(long)]
