@@ -59,6 +59,29 @@ pub fn current() -> Result<Mode, Error> {
     choose(mode.as_deref(), broker, privileged)
 }
 
+/// The error when the broker cannot be reached. When the broker was chosen because this
+/// thread lacks the privilege (`auto`), the missing privilege is the cause and the error says
+/// so ([`ErrorKind::PermissionDenied`], `EPERM`, `WSAEACCES`) and why the broker could not
+/// stand in; when `SOCKSEC_MODE=broker` forced it, the connection error stands as it is.
+pub fn broker_unreachable(err: Error, forced: bool) -> Error {
+    if forced {
+        return err;
+    }
+    Error::new(
+        ErrorKind::PermissionDenied,
+        format!(
+            "reading the kernel's IPsec tables needs CAP_NET_ADMIN, which this thread lacks, \
+             and the broker cannot answer instead: {}",
+            err.message()
+        ),
+    )
+}
+
+/// Whether `SOCKSEC_MODE` forces the broker.
+pub fn broker_forced() -> bool {
+    std::env::var("SOCKSEC_MODE").is_ok_and(|m| m.trim() == "broker")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -97,5 +120,16 @@ mod tests {
         let e = choose(Some("remote"), None, true).unwrap_err();
         assert_eq!(e.errno(), libc::EINVAL);
         assert!(e.message().contains("SOCKSEC_MODE"), "{e}");
+    }
+
+    #[test]
+    fn an_unreachable_broker_in_auto_mode_is_the_missing_privilege() {
+        let connect = Error::new(ErrorKind::System, "cannot reach the socksec broker at /x")
+            .with_errno(libc::ENOENT);
+        let e = broker_unreachable(connect.clone(), false);
+        assert_eq!(e.kind(), ErrorKind::PermissionDenied);
+        assert_eq!(e.wsa(), crate::error::wsa::WSAEACCES);
+        assert!(e.message().contains("CAP_NET_ADMIN") && e.message().contains("/x"));
+        assert_eq!(broker_unreachable(connect.clone(), true), connect);
     }
 }
