@@ -172,16 +172,20 @@ fn host_cache_follows_policy_and_state_changes() {
     });
 }
 
-/// Records the snapshot each query was answered from.
+/// Answers as the cache does, recording the snapshot of each query and whether it came from
+/// the cache (true) or, while the cache had withdrawn its snapshot, from a fresh read.
 struct Recording<'a> {
     cache: &'a Cache,
-    seen: Mutex<Option<Arc<XfrmSnapshot>>>,
+    seen: Mutex<Option<(Arc<XfrmSnapshot>, bool)>>,
 }
 
 impl Sources for Recording<'_> {
     fn xfrm(&self) -> Result<Arc<XfrmSnapshot>, socksec::Error> {
-        let snap = self.cache.xfrm()?;
-        *self.seen.lock().unwrap() = Some(snap.clone());
+        let (snap, warm) = match self.cache.snapshot() {
+            Some(snap) => (snap, true),
+            None => (ColdSources.xfrm()?, false),
+        };
+        *self.seen.lock().unwrap() = Some((snap.clone(), warm));
         Ok(snap)
     }
     fn ike_sas(&self) -> Result<Arc<Vec<IkeSa>>, String> {
@@ -194,6 +198,27 @@ fn host_answers_under_churn_match_states_the_kernel_had() {
     if !require_root("host_answers_under_churn_match_states_the_kernel_had") {
         return;
     }
+    churn(options(), 5101);
+}
+
+#[test]
+fn host_answers_under_churn_with_lost_events_match_states_the_kernel_had() {
+    if !require_root("host_answers_under_churn_with_lost_events_match_states_the_kernel_had") {
+        return;
+    }
+    // The smallest receive buffer: notifications are lost and the tables re-read while they
+    // keep changing.
+    let stats = churn(
+        CacheOptions {
+            receive_buffer: Some(1),
+            ..options()
+        },
+        5102,
+    );
+    assert!(stats.overruns > 0, "no ENOBUFS provoked: {stats:?}");
+}
+
+fn churn(options: CacheOptions, port: u16) -> socksec::cache::CacheStats {
     // 25 policies that all match the connection: destination 10.0.0.0/8 … /32, priority =
     // prefix length. A fixed sequence of adds and deletes; the kernel's states are its
     // prefixes. Every snapshot a query saw must be one of them, later than the previous one,
@@ -218,33 +243,38 @@ fn host_answers_under_churn_match_states_the_kernel_had() {
         states.push(present);
     }
     let pair = Pair::new();
-    let (stream, _listener) = connect(&pair, 5101);
-    let batch = std::env::temp_dir().join(format!("socksec-churn-{}", std::process::id()));
-    std::fs::write(&batch, ops.join("\n") + "\n").unwrap();
+    let (stream, _listener) = connect(&pair, port);
+    let batch = std::env::temp_dir().join(format!("socksec-churn-{}-{port}", std::process::id()));
+    // In chunks, one `ip -batch` each: the pauses between them let the cache publish.
+    let chunks: Vec<String> = ops.chunks(100).map(|c| c.join("\n") + "\n").collect();
     let ns = pair.a.clone();
     let result = pair.run_in(&pair.a.clone(), move || {
-        let cache = Cache::start_with(options());
+        let cache = Cache::start_with(options);
         assert_eq!(cache.status(), &CacheStatus::Warm);
         let churn = std::thread::spawn({
             let batch = batch.clone();
             move || {
-                let out = std::process::Command::new("ip")
-                    .args(["-n", &ns, "-batch"])
-                    .arg(&batch)
-                    .output()
-                    .unwrap();
-                assert!(
-                    out.status.success(),
-                    "{}",
-                    String::from_utf8_lossy(&out.stderr)
-                );
+                for chunk in chunks {
+                    std::fs::write(&batch, chunk).unwrap();
+                    let out = std::process::Command::new("ip")
+                        .args(["-n", &ns, "-batch"])
+                        .arg(&batch)
+                        .output()
+                        .unwrap();
+                    assert!(
+                        out.status.success(),
+                        "{}",
+                        String::from_utf8_lossy(&out.stderr)
+                    );
+                }
             }
         });
+        let deadline = Instant::now() + Duration::from_secs(30);
         let rec = Recording {
             cache: &cache,
             seen: Mutex::new(None),
         };
-        let (mut at, mut queries, mut distinct) = (0usize, 0usize, 0usize);
+        let (mut at, mut queries, mut distinct, mut cold, mut last_k) = (0, 0, 0, 0, 0);
         let mut last: Option<Arc<XfrmSnapshot>> = None;
         loop {
             let done = churn.is_finished();
@@ -253,15 +283,25 @@ fn host_answers_under_churn_match_states_the_kernel_had() {
                 .run_with(&rec)
                 .unwrap();
             queries += 1;
-            let snap = rec.seen.lock().unwrap().take().unwrap();
+            let (snap, warm) = rec.seen.lock().unwrap().take().unwrap();
             let mut set = [false; 33];
             for p in &snap.policies {
                 set[usize::from(p.selector.prefixlen_d)] = true;
             }
+            // A published snapshot is never older than the one before it; a fresh read (while
+            // the cache re-reads after lost events) is never older than the last published.
             let k = (at..states.len())
                 .find(|&k| states[k] == set)
-                .unwrap_or_else(|| panic!("snapshot {set:?} is no state at or after op {at}"));
-            at = k;
+                .unwrap_or_else(|| {
+                    let any = states.iter().position(|st| *st == set);
+                    panic!("snapshot {set:?} (warm: {warm}) is no state at or after op {at} (any: {any:?})")
+                });
+            if warm {
+                at = k;
+            } else {
+                cold += 1;
+            }
+            last_k = k;
             if last.as_ref().is_none_or(|l| !Arc::ptr_eq(l, &snap)) {
                 distinct += 1;
             }
@@ -272,9 +312,11 @@ fn host_answers_under_churn_match_states_the_kernel_had() {
                 (Some(l), Reason::Bypass { policy, .. }) => assert_eq!(policy.priority, l as u32),
                 (l, r) => panic!("state {k} (lowest {l:?}) answered {r:?}"),
             }
-            if done {
+            // Until the churn is over and the cache has caught up with its last state.
+            if done && last_k == OPS {
                 break;
             }
+            assert!(Instant::now() < deadline, "stuck at op {at}");
         }
         churn.join().unwrap();
         std::fs::remove_file(&batch).unwrap();
@@ -288,14 +330,15 @@ fn host_answers_under_churn_match_states_the_kernel_had() {
             assert!(Instant::now() < deadline, "did not settle");
             std::thread::sleep(Duration::from_millis(10));
         }
-        (queries, distinct, at, cache.stats())
+        (queries, distinct, cold, cache.stats())
     });
-    let (queries, distinct, at, stats) = result;
-    eprintln!("churn: {queries} queries saw {distinct} snapshots, up to op {at}; {stats:?}");
+    let (queries, distinct, cold, stats) = result;
+    eprintln!("churn: {queries} queries saw {distinct} snapshots ({cold} fresh reads); {stats:?}");
     assert!(
         distinct >= 3,
         "the queries saw too few states to mean anything"
     );
+    stats
 }
 
 #[test]

@@ -268,6 +268,8 @@ struct Dirty {
     changed: bool,
     policies: bool,
     states: bool,
+    /// Notifications were lost: start again on a fresh subscription.
+    resubscribe: bool,
 }
 
 /// The XFRM thread's private copy of the tables.
@@ -277,6 +279,7 @@ struct XfrmWatcher {
     dumper: XfrmDumper,
     tables: XfrmSnapshot,
     audit_period: Duration,
+    receive_buffer: Option<usize>,
     /// A re-read failed: the copy cannot be trusted until both tables are read again.
     broken: bool,
 }
@@ -284,11 +287,7 @@ struct XfrmWatcher {
 impl XfrmWatcher {
     /// Subscribes, then reads the tables and publishes the first snapshot.
     fn new(shared: Arc<Shared>, options: &CacheOptions) -> Result<Self, DumpError> {
-        let events = XfrmEvents::subscribe()?;
-        if let Some(bytes) = options.receive_buffer {
-            // A failure leaves the default size, which only makes overruns likelier.
-            let _ = events.set_receive_buffer(bytes);
-        }
+        let events = subscribe(options.receive_buffer)?;
         let mut dumper = XfrmDumper::open()?;
         let tables = dumper.snapshot()?;
         let watcher = Self {
@@ -297,6 +296,7 @@ impl XfrmWatcher {
             dumper,
             tables,
             audit_period: options.audit_period,
+            receive_buffer: options.receive_buffer,
             broken: false,
         };
         watcher.publish();
@@ -346,7 +346,12 @@ impl XfrmWatcher {
     ) {
         let mut next = first;
         loop {
+            if dirty.resubscribe {
+                // The rest of this socket's queue will be dropped with it.
+                return;
+            }
             if until.is_some_and(|t| Instant::now() >= t) && !dirty.policies && !dirty.states {
+                // Time to publish what has been applied so far.
                 if let Ok(Some(event)) = next {
                     self.apply(event, dirty);
                 }
@@ -356,7 +361,8 @@ impl XfrmWatcher {
                 Ok(Some(event)) => self.apply(event, dirty),
                 Ok(None) => return,
                 Err(_) => {
-                    // The socket failed: re-read both tables.
+                    // The socket failed: start again on a new one.
+                    dirty.resubscribe = true;
                     dirty.policies = true;
                     dirty.states = true;
                     return;
@@ -383,6 +389,16 @@ impl XfrmWatcher {
                 return;
             }
             let mut failed = false;
+            if std::mem::take(&mut dirty.resubscribe) {
+                // After a loss the old socket's queue mixes events from before and after it;
+                // a fresh subscription taken before the dumps, as at the start, does not.
+                match subscribe(self.receive_buffer) {
+                    Ok(events) => self.events = events,
+                    Err(_) => failed = true,
+                }
+                dirty.policies = true;
+                dirty.states = true;
+            }
             if std::mem::take(&mut dirty.policies) {
                 self.shared.resyncs.fetch_add(1, Ordering::Relaxed);
                 match self.dumper.policies() {
@@ -509,6 +525,7 @@ impl XfrmWatcher {
             XfrmEvent::ExpiredState { hard: false, .. } => {}
             XfrmEvent::Overrun => {
                 self.shared.overruns.fetch_add(1, Ordering::Relaxed);
+                dirty.resubscribe = true;
                 dirty.policies = true;
                 dirty.states = true;
             }
@@ -521,6 +538,16 @@ impl XfrmWatcher {
             }
         }
     }
+}
+
+/// Joins the notification groups on a fresh socket.
+fn subscribe(receive_buffer: Option<usize>) -> Result<XfrmEvents, DumpError> {
+    let events = XfrmEvents::subscribe()?;
+    if let Some(bytes) = receive_buffer {
+        // A failure leaves the default size, which only makes overruns likelier.
+        let _ = events.set_receive_buffer(bytes);
+    }
+    Ok(events)
 }
 
 fn remove_policy(policies: &mut Vec<Policy>, p: &Policy) {
