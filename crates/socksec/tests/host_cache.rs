@@ -274,7 +274,7 @@ fn churn(options: CacheOptions, port: u16) -> socksec::cache::CacheStats {
             cache: &cache,
             seen: Mutex::new(None),
         };
-        let (mut at, mut queries, mut distinct, mut cold, mut last_k) = (0, 0, 0, 0, 0);
+        let (mut at, mut queries, mut distinct, mut cold) = (0, 0, 0, 0);
         let mut last: Option<Arc<XfrmSnapshot>> = None;
         loop {
             let done = churn.is_finished();
@@ -301,7 +301,6 @@ fn churn(options: CacheOptions, port: u16) -> socksec::cache::CacheStats {
             } else {
                 cold += 1;
             }
-            last_k = k;
             if last.as_ref().is_none_or(|l| !Arc::ptr_eq(l, &snap)) {
                 distinct += 1;
             }
@@ -313,7 +312,7 @@ fn churn(options: CacheOptions, port: u16) -> socksec::cache::CacheStats {
                 (l, r) => panic!("state {k} (lowest {l:?}) answered {r:?}"),
             }
             // Until the churn is over and the cache has caught up with its last state.
-            if done && last_k == OPS {
+            if done && k == OPS {
                 break;
             }
             assert!(Instant::now() < deadline, "stuck at op {at}");
