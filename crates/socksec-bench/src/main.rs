@@ -531,14 +531,6 @@ impl Bench {
             })
         });
         println!("| floor (8 threads, flow from fd only) | {floor_qps:.0} |");
-        let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
-        println!(
-            "\n(load average {} after the throughput runs: other work shares these CPUs)",
-            load.split_whitespace()
-                .take(3)
-                .collect::<Vec<_>>()
-                .join(" ")
-        );
         match &broker {
             Some(b) => {
                 pin_process(b.child.id(), &all);
@@ -563,6 +555,14 @@ impl Bench {
             }
             None => println!("| broker (socksecd) | n/a (no socksecd binary) |"),
         }
+        let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+        println!(
+            "\n(load average {} after the throughput runs: other work shares these CPUs)",
+            load.split_whitespace()
+                .take(3)
+                .collect::<Vec<_>>()
+                .join(" ")
+        );
     }
 }
 
