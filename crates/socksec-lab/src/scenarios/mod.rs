@@ -93,9 +93,9 @@ pub const ALL: &[Scenario] = &[
         run: ikev2::socket_policies,
     },
     Scenario {
-        name: "identity-psk-fqdn",
-        about: "PSK, FQDN ids: peer machine identity and IPSEC2 ids equal charon's (library, CLI, sa)",
-        run: identity::psk_fqdn,
+        name: "identity-psk-fqdn-ike-rekey",
+        about: "PSK, FQDN ids: peer and IPSEC2 ids as charon's; after an IKE rekey MmSaId follows",
+        run: identity::psk_fqdn_ike_rekey,
     },
     Scenario {
         name: "identity-x509-dn",
@@ -106,11 +106,6 @@ pub const ALL: &[Scenario] = &[
         name: "identity-eap-user",
         about: "PSK then EAP-MD5 second round: machine and user identity as swanctl shows them",
         run: identity::eap_user,
-    },
-    Scenario {
-        name: "identity-ike-rekey",
-        about: "IKE_SA rekey: identities kept, MmSaId follows the new IKE_SA, QmSaId the CHILD_SA",
-        run: identity::ike_rekey,
     },
     Scenario {
         name: "identity-charon-restart",
