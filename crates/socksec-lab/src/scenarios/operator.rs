@@ -1,10 +1,11 @@
-//! The operator's commands in moon: `socksec ls --json` shows a connection secured by
-//! charon's CHILD_SA beside a plaintext one, with the right SAs and peer; `socksec watch
+//! The operator's commands: `socksec ls --json` in moon shows the TCP connection and a UDP flow
+//! secured by charon's CHILD_SA beside a plaintext connection, with the right SAs and peer (and
+//! in sun the server end, with the reverse SAs and moon as peer); `socksec watch
 //! --json` reports charon's CHILD_SA rekey, the kernel's new SAs and the connection that moved
 //! to them, within a second of charon showing the new CHILD_SA.
 
 use std::io::{BufRead, BufReader};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc::{self, Receiver};
@@ -75,11 +76,83 @@ fn check_operator(lab: &mut Lab, est: &Established<'_>) -> Result<()> {
             Ok((l, c, s))
         })?
         .context("a loopback connection in moon")?;
-    check_ls(lab, est, &plain_client)?;
+    // A UDP flow moon -> sun: the transport CHILD_SA covers every protocol between the hosts.
+    let sun_udp = SocketAddr::new(lab.sun().v4.into(), est.port + 2);
+    let moon_any = SocketAddr::new(lab.moon().v4.into(), 0);
+    let udp = lab
+        .moon()
+        .run(|| -> std::io::Result<UdpSocket> {
+            let s = UdpSocket::bind(moon_any)?;
+            s.connect(sun_udp)?;
+            Ok(s)
+        })?
+        .context("a connected UDP socket in moon")?;
+    check_ls(lab, est, &plain_client, &udp)?;
+    check_sun(lab, est)?;
     check_watch(lab, est)
 }
 
-fn check_ls(lab: &mut Lab, est: &Established<'_>, plain: &TcpStream) -> Result<()> {
+/// The answer of an `ls --json` entry must be charon's CHILD_SA: secured, encrypted, its
+/// outbound and inbound SPIs, and the peer's identity.
+fn check_secured_entry(e: &Value, what: &str, spi_out: u32, spi_in: u32, peer: &str) -> Result<()> {
+    ensure!(
+        e["secured"] == true && e["encrypted"] == true && e["flags"] == 3,
+        "ls says {what} is secured {} encrypted {} (flags {})",
+        e["secured"],
+        e["encrypted"],
+        e["flags"]
+    );
+    ensure!(
+        spis(e, "outbound") == [u64::from(spi_out)] && spis(e, "inbound") == [u64::from(spi_in)],
+        "ls names SPIs out {:x?} in {:x?} for {what}; charon's CHILD_SA has out {spi_out:08x} \
+         in {spi_in:08x}",
+        spis(e, "outbound"),
+        spis(e, "inbound"),
+    );
+    ensure!(
+        e["peer"]["machine"]["id"] == peer,
+        "ls names the peer of {what} {}, charon's is {peer}",
+        e["peer"]
+    );
+    Ok(())
+}
+
+/// The server end, listed in sun (charon's VICI socket there): the reverse SPIs, moon as peer.
+fn check_sun(lab: &mut Lab, est: &Established<'_>) -> Result<()> {
+    let cli = cli().display().to_string();
+    let vici = format!("SOCKSEC_VICI=/run/socksec-lab/{}.vici", lab.sun().name);
+    let text = sh(
+        "ip",
+        [
+            "netns", "exec", "sun", "env", &vici, &cli, "ls", "--tcp", "--json",
+        ],
+    )
+    .context("running `socksec ls --tcp --json` in sun")?;
+    lab.evidence("socksec ls --tcp --json (sun)", text.clone());
+    let list: Value = serde_json::from_str(&text).context("parsing sun's `socksec ls --json`")?;
+    let server = entry(&list, est.server.local_addr()?, est.server.peer_addr()?)?;
+    let moon_id = lab.moon().id.clone();
+    check_secured_entry(
+        server,
+        "the server end in sun",
+        est.child.spi_in,
+        est.child.spi_out,
+        &moon_id,
+    )?;
+    ensure!(
+        server["pid"] == std::process::id(),
+        "sun's entry belongs to {}",
+        server["pid"]
+    );
+    Ok(())
+}
+
+fn check_ls(
+    lab: &mut Lab,
+    est: &Established<'_>,
+    plain: &TcpStream,
+    udp: &UdpSocket,
+) -> Result<()> {
     let cli = cli().display().to_string();
     let t = Instant::now();
     let text = sh(
@@ -133,6 +206,22 @@ fn check_ls(lab: &mut Lab, est: &Established<'_>, plain: &TcpStream) -> Result<(
         comm.trim_end()
     );
     ensure!(secured["state"] == "ESTAB", "state {}", secured["state"]);
+
+    let text = sh(
+        "ip",
+        ["netns", "exec", "moon", &cli, "ls", "--udp", "--json"],
+    )
+    .context("running `socksec ls --udp --json` in moon")?;
+    lab.evidence("socksec ls --udp --json (moon)", text.clone());
+    let udp_list: Value = serde_json::from_str(&text).context("parsing `ls --udp --json`")?;
+    let udp_entry = entry(&udp_list, udp.local_addr()?, udp.peer_addr()?)?;
+    check_secured_entry(
+        udp_entry,
+        "the UDP flow moon -> sun",
+        est.child.spi_out,
+        est.child.spi_in,
+        &est.ike.remote_id,
+    )?;
 
     let clear = entry(&list, plain.local_addr()?, plain.peer_addr()?)?;
     ensure!(
@@ -195,8 +284,8 @@ fn check_ls(lab: &mut Lab, est: &Established<'_>, plain: &TcpStream) -> Result<(
         "the table is wider than 140 columns:\n{table}"
     );
     lab.note(format!(
-        "ls: ESP connection secured+encrypted with charon's SPIs and peer, loopback not \
-         secured; {} TCP sockets in {ls_ms} ms",
+        "ls: TCP connection and UDP flow secured+encrypted with charon's SPIs and peer \
+         (server end in sun too), loopback not secured; {} TCP sockets in {ls_ms} ms",
         list.as_array().map_or(0, Vec::len)
     ));
     Ok(())
