@@ -44,7 +44,7 @@ pub mod attr {
     pub const SKV6ONLY: u16 = 11;
     /// `INET_DIAG_MARK` (u32; only when the requester has CAP_NET_ADMIN).
     pub const MARK: u16 = 15;
-    /// `INET_DIAG_MD5SIG` (TCP-MD5 keys' addresses; requested through `idiag_ext`).
+    /// `INET_DIAG_MD5SIG` (the TCP-MD5 keys' peers; sent only to a CAP_NET_ADMIN requester).
     pub const MD5SIG: u16 = 18;
 }
 
