@@ -89,16 +89,24 @@ pub fn list(
     let answers: Vec<Result<SecurityInfo, Error>> = std::thread::scope(|scope| {
         let handles: Vec<_> = sockets
             .chunks(chunk)
-            .map(|part| scope.spawn(|| part.iter().map(&answer_one).collect::<Vec<_>>()))
+            .map(|part| {
+                let handle = scope.spawn(|| part.iter().map(&answer_one).collect::<Vec<_>>());
+                (part.len(), handle)
+            })
             .collect();
         handles
             .into_iter()
-            .flat_map(|h| {
+            .flat_map(|(len, h)| {
+                // One answer per socket either way, so that answers stay beside their sockets.
                 h.join().unwrap_or_else(|_| {
-                    vec![Err(Error::new(
-                        ErrorKind::System,
-                        "a listing thread panicked",
-                    ))]
+                    (0..len)
+                        .map(|_| {
+                            Err(Error::new(
+                                ErrorKind::System,
+                                "the listing thread answering this socket panicked",
+                            ))
+                        })
+                        .collect()
                 })
             })
             .collect()
