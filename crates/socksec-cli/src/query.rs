@@ -115,7 +115,14 @@ pub(crate) fn print_human(info: &SecurityInfo) {
             (true, false) => "integrity only",
             _ => "not secured",
         };
-        print!("  {:<8} ipsec: {state}", p.direction.to_string());
+        print!(
+            "  {:<8} {}: {state}",
+            p.direction.to_string(),
+            p.mechanism.name()
+        );
+        if let Some(key) = &p.tcp_md5 {
+            print!("; key for {}/{}", key.addr, key.prefixlen);
+        }
         for sa in &p.sas {
             let algs: Vec<&str> = [&sa.aead, &sa.encryption, &sa.integrity, &sa.compression]
                 .into_iter()

@@ -154,6 +154,45 @@ pub struct DiagSocket {
     pub v6only: Option<bool>,
     /// Shutdown bits (`INET_DIAG_SHUTDOWN`), when reported.
     pub shutdown: Option<u8>,
+    /// The TCP-MD5 keys of the socket (`INET_DIAG_MD5SIG`: reported only to a CAP_NET_ADMIN
+    /// requester that asked for `INET_DIAG_INFO`), without the key bytes.
+    pub md5_keys: Vec<Md5Key>,
+}
+
+/// A TCP-MD5 key of a socket, as inet_diag reports it: whom it covers, never the key itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct Md5Key {
+    /// The peer address (or prefix) the key covers.
+    pub addr: IpAddr,
+    /// Prefix length (32 or 128 for a single address).
+    pub prefixlen: u8,
+    /// Key length in bytes (the key is not kept).
+    pub keylen: u16,
+}
+
+/// `sizeof(struct tcp_diag_md5sig)`: family, prefixlen, keylen, addr[4], key[80].
+pub const MD5SIG_LEN: usize = 100;
+
+/// Parses an `INET_DIAG_MD5SIG` attribute: the covered addresses; the key bytes (offset 20
+/// on) are never read.
+pub fn parse_md5sig(data: &[u8]) -> Result<Vec<Md5Key>, CodecError> {
+    if data.len() % MD5SIG_LEN != 0 {
+        return Err(CodecError::Truncated {
+            what: "INET_DIAG_MD5SIG",
+            need: data.len().next_multiple_of(MD5SIG_LEN),
+            have: data.len(),
+        });
+    }
+    data.chunks_exact(MD5SIG_LEN)
+        .map(|k| {
+            let addr = sockaddr(k[0], field(k, 4), [0, 0])?.ip();
+            Ok(Md5Key {
+                addr,
+                prefixlen: k[1],
+                keylen: u16::from_ne_bytes(field(k, 2)),
+            })
+        })
+        .collect()
 }
 
 impl DiagSocket {
@@ -231,6 +270,7 @@ pub fn parse_socket(transport: Transport, payload: &[u8]) -> Result<DiagSocket, 
         mark: None,
         v6only: None,
         shutdown: None,
+        md5_keys: Vec::new(),
     };
     for a in Attrs::new(&payload[MSG_LEN..]) {
         let (kind, data) = a?;
@@ -254,6 +294,7 @@ pub fn parse_socket(transport: Transport, payload: &[u8]) -> Result<DiagSocket, 
                 }
                 sock.mark = Some(u32::from_ne_bytes(field(data, 0)));
             }
+            attr::MD5SIG => sock.md5_keys = parse_md5sig(data)?,
             _ => {} // Attributes this code does not read (meminfo, cgroup, sockopt…).
         }
     }
@@ -299,6 +340,72 @@ impl Diag {
             )
             .map_err(|e| nl_error(family, transport, e))
     }
+}
+
+impl Diag {
+    /// The TCP socket with exactly these endpoints (and bound interface), with its TCP-MD5
+    /// keys when the caller has CAP_NET_ADMIN; `None` when the kernel has no such socket.
+    pub fn tcp_socket(
+        &mut self,
+        local: SocketAddr,
+        remote: SocketAddr,
+        ifindex: u32,
+    ) -> Result<Option<DiagSocket>, Error> {
+        let family = if local.is_ipv4() {
+            libc::AF_INET as u8
+        } else {
+            libc::AF_INET6 as u8
+        };
+        let found = self.conn.transact(
+            |seq| encode_lookup(local, remote, ifindex, seq),
+            false,
+            |msg: NlMsg<'_>| {
+                expect_kind(&msg, SOCK_DIAG_BY_FAMILY)?;
+                parse_socket(Transport::Tcp, msg.payload)
+            },
+        );
+        match found {
+            Ok(mut sockets) => Ok(sockets.pop()),
+            Err(NlError::Kernel(errno)) if errno == libc::ENOENT => Ok(None),
+            Err(e) => Err(nl_error(family, Transport::Tcp, e)),
+        }
+    }
+}
+
+/// `1 << (INET_DIAG_INFO - 1)`: the `idiag_ext` bit that also brings the TCP auxiliary
+/// attributes (`INET_DIAG_MD5SIG`, `INET_DIAG_ULP_INFO`).
+pub const EXT_INFO: u8 = 1 << 1;
+
+/// Encodes a lookup of the one TCP socket with these endpoints (`inet_diag_find_one_icsk`):
+/// no dump flag, the socket id filled in, any cookie, with [`EXT_INFO`].
+pub fn encode_lookup(local: SocketAddr, remote: SocketAddr, ifindex: u32, seq: u32) -> Vec<u8> {
+    let mut req = [0u8; REQ_V2_LEN];
+    let family = if local.is_ipv4() {
+        libc::AF_INET
+    } else {
+        libc::AF_INET6
+    };
+    req[0] = family as u8;
+    req[1] = Transport::Tcp.proto();
+    req[2] = EXT_INFO;
+    req[4..8].copy_from_slice(&ALL_STATES.to_ne_bytes());
+    let id = &mut req[8..8 + SOCKID_LEN];
+    id[0..2].copy_from_slice(&local.port().to_be_bytes());
+    id[2..4].copy_from_slice(&remote.port().to_be_bytes());
+    let octets = |a: IpAddr| match a {
+        IpAddr::V4(v4) => {
+            let mut b = [0u8; 16];
+            b[..4].copy_from_slice(&v4.octets());
+            b
+        }
+        IpAddr::V6(v6) => v6.octets(),
+    };
+    id[4..20].copy_from_slice(&octets(local.ip()));
+    id[20..36].copy_from_slice(&octets(remote.ip()));
+    id[36..40].copy_from_slice(&ifindex.to_ne_bytes());
+    // INET_DIAG_NOCOOKIE: any socket with these endpoints.
+    id[40..48].copy_from_slice(&[0xff; 8]);
+    Request::new(SOCK_DIAG_BY_FAMILY, 0, seq).raw(&req).finish()
 }
 
 fn nl_error(family: u8, transport: Transport, e: NlError) -> Error {

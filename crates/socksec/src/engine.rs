@@ -80,7 +80,7 @@ impl Prepared<'_> {
 
     /// Reads the flow and resolves it against the snapshots `sources` provides.
     pub fn run_with(self, sources: &dyn Sources) -> Result<SecurityInfo, Error> {
-        let flow = self.flow()?;
+        let (flow, routing) = self.flow_and_routing()?;
         let snapshot = sources.xfrm()?;
         let mut info = answer(&self.facts, &flow, &snapshot, unix_now(), &self.template);
         if wants_peer(&self.template) && info.protections.iter().any(|p| !p.sas.is_empty()) {
@@ -90,17 +90,24 @@ impl Prepared<'_> {
                 attach_certificate(&mut info, list, sources);
             }
         }
+        if self.facts.transport == crate::flow::Transport::Tcp {
+            crate::tcp_md5::attach(&mut info, self.fd, routing.bound_ifindex.unwrap_or(0));
+        }
         Ok(info)
     }
 
     /// The flow of the connection: endpoints, mark, route facts.
     pub fn flow(&self) -> Result<Flow, Error> {
+        self.flow_and_routing().map(|(flow, _)| flow)
+    }
+
+    fn flow_and_routing(&self) -> Result<(Flow, socket::RoutingFacts), Error> {
         let (local, remote) = socket::endpoints(self.fd, &self.facts, &self.template)?;
         let routing = socket::routing_facts(self.fd)?;
         let mut flow = Flow::new(self.facts.transport, local, remote);
         flow.mark = routing.mark;
         complete_flow(&mut flow, &routing)?;
-        Ok(flow)
+        Ok((flow, routing))
     }
 }
 

@@ -40,6 +40,7 @@ pub mod route;
 pub mod sa;
 pub mod socket;
 mod sys;
+pub mod tcp_md5;
 pub mod vici;
 pub mod winerr;
 pub mod xfrm;

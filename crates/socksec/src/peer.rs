@@ -207,6 +207,7 @@ mod tests {
                 encapsulation: None,
             }],
             reason: None,
+            tcp_md5: None,
         }
     }
 

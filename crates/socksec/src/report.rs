@@ -54,6 +54,19 @@ impl fmt::Display for Direction {
 pub enum Mechanism {
     /// Kernel IPsec (XFRM).
     Ipsec,
+    /// TCP-MD5 signatures (RFC 2385): integrity only.
+    #[serde(rename = "tcp_md5")]
+    TcpMd5,
+}
+
+impl Mechanism {
+    /// The name `--json` uses: `"ipsec"`, `"tcp_md5"`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Ipsec => "ipsec",
+            Self::TcpMd5 => "tcp_md5",
+        }
+    }
 }
 
 /// The policy that decided a direction.
@@ -129,6 +142,10 @@ pub struct Protection {
     pub sas: Vec<SaInfo>,
     /// Why this direction is not secured (or not encrypted), if it is not.
     pub reason: Option<Reason>,
+    /// For [`Mechanism::TcpMd5`]: the key that covers the peer (its address and prefix, never
+    /// the key).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tcp_md5: Option<crate::diag::Md5Key>,
 }
 
 /// Why a direction is not secured or not encrypted.
@@ -353,6 +370,11 @@ pub enum Caveat {
         /// Why.
         detail: String,
     },
+    /// The socket's TCP-MD5 keys could not be read; the answer does not count them.
+    TcpMd5Unknown {
+        /// Why.
+        detail: String,
+    },
 }
 
 impl fmt::Display for Caveat {
@@ -371,6 +393,7 @@ impl fmt::Display for Caveat {
             Self::CertificateUnknown { detail } => {
                 write!(f, "peer certificate unknown: {detail}")
             }
+            Self::TcpMd5Unknown { detail } => write!(f, "TCP-MD5 keys unknown: {detail}"),
         }
     }
 }

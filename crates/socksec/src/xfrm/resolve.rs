@@ -298,6 +298,7 @@ impl<'a> Ctx<'a> {
             policy: None,
             sas: Vec::new(),
             reason: None,
+            tcp_md5: None,
         };
         if exempt {
             protection.reason = Some(Reason::InterfaceExempt {
