@@ -359,3 +359,84 @@ fn query_pid_fd_answers_for_another_process_and_says_when_not_permitted() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("not permitted to take descriptor"), "{err}");
 }
+
+/// Another process (python3) holds a TCP-MD5 connection and a plain one in the namespace:
+/// `ls` sees the keys in the dump and answers exactly as `query --pid --fd` on each descriptor.
+const MD5_HOLDER: &str = r#"
+import json, os, socket, struct, sys
+def key(s, peer):
+    addr = struct.pack("=HH4s", socket.AF_INET, 0, socket.inet_aton(peer)).ljust(128, b"\0")
+    k = b"socksec-test-key"
+    s.setsockopt(socket.IPPROTO_TCP, 14, addr + struct.pack("=BBHi", 0, 0, len(k), 0) + k.ljust(80, b"\0"))
+lm = socket.socket(); lm.bind(("127.0.0.1", 0)); key(lm, "127.0.0.1"); lm.listen()
+cm = socket.socket(); key(cm, "127.0.0.1"); cm.connect(lm.getsockname()); am, _ = lm.accept()
+lp = socket.socket(); lp.bind(("127.0.0.1", 0)); lp.listen()
+cp = socket.socket(); cp.connect(lp.getsockname()); ap, _ = lp.accept()
+end = lambda s: {"fd": s.fileno(), "local": "%s:%d" % s.getsockname(), "peer": "%s:%d" % s.getpeername()}
+print(json.dumps({"pid": os.getpid(), "md5": [end(cm), end(am)], "plain": [end(cp), end(ap)]}), flush=True)
+sys.stdin.read()
+"#;
+
+#[test]
+fn ls_answers_tcp_md5_as_query_pid_does() {
+    if !require_root("ls_answers_tcp_md5_as_query_pid_does") {
+        return;
+    }
+    let ns = Netns::new();
+    let mut holder = Command::new("ip")
+        .args(["netns", "exec", &ns.0, "python3", "-c", MD5_HOLDER])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3");
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(holder.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    let held: Value = serde_json::from_str(&line).expect("the holder's sockets");
+    let pid = held["pid"].to_string();
+    let list = json(&ns.socksec(&["ls", "--tcp", "--json"]));
+    for (kind, secured) in [("md5", true), ("plain", false)] {
+        for end in held[kind].as_array().unwrap() {
+            let entry = list
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|e| {
+                    e["socket"]["local"] == end["local"] && e["socket"]["peer"] == end["peer"]
+                })
+                .unwrap_or_else(|| panic!("{end} not listed"));
+            assert_eq!(entry["pid"], held["pid"]);
+            assert_eq!(entry["command"], "python3");
+            assert_eq!(entry["secured"], secured, "{kind}: {entry}");
+            assert_eq!(entry["encrypted"], false, "TCP-MD5 signs, never encrypts");
+            let mechanisms: Vec<&str> = entry["protections"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter_map(|p| p["mechanism"].as_str())
+                .collect();
+            assert_eq!(mechanisms.contains(&"tcp_md5"), secured, "{entry}");
+            let fd = end["fd"].to_string();
+            let one =
+                json(&ns.socksec(&["query", "--pid", &pid, "--fd", &fd, "--tokens", "--json"]));
+            for field in [
+                "secured",
+                "encrypted",
+                "flags",
+                "protections",
+                "reasons",
+                "socket",
+            ] {
+                assert_eq!(
+                    entry[field], one[field],
+                    "{kind} {field}: ls and query differ"
+                );
+            }
+        }
+    }
+    drop(holder.stdin.take());
+    let _ = holder.wait();
+}

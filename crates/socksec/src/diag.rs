@@ -329,9 +329,16 @@ impl Diag {
         transport: Transport,
         states: u32,
     ) -> Result<Vec<DiagSocket>, Error> {
+        // TCP: also the auxiliary attributes, among them the TCP-MD5 keys (a listing must
+        // see them as a single query does).
+        let ext = if transport == Transport::Tcp {
+            EXT_INFO
+        } else {
+            0
+        };
         self.conn
             .transact(
-                |seq| encode_request(family, transport, states, 0, seq),
+                |seq| encode_request(family, transport, states, ext, seq),
                 true,
                 |msg: NlMsg<'_>| {
                     expect_kind(&msg, SOCK_DIAG_BY_FAMILY)?;

@@ -163,13 +163,12 @@ pub fn answer_socket(
         uid: s.uid,
     };
     engine::complete_flow(&mut flow, &routing)?;
-    Ok(engine::answer(
-        &socket_facts(s),
-        &flow,
-        snapshot,
-        now,
-        template,
-    ))
+    let mut info = engine::answer(&socket_facts(s), &flow, snapshot, now, template);
+    if s.transport == Transport::Tcp {
+        // The keys came with the dump (a query reads the same attribute for its one socket).
+        crate::tcp_md5::apply(&mut info, &s.md5_keys);
+    }
+    Ok(info)
 }
 
 fn unix_now() -> u64 {
