@@ -281,6 +281,18 @@ fn detail(answer: &Result<SecurityInfo, Error>, state: SockState) -> String {
     };
     let mut parts: Vec<String> = Vec::new();
     for p in &info.protections {
+        if p.secured && p.sas.is_empty() {
+            // A mechanism without SAs (TCP-MD5): its name and what it gives.
+            let what = if p.encrypted {
+                "encrypted"
+            } else {
+                "integrity"
+            };
+            let text = format!("{} {what}", p.mechanism.name());
+            if !parts.contains(&text) {
+                parts.push(text);
+            }
+        }
         for sa in &p.sas {
             let algs: Vec<&str> = [&sa.aead, &sa.encryption, &sa.integrity, &sa.compression]
                 .into_iter()
@@ -288,7 +300,7 @@ fn detail(answer: &Result<SecurityInfo, Error>, state: SockState) -> String {
                 .collect();
             let text = format!(
                 "{} {} {} {}",
-                mechanism(p),
+                p.mechanism.name(),
                 sa.proto,
                 format!("{:?}", sa.mode).to_lowercase(),
                 algs.join("+")
@@ -306,13 +318,6 @@ fn detail(answer: &Result<SecurityInfo, Error>, state: SockState) -> String {
             .unwrap_or_else(|| "no protection".into());
     }
     parts.join(", ")
-}
-
-fn mechanism(p: &socksec::Protection) -> String {
-    serde_json::to_value(p.mechanism)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_string))
-        .unwrap_or_else(|| format!("{:?}", p.mechanism).to_lowercase())
 }
 
 fn peer_identity(answer: &Result<SecurityInfo, Error>) -> String {

@@ -437,6 +437,18 @@ fn ls_answers_tcp_md5_as_query_pid_does() {
             }
         }
     }
+    // The table says what protects the MD5 connection.
+    let out = ns.socksec(&["ls", "--tcp"]);
+    let table = String::from_utf8(out.stdout).unwrap();
+    let local = held["md5"][0]["local"].as_str().unwrap();
+    let row = table
+        .lines()
+        .find(|l| l.contains(&format!(" {local} ")))
+        .unwrap_or_else(|| panic!("no row for {local}:\n{table}"));
+    assert!(
+        row.contains("integrity") && row.contains("tcp_md5 integrity"),
+        "{row}"
+    );
     drop(holder.stdin.take());
     let _ = holder.wait();
 }
