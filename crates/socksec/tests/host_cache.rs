@@ -413,3 +413,37 @@ fn host_cache_answers_cold_in_another_namespace() {
         });
     });
 }
+
+#[test]
+fn host_a_change_is_seen_by_the_next_query() {
+    if !require_root("host_a_change_is_seen_by_the_next_query") {
+        return;
+    }
+    let pair = Pair::new();
+    let (stream, _listener) = connect(&pair, 5103);
+    let ns = pair.a.clone();
+    pair.run_in(&pair.a.clone(), move || {
+        let cache = Cache::start_with(options());
+        assert_eq!(cache.status(), &CacheStatus::Warm);
+        let sel = "src 10.99.0.1/32 dst 10.99.0.2/32 proto tcp dir out";
+        for round in 0..40 {
+            // No waiting: `ip` has returned, so its notification is queued, and the query
+            // must not answer from a snapshot without it.
+            xfrm_in(&ns, &format!("policy add {sel} priority {round}"));
+            let info = query(&stream, &cache);
+            match out_reason(&info) {
+                Reason::Bypass { policy, .. } => assert_eq!(policy.priority, round),
+                r => panic!("round {round}: after the add: {r:?}"),
+            }
+            xfrm_in(&ns, &format!("policy delete {sel}"));
+            let info = query(&stream, &cache);
+            assert!(
+                matches!(out_reason(&info), Reason::NoPolicy { .. }),
+                "round {round}: after the delete: {info:?}"
+            );
+        }
+        // The answers came from the cache, not from fresh reads after a timeout.
+        assert!(cache.stats().events >= 80, "{:?}", cache.stats());
+        assert!(cache.snapshot().is_some());
+    });
+}

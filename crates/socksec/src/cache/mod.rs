@@ -28,6 +28,7 @@
 //! No key material is kept: the codec copies algorithm names, never keys, and the receive
 //! buffers are wiped after each datagram.
 
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::MetadataExt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
@@ -43,6 +44,10 @@ use crate::xfrm::model::{Policy, PolicyDir, State, XfrmSnapshot};
 
 /// The VICI events after which charon's SAs are listed again.
 pub const VICI_EVENTS: [&str; 4] = ["ike-updown", "child-updown", "ike-rekey", "child-rekey"];
+
+/// How long a query waits for notifications already queued to be published before it reads
+/// the kernel itself.
+pub const FRESH_WAIT: Duration = Duration::from_millis(20);
 
 /// Under a steady stream of notifications, a snapshot is published at least this often.
 const PUBLISH_EVERY: Duration = Duration::from_millis(5);
@@ -99,6 +104,13 @@ struct Shared {
     /// The current snapshot; `None` while the thread cannot vouch for one (a re-read failed).
     xfrm: Mutex<Option<Arc<XfrmSnapshot>>>,
     ike: Mutex<Option<Arc<Vec<IkeSa>>>>,
+    /// A duplicate of the notification socket's descriptor, for [`XfrmEvents::queued`].
+    events_fd: Mutex<Option<OwnedFd>>,
+    /// The XFRM thread has taken notifications it has not published yet.
+    busy: AtomicBool,
+    /// A query's peek took an `ENOBUFS` meant for the XFRM thread; cleared when the thread
+    /// subscribes afresh.
+    lost: AtomicBool,
     stop: AtomicBool,
     generations: AtomicU64,
     events: AtomicU64,
@@ -153,6 +165,9 @@ impl Cache {
         let shared = Arc::new(Shared {
             xfrm: Mutex::new(None),
             ike: Mutex::new(None),
+            events_fd: Mutex::new(None),
+            busy: AtomicBool::new(false),
+            lost: AtomicBool::new(false),
             stop: AtomicBool::new(false),
             generations: AtomicU64::new(0),
             events: AtomicU64::new(0),
@@ -214,11 +229,51 @@ impl Cache {
 
     /// The current snapshot, if the cache holds one the calling thread may use (same network
     /// namespace, warm, not in the middle of a failed re-read).
+    ///
+    /// Changes that completed before the call are in it: the kernel queues its notification
+    /// before the change's own netlink request returns, so while a notification is queued, or
+    /// taken and not yet published, this waits for the XFRM thread (at most
+    /// [`FRESH_WAIT`], after which the caller reads the kernel itself: `None`).
     pub fn snapshot(&self) -> Option<Arc<XfrmSnapshot>> {
         if self.status != CacheStatus::Warm || current_netns() != self.netns {
             return None;
         }
-        lock(&self.shared.xfrm).clone()
+        let deadline = Instant::now() + FRESH_WAIT;
+        loop {
+            if self.fresh() {
+                return lock(&self.shared.xfrm).clone();
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_micros(50));
+        }
+    }
+}
+
+impl Cache {
+    /// No notification is queued or being applied, and none was lost.
+    fn fresh(&self) -> bool {
+        if self.shared.lost.load(Ordering::SeqCst) {
+            return false;
+        }
+        // The queue first, then the flag: the thread raises the flag before it takes a
+        // notification and lowers it after publishing.
+        let queued = {
+            let fd = lock(&self.shared.events_fd);
+            match fd.as_ref().map(|fd| XfrmEvents::is_queued(fd.as_fd())) {
+                Some(Ok(queued)) => queued,
+                Some(Err(e)) => {
+                    if e.raw_os_error() == Some(libc::ENOBUFS) {
+                        // This peek took the loss report: hand it to the XFRM thread.
+                        self.shared.lost.store(true, Ordering::SeqCst);
+                    }
+                    true
+                }
+                None => true,
+            }
+        };
+        !queued && !self.shared.busy.load(Ordering::SeqCst)
     }
 }
 
@@ -288,6 +343,7 @@ impl XfrmWatcher {
     /// Subscribes, then reads the tables and publishes the first snapshot.
     fn new(shared: Arc<Shared>, options: &CacheOptions) -> Result<Self, DumpError> {
         let events = subscribe(options.receive_buffer)?;
+        *lock(&shared.events_fd) = events.as_fd().try_clone_to_owned().ok();
         let mut dumper = XfrmDumper::open()?;
         let tables = dumper.snapshot()?;
         let watcher = Self {
@@ -320,9 +376,21 @@ impl XfrmWatcher {
         while !self.shared.stop.load(Ordering::Relaxed) {
             let mut dirty = Dirty::default();
             let wait = self.audit_period.saturating_sub(last_audit.elapsed());
-            let first = self.events.next_event(Some(wait));
+            // Wait without taking, so that queries see the notification queued until the flag
+            // says it is being applied.
+            let first = match self.events.wait(Some(wait)) {
+                Ok(true) => {
+                    self.shared.busy.store(true, Ordering::SeqCst);
+                    self.events.next_event(Some(Duration::ZERO))
+                }
+                Ok(false) => Ok(None),
+                Err(e) => Err(e),
+            };
             let idle = matches!(first, Ok(None));
             self.drain(first, &mut dirty, Some(Instant::now() + PUBLISH_EVERY));
+            if self.shared.lost.load(Ordering::SeqCst) {
+                self.apply(XfrmEvent::Overrun, &mut dirty);
+            }
             if last_audit.elapsed() >= self.audit_period {
                 last_audit = Instant::now();
                 // Only when idle: under a stream of events the counters run ahead of the
@@ -332,6 +400,7 @@ impl XfrmWatcher {
                 }
             }
             self.settle(dirty);
+            self.shared.busy.store(false, Ordering::SeqCst);
         }
     }
 
@@ -393,7 +462,13 @@ impl XfrmWatcher {
                 // After a loss the old socket's queue mixes events from before and after it;
                 // a fresh subscription taken before the dumps, as at the start, does not.
                 match subscribe(self.receive_buffer) {
-                    Ok(events) => self.events = events,
+                    Ok(events) => {
+                        let mut fd = lock(&self.shared.events_fd);
+                        *fd = events.as_fd().try_clone_to_owned().ok();
+                        // A loss a query saw was on the old socket.
+                        self.shared.lost.store(false, Ordering::SeqCst);
+                        self.events = events;
+                    }
                     Err(_) => failed = true,
                 }
                 dirty.policies = true;

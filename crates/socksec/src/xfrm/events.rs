@@ -28,6 +28,7 @@
 
 use std::collections::VecDeque;
 use std::io;
+use std::os::fd::{AsFd, BorrowedFd};
 use std::time::Duration;
 
 use netlink_sys::{Socket, protocols::NETLINK_XFRM};
@@ -224,6 +225,80 @@ impl XfrmEvents {
         socket2::SockRef::from(&self.sock).set_recv_buffer_size(bytes)
     }
 
+    /// Waits until a notification is queued, without taking it, or `timeout` passes (`None`:
+    /// forever); `Ok(true)` when one is. A loss (`ENOBUFS`) counts as one: the next
+    /// [`XfrmEvents::next_event`] returns [`XfrmEvent::Overrun`].
+    ///
+    /// With [`XfrmEvents::queued`] this lets another thread know whether a notification is
+    /// still waiting to be taken: between `wait` and `next_event` it stays in the queue.
+    pub fn wait(&mut self, timeout: Option<Duration>) -> Result<bool, DumpError> {
+        if !self.pending.is_empty() {
+            return Ok(true);
+        }
+        self.set_timeout(timeout)?;
+        // The first bytes are the netlink header: no key material, wiped anyway.
+        let mut probe: Vec<u8> = Vec::with_capacity(16);
+        loop {
+            match self.sock.recv(&mut probe, libc::MSG_PEEK | libc::MSG_TRUNC) {
+                Ok(_) => {
+                    probe.as_mut_slice().zeroize();
+                    return Ok(true);
+                }
+                Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => {
+                    // The error is consumed by this receive: keep it for next_event.
+                    self.pending.push_back(XfrmEvent::Overrun);
+                    return Ok(true);
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    return Ok(false);
+                }
+                Err(source) => {
+                    return Err(DumpError::Io {
+                        request: "waiting for XFRM notifications",
+                        source,
+                    });
+                }
+            }
+        }
+    }
+
+    /// Whether a notification is queued on the socket of `fd` (a duplicate of this socket's
+    /// descriptor, see [`AsFd`]) and not yet taken by [`XfrmEvents::next_event`]; never
+    /// blocks. An `Err` carrying `ENOBUFS` means notifications were lost — and that this call
+    /// took the error, which the thread reading the events will then not see: tell it.
+    pub fn is_queued(fd: BorrowedFd<'_>) -> io::Result<bool> {
+        let mut probe = [std::mem::MaybeUninit::<u8>::uninit(); 16];
+        match socket2::SockRef::from(&fd).recv_with_flags(
+            &mut probe,
+            libc::MSG_PEEK | libc::MSG_DONTWAIT | libc::MSG_TRUNC,
+        ) {
+            Ok(_) => Ok(true),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn set_timeout(&mut self, timeout: Option<Duration>) -> Result<(), DumpError> {
+        // A zero read timeout means "block forever" to the OS; use the smallest real one.
+        let timeout = timeout.map(|t| t.max(Duration::from_micros(100)));
+        if self.timeout != Some(timeout) {
+            socket2::SockRef::from(&self.sock)
+                .set_read_timeout(timeout)
+                .map_err(|source| DumpError::Io {
+                    request: "receiving XFRM notifications",
+                    source,
+                })?;
+            self.timeout = Some(timeout);
+        }
+        Ok(())
+    }
+
     /// The next event, waiting at most `timeout` (`None`: forever). `Ok(None)` when none
     /// arrived in time.
     pub fn next_event(
@@ -233,18 +308,11 @@ impl XfrmEvents {
         if let Some(e) = self.pending.pop_front() {
             return Ok(Some(e));
         }
-        // A zero read timeout means "block forever" to the OS; use the smallest real one.
-        let timeout = timeout.map(|t| t.max(Duration::from_micros(100)));
+        self.set_timeout(timeout)?;
         let io_err = |source: io::Error| DumpError::Io {
             request: "receiving XFRM notifications",
             source,
         };
-        if self.timeout != Some(timeout) {
-            socket2::SockRef::from(&self.sock)
-                .set_read_timeout(timeout)
-                .map_err(io_err)?;
-            self.timeout = Some(timeout);
-        }
         loop {
             self.buf.clear();
             let received = match self.sock.recv(&mut self.buf, libc::MSG_TRUNC) {
@@ -289,6 +357,12 @@ impl XfrmEvents {
                 return Ok(Some(e));
             }
         }
+    }
+}
+
+impl AsFd for XfrmEvents {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.sock.as_fd()
     }
 }
 
