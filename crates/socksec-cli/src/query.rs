@@ -123,6 +123,9 @@ pub(crate) fn print_human(info: &SecurityInfo) {
         if let Some(key) = &p.tcp_md5 {
             print!("; key for {}/{}", key.addr, key.prefixlen);
         }
+        if let Some(tls) = &p.ktls {
+            print!("; TLS {} {}", tls.version, tls.cipher);
+        }
         for sa in &p.sas {
             let algs: Vec<&str> = [&sa.aead, &sa.encryption, &sa.integrity, &sa.compression]
                 .into_iter()

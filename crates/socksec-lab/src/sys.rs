@@ -99,6 +99,49 @@ pub fn set_outbound_bypass_policy(sock: &impl AsRawFd) -> io::Result<()> {
     }
 }
 
+/// `setsockopt(2)` with raw bytes, for the options std and socket2 do not offer.
+fn setsockopt_bytes(
+    sock: &impl AsRawFd,
+    level: libc::c_int,
+    name: libc::c_int,
+    value: &[u8],
+) -> io::Result<()> {
+    // SAFETY: `value` is a valid buffer of the length passed, alive for the call; the kernel
+    // copies it.
+    let rc = unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            level,
+            name,
+            value.as_ptr().cast(),
+            value.len() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Attaches kernel TLS to a connected TCP socket and installs TLS 1.2 AES-GCM-128 record keys
+/// (fixed test keys) for the directions asked: `TCP_ULP` "tls", then `SOL_TLS` `TLS_TX` /
+/// `TLS_RX` with a `struct tls12_crypto_info_aes_gcm_128` (version, cipher, iv 8, key 16,
+/// salt 4, rec_seq 8: 40 bytes).
+pub fn install_ktls(sock: &impl AsRawFd, tx: bool, rx: bool) -> io::Result<()> {
+    const SOL_TLS: libc::c_int = 282;
+    setsockopt_bytes(sock, libc::IPPROTO_TCP, libc::TCP_ULP, b"tls")?;
+    let mut info = [0x5au8; 40];
+    info[0..2].copy_from_slice(&0x0303u16.to_ne_bytes());
+    info[2..4].copy_from_slice(&51u16.to_ne_bytes());
+    for (wanted, opt) in [(tx, 1), (rx, 2)] {
+        if wanted {
+            setsockopt_bytes(sock, SOL_TLS, opt, &info)?;
+        }
+    }
+    Ok(())
+}
+
 /// Sets an environment variable of the process.
 ///
 /// # Safety

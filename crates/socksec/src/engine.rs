@@ -92,6 +92,19 @@ impl Prepared<'_> {
         }
         if self.facts.transport == crate::flow::Transport::Tcp {
             crate::tcp_md5::attach(&mut info, self.fd, routing.bound_ifindex.unwrap_or(0));
+            crate::ktls::attach(&mut info, self.fd)?;
+            let ktls_only = info.peer.is_none()
+                && info
+                    .protections
+                    .iter()
+                    .any(|p| p.mechanism == crate::report::Mechanism::Ktls && p.secured);
+            if self.template.peer_token_access_mask != 0 && ktls_only {
+                info.caveats.push(Caveat::PeerUnknown {
+                    detail: "kernel TLS carries no identity: the peer's certificate stayed with \
+                             the TLS library that made the handshake"
+                        .into(),
+                });
+            }
         }
         Ok(info)
     }

@@ -33,6 +33,7 @@ pub mod engine;
 pub mod error;
 pub mod flow;
 pub mod host;
+pub mod ktls;
 pub mod mode;
 pub mod peer;
 pub mod report;

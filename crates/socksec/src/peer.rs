@@ -208,6 +208,7 @@ mod tests {
             }],
             reason: None,
             tcp_md5: None,
+            ktls: None,
         }
     }
 

@@ -57,6 +57,8 @@ pub enum Mechanism {
     /// TCP-MD5 signatures (RFC 2385): integrity only.
     #[serde(rename = "tcp_md5")]
     TcpMd5,
+    /// Kernel TLS (`TCP_ULP` "tls" with `TLS_TX`/`TLS_RX` configured).
+    Ktls,
 }
 
 impl Mechanism {
@@ -65,6 +67,7 @@ impl Mechanism {
         match self {
             Self::Ipsec => "ipsec",
             Self::TcpMd5 => "tcp_md5",
+            Self::Ktls => "ktls",
         }
     }
 }
@@ -146,6 +149,9 @@ pub struct Protection {
     /// the key).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tcp_md5: Option<crate::diag::Md5Key>,
+    /// For [`Mechanism::Ktls`]: the TLS version and cipher of this direction.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ktls: Option<crate::ktls::KtlsParams>,
 }
 
 /// Why a direction is not secured or not encrypted.

@@ -69,3 +69,30 @@ pub fn inherited_fd(fd: RawFd) -> Option<BorrowedFd<'static>> {
     // open for the rest of the process.
     open.then(|| unsafe { BorrowedFd::borrow_raw(fd) })
 }
+
+/// `getsockopt(2)` into a byte buffer: the number of bytes the kernel wrote. For options that
+/// no safe wrapper reads (`TCP_ULP`, the 4-byte `SOL_TLS` header).
+pub fn getsockopt_bytes(
+    fd: BorrowedFd<'_>,
+    level: libc::c_int,
+    name: libc::c_int,
+    buf: &mut [u8],
+) -> io::Result<usize> {
+    let mut len = libc::socklen_t::try_from(buf.len())
+        .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+    // SAFETY: `buf` is writable for `len` bytes and `len` is a valid in/out length; the kernel
+    // writes at most `len` bytes and stores the written length in `len`.
+    let rc = unsafe {
+        libc::getsockopt(
+            fd.as_raw_fd(),
+            level,
+            name,
+            buf.as_mut_ptr().cast(),
+            &mut len,
+        )
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok((len as usize).min(buf.len()))
+}

@@ -61,6 +61,7 @@ pub fn apply(info: &mut SecurityInfo, keys: &[Md5Key]) {
             sas: Vec::new(),
             reason: None,
             tcp_md5: Some(key.clone()),
+            ktls: None,
         });
     }
     info.flags = Flags::from_verdict(true, info.flags.is_encrypted());

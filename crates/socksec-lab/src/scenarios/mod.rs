@@ -7,6 +7,7 @@
 pub mod broker;
 pub mod identity;
 pub mod ikev2;
+pub mod ktls;
 pub mod manual;
 pub mod operator;
 pub mod plain_tcp;
@@ -31,6 +32,11 @@ pub const ALL: &[Scenario] = &[
         name: "plain-tcp",
         about: "no IPsec: a TCP connection is neither secured nor encrypted",
         run: plain_tcp::run,
+    },
+    Scenario {
+        name: "ktls-beside-plain-tcp",
+        about: "kernel TLS TX+RX: secured+encrypted; TX only: not secured; plain TCP beside",
+        run: ktls::run,
     },
     Scenario {
         name: "ikev2-psk-transport-esp-gcm",

@@ -299,6 +299,7 @@ impl<'a> Ctx<'a> {
             sas: Vec::new(),
             reason: None,
             tcp_md5: None,
+            ktls: None,
         };
         if exempt {
             protection.reason = Some(Reason::InterfaceExempt {
