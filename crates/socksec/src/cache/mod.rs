@@ -23,7 +23,9 @@
 //! reads the tables itself, as [`ColdSources`] does, and [`Cache::status`] says why.
 //!
 //! The kernel's tables belong to a network namespace, and so does the cache: the namespace of
-//! the thread that started it. A query from a thread of another namespace is answered cold.
+//! the thread that started it. A query from a thread of another namespace is answered cold, and
+//! so is one from a forked child (it has a copy of the cache, not the threads that follow the
+//! kernel).
 //!
 //! No key material is kept: the codec copies algorithm names, never keys, and the receive
 //! buffers are wiped after each datagram.
@@ -123,6 +125,9 @@ pub struct Cache {
     shared: Arc<Shared>,
     status: CacheStatus,
     netns: Option<(u64, u64)>,
+    /// The process that started the threads: a forked child has a copy of the cache but not
+    /// the threads that keep it current.
+    pid: u32,
     threads: Vec<JoinHandle<()>>,
 }
 
@@ -178,6 +183,7 @@ impl Cache {
             shared: shared.clone(),
             status: CacheStatus::Warm,
             netns: current_netns(),
+            pid: std::process::id(),
             threads: Vec::new(),
         };
         match XfrmWatcher::new(shared.clone(), &options) {
@@ -235,7 +241,7 @@ impl Cache {
     /// taken and not yet published, this waits for the XFRM thread (at most
     /// [`FRESH_WAIT`], after which the caller reads the kernel itself: `None`).
     pub fn snapshot(&self) -> Option<Arc<XfrmSnapshot>> {
-        if self.status != CacheStatus::Warm || current_netns() != self.netns {
+        if !self.usable() || current_netns() != self.netns {
             return None;
         }
         let deadline = Instant::now() + FRESH_WAIT;
@@ -252,6 +258,11 @@ impl Cache {
 }
 
 impl Cache {
+    /// Warm, and in the process whose threads keep it current (not a forked copy).
+    fn usable(&self) -> bool {
+        self.status == CacheStatus::Warm && std::process::id() == self.pid
+    }
+
     /// No notification is queued or being applied, and none was lost.
     fn fresh(&self) -> bool {
         if self.shared.lost.load(Ordering::SeqCst) {
@@ -295,7 +306,8 @@ impl Sources for Cache {
     }
 
     fn ike_sas(&self) -> Result<Arc<Vec<IkeSa>>, String> {
-        let cached = (self.status == CacheStatus::Warm)
+        let cached = self
+            .usable()
             .then(|| lock(&self.shared.ike).clone())
             .flatten();
         match cached {
