@@ -131,9 +131,7 @@ pub fn query(fd: Option<BorrowedFd<'_>>, args: &QueryArgs<'_>) -> QueryOutcome {
     }
     match prepared.run() {
         Ok(info) => {
-            let tokens = open_tokens(&info);
-            let (answer, written) =
-                translate::encode_info(&info, template.ipsec2_field_mask, tokens);
+            let (answer, written) = answer_bytes(&info, template.ipsec2_field_mask);
             QueryOutcome {
                 result: Ok(written),
                 answer,
@@ -142,6 +140,15 @@ pub fn query(fd: Option<BorrowedFd<'_>>, args: &QueryArgs<'_>) -> QueryOutcome {
         }
         Err(e) => QueryOutcome::failed(e),
     }
+}
+
+/// An answer in the caller's layout, with token handles issued for its identities (the caller
+/// closes them).
+pub fn answer_bytes(
+    info: &socksec::SecurityInfo,
+    field_mask: u32,
+) -> ([u8; QUERY_INFO_IPSEC2_SIZE], usize) {
+    translate::encode_info(info, field_mask, open_tokens(info))
 }
 
 /// Issues token handles for the answer's identities (the library returns identities only
