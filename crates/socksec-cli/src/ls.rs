@@ -201,14 +201,7 @@ pub(crate) fn run(args: &LsArgs) -> ExitCode {
                 }
             }
         }
-        Err(err) => {
-            if args.json {
-                println!("{}", error_json(&err));
-            } else {
-                eprintln!("socksec: {err}");
-            }
-            ExitCode::from(EXIT_QUERY_FAILED)
-        }
+        Err(err) => crate::query::failed(&err, args.json),
     }
 }
 

@@ -53,14 +53,7 @@ pub(crate) fn run(args: &QueryArgs) -> ExitCode {
             }
             ExitCode::SUCCESS
         }
-        Err(err) => {
-            if args.json {
-                println!("{}", error_json(&err));
-            } else {
-                eprintln!("socksec: {err}");
-            }
-            ExitCode::from(EXIT_QUERY_FAILED)
-        }
+        Err(err) => failed(&err, args.json),
     }
 }
 
@@ -89,6 +82,16 @@ pub(crate) fn info_json(info: &SecurityInfo) -> Value {
         ),
     );
     v
+}
+
+/// Reports a failed command (as JSON with `json`, else on stderr) and gives exit code 1.
+pub(crate) fn failed(err: &Error, json: bool) -> ExitCode {
+    if json {
+        println!("{}", error_json(err));
+    } else {
+        eprintln!("socksec: {err}");
+    }
+    ExitCode::from(EXIT_QUERY_FAILED)
 }
 
 pub(crate) fn error_json(err: &Error) -> Value {

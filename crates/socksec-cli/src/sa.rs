@@ -6,7 +6,7 @@ use serde_json::json;
 use socksec::{Error, ErrorKind, SaDetails, SaLookupContext};
 
 use crate::EXIT_QUERY_FAILED;
-use crate::query::error_json;
+use crate::query::failed;
 
 /// Looks the context up and prints it; exit 1 when it cannot be looked up or names nothing
 /// that still exists.
@@ -28,14 +28,7 @@ pub(crate) fn run(guid: &str, json_out: bool) -> ExitCode {
                 ExitCode::from(EXIT_QUERY_FAILED)
             }
         }
-        Err(err) => {
-            if json_out {
-                println!("{}", error_json(&err));
-            } else {
-                eprintln!("socksec: {err}");
-            }
-            ExitCode::from(EXIT_QUERY_FAILED)
-        }
+        Err(err) => failed(&err, json_out),
     }
 }
 

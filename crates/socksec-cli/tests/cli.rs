@@ -187,3 +187,42 @@ fn without_privilege_the_error_names_cap_net_admin() {
         "{v}"
     );
 }
+
+#[test]
+fn sa_lookups_of_bad_nil_and_gone_contexts() {
+    let run = |args: &[&str]| Command::new(BIN).args(args).output().expect("socksec");
+    let bad = run(&["sa", "not-a-guid", "--json"]);
+    assert_eq!(bad.status.code(), Some(1));
+    let v: Value = serde_json::from_slice(&bad.stdout).unwrap();
+    assert_eq!(v["error"]["errno"], "EINVAL", "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("not a GUID")
+    );
+    let nil = run(&["sa", "00000000-0000-0000-0000-000000000000", "--json"]);
+    assert_eq!(nil.status.code(), Some(1));
+    let v: Value = serde_json::from_slice(&nil.stdout).unwrap();
+    assert!(
+        v["error"]["message"].as_str().unwrap().contains("nil"),
+        "{v}"
+    );
+    if !require_root("sa_lookups_of_bad_nil_and_gone_contexts") {
+        return;
+    }
+    // CHILD SA 7 of IKE SA 4 with SPIs that no kernel SA has: found nothing, says what is gone.
+    let gone = run(&["sa", "00000007-0000-0004-ca17-c561cc79891a", "--json"]);
+    assert_eq!(gone.status.code(), Some(1), "{gone:?}");
+    let v: Value = serde_json::from_slice(&gone.stdout).unwrap();
+    assert_eq!(v["context"], "00000007-0000-0004-ca17-c561cc79891a");
+    assert_eq!(v["outbound"], serde_json::json!([]));
+    let notes = v["notes"].to_string();
+    assert!(
+        notes.contains("SPI 0xca17c561") && notes.contains("SPI 0xcc79891a"),
+        "{notes}"
+    );
+    let text = run(&["sa", "{00000007-0000-0004-CA17-C561CC79891A}"]);
+    let out = String::from_utf8_lossy(&text.stdout);
+    assert!(out.contains("IKE SA #4 CHILD SA #7"), "{out}");
+}
