@@ -34,7 +34,7 @@ enum Command {
         #[arg(long, value_name = "DIR")]
         work_dir: Option<PathBuf>,
         /// Give up on the guest after this many seconds.
-        #[arg(long, value_name = "SECS", default_value_t = 600)]
+        #[arg(long, value_name = "SECS", default_value_t = 900)]
         timeout: u64,
     },
     /// Run the scenarios (inside the lab guest only; started by the guest's init).
