@@ -21,8 +21,10 @@ use crate::xfrm::resolve::resolve;
 
 /// Queries the security of the connection on `fd`: the Rust form of `WSAQuerySocketSecurity`.
 ///
-/// Needs CAP_NET_ADMIN to read the kernel's IPsec tables; without it the error says so
-/// ([`ErrorKind::PermissionDenied`]).
+/// With CAP_NET_ADMIN the answer is computed in this process, from the process-wide
+/// event-driven cache ([`crate::cache::process`]); without it the socket is passed to the
+/// broker, `socksecd` ([`crate::mode`]: `SOCKSEC_MODE`, `SOCKSEC_BROKER`). With neither, the
+/// error says so ([`ErrorKind::PermissionDenied`]).
 pub fn query(fd: &impl AsFd, template: &QueryTemplate) -> Result<SecurityInfo, Error> {
     prepare(fd.as_fd(), template)?.run()
 }
