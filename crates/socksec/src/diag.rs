@@ -170,7 +170,7 @@ pub struct Md5Key {
     pub keylen: u16,
 }
 
-/// `sizeof(struct tcp_diag_md5sig)`: family, prefixlen, keylen, addr[4], key[80].
+/// `sizeof(struct tcp_diag_md5sig)`: `family`, `prefixlen`, `keylen`, `addr[4]`, `key[80]`.
 pub const MD5SIG_LEN: usize = 100;
 
 /// Parses an `INET_DIAG_MD5SIG` attribute: the covered addresses; the key bytes (offset 20

@@ -21,7 +21,7 @@
 //! The path of a query, file by file: [`socket`] reads the descriptor, [`flow`] holds what the
 //! kernel matches on, [`xfrm::dump`] reads the kernel's tables into [`xfrm::model`] snapshots,
 //! [`xfrm::resolve`] decides as the kernel does, [`engine`] assembles the
-//! [`SecurityInfo`](contract::SecurityInfo). Resolution is pure code; all I/O is at the edges.
+//! [`SecurityInfo`]. Resolution is pure code; all I/O is at the edges.
 //!
 //! The semantics of the flags are in [`contract`]; errors and their Winsock codes in [`error`].
 
