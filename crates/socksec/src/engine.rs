@@ -92,6 +92,21 @@ impl Prepared<'_> {
                 attach_certificate(&mut info, list, sources);
             }
         }
+        if flow.oif_kind.as_deref() == Some("wireguard") {
+            let interface = flow.oif_name.clone().unwrap_or_default();
+            match crate::wireguard::device_peers(flow.oif) {
+                Ok(peers) => crate::wireguard::apply(
+                    &mut info,
+                    &interface,
+                    &peers,
+                    unix_now(),
+                    self.template.peer_token_access_mask != 0,
+                ),
+                Err(e) => info.caveats.push(Caveat::WireguardUnknown {
+                    detail: e.to_string(),
+                }),
+            }
+        }
         if self.facts.transport == crate::flow::Transport::Tcp {
             crate::tcp_md5::attach(&mut info, self.fd, routing.bound_ifindex.unwrap_or(0));
             crate::ktls::attach(&mut info, self.fd)?;
@@ -208,6 +223,7 @@ fn complete_flow_with(
     if route.oif != 0 {
         let link = rtnl.link(route.oif)?;
         flow.oif_name = Some(link.name.clone());
+        flow.oif_kind = link.kind.clone();
         match link.kind.as_deref() {
             Some("xfrm") => flow.if_id = link.xfrm_if_id.unwrap_or(0),
             Some("vti" | "vti6") => flow.mark = link.vti_okey.unwrap_or(flow.mark),

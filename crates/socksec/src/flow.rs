@@ -55,6 +55,8 @@ pub struct Flow {
     pub oif: u32,
     /// Name of the output interface, when known.
     pub oif_name: Option<String>,
+    /// Kind of that interface (`"wireguard"`, `"xfrm"`, `"veth"`…), when it has one.
+    pub oif_kind: Option<String>,
     /// Interface index that inbound packets of this flow are attributed to: the device that
     /// holds the local address (`None` when it could not be determined).
     pub iif: Option<u32>,
@@ -77,6 +79,7 @@ impl Flow {
             mark: 0,
             oif: 0,
             oif_name: None,
+            oif_kind: None,
             iif: None,
             if_id: 0,
             out_xfrm_disabled: false,

@@ -142,6 +142,7 @@ pub fn apply(info: &mut SecurityInfo, state: &KtlsState) {
             reason,
             tcp_md5: None,
             ktls: params.clone(),
+            wireguard: None,
         });
     }
     if both {

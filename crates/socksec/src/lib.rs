@@ -44,6 +44,7 @@ mod sys;
 pub mod tcp_md5;
 pub mod vici;
 pub mod winerr;
+pub mod wireguard;
 pub mod xfrm;
 
 pub use contract::{Flags, Ipsec2Info, QueryTemplate, SecurityInfo, SecurityProtocol};

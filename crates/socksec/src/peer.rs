@@ -209,6 +209,7 @@ mod tests {
             reason: None,
             tcp_md5: None,
             ktls: None,
+            wireguard: None,
         }
     }
 

@@ -59,6 +59,8 @@ pub enum Mechanism {
     TcpMd5,
     /// Kernel TLS (`TCP_ULP` "tls" with `TLS_TX`/`TLS_RX` configured).
     Ktls,
+    /// A WireGuard interface and the peer that carries the flow.
+    Wireguard,
 }
 
 impl Mechanism {
@@ -68,6 +70,7 @@ impl Mechanism {
             Self::Ipsec => "ipsec",
             Self::TcpMd5 => "tcp_md5",
             Self::Ktls => "ktls",
+            Self::Wireguard => "wireguard",
         }
     }
 }
@@ -152,6 +155,9 @@ pub struct Protection {
     /// For [`Mechanism::Ktls`]: the TLS version and cipher of this direction.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ktls: Option<crate::ktls::KtlsParams>,
+    /// For [`Mechanism::Wireguard`]: the interface, the peer and its last handshake.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wireguard: Option<crate::wireguard::WgDetail>,
 }
 
 /// Why a direction is not secured or not encrypted.
@@ -381,6 +387,12 @@ pub enum Caveat {
         /// Why.
         detail: String,
     },
+    /// The route leaves through a WireGuard interface whose peers could not be read; the
+    /// answer does not count WireGuard.
+    WireguardUnknown {
+        /// Why.
+        detail: String,
+    },
 }
 
 impl fmt::Display for Caveat {
@@ -400,6 +412,7 @@ impl fmt::Display for Caveat {
                 write!(f, "peer certificate unknown: {detail}")
             }
             Self::TcpMd5Unknown { detail } => write!(f, "TCP-MD5 keys unknown: {detail}"),
+            Self::WireguardUnknown { detail } => write!(f, "WireGuard peers unknown: {detail}"),
         }
     }
 }

@@ -62,6 +62,7 @@ pub fn apply(info: &mut SecurityInfo, keys: &[Md5Key]) {
             reason: None,
             tcp_md5: Some(key.clone()),
             ktls: None,
+            wireguard: None,
         });
     }
     info.flags = Flags::from_verdict(true, info.flags.is_encrypted());

@@ -21,6 +21,7 @@ pub const PACKAGES: &[&str] = &[
     "strongswan-swanctl",
     "strongswan-pki",
     "libcharon-extra-plugins",
+    "wireguard-tools",
 ];
 
 /// Packages from [`PACKAGES`] that are not installed.

@@ -11,6 +11,7 @@ pub mod ktls;
 pub mod manual;
 pub mod operator;
 pub mod plain_tcp;
+pub mod wireguard;
 
 use crate::error::Result;
 use crate::lab::Lab;
@@ -37,6 +38,11 @@ pub const ALL: &[Scenario] = &[
         name: "ktls-beside-plain-tcp",
         about: "kernel TLS TX+RX: secured+encrypted; TX only: not secured; plain TCP beside",
         run: ktls::run,
+    },
+    Scenario {
+        name: "wireguard-beside-plain-tcp",
+        about: "WireGuard: TCP over the tunnel secured+encrypted by the peer's key; a peer without handshake not; plain link clear",
+        run: wireguard::run,
     },
     Scenario {
         name: "ikev2-psk-transport-esp-gcm",

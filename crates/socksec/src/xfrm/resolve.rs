@@ -300,6 +300,7 @@ impl<'a> Ctx<'a> {
             reason: None,
             tcp_md5: None,
             ktls: None,
+            wireguard: None,
         };
         if exempt {
             protection.reason = Some(Reason::InterfaceExempt {

@@ -1,0 +1,431 @@
+//! WireGuard: a connection whose route leaves through a WireGuard interface is carried by the
+//! peer whose allowed IPs hold the remote address (cryptokey routing, longest prefix), in
+//! ChaCha20-Poly1305: secured and encrypted, with the peer's public key as machine identity —
+//! as long as a session exists. A peer without a handshake in the last 180 s
+//! (`REJECT_AFTER_TIME`) has no session keys the kernel would use: not secured.
+//!
+//! The device is read over generic netlink (`WG_CMD_GET_DEVICE`, CAP_NET_ADMIN). Its private
+//! key and the peers' preshared keys are in the reply; the parser never reads those attributes,
+//! and the receive buffer is wiped after each datagram ([`crate::xfrm::dump`]'s connection).
+//!
+//! Inbound, WireGuard accepts a decrypted packet only from a source inside the sending peer's
+//! allowed IPs; a packet in the clear that claims the peer's address on another interface is
+//! not WireGuard's to refuse. socksec counts the inbound direction as WireGuard's when the
+//! route back to the peer is the WireGuard interface (symmetric routing), as the IPsec side
+//! assumes for interface switches.
+
+use std::cell::RefCell;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+
+use netlink_sys::protocols::NETLINK_GENERIC;
+use serde::{Deserialize, Serialize};
+
+use crate::contract::{Flags, SecurityInfo};
+use crate::error::{Error, ErrorKind};
+use crate::flow::normalize;
+use crate::peer::{Peer, PeerIdentity};
+use crate::report::{Direction, Mechanism, Protection, Reason};
+use crate::xfrm::codec::{Attrs, CodecError, NlMsg, Request, nl};
+use crate::xfrm::dump::{NlConn, NlError};
+
+/// `REJECT_AFTER_TIME`: a session older than this is not used any more.
+pub const REJECT_AFTER_SECS: u64 = 180;
+
+/// What socksec keeps of a WireGuard peer: no key material but the public key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WgPeer {
+    /// The peer's public key, base64 as `wg` prints it.
+    pub public_key: String,
+    /// Its current endpoint, if known.
+    pub endpoint: Option<SocketAddr>,
+    /// Last handshake, seconds since the epoch; `None` when there was none.
+    pub last_handshake: Option<u64>,
+    /// Allowed IPs: prefix and length.
+    pub allowed_ips: Vec<(IpAddr, u8)>,
+}
+
+/// For [`Mechanism::Wireguard`] protections: the interface and the peer that carries the flow.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WgDetail {
+    /// The WireGuard interface.
+    pub interface: String,
+    /// The peer.
+    pub peer: WgPeer,
+    /// Seconds since its last handshake, when there was one.
+    pub handshake_age: Option<u64>,
+}
+
+fn contains(prefix: IpAddr, len: u8, addr: IpAddr) -> bool {
+    let (p, a, bits): (u128, u128, u32) = match (prefix, addr) {
+        (IpAddr::V4(p), IpAddr::V4(a)) => (u32::from(p).into(), u32::from(a).into(), 32),
+        (IpAddr::V6(p), IpAddr::V6(a)) => (u128::from(p), u128::from(a), 128),
+        _ => return false,
+    };
+    let len = u32::from(len).min(bits);
+    len == 0 || (p >> (bits - len)) == (a >> (bits - len))
+}
+
+/// The peer whose allowed IPs hold `remote`, by longest prefix (cryptokey routing).
+pub fn peer_for(peers: &[WgPeer], remote: IpAddr) -> Option<&WgPeer> {
+    let remote = normalize(SocketAddr::new(remote, 0)).ip();
+    peers
+        .iter()
+        .filter_map(|p| {
+            p.allowed_ips
+                .iter()
+                .filter(|(ip, len)| contains(*ip, *len, remote))
+                .map(|(_, len)| *len)
+                .max()
+                .map(|len| (len, p))
+        })
+        .max_by_key(|(len, _)| *len)
+        .map(|(_, p)| p)
+}
+
+/// Adds WireGuard to an answer whose route leaves through `interface`: pure.
+///
+/// With a peer for the remote address and a handshake within [`REJECT_AFTER_SECS`], both
+/// directions are secured and encrypted, and (when `tokens`) the machine identity is the peer's
+/// public key. Otherwise both directions say why not.
+pub fn apply(info: &mut SecurityInfo, interface: &str, peers: &[WgPeer], now: u64, tokens: bool) {
+    let remote = info.socket.peer.ip();
+    let peer = peer_for(peers, remote);
+    let age = peer
+        .and_then(|p| p.last_handshake)
+        .map(|t| now.saturating_sub(t));
+    let live = age.is_some_and(|a| a <= REJECT_AFTER_SECS);
+    let why = match (peer, age) {
+        (None, _) => format!("no peer of WireGuard interface {interface} allows {remote}"),
+        (Some(p), None) => format!("WireGuard peer {} has had no handshake", p.public_key),
+        (Some(p), Some(a)) if !live => format!(
+            "WireGuard peer {}'s last handshake was {a} s ago (sessions end after {REJECT_AFTER_SECS} s)",
+            p.public_key
+        ),
+        _ => String::new(),
+    };
+    for direction in [Direction::Outbound, Direction::Inbound] {
+        let reason = (!live).then(|| Reason::Unknown {
+            direction,
+            detail: why.clone(),
+        });
+        if let Some(r) = &reason {
+            info.reasons.push(r.clone());
+        }
+        info.protections.push(Protection {
+            mechanism: Mechanism::Wireguard,
+            direction,
+            secured: live,
+            encrypted: live,
+            policy: None,
+            sas: Vec::new(),
+            reason,
+            tcp_md5: None,
+            ktls: None,
+            wireguard: peer.map(|p| WgDetail {
+                interface: interface.to_string(),
+                peer: p.clone(),
+                handshake_age: age,
+            }),
+        });
+    }
+    if live {
+        info.flags = Flags::from_verdict(true, true);
+        if let (true, None, Some(p)) = (tokens, &info.peer, peer) {
+            info.peer = Some(Peer {
+                machine: Some(PeerIdentity {
+                    kind: "wireguard_key".into(),
+                    id: p.public_key.clone(),
+                    cert_subject: None,
+                    cert_issuer: None,
+                }),
+                user: None,
+                ike_sa_name: String::new(),
+                ike_sa_id: 0,
+                child_sa_name: String::new(),
+                child_sa_id: 0,
+            });
+        }
+    }
+}
+
+// Generic netlink and WireGuard's attributes (linux/genetlink.h, linux/wireguard.h).
+const GENL_ID_CTRL: u16 = 0x10;
+const CTRL_CMD_GETFAMILY: u8 = 3;
+const CTRL_ATTR_FAMILY_ID: u16 = 1;
+const CTRL_ATTR_FAMILY_NAME: u16 = 2;
+const WG_CMD_GET_DEVICE: u8 = 0;
+const WGDEVICE_A_IFINDEX: u16 = 1;
+const WGDEVICE_A_PEERS: u16 = 8;
+const WGPEER_A_PUBLIC_KEY: u16 = 1;
+const WGPEER_A_ENDPOINT: u16 = 4;
+const WGPEER_A_LAST_HANDSHAKE_TIME: u16 = 6;
+const WGPEER_A_ALLOWEDIPS: u16 = 9;
+const WGALLOWEDIP_A_FAMILY: u16 = 1;
+const WGALLOWEDIP_A_IPADDR: u16 = 2;
+const WGALLOWEDIP_A_CIDR_MASK: u16 = 3;
+
+fn genl_request(family: u16, cmd: u8, flags: u16, seq: u32) -> Request {
+    Request::new(family, flags, seq).raw(&[cmd, 1, 0, 0])
+}
+
+/// The attributes after a generic netlink message's 4-byte `genlmsghdr`.
+fn genl_attrs<'a>(msg: &NlMsg<'a>) -> Result<Attrs<'a>, CodecError> {
+    msg.payload
+        .get(4..)
+        .map(Attrs::new)
+        .ok_or(CodecError::Truncated {
+            what: "genlmsghdr",
+            need: 4,
+            have: msg.payload.len(),
+        })
+}
+
+fn base64(bytes: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+fn parse_sockaddr(b: &[u8]) -> Option<SocketAddr> {
+    let family = u16::from_ne_bytes([*b.first()?, *b.get(1)?]);
+    let port = u16::from_be_bytes([*b.get(2)?, *b.get(3)?]);
+    match i32::from(family) {
+        libc::AF_INET => {
+            let o: [u8; 4] = b.get(4..8)?.try_into().ok()?;
+            Some(SocketAddr::new(Ipv4Addr::from(o).into(), port))
+        }
+        libc::AF_INET6 => {
+            let o: [u8; 16] = b.get(8..24)?.try_into().ok()?;
+            Some(SocketAddr::new(Ipv6Addr::from(o).into(), port))
+        }
+        _ => None,
+    }
+}
+
+fn parse_allowed_ip(data: &[u8]) -> Result<Option<(IpAddr, u8)>, CodecError> {
+    let (mut family, mut addr, mut mask) = (0u16, None, None);
+    for a in Attrs::new(data) {
+        let (kind, v) = a?;
+        match kind {
+            WGALLOWEDIP_A_FAMILY if v.len() >= 2 => family = u16::from_ne_bytes([v[0], v[1]]),
+            WGALLOWEDIP_A_IPADDR => addr = Some(v),
+            WGALLOWEDIP_A_CIDR_MASK => mask = v.first().copied(),
+            _ => {}
+        }
+    }
+    let ip = match (i32::from(family), addr) {
+        (libc::AF_INET, Some(v)) if v.len() == 4 => {
+            IpAddr::from(<[u8; 4]>::try_from(v).unwrap_or_default())
+        }
+        (libc::AF_INET6, Some(v)) if v.len() == 16 => {
+            IpAddr::from(<[u8; 16]>::try_from(v).unwrap_or_default())
+        }
+        _ => return Ok(None),
+    };
+    Ok(mask.map(|m| (ip, m)))
+}
+
+/// Parses one peer (a nested attribute of `WGDEVICE_A_PEERS`). The preshared key attribute is
+/// skipped unread.
+pub fn parse_peer(data: &[u8]) -> Result<Option<WgPeer>, CodecError> {
+    let mut peer = WgPeer {
+        public_key: String::new(),
+        endpoint: None,
+        last_handshake: None,
+        allowed_ips: Vec::new(),
+    };
+    for a in Attrs::new(data) {
+        let (kind, v) = a?;
+        match kind {
+            WGPEER_A_PUBLIC_KEY if v.len() == 32 => peer.public_key = base64(v),
+            WGPEER_A_ENDPOINT => peer.endpoint = parse_sockaddr(v),
+            WGPEER_A_LAST_HANDSHAKE_TIME if v.len() >= 8 => {
+                let secs = i64::from_ne_bytes(v[..8].try_into().unwrap_or_default());
+                peer.last_handshake = (secs > 0).then_some(secs as u64);
+            }
+            WGPEER_A_ALLOWEDIPS => {
+                for ip in Attrs::new(v) {
+                    if let Some(allowed) = parse_allowed_ip(ip?.1)? {
+                        peer.allowed_ips.push(allowed);
+                    }
+                }
+            }
+            _ => {} // Preshared key, keepalive, counters, flags: not kept.
+        }
+    }
+    Ok((!peer.public_key.is_empty()).then_some(peer))
+}
+
+/// A generic netlink socket with WireGuard's family id.
+struct WgSocket {
+    conn: NlConn,
+    family: u16,
+}
+
+fn nl_err(what: &str, e: NlError) -> Error {
+    match e {
+        NlError::Kernel(errno) if errno == libc::EPERM => Error::new(
+            ErrorKind::PermissionDenied,
+            format!("{what}: reading WireGuard devices needs CAP_NET_ADMIN"),
+        ),
+        NlError::Kernel(errno) => Error::system(what, &std::io::Error::from_raw_os_error(errno)),
+        NlError::Io(e) => Error::system(what, &e),
+        other => Error::new(ErrorKind::System, format!("{what}: {other:?}")),
+    }
+}
+
+impl WgSocket {
+    fn open() -> Result<Self, Error> {
+        let mut conn = NlConn::open(NETLINK_GENERIC)
+            .map_err(|e| Error::system("opening a NETLINK_GENERIC socket", &e))?;
+        let ids = conn
+            .transact(
+                |seq| {
+                    genl_request(GENL_ID_CTRL, CTRL_CMD_GETFAMILY, 0, seq)
+                        .attr(CTRL_ATTR_FAMILY_NAME, b"wireguard\0")
+                        .finish()
+                },
+                false,
+                |msg: NlMsg<'_>| {
+                    let mut id = None;
+                    for a in genl_attrs(&msg)? {
+                        let (kind, v) = a?;
+                        if kind == CTRL_ATTR_FAMILY_ID && v.len() >= 2 {
+                            id = Some(u16::from_ne_bytes([v[0], v[1]]));
+                        }
+                    }
+                    Ok(id)
+                },
+            )
+            .map_err(|e| nl_err("resolving the wireguard genetlink family", e))?;
+        let family = ids.into_iter().flatten().next().ok_or_else(|| {
+            Error::new(
+                ErrorKind::System,
+                "the kernel has no wireguard genetlink family",
+            )
+        })?;
+        Ok(Self { conn, family })
+    }
+
+    fn peers(&mut self, ifindex: u32) -> Result<Vec<WgPeer>, Error> {
+        let family = self.family;
+        let parts = self
+            .conn
+            .transact(
+                |seq| {
+                    genl_request(family, WG_CMD_GET_DEVICE, nl::NLM_F_DUMP, seq)
+                        .attr(WGDEVICE_A_IFINDEX, &ifindex.to_ne_bytes())
+                        .finish()
+                },
+                true,
+                |msg: NlMsg<'_>| {
+                    let mut peers = Vec::new();
+                    for a in genl_attrs(&msg)? {
+                        let (kind, v) = a?;
+                        // The private key (WGDEVICE_A_PRIVATE_KEY) is never read.
+                        if kind == WGDEVICE_A_PEERS {
+                            for p in Attrs::new(v) {
+                                peers.extend(parse_peer(p?.1)?);
+                            }
+                        }
+                    }
+                    Ok(peers)
+                },
+            )
+            .map_err(|e| nl_err("reading the WireGuard device", e))?;
+        // A device with many peers comes in several messages; a peer's allowed IPs may continue
+        // in the next one under the same public key.
+        let mut out: Vec<WgPeer> = Vec::new();
+        for p in parts.into_iter().flatten() {
+            match out.iter_mut().find(|q| q.public_key == p.public_key) {
+                Some(q) => q.allowed_ips.extend(p.allowed_ips),
+                None => out.push(p),
+            }
+        }
+        Ok(out)
+    }
+}
+
+thread_local! {
+    static WG: RefCell<Option<WgSocket>> = const { RefCell::new(None) };
+}
+
+/// The peers of WireGuard interface `ifindex` (in the calling thread's namespace).
+pub fn device_peers(ifindex: u32) -> Result<Vec<WgPeer>, Error> {
+    WG.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        if slot.is_none() {
+            *slot = Some(WgSocket::open()?);
+        }
+        let result = slot
+            .as_mut()
+            .map(|s| s.peers(ifindex))
+            .unwrap_or_else(|| Err(Error::new(ErrorKind::System, "no genetlink socket")));
+        if result.is_err() {
+            *slot = None;
+        }
+        result
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn peer(key: &str, allowed: &[(&str, u8)], handshake: Option<u64>) -> WgPeer {
+        WgPeer {
+            public_key: key.into(),
+            endpoint: None,
+            last_handshake: handshake,
+            allowed_ips: allowed
+                .iter()
+                .map(|(ip, len)| (ip.parse().unwrap(), *len))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn cryptokey_routing_takes_the_longest_prefix() {
+        let peers = [
+            peer("A", &[("10.0.0.0", 8)], Some(1)),
+            peer("B", &[("10.1.0.0", 16), ("fd00::", 8)], Some(1)),
+            peer("C", &[("0.0.0.0", 0)], Some(1)),
+        ];
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert_eq!(peer_for(&peers, ip("10.1.2.3")).unwrap().public_key, "B");
+        assert_eq!(peer_for(&peers, ip("10.2.0.1")).unwrap().public_key, "A");
+        assert_eq!(peer_for(&peers, ip("192.0.2.1")).unwrap().public_key, "C");
+        assert_eq!(
+            peer_for(&peers, ip("::ffff:10.1.0.9")).unwrap().public_key,
+            "B"
+        );
+        assert_eq!(peer_for(&peers, ip("fd12::1")).unwrap().public_key, "B");
+        assert!(peer_for(&peers[..2], ip("2001:db8::1")).is_none());
+    }
+
+    #[test]
+    fn peer_attributes_keep_no_key_but_the_public_one() {
+        let nla = |kind: u16, data: &[u8]| {
+            let mut b = Vec::new();
+            b.extend_from_slice(&((4 + data.len()) as u16).to_ne_bytes());
+            b.extend_from_slice(&kind.to_ne_bytes());
+            b.extend_from_slice(data);
+            b.resize(b.len().next_multiple_of(4), 0);
+            b
+        };
+        let mut allowed = nla(WGALLOWEDIP_A_FAMILY, &(libc::AF_INET as u16).to_ne_bytes());
+        allowed.extend(nla(WGALLOWEDIP_A_IPADDR, &[10, 7, 0, 2]));
+        allowed.extend(nla(WGALLOWEDIP_A_CIDR_MASK, &[32]));
+        let mut data = nla(WGPEER_A_PUBLIC_KEY, &[7u8; 32]);
+        data.extend(nla(2, &[0x55; 32])); // WGPEER_A_PRESHARED_KEY
+        let mut ts = 1_700_000_000i64.to_ne_bytes().to_vec();
+        ts.extend_from_slice(&0i64.to_ne_bytes());
+        data.extend(nla(WGPEER_A_LAST_HANDSHAKE_TIME, &ts));
+        data.extend(nla(WGPEER_A_ALLOWEDIPS, &nla(0x8000, &allowed)));
+        let p = parse_peer(&data).unwrap().unwrap();
+        assert_eq!(p.public_key, base64(&[7u8; 32]));
+        assert_eq!(p.last_handshake, Some(1_700_000_000));
+        assert_eq!(p.allowed_ips, [("10.7.0.2".parse().unwrap(), 32)]);
+        assert!(!format!("{p:?}").contains("VVVV"), "no preshared key kept");
+        assert!(parse_peer(&data[..10]).is_err());
+    }
+}
