@@ -621,7 +621,56 @@ pub fn transport_ah(lab: &mut Lab) -> Result<()> {
     case.conn.esp_proposals = None;
     case.conn.ah_proposals = Some("sha256-modp2048".into());
     case.protocol = "AH";
+    case.extra = Some(check_ktls_over_ah);
     run_case(lab, &case, 5004)
+}
+
+/// Two mechanisms at once: kernel TLS on a new connection over the AH SAs. AH gives integrity
+/// only, kTLS encrypts both directions: the answer lists both, and the flags say secured and
+/// encrypted because one mechanism (kTLS) holds both in both directions.
+fn check_ktls_over_ah(lab: &mut Lab, est: &Established<'_>) -> Result<()> {
+    let pair = crate::lab::sockets::tcp_pair(lab.moon(), lab.sun(), est.port + 1, false)?;
+    for end in [&pair.client, &pair.server] {
+        crate::sys::install_ktls(end, true, true).context("installing kTLS over AH")?;
+    }
+    let ask = crate::lab::query::Ask::default();
+    let Some(answer) = lab.query_detail("kTLS over AH", true, &pair.client, ask)? else {
+        return Ok(());
+    };
+    let by = |mechanism: &str| -> Vec<(String, bool, bool)> {
+        answer["protections"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|p| p["mechanism"] == mechanism)
+            .map(|p| {
+                (
+                    p["direction"].as_str().unwrap_or("").to_string(),
+                    p["secured"] == true,
+                    p["encrypted"] == true,
+                )
+            })
+            .collect()
+    };
+    let (ipsec, ktls) = (by("ipsec"), by("ktls"));
+    ensure!(
+        answer["flags"] == 3
+            && ipsec
+                == [
+                    ("outbound".into(), true, false),
+                    ("inbound".into(), true, false)
+                ]
+            && ktls
+                == [
+                    ("outbound".into(), true, true),
+                    ("inbound".into(), true, true)
+                ],
+        "kTLS over AH: flags {}, ipsec {ipsec:?}, ktls {ktls:?}; expected 3, AH integrity \
+         only both ways, kTLS encrypted both ways",
+        answer["flags"]
+    );
+    lab.note("kTLS over AH: both listed, flags 3");
+    Ok(())
 }
 
 /// Transport mode ESP with NULL encryption: secured, not encrypted.
