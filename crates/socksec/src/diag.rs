@@ -46,6 +46,9 @@ pub mod attr {
     pub const MARK: u16 = 15;
     /// `INET_DIAG_MD5SIG` (the TCP-MD5 keys' peers; sent only to a CAP_NET_ADMIN requester).
     pub const MD5SIG: u16 = 18;
+    /// `INET_DIAG_ULP_INFO` (nested: the upper-layer protocol's name and, for kernel TLS,
+    /// version, cipher and per-direction configuration; never keys).
+    pub const ULP_INFO: u16 = 19;
 }
 
 /// The kernel's socket state (`TCP_ESTABLISHED` … `TCP_NEW_SYN_RECV`); UDP sockets are
@@ -157,6 +160,8 @@ pub struct DiagSocket {
     /// The TCP-MD5 keys of the socket (`INET_DIAG_MD5SIG`: reported only to a CAP_NET_ADMIN
     /// requester that asked for `INET_DIAG_INFO`), without the key bytes.
     pub md5_keys: Vec<Md5Key>,
+    /// Kernel TLS on the socket (`INET_DIAG_ULP_INFO`), when the dump asked for it.
+    pub ktls: crate::ktls::KtlsState,
 }
 
 /// A TCP-MD5 key of a socket, as inet_diag reports it: whom it covers, never the key itself.
@@ -271,6 +276,7 @@ pub fn parse_socket(transport: Transport, payload: &[u8]) -> Result<DiagSocket, 
         v6only: None,
         shutdown: None,
         md5_keys: Vec::new(),
+        ktls: crate::ktls::KtlsState::default(),
     };
     for a in Attrs::new(&payload[MSG_LEN..]) {
         let (kind, data) = a?;
@@ -295,10 +301,48 @@ pub fn parse_socket(transport: Transport, payload: &[u8]) -> Result<DiagSocket, 
                 sock.mark = Some(u32::from_ne_bytes(field(data, 0)));
             }
             attr::MD5SIG => sock.md5_keys = parse_md5sig(data)?,
+            attr::ULP_INFO => sock.ktls = parse_ulp_info(data)?,
             _ => {} // Attributes this code does not read (meminfo, cgroup, sockopt…).
         }
     }
     Ok(sock)
+}
+
+/// Parses `INET_DIAG_ULP_INFO`: `INET_ULP_INFO_NAME` (1) and, for "tls", `INET_ULP_INFO_TLS`
+/// (2) with `TLS_INFO_VERSION` (1), `TLS_INFO_CIPHER` (2), `TLS_INFO_TXCONF` (3) and
+/// `TLS_INFO_RXCONF` (4); a direction is configured unless its conf is `TLS_CONF_BASE` (1).
+pub fn parse_ulp_info(data: &[u8]) -> Result<crate::ktls::KtlsState, CodecError> {
+    let mut state = crate::ktls::KtlsState::default();
+    let (mut version, mut cipher, mut tx, mut rx) = (0u16, 0u16, 0u16, 0u16);
+    let u16_of = |v: &[u8]| v.get(..2).map_or(0, |b| u16::from_ne_bytes([b[0], b[1]]));
+    for a in Attrs::new(data) {
+        let (kind, v) = a?;
+        match kind {
+            1 => state.tls_ulp = v.split(|&b| b == 0).next() == Some(b"tls"),
+            2 => {
+                for t in Attrs::new(v) {
+                    let (k, tv) = t?;
+                    match k {
+                        1 => version = u16_of(tv),
+                        2 => cipher = u16_of(tv),
+                        3 => tx = u16_of(tv),
+                        4 => rx = u16_of(tv),
+                        _ => {}
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    if state.tls_ulp {
+        let mut header = [0u8; 4];
+        header[..2].copy_from_slice(&version.to_ne_bytes());
+        header[2..].copy_from_slice(&cipher.to_ne_bytes());
+        let params = crate::ktls::parse_crypto_info(header);
+        state.tx = (tx > 1).then(|| params.clone());
+        state.rx = (rx > 1).then_some(params);
+    }
+    Ok(state)
 }
 
 /// An open `NETLINK_SOCK_DIAG` socket.

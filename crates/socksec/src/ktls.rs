@@ -40,7 +40,7 @@ pub struct KtlsParams {
 }
 
 /// What a socket's kTLS state is.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct KtlsState {
     /// Whether the socket's upper-layer protocol is "tls".
     pub tls_ulp: bool,

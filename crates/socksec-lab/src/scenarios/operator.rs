@@ -31,8 +31,34 @@ pub fn run(lab: &mut Lab) -> Result<()> {
     run_case(lab, &case, 5040)
 }
 
-fn cli() -> PathBuf {
+/// The `socksec` CLI as the guest sees it.
+pub(crate) fn cli() -> PathBuf {
     std::path::Path::new(crate::guest::SHARE).join(CLI_FILE)
+}
+
+/// `socksec ls --tcp --json` run in namespace `ns`, parsed.
+pub(crate) fn ls_tcp(ns: &str) -> Result<Value> {
+    let cli = cli().display().to_string();
+    let text = sh("ip", ["netns", "exec", ns, &cli, "ls", "--tcp", "--json"])
+        .with_context(|| format!("running `socksec ls --tcp --json` in {ns}"))?;
+    serde_json::from_str(&text).context("parsing `socksec ls --json`")
+}
+
+/// The mechanisms of an answer's protections, with direction and flags, in order.
+pub(crate) fn mechanisms(answer: &Value) -> Vec<(String, String, bool, bool)> {
+    answer["protections"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|p| {
+            (
+                p["mechanism"].as_str().unwrap_or("").to_string(),
+                p["direction"].as_str().unwrap_or("").to_string(),
+                p["secured"] == true,
+                p["encrypted"] == true,
+            )
+        })
+        .collect()
 }
 
 fn unix_ms() -> u64 {
@@ -43,7 +69,7 @@ fn unix_ms() -> u64 {
 }
 
 /// The `ls --json` entry for the connection from `local` to `peer`.
-fn entry(list: &Value, local: SocketAddr, peer: SocketAddr) -> Result<&Value> {
+pub(crate) fn entry(list: &Value, local: SocketAddr, peer: SocketAddr) -> Result<&Value> {
     list.as_array()
         .into_iter()
         .flatten()
