@@ -743,6 +743,7 @@ mod tests {
                 peer: addr,
                 mark: 0,
                 interface: None,
+                peer_label: None,
             },
             protections: vec![],
             reasons: vec![],

@@ -23,6 +23,7 @@ fn answer(flags: socksec::Flags) -> socksec::SecurityInfo {
             peer: addr,
             mark: 0,
             interface: None,
+            peer_label: None,
         },
         protections: vec![],
         reasons: vec![],

@@ -92,6 +92,7 @@ impl Prepared<'_> {
                 attach_certificate(&mut info, list, sources);
             }
         }
+        info.socket.peer_label = socket::peer_label(self.fd)?;
         if flow.oif_kind.as_deref() == Some("wireguard") {
             let interface = flow.oif_name.clone().unwrap_or_default();
             match crate::wireguard::device_peers(flow.oif) {
@@ -353,6 +354,7 @@ pub fn answer(
             peer: flow.remote,
             mark: flow.mark,
             interface: flow.oif_name.clone(),
+            peer_label: None,
         },
         protections: verdict.protections.to_vec(),
         reasons,

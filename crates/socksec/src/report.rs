@@ -27,6 +27,11 @@ pub struct SocketDescription {
     pub mark: u32,
     /// Output interface of the route to the peer, when known.
     pub interface: Option<String>,
+    /// The peer's security label (`SO_PEERSEC`), when the kernel gives one: labeled
+    /// networking (SELinux/Smack with labeled IPsec or NetLabel). A detail; it does not change
+    /// the flags.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peer_label: Option<String>,
 }
 
 /// Which way traffic goes, seen from the socket.

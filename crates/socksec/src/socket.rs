@@ -217,3 +217,18 @@ pub fn routing_facts(fd: BorrowedFd<'_>) -> Result<RoutingFacts, Error> {
         uid,
     })
 }
+
+/// The peer's security label (`SO_PEERSEC`), when the kernel has one for this socket: `None`
+/// when no LSM labels the connection (`ENOPROTOOPT`, the usual case without labeled
+/// networking).
+pub fn peer_label(fd: BorrowedFd<'_>) -> Result<Option<String>, Error> {
+    let mut buf = [0u8; 4096];
+    match crate::sys::getsockopt_bytes(fd, libc::SOL_SOCKET, libc::SO_PEERSEC, &mut buf) {
+        Ok(n) => {
+            let label = buf[..n].split(|&b| b == 0).next().unwrap_or_default();
+            Ok((!label.is_empty()).then(|| String::from_utf8_lossy(label).into_owned()))
+        }
+        Err(e) if e.raw_os_error() == Some(libc::ENOPROTOOPT) => Ok(None),
+        Err(e) => Err(Error::system("getsockopt(SO_PEERSEC)", &e)),
+    }
+}
