@@ -160,3 +160,63 @@ fn nobody_gets_through_the_broker_what_root_gets_in_process() {
         "the daemon logs nobody's queries: {log}"
     );
 }
+
+/// A python3 process in the namespace holds a TCP-MD5 connection and runs the CLI on it
+/// (`--fd`), as root in-process and as `nobody` through the broker, and prints both answers.
+const MD5_QUERIES: &str = r#"
+import os, socket, struct, subprocess, sys
+cli, broker, as_nobody = sys.argv[1], sys.argv[2], sys.argv[3].split()
+def key(s, peer):
+    addr = struct.pack("=HH4s", socket.AF_INET, 0, socket.inet_aton(peer)).ljust(128, b"\0")
+    k = b"socksec-broker-md5-key"
+    s.setsockopt(socket.IPPROTO_TCP, 14, addr + struct.pack("=BBHi", 0, 0, len(k), 0) + k.ljust(80, b"\0"))
+l = socket.socket(); l.bind(("127.0.0.1", 0)); key(l, "127.0.0.1"); l.listen()
+c = socket.socket(); key(c, "127.0.0.1"); c.connect(l.getsockname()); a, _ = l.accept()
+fd = str(c.fileno())
+env = dict(os.environ, SOCKSEC_BROKER=broker)
+env.pop("SOCKSEC_MODE", None)
+for cmd, mode in (([cli], "local"), (as_nobody + [cli], "auto")):
+    out = subprocess.run(cmd + ["query", "--fd", fd, "--json"], pass_fds=[c.fileno()],
+                         env=dict(env, SOCKSEC_MODE=mode), capture_output=True, text=True)
+    print(out.stdout.strip(), flush=True)
+    print("@@@", flush=True)
+"#;
+
+#[test]
+fn tcp_md5_through_the_broker_equals_in_process() {
+    if !require_root("tcp_md5_through_the_broker_equals_in_process") {
+        return;
+    }
+    let pair = Pair::new();
+    let d = Daemon::start(&[], Some(&pair.a));
+    let (cli, _) = front_ends(&d.dir);
+    let out = run(Command::new("ip")
+        .args(["netns", "exec", &pair.a, "python3", "-c"])
+        .args([
+            MD5_QUERIES,
+            &cli.display().to_string(),
+            &d.socket.display().to_string(),
+            AS_NOBODY,
+        ]));
+    let parts: Vec<&str> = out.split("@@@\n").collect();
+    assert_eq!(parts.len(), 3, "{out}");
+    let root: serde_json::Value = serde_json::from_str(parts[0].trim()).expect(parts[0]);
+    let nobody: serde_json::Value = serde_json::from_str(parts[1].trim()).expect(parts[1]);
+    assert_eq!(
+        root["flags"], 1,
+        "TCP-MD5: secured, integrity only: {root:#}"
+    );
+    let md5: Vec<_> = root["protections"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["mechanism"] == "tcp_md5")
+        .map(|p| (p["direction"].clone(), p["tcp_md5"]["addr"].clone()))
+        .collect();
+    assert_eq!(md5.len(), 2, "{root:#}");
+    assert_eq!(nobody, root, "nobody through the broker gets root's answer");
+    assert!(
+        !out.contains("socksec-broker-md5-key"),
+        "the key never reaches an answer"
+    );
+}
