@@ -2,84 +2,28 @@
 //! private network namespace, listed by the real binary run inside it, and every count and
 //! field compared with what the test created.
 
+#[path = "../../socksec/tests/common/mod.rs"]
+mod common;
+
 use std::collections::HashMap;
-use std::fs::File;
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::process::{Command, Output};
-use std::sync::atomic::{AtomicU32, Ordering};
 
-use nix::sched::{CloneFlags, setns};
 use serde_json::Value;
+
+use common::{Netns, require_root};
 
 const BIN: &str = env!("CARGO_BIN_EXE_socksec");
 
-fn require_root(test: &str) -> bool {
-    if nix::unistd::geteuid().is_root() && Command::new("ip").arg("-V").output().is_ok() {
-        return true;
-    }
-    let why = "needs root and iproute2 (network namespaces, XFRM tables)";
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!("{test}: cannot run in CI: {why}");
-    }
-    eprintln!("SKIPPED: {test}: {why}");
-    false
-}
-
-fn ip(args: &[&str]) {
-    let out = Command::new("ip").args(args).output().expect("run ip");
-    assert!(
-        out.status.success(),
-        "ip {}: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// A private namespace with loopback up; removed on drop.
-struct Netns(String);
-
-static NEXT: AtomicU32 = AtomicU32::new(0);
-
-impl Netns {
-    fn new() -> Self {
-        let name = format!(
-            "opsls{}x{}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        );
-        ip(&["netns", "add", &name]);
-        ip(&["-n", &name, "link", "set", "lo", "up"]);
-        Self(name)
-    }
-
-    /// Runs `f` on a thread inside the namespace: sockets it creates belong to it.
-    fn run_in<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
-        let path = format!("/run/netns/{}", self.0);
-        std::thread::spawn(move || {
-            let file = File::open(&path).expect("open netns");
-            setns(&file, CloneFlags::CLONE_NEWNET).expect("setns");
-            f()
-        })
-        .join()
-        .expect("namespace thread")
-    }
-
-    /// Runs socksec inside the namespace.
-    fn socksec(&self, args: &[&str]) -> Output {
-        Command::new("ip")
-            .args(["netns", "exec", &self.0, BIN])
-            .args(args)
-            .env_remove("COLUMNS")
-            .output()
-            .expect("run socksec")
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
-    }
+/// Runs socksec inside the namespace.
+fn socksec(ns: &Netns, args: &[&str]) -> Output {
+    Command::new("ip")
+        .args(["netns", "exec", &ns.0, BIN])
+        .args(args)
+        .env_remove("COLUMNS")
+        .output()
+        .expect("run socksec")
 }
 
 fn json(out: &Output) -> Value {
@@ -170,7 +114,7 @@ fn ls_lists_hundreds_of_sockets_with_owner_state_and_protection() {
     }
     let ns = Netns::new();
     let created = ns.run_in(create);
-    let list = json(&ns.socksec(&["ls", "--json"]));
+    let list = json(&socksec(&ns, &["ls", "--json"]));
     let listed = by_endpoints(&list);
     let total = 2 + 2 * (V4_PAIRS + V6_PAIRS) + 2 * UDP_EACH;
     assert_eq!(listed.len(), total, "exactly what the test created");
@@ -230,7 +174,7 @@ fn ls_lists_hundreds_of_sockets_with_owner_state_and_protection() {
     let count = |args: &[&str]| {
         let mut all = vec!["ls", "--json"];
         all.extend_from_slice(args);
-        json(&ns.socksec(&all)).as_array().unwrap().len()
+        json(&socksec(&ns, &all)).as_array().unwrap().len()
     };
     assert_eq!(count(&["--tcp", "--listening"]), 2);
     assert_eq!(count(&["--listening"]), 2 + UDP_EACH);
@@ -289,7 +233,7 @@ fn ls_table_fits_the_width_and_usage_errors_exit_2() {
         &["ls", "--port", "70000"],
         &["query", "--pid", "1"],
     ] {
-        let out = ns.socksec(bad);
+        let out = socksec(&ns, bad);
         assert_eq!(out.status.code(), Some(2), "{bad:?}");
     }
     // Without CAP_NET_ADMIN: exit code 1 and an error that says what is needed.
@@ -397,7 +341,7 @@ fn ls_answers_tcp_md5_as_query_pid_does() {
     .unwrap();
     let held: Value = serde_json::from_str(&line).expect("the holder's sockets");
     let pid = held["pid"].to_string();
-    let list = json(&ns.socksec(&["ls", "--tcp", "--json"]));
+    let list = json(&socksec(&ns, &["ls", "--tcp", "--json"]));
     for (kind, secured) in [("md5", true), ("plain", false)] {
         for end in held[kind].as_array().unwrap() {
             let entry = list
@@ -420,8 +364,10 @@ fn ls_answers_tcp_md5_as_query_pid_does() {
                 .collect();
             assert_eq!(mechanisms.contains(&"tcp_md5"), secured, "{entry}");
             let fd = end["fd"].to_string();
-            let one =
-                json(&ns.socksec(&["query", "--pid", &pid, "--fd", &fd, "--tokens", "--json"]));
+            let one = json(&socksec(
+                &ns,
+                &["query", "--pid", &pid, "--fd", &fd, "--tokens", "--json"],
+            ));
             for field in [
                 "secured",
                 "encrypted",
@@ -438,7 +384,7 @@ fn ls_answers_tcp_md5_as_query_pid_does() {
         }
     }
     // The table says what protects the MD5 connection.
-    let out = ns.socksec(&["ls", "--tcp"]);
+    let out = socksec(&ns, &["ls", "--tcp"]);
     let table = String::from_utf8(out.stdout).unwrap();
     let local = held["md5"][0]["local"].as_str().unwrap();
     let row = table

@@ -3,61 +3,20 @@
 //! exit code 0. (The rekey of a real charon is seen in the lab's operator scenario: this
 //! host's kernel has no ESP.)
 
+#[path = "../../socksec/tests/common/mod.rs"]
+mod common;
+
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::mpsc::{self, Receiver};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
 use serde_json::Value;
 
+use common::{Netns, ip, require_root};
+
 const BIN: &str = env!("CARGO_BIN_EXE_socksec");
-
-fn require_root(test: &str) -> bool {
-    if nix::unistd::geteuid().is_root() && Command::new("ip").arg("-V").output().is_ok() {
-        return true;
-    }
-    let why = "needs root and iproute2 (network namespaces, XFRM notifications)";
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!("{test}: cannot run in CI: {why}");
-    }
-    eprintln!("SKIPPED: {test}: {why}");
-    false
-}
-
-fn ip(args: &[&str]) {
-    let out = Command::new("ip").args(args).output().expect("run ip");
-    assert!(
-        out.status.success(),
-        "ip {}: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-struct Netns(String);
-
-static NEXT: AtomicU32 = AtomicU32::new(0);
-
-impl Netns {
-    fn new() -> Self {
-        let name = format!(
-            "opsw{}x{}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        );
-        ip(&["netns", "add", &name]);
-        ip(&["-n", &name, "link", "set", "lo", "up"]);
-        Self(name)
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
-    }
-}
 
 /// `socksec watch --json` running in the namespace, its lines read on a thread.
 struct Watch {
