@@ -68,24 +68,11 @@ pub fn run(lab: &mut Lab) -> Result<()> {
         half["reasons"]
     );
     // `socksec ls` reads the same facts from inet_diag (INET_DIAG_ULP_INFO).
-    let list = super::operator::ls_tcp("moon")?;
-    let listed = super::operator::entry(&list, tls.client.local_addr()?, tls.client.peer_addr()?)?;
-    let ktls: Vec<_> = super::operator::mechanisms(listed)
-        .into_iter()
-        .filter(|m| m.0 == "ktls")
-        .collect();
-    ensure!(
-        listed["flags"] == 3 && ktls.len() == 2 && ktls.iter().all(|m| m.2 && m.3),
-        "`socksec ls` lists the kTLS connection with flags {} and {ktls:?}",
-        listed["flags"]
-    );
-    let plain_listed =
-        super::operator::entry(&list, plain.client.local_addr()?, plain.client.peer_addr()?)?;
-    ensure!(
-        plain_listed["flags"] == 0,
-        "`socksec ls` gives the plain connection flags {}",
-        plain_listed["flags"]
-    );
+    super::operator::check_ls_beside_plain(
+        "ktls",
+        (tls.client.local_addr()?, tls.client.peer_addr()?),
+        (plain.client.local_addr()?, plain.client.peer_addr()?),
+    )?;
     lab.check_socket("plain client", true, &plain.client, None, &Expect::Clear)?;
     lab.check_socket("plain server", false, &plain.server, None, &Expect::Clear)?;
     lab.note("kTLS TX+RX: secured+encrypted (TLS 1.2 aes_gcm_128), in query and ls; TX only: not secured; plain beside: clear");

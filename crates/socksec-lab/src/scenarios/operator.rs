@@ -44,6 +44,34 @@ pub(crate) fn ls_tcp(ns: &str) -> Result<Value> {
     serde_json::from_str(&text).context("parsing `socksec ls --json`")
 }
 
+/// Checks, in moon's `socksec ls --tcp --json`, that `protected` (local, peer) is listed
+/// secured and encrypted by `mechanism` in both directions, and `plain` (local, peer) with
+/// flags 0.
+pub(crate) fn check_ls_beside_plain(
+    mechanism: &str,
+    protected: (SocketAddr, SocketAddr),
+    plain: (SocketAddr, SocketAddr),
+) -> Result<()> {
+    let list = ls_tcp("moon")?;
+    let listed = entry(&list, protected.0, protected.1)?;
+    let found: Vec<_> = mechanisms(listed)
+        .into_iter()
+        .filter(|m| m.0 == mechanism)
+        .collect();
+    ensure!(
+        listed["flags"] == 3 && found.len() == 2 && found.iter().all(|m| m.2 && m.3),
+        "`socksec ls` lists the {mechanism} connection with flags {} and {found:?}",
+        listed["flags"]
+    );
+    let plain_listed = entry(&list, plain.0, plain.1)?;
+    ensure!(
+        plain_listed["flags"] == 0,
+        "`socksec ls` gives the plain connection flags {}",
+        plain_listed["flags"]
+    );
+    Ok(())
+}
+
 /// The mechanisms of an answer's protections, with direction and flags, in order.
 pub(crate) fn mechanisms(answer: &Value) -> Vec<(String, String, bool, bool)> {
     answer["protections"]

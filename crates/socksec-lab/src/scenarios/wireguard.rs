@@ -177,24 +177,11 @@ pub fn run(lab: &mut Lab) -> Result<()> {
     }
     let plain = sockets::tcp_pair(lab.moon(), lab.sun(), 5202, false)?;
     lab.check_socket("plain beside", true, &plain.client, None, &Expect::Clear)?;
-    let list = super::operator::ls_tcp("moon")?;
-    let listed = super::operator::entry(&list, client.local_addr()?, server)?;
-    let wg: Vec<_> = super::operator::mechanisms(listed)
-        .into_iter()
-        .filter(|m| m.0 == "wireguard")
-        .collect();
-    ensure!(
-        listed["flags"] == 3 && wg.len() == 2 && wg.iter().all(|m| m.2 && m.3),
-        "`socksec ls` lists the WireGuard connection with flags {} and {wg:?}",
-        listed["flags"]
-    );
-    let plain_listed =
-        super::operator::entry(&list, plain.client.local_addr()?, plain.client.peer_addr()?)?;
-    ensure!(
-        plain_listed["flags"] == 0,
-        "`socksec ls` gives the plain connection flags {}",
-        plain_listed["flags"]
-    );
+    super::operator::check_ls_beside_plain(
+        "wireguard",
+        (client.local_addr()?, server),
+        (plain.client.local_addr()?, plain.client.peer_addr()?),
+    )?;
     lab.note(format!(
         "WireGuard: secured+encrypted by sun's key {}…, in query and ls; ghost peer not secured; plain link clear",
         &sun_pub[..8]
