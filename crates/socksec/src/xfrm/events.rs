@@ -229,7 +229,7 @@ impl XfrmEvents {
     /// forever); `Ok(true)` when one is. A loss (`ENOBUFS`) counts as one: the next
     /// [`XfrmEvents::next_event`] returns [`XfrmEvent::Overrun`].
     ///
-    /// With [`XfrmEvents::queued`] this lets another thread know whether a notification is
+    /// With [`XfrmEvents::is_queued`] this lets another thread know whether a notification is
     /// still waiting to be taken: between `wait` and `next_event` it stays in the queue.
     pub fn wait(&mut self, timeout: Option<Duration>) -> Result<bool, DumpError> {
         if !self.pending.is_empty() {
