@@ -93,21 +93,12 @@ impl Prepared<'_> {
             }
         }
         info.socket.peer_label = socket::peer_label(self.fd)?;
-        if flow.oif_kind.as_deref() == Some("wireguard") {
-            let interface = flow.oif_name.clone().unwrap_or_default();
-            match crate::wireguard::device_peers(flow.oif) {
-                Ok(peers) => crate::wireguard::apply(
-                    &mut info,
-                    &interface,
-                    &peers,
-                    unix_now(),
-                    self.template.peer_token_access_mask != 0,
-                ),
-                Err(e) => info.caveats.push(Caveat::WireguardUnknown {
-                    detail: e.to_string(),
-                }),
-            }
-        }
+        crate::wireguard::attach(
+            &mut info,
+            &flow,
+            unix_now(),
+            self.template.peer_token_access_mask != 0,
+        );
         if self.facts.transport == crate::flow::Transport::Tcp {
             crate::tcp_md5::attach(&mut info, self.fd, routing.bound_ifindex.unwrap_or(0));
             crate::ktls::attach(&mut info, self.fd)?;

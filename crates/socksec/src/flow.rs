@@ -151,3 +151,15 @@ pub fn normalize(addr: SocketAddr) -> SocketAddr {
         SocketAddr::V4(_) => addr,
     }
 }
+
+/// Whether `prefix/len` contains `addr`: same family, and the first `len` bits equal (a length
+/// beyond the family's width counts as the full width; 0 contains every address of the family).
+pub fn prefix_contains(prefix: IpAddr, len: u8, addr: IpAddr) -> bool {
+    let (p, a, bits): (u128, u128, u32) = match (prefix, addr) {
+        (IpAddr::V4(p), IpAddr::V4(a)) => (u32::from(p).into(), u32::from(a).into(), 32),
+        (IpAddr::V6(p), IpAddr::V6(a)) => (u128::from(p), u128::from(a), 128),
+        _ => return false,
+    };
+    let len = u32::from(len).min(bits);
+    len == 0 || (p >> (bits - len)) == (a >> (bits - len))
+}

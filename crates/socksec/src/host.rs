@@ -164,21 +164,7 @@ pub fn answer_socket(
     };
     engine::complete_flow(&mut flow, &routing)?;
     let mut info = engine::answer(&socket_facts(s), &flow, snapshot, now, template);
-    if flow.oif_kind.as_deref() == Some("wireguard") {
-        let interface = flow.oif_name.clone().unwrap_or_default();
-        match crate::wireguard::device_peers(flow.oif) {
-            Ok(peers) => crate::wireguard::apply(
-                &mut info,
-                &interface,
-                &peers,
-                now,
-                template.peer_token_access_mask != 0,
-            ),
-            Err(e) => info.caveats.push(crate::report::Caveat::WireguardUnknown {
-                detail: e.to_string(),
-            }),
-        }
-    }
+    crate::wireguard::attach(&mut info, &flow, now, template.peer_token_access_mask != 0);
     if s.transport == Transport::Tcp {
         // The keys and the kTLS state came with the dump (a query reads the same facts for
         // its one socket).

@@ -560,8 +560,8 @@ pub fn thread_netns() -> io::Result<(u64, u64)> {
     fs::metadata("/proc/thread-self/ns/net").map(|m| (m.dev(), m.ino()))
 }
 
-/// Lookups that one thread keeps open between queries: its rtnetlink socket and the
-/// `/proc/sys/net` files of the IPsec switches (re-read with `pread` each time, so values are
+/// Lookups that one thread keeps open between queries: its rtnetlink socket, its sock_diag and
+/// WireGuard (generic netlink) sockets, and the `/proc/sys/net` files of the IPsec switches (re-read with `pread` each time, so values are
 /// always current; only the path walk of `open` is saved). Both belong to the network
 /// namespace the thread was in when they were opened, so they are dropped when the thread is
 /// found in another one.
@@ -569,6 +569,10 @@ pub struct ThreadLookups {
     netns: (u64, u64),
     rtnl: Option<Rtnl>,
     sysctls: std::collections::HashMap<std::path::PathBuf, fs::File>,
+    /// The thread's sock_diag socket (TCP-MD5 keys of one socket).
+    pub(crate) diag: Option<crate::diag::Diag>,
+    /// The thread's generic netlink socket for WireGuard devices.
+    pub(crate) wireguard: Option<crate::wireguard::WgSocket>,
 }
 
 thread_local! {
@@ -591,6 +595,8 @@ impl ThreadLookups {
                     netns,
                     rtnl: None,
                     sysctls: Default::default(),
+                    diag: None,
+                    wireguard: None,
                 });
             }
             let lookups = slot.as_mut().expect("just filled");
@@ -598,6 +604,8 @@ impl ThreadLookups {
             if result.is_err() {
                 // A socket that saw a failure is not reused.
                 lookups.rtnl = None;
+                lookups.diag = None;
+                lookups.wireguard = None;
             }
             result
         })

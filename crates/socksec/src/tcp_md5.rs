@@ -11,37 +11,22 @@
 //! peer of an AF_INET6 socket is looked up as IPv4), the peer inside the key's prefix, the
 //! longest prefix wins.
 
-use std::cell::RefCell;
 use std::net::{IpAddr, SocketAddr};
 use std::os::fd::BorrowedFd;
 
 use crate::contract::{Flags, SecurityInfo};
 use crate::diag::{Diag, Md5Key};
 use crate::error::Error;
-use crate::flow::normalize;
+use crate::flow::{normalize, prefix_contains};
 use crate::report::{Caveat, Direction, Mechanism, Protection};
-
-/// Whether `prefix/len` contains `addr` (same family).
-fn contains(prefix: IpAddr, len: u8, addr: IpAddr) -> bool {
-    let (p, a, bits): (u128, u128, u32) = match (prefix, addr) {
-        (IpAddr::V4(p), IpAddr::V4(a)) => (u32::from(p).into(), u32::from(a).into(), 32),
-        (IpAddr::V6(p), IpAddr::V6(a)) => (u128::from(p), u128::from(a), 128),
-        _ => return false,
-    };
-    let len = u32::from(len).min(bits);
-    if len == 0 {
-        return true;
-    }
-    let shift = bits - len;
-    (p >> shift) == (a >> shift)
-}
+use crate::route::ThreadLookups;
 
 /// The key that covers `peer`, as the kernel picks it: longest prefix of the peer's family
 /// (an IPv4-mapped IPv6 peer is an IPv4 peer).
 pub fn covering(keys: &[Md5Key], peer: IpAddr) -> Option<&Md5Key> {
     let peer = normalize(SocketAddr::new(peer, 0)).ip();
     keys.iter()
-        .filter(|k| contains(k.addr, k.prefixlen, peer))
+        .filter(|k| prefix_contains(k.addr, k.prefixlen, peer))
         .max_by_key(|k| k.prefixlen)
 }
 
@@ -68,12 +53,8 @@ pub fn apply(info: &mut SecurityInfo, keys: &[Md5Key]) {
     info.flags = Flags::from_verdict(true, info.flags.is_encrypted());
 }
 
-thread_local! {
-    /// One sock_diag socket per thread, reused across queries.
-    static DIAG: RefCell<Option<Diag>> = const { RefCell::new(None) };
-}
-
-/// The TCP-MD5 keys of the connected TCP socket `fd` (empty when it has none).
+/// The TCP-MD5 keys of the connected TCP socket `fd` (empty when it has none), through the
+/// thread's sock_diag socket ([`ThreadLookups`], kept per thread and network namespace).
 pub fn socket_keys(fd: BorrowedFd<'_>, bound_ifindex: u32) -> Result<Vec<Md5Key>, Error> {
     let sock = socket2::SockRef::from(&fd);
     let addr = |a: std::io::Result<socket2::SockAddr>, what: &str| {
@@ -83,18 +64,15 @@ pub fn socket_keys(fd: BorrowedFd<'_>, bound_ifindex: u32) -> Result<Vec<Md5Key>
     };
     let local = addr(sock.local_addr(), "getsockname")?;
     let remote = addr(sock.peer_addr(), "getpeername")?;
-    DIAG.with(|cell| {
-        let mut slot = cell.borrow_mut();
-        if slot.is_none() {
-            *slot = Some(Diag::open()?);
-        }
-        let diag = slot.as_mut().expect("opened just above");
-        let found = diag.tcp_socket(local, remote, bound_ifindex);
-        if found.is_err() {
-            // A fresh socket next time (the namespace may have changed under this thread).
-            *slot = None;
-        }
-        Ok(found?.map(|s| s.md5_keys).unwrap_or_default())
+    ThreadLookups::with(|lookups| {
+        let diag = match &mut lookups.diag {
+            Some(diag) => diag,
+            slot => slot.insert(Diag::open()?),
+        };
+        Ok(diag
+            .tcp_socket(local, remote, bound_ifindex)?
+            .map(|s| s.md5_keys)
+            .unwrap_or_default())
     })
 }
 

@@ -14,7 +14,6 @@
 //! route back to the peer is the WireGuard interface (symmetric routing), as the IPsec side
 //! assumes for interface switches.
 
-use std::cell::RefCell;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use netlink_sys::protocols::NETLINK_GENERIC;
@@ -22,9 +21,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::contract::{Flags, SecurityInfo};
 use crate::error::{Error, ErrorKind};
-use crate::flow::normalize;
+use crate::flow::{Flow, normalize, prefix_contains};
 use crate::peer::{Peer, PeerIdentity};
 use crate::report::{Direction, Mechanism, Protection, Reason};
+use crate::route::ThreadLookups;
 use crate::xfrm::codec::{Attrs, CodecError, NlMsg, Request, nl};
 use crate::xfrm::dump::{NlConn, NlError};
 
@@ -55,16 +55,6 @@ pub struct WgDetail {
     pub handshake_age: Option<u64>,
 }
 
-fn contains(prefix: IpAddr, len: u8, addr: IpAddr) -> bool {
-    let (p, a, bits): (u128, u128, u32) = match (prefix, addr) {
-        (IpAddr::V4(p), IpAddr::V4(a)) => (u32::from(p).into(), u32::from(a).into(), 32),
-        (IpAddr::V6(p), IpAddr::V6(a)) => (u128::from(p), u128::from(a), 128),
-        _ => return false,
-    };
-    let len = u32::from(len).min(bits);
-    len == 0 || (p >> (bits - len)) == (a >> (bits - len))
-}
-
 /// The peer whose allowed IPs hold `remote`, by longest prefix (cryptokey routing).
 pub fn peer_for(peers: &[WgPeer], remote: IpAddr) -> Option<&WgPeer> {
     let remote = normalize(SocketAddr::new(remote, 0)).ip();
@@ -73,7 +63,7 @@ pub fn peer_for(peers: &[WgPeer], remote: IpAddr) -> Option<&WgPeer> {
         .filter_map(|p| {
             p.allowed_ips
                 .iter()
-                .filter(|(ip, len)| contains(*ip, *len, remote))
+                .filter(|(ip, len)| prefix_contains(*ip, *len, remote))
                 .map(|(_, len)| *len)
                 .max()
                 .map(|len| (len, p))
@@ -256,7 +246,7 @@ pub fn parse_peer(data: &[u8]) -> Result<Option<WgPeer>, CodecError> {
 }
 
 /// A generic netlink socket with WireGuard's family id.
-struct WgSocket {
+pub(crate) struct WgSocket {
     conn: NlConn,
     family: u16,
 }
@@ -345,26 +335,33 @@ impl WgSocket {
     }
 }
 
-thread_local! {
-    static WG: RefCell<Option<WgSocket>> = const { RefCell::new(None) };
+/// The peers of WireGuard interface `ifindex`, through the thread's generic netlink socket
+/// ([`ThreadLookups`], kept per thread and network namespace: an interface index means
+/// nothing in another namespace).
+pub fn device_peers(ifindex: u32) -> Result<Vec<WgPeer>, Error> {
+    ThreadLookups::with(|lookups| {
+        let socket = match &mut lookups.wireguard {
+            Some(socket) => socket,
+            slot => slot.insert(WgSocket::open()?),
+        };
+        socket.peers(ifindex)
+    })
 }
 
-/// The peers of WireGuard interface `ifindex` (in the calling thread's namespace).
-pub fn device_peers(ifindex: u32) -> Result<Vec<WgPeer>, Error> {
-    WG.with(|cell| {
-        let mut slot = cell.borrow_mut();
-        if slot.is_none() {
-            *slot = Some(WgSocket::open()?);
-        }
-        let result = slot
-            .as_mut()
-            .map(|s| s.peers(ifindex))
-            .unwrap_or_else(|| Err(Error::new(ErrorKind::System, "no genetlink socket")));
-        if result.is_err() {
-            *slot = None;
-        }
-        result
-    })
+/// Adds WireGuard to an answer when the flow's route leaves through a WireGuard interface
+/// (see [`apply`]); when its peers cannot be read, a caveat says so and WireGuard is not
+/// counted.
+pub fn attach(info: &mut SecurityInfo, flow: &Flow, now: u64, tokens: bool) {
+    if flow.oif_kind.as_deref() != Some("wireguard") {
+        return;
+    }
+    let interface = flow.oif_name.clone().unwrap_or_default();
+    match device_peers(flow.oif) {
+        Ok(peers) => apply(info, &interface, &peers, now, tokens),
+        Err(e) => info.caveats.push(crate::report::Caveat::WireguardUnknown {
+            detail: e.to_string(),
+        }),
+    }
 }
 
 #[cfg(test)]
