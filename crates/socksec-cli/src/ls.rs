@@ -287,16 +287,12 @@ fn detail(answer: &Result<SecurityInfo, Error>, state: SockState) -> String {
             }
         }
         for sa in &p.sas {
-            let algs: Vec<&str> = [&sa.aead, &sa.encryption, &sa.integrity, &sa.compression]
-                .into_iter()
-                .filter_map(|a| a.as_deref())
-                .collect();
             let text = format!(
                 "{} {} {} {}",
                 p.mechanism.name(),
                 sa.proto,
                 format!("{:?}", sa.mode).to_lowercase(),
-                algs.join("+")
+                sa.algorithm_names()
             );
             if !parts.contains(&text) {
                 parts.push(text);

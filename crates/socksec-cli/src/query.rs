@@ -130,17 +130,13 @@ pub(crate) fn print_human(info: &SecurityInfo) {
             print!("; TLS {} {}", tls.version, tls.cipher);
         }
         for sa in &p.sas {
-            let algs: Vec<&str> = [&sa.aead, &sa.encryption, &sa.integrity, &sa.compression]
-                .into_iter()
-                .filter_map(|a| a.as_deref())
-                .collect();
             print!(
                 "; {:?} {:?} spi 0x{:08x} reqid {} {}",
                 sa.proto,
                 sa.mode,
                 sa.spi,
                 sa.reqid,
-                algs.join("+")
+                sa.algorithm_names()
             );
         }
         println!();

@@ -73,10 +73,6 @@ fn print_human(d: &SaDetails) {
     }
     for (dir, sas) in [("outbound", &d.outbound), ("inbound", &d.inbound)] {
         for sa in sas {
-            let algs: Vec<&str> = [&sa.aead, &sa.encryption, &sa.integrity, &sa.compression]
-                .into_iter()
-                .filter_map(|a| a.as_deref())
-                .collect();
             println!(
                 "  kernel {dir}: {} {:?} spi 0x{:08x} reqid {} {} -> {} {}",
                 sa.proto,
@@ -85,7 +81,7 @@ fn print_human(d: &SaDetails) {
                 sa.reqid,
                 sa.src,
                 sa.dst,
-                algs.join("+")
+                sa.algorithm_names()
             );
         }
     }

@@ -136,6 +136,23 @@ pub struct SaInfo {
     pub encapsulation: Option<String>,
 }
 
+impl SaInfo {
+    /// The SA's algorithm names joined with `+` (AEAD, encryption, integrity, compression, in
+    /// that order; those it does not have are left out).
+    pub fn algorithm_names(&self) -> String {
+        [
+            &self.aead,
+            &self.encryption,
+            &self.integrity,
+            &self.compression,
+        ]
+        .into_iter()
+        .filter_map(|a| a.as_deref())
+        .collect::<Vec<_>>()
+        .join("+")
+    }
+}
+
 /// One mechanism's verdict for one direction.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Protection {

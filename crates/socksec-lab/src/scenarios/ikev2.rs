@@ -446,18 +446,7 @@ fn check_front_ends(lab: &mut Lab, est: &Established<'_>) -> Result<()> {
         kernel_out[0]
     );
 
-    let probe_out = sh(
-        "ip",
-        [
-            "netns",
-            "exec",
-            "moon",
-            &probe.display().to_string(),
-            &sun_addr.ip().to_string(),
-            &port.to_string(),
-        ],
-    )
-    .context("running the C ABI probe in moon")?;
+    let probe_out = run_probe(&probe, sun_addr, &[]).context("running the C ABI probe in moon")?;
     lab.evidence("WSAQuerySocketSecurity (C, moon)", probe_out.clone());
     ensure!(
         probe_out.trim().starts_with("rc=0 flags=3 len=24 err=0"),
@@ -467,6 +456,17 @@ fn check_front_ends(lab: &mut Lab, est: &Established<'_>) -> Result<()> {
     lab.note("CLI flags 3, C ABI flags 3");
     check_tokens_in_c(lab, est, &probe, sun_addr)?;
     check_peer(lab, est)
+}
+
+/// Runs the C ABI probe (`host/wsa_probe.c`) in moon against `sun`, with `extra` arguments.
+fn run_probe(probe: &std::path::Path, sun: SocketAddr, extra: &[&str]) -> Result<String> {
+    let (probe, ip, port) = (
+        probe.display().to_string(),
+        sun.ip().to_string(),
+        sun.port().to_string(),
+    );
+    let args = [&["netns", "exec", "moon", &probe, &ip, &port][..], extra].concat();
+    sh("ip", args)
 }
 
 /// How many real queries with peer tokens the C probe makes. Each costs ~2.5 ms under qemu
@@ -484,19 +484,8 @@ fn check_tokens_in_c(
     sun: SocketAddr,
 ) -> Result<()> {
     let n = TOKEN_QUERIES.to_string();
-    let out = sh(
-        "ip",
-        [
-            "netns",
-            "exec",
-            "moon",
-            &probe.display().to_string(),
-            &sun.ip().to_string(),
-            &sun.port().to_string(),
-            &n,
-        ],
-    )
-    .context("running the C ABI probe's token loop in moon")?;
+    let out =
+        run_probe(probe, sun, &[&n]).context("running the C ABI probe's token loop in moon")?;
     lab.evidence("C ABI tokens and SA details (moon)", out.clone());
     let line = |prefix: &str| {
         out.lines()
