@@ -129,6 +129,12 @@ pub(crate) fn print_human(info: &SecurityInfo) {
         if let Some(tls) = &p.ktls {
             print!("; TLS {} {}", tls.version, tls.cipher);
         }
+        if let Some(wg) = &p.wireguard {
+            print!("; {} peer {}", wg.interface, wg.peer.public_key);
+            if let Some(tunnel) = &wg.tunnel {
+                print!("; {tunnel}");
+            }
+        }
         for sa in &p.sas {
             print!(
                 "; {:?} {:?} spi 0x{:08x} reqid {} {}",

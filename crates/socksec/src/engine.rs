@@ -96,8 +96,10 @@ impl Prepared<'_> {
         crate::wireguard::attach(
             &mut info,
             &flow,
+            &snapshot,
             unix_now(),
             self.template.peer_token_access_mask != 0,
+            self.template.strict,
         );
         if self.facts.transport == crate::flow::Transport::Tcp {
             crate::tcp_md5::attach(&mut info, self.fd, routing.bound_ifindex.unwrap_or(0));

@@ -164,7 +164,14 @@ pub fn answer_socket(
     };
     engine::complete_flow(&mut flow, &routing)?;
     let mut info = engine::answer(&socket_facts(s), &flow, snapshot, now, template);
-    crate::wireguard::attach(&mut info, &flow, now, template.peer_token_access_mask != 0);
+    crate::wireguard::attach(
+        &mut info,
+        &flow,
+        snapshot,
+        now,
+        template.peer_token_access_mask != 0,
+        template.strict,
+    );
     if s.transport == Transport::Tcp {
         // The keys and the kTLS state came with the dump (a query reads the same facts for
         // its one socket).

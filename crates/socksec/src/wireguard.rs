@@ -8,6 +8,14 @@
 //! key and the peers' preshared keys are in the reply; the parser never reads those attributes,
 //! and the receive buffer is wiped after each datagram ([`crate::xfrm::dump`]'s connection).
 //!
+//! WireGuard's own packets are UDP between the two endpoints, and they meet the kernel's IPsec
+//! policies like any other UDP: WireGuard can run inside an IPsec tunnel. For a live peer with
+//! an endpoint, the tunnel's flow (source: the address the route picks and the device's listen
+//! port; destination: the endpoint; the device's fwmark, as WireGuard's `send4`/`send6` build
+//! it) is resolved against the same SPD and SAD as the connection, and the verdict is listed
+//! under the WireGuard protection ([`WgTunnel`]). It adds nothing to the flags, which
+//! WireGuard already decides; it says what else holds.
+//!
 //! Inbound, WireGuard accepts a decrypted packet only from a source inside the sending peer's
 //! allowed IPs; a packet in the clear that claims the peer's address on another interface is
 //! not WireGuard's to refuse. socksec counts the inbound direction as WireGuard's when the
@@ -21,12 +29,14 @@ use serde::{Deserialize, Serialize};
 
 use crate::contract::{Flags, SecurityInfo};
 use crate::error::{Error, ErrorKind};
-use crate::flow::{Flow, normalize, prefix_contains};
+use crate::flow::{Flow, Transport, normalize, prefix_contains};
 use crate::peer::{Peer, PeerIdentity};
 use crate::report::{Direction, Mechanism, Protection, Reason};
 use crate::route::ThreadLookups;
+use crate::socket::RoutingFacts;
 use crate::xfrm::codec::{Attrs, CodecError, NlMsg, Request, nl};
 use crate::xfrm::dump::{NlConn, NlError};
+use crate::xfrm::model::XfrmSnapshot;
 
 /// `REJECT_AFTER_TIME`: a session older than this is not used any more.
 pub const REJECT_AFTER_SECS: u64 = 180;
@@ -53,6 +63,120 @@ pub struct WgDetail {
     pub peer: WgPeer,
     /// Seconds since its last handshake, when there was one.
     pub handshake_age: Option<u64>,
+    /// The tunnel's own UDP packets and what IPsec does to them, when the peer has an
+    /// endpoint.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tunnel: Option<WgTunnel>,
+}
+
+/// A WireGuard interface as socksec keeps it: no private key.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct WgDevice {
+    /// The UDP port the device sends from and listens on.
+    pub listen_port: u16,
+    /// The mark on the tunnel's packets (`fwmark`, 0 for none).
+    pub fwmark: u32,
+    /// Its peers.
+    pub peers: Vec<WgPeer>,
+}
+
+/// WireGuard's own UDP flow to a peer's endpoint, and the IPsec verdict for it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WgTunnel {
+    /// Source of the tunnel's packets: the address the route picks, the listen port.
+    pub local: SocketAddr,
+    /// The peer's endpoint.
+    pub remote: SocketAddr,
+    /// The device's fwmark, which the tunnel's route and policy lookups carry.
+    pub fwmark: u32,
+    /// The interface the tunnel's packets leave through, when known.
+    pub interface: Option<String>,
+    /// Both directions of the tunnel's packets are IPsec-secured.
+    pub secured: bool,
+    /// And encrypted.
+    pub encrypted: bool,
+    /// IPsec's verdict for the tunnel's packets: outbound, then inbound, with the policy,
+    /// SAs and reasons as for any flow.
+    pub ipsec: Vec<Protection>,
+}
+
+impl WgTunnel {
+    /// The SAs that carry the tunnel's packets, one line each way: `esp transport
+    /// rfc4106(gcm(aes))`; empty when IPsec does not touch them.
+    pub fn sa_summaries(&self) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        for sa in self.ipsec.iter().flat_map(|p| &p.sas) {
+            let text = format!(
+                "{} {} {}",
+                sa.proto,
+                format!("{:?}", sa.mode).to_lowercase(),
+                sa.algorithm_names()
+            );
+            if !out.contains(&text) {
+                out.push(text);
+            }
+        }
+        out
+    }
+}
+
+impl std::fmt::Display for WgTunnel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "tunnel udp {} -> {}", self.local, self.remote)?;
+        if self.fwmark != 0 {
+            write!(f, " mark 0x{:x}", self.fwmark)?;
+        }
+        let state = match (self.secured, self.encrypted) {
+            (true, true) => "IPsec-encrypted",
+            (true, false) => "IPsec integrity only",
+            _ if self.ipsec.iter().any(|p| p.secured) => "IPsec in one direction only",
+            _ => "not in IPsec",
+        };
+        write!(f, ": {state}")?;
+        let sas = self.sa_summaries();
+        if !sas.is_empty() {
+            write!(f, " ({})", sas.join(", "))?;
+        }
+        Ok(())
+    }
+}
+
+/// The tunnel's UDP flow to `endpoint`, before the route fills in its source address: from the
+/// listen port, with the device's fwmark (WireGuard's `send4`/`send6` set no output interface
+/// and no uid).
+pub fn tunnel_flow(device: &WgDevice, endpoint: SocketAddr) -> (Flow, RoutingFacts) {
+    let endpoint = normalize(endpoint);
+    let any: IpAddr = if endpoint.is_ipv4() {
+        Ipv4Addr::UNSPECIFIED.into()
+    } else {
+        Ipv6Addr::UNSPECIFIED.into()
+    };
+    let mut flow = Flow::new(
+        Transport::Udp,
+        SocketAddr::new(any, device.listen_port),
+        endpoint,
+    );
+    flow.mark = device.fwmark;
+    let routing = RoutingFacts {
+        mark: device.fwmark,
+        bound_ifindex: None,
+        uid: 0,
+    };
+    (flow, routing)
+}
+
+/// The IPsec verdict for a tunnel flow whose route is complete: pure.
+pub fn tunnel_verdict(flow: &Flow, snapshot: &XfrmSnapshot, now: u64, strict: bool) -> WgTunnel {
+    let verdict = crate::xfrm::resolve::resolve(flow, snapshot, now, strict);
+    WgTunnel {
+        local: flow.local,
+        remote: flow.remote,
+        fwmark: flow.mark,
+        interface: flow.oif_name.clone(),
+        secured: verdict.secured(),
+        encrypted: verdict.encrypted(),
+        ipsec: verdict.protections.to_vec(),
+    }
 }
 
 /// The peer whose allowed IPs hold `remote`, by longest prefix (cryptokey routing).
@@ -115,6 +239,7 @@ pub fn apply(info: &mut SecurityInfo, interface: &str, peers: &[WgPeer], now: u6
                 interface: interface.to_string(),
                 peer: p.clone(),
                 handshake_age: age,
+                tunnel: None,
             }),
         });
     }
@@ -145,6 +270,8 @@ const CTRL_ATTR_FAMILY_ID: u16 = 1;
 const CTRL_ATTR_FAMILY_NAME: u16 = 2;
 const WG_CMD_GET_DEVICE: u8 = 0;
 const WGDEVICE_A_IFINDEX: u16 = 1;
+const WGDEVICE_A_LISTEN_PORT: u16 = 6;
+const WGDEVICE_A_FWMARK: u16 = 7;
 const WGDEVICE_A_PEERS: u16 = 8;
 const WGPEER_A_PUBLIC_KEY: u16 = 1;
 const WGPEER_A_ENDPOINT: u16 = 4;
@@ -296,7 +423,7 @@ impl WgSocket {
         Ok(Self { conn, family })
     }
 
-    fn peers(&mut self, ifindex: u32) -> Result<Vec<WgPeer>, Error> {
+    fn device(&mut self, ifindex: u32) -> Result<WgDevice, Error> {
         let family = self.family;
         let parts = self
             .conn
@@ -308,59 +435,107 @@ impl WgSocket {
                 },
                 true,
                 |msg: NlMsg<'_>| {
-                    let mut peers = Vec::new();
+                    let mut part = WgDevice::default();
                     for a in genl_attrs(&msg)? {
                         let (kind, v) = a?;
                         // The private key (WGDEVICE_A_PRIVATE_KEY) is never read.
-                        if kind == WGDEVICE_A_PEERS {
-                            for p in Attrs::new(v) {
-                                peers.extend(parse_peer(p?.1)?);
+                        match kind {
+                            WGDEVICE_A_PEERS => {
+                                for p in Attrs::new(v) {
+                                    part.peers.extend(parse_peer(p?.1)?);
+                                }
                             }
+                            WGDEVICE_A_LISTEN_PORT if v.len() >= 2 => {
+                                part.listen_port = u16::from_ne_bytes([v[0], v[1]]);
+                            }
+                            WGDEVICE_A_FWMARK if v.len() >= 4 => {
+                                part.fwmark = u32::from_ne_bytes([v[0], v[1], v[2], v[3]]);
+                            }
+                            _ => {}
                         }
                     }
-                    Ok(peers)
+                    Ok(part)
                 },
             )
             .map_err(|e| nl_err("reading the WireGuard device", e))?;
-        // A device with many peers comes in several messages; a peer's allowed IPs may continue
-        // in the next one under the same public key.
-        let mut out: Vec<WgPeer> = Vec::new();
-        for p in parts.into_iter().flatten() {
-            match out.iter_mut().find(|q| q.public_key == p.public_key) {
-                Some(q) => q.allowed_ips.extend(p.allowed_ips),
-                None => out.push(p),
+        // A device with many peers comes in several messages (the device's own attributes in
+        // each); a peer's allowed IPs may continue in the next one under the same public key.
+        let mut out = WgDevice::default();
+        for part in parts {
+            out.listen_port = part.listen_port;
+            out.fwmark = part.fwmark;
+            for p in part.peers {
+                match out.peers.iter_mut().find(|q| q.public_key == p.public_key) {
+                    Some(q) => q.allowed_ips.extend(p.allowed_ips),
+                    None => out.peers.push(p),
+                }
             }
         }
         Ok(out)
     }
 }
 
-/// The peers of WireGuard interface `ifindex`, through the thread's generic netlink socket
-/// ([`ThreadLookups`], kept per thread and network namespace: an interface index means
-/// nothing in another namespace).
-pub fn device_peers(ifindex: u32) -> Result<Vec<WgPeer>, Error> {
+/// WireGuard interface `ifindex` (listen port, fwmark, peers), through the thread's generic
+/// netlink socket ([`ThreadLookups`], kept per thread and network namespace: an interface
+/// index means nothing in another namespace).
+pub fn device(ifindex: u32) -> Result<WgDevice, Error> {
     ThreadLookups::with(|lookups| {
         let socket = match &mut lookups.wireguard {
             Some(socket) => socket,
             slot => slot.insert(WgSocket::open()?),
         };
-        socket.peers(ifindex)
+        socket.device(ifindex)
     })
 }
 
 /// Adds WireGuard to an answer when the flow's route leaves through a WireGuard interface
-/// (see [`apply`]); when its peers cannot be read, a caveat says so and WireGuard is not
-/// counted.
-pub fn attach(info: &mut SecurityInfo, flow: &Flow, now: u64, tokens: bool) {
+/// (see [`apply`]), with the IPsec verdict for the tunnel's own packets against `snapshot`
+/// when the peer has an endpoint ([`WgTunnel`]); when the device cannot be read, a caveat says
+/// so and WireGuard is not counted.
+pub fn attach(
+    info: &mut SecurityInfo,
+    flow: &Flow,
+    snapshot: &XfrmSnapshot,
+    now: u64,
+    tokens: bool,
+    strict: bool,
+) {
     if flow.oif_kind.as_deref() != Some("wireguard") {
         return;
     }
     let interface = flow.oif_name.clone().unwrap_or_default();
-    match device_peers(flow.oif) {
-        Ok(peers) => apply(info, &interface, &peers, now, tokens),
-        Err(e) => info.caveats.push(crate::report::Caveat::WireguardUnknown {
-            detail: e.to_string(),
-        }),
+    let device = match device(flow.oif) {
+        Ok(device) => device,
+        Err(e) => {
+            info.caveats.push(crate::report::Caveat::WireguardUnknown {
+                detail: e.to_string(),
+            });
+            return;
+        }
+    };
+    apply(info, &interface, &device.peers, now, tokens);
+    let Some(endpoint) = peer_for(&device.peers, info.socket.peer.ip()).and_then(|p| p.endpoint)
+    else {
+        return;
+    };
+    let (mut outer, routing) = tunnel_flow(&device, endpoint);
+    let tunnel = match crate::engine::complete_flow(&mut outer, &routing) {
+        // Without a source address the tunnel's packets cannot leave; nothing to resolve.
+        Ok(()) if !outer.local.ip().is_unspecified() => {
+            tunnel_verdict(&outer, snapshot, now, strict)
+        }
+        Ok(()) => return,
+        Err(e) => {
+            info.caveats.push(crate::report::Caveat::WireguardUnknown {
+                detail: format!("the route of the tunnel to {endpoint} cannot be read: {e}"),
+            });
+            return;
+        }
+    };
+    for p in &mut info.protections {
+        if let Some(detail) = p.wireguard.as_mut() {
+            detail.tunnel = Some(tunnel.clone());
+        }
     }
 }
 

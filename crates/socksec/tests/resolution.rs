@@ -836,3 +836,70 @@ fn ipv4_mapped_addresses_resolve_as_ipv4() {
     flow.iif = Some(3);
     assert!(resolve(&flow, &transport_snapshot(), NOW, false).encrypted());
 }
+
+/// WireGuard inside IPsec: the tunnel's own UDP packets (listen port → endpoint, with the
+/// device's fwmark) meet the policies like any UDP flow.
+#[test]
+fn wireguard_tunnel_flow_meets_udp_port_and_mark_policies() {
+    use socksec::wireguard::{WgDevice, tunnel_flow, tunnel_verdict};
+    let device = WgDevice {
+        listen_port: 51820,
+        fwmark: 0x51,
+        peers: Vec::new(),
+    };
+    let (mut flow, routing) = tunnel_flow(&device, SocketAddr::new(ip(REMOTE), 51821));
+    assert_eq!(
+        (flow.local.port(), flow.mark, routing.mark),
+        (51820, 0x51, 0x51)
+    );
+    assert!(flow.local.ip().is_unspecified() && routing.bound_ifindex.is_none());
+    // What the route lookup fills in.
+    flow.local.set_ip(ip(LOCAL));
+    flow.oif = 3;
+    flow.iif = Some(3);
+    let udp = |src: &str, dst: &str, sport: u16, dport: u16| Selector {
+        proto: 17,
+        sport,
+        sport_mask: u16::MAX,
+        dport,
+        dport_mask: u16::MAX,
+        ..host_selector(src, dst)
+    };
+    let snapshot = |sport: u16, mark: u32| {
+        let mut out = policy(
+            PolicyDir::Out,
+            udp(LOCAL, REMOTE, sport, 51821),
+            100,
+            vec![esp_transport(1)],
+        );
+        let inp = policy(
+            PolicyDir::In,
+            udp(REMOTE, LOCAL, 51821, sport),
+            100,
+            vec![esp_transport(1)],
+        );
+        // Received packets carry no mark: only the outbound policy asks for the fwmark.
+        out.mark = Mark {
+            value: mark,
+            mask: u32::MAX,
+        };
+        XfrmSnapshot {
+            policies: vec![inp, out],
+            ..transport_snapshot()
+        }
+    };
+    let t = tunnel_verdict(&flow, &snapshot(51820, 0x51), NOW, false);
+    assert!(t.secured && t.encrypted, "{t:#?}");
+    assert_eq!(
+        (t.local, t.remote, t.fwmark),
+        (flow.local, flow.remote, 0x51)
+    );
+    assert_eq!(t.ipsec[0].sas[0].spi, 0xca17c561);
+    assert_eq!(t.ipsec[1].sas[0].spi, 0xcc79891a);
+    // Another port, or an outbound policy for packets without the device's mark: in the clear.
+    for (sport, mark) in [(51000, 0x51), (51820, 0)] {
+        let t = tunnel_verdict(&flow, &snapshot(sport, mark), NOW, false);
+        assert!(!t.secured && !t.encrypted, "{t:#?}");
+        assert!(matches!(t.ipsec[0].reason, Some(Reason::NoPolicy { .. })));
+    }
+}

@@ -16,8 +16,10 @@ use crate::lab::vici::{ChildSa, IkeSa};
 use crate::lab::{Expect, Lab, sockets, xfrm};
 use crate::results::{CLI_FILE, WSA_PROBE_FILE};
 
-const START: Duration = Duration::from_secs(30);
-const IKE: Duration = Duration::from_secs(60);
+/// How long charon may take to come up.
+pub(crate) const START: Duration = Duration::from_secs(30);
+/// How long an IKE_SA and its CHILD_SA may take.
+pub(crate) const IKE: Duration = Duration::from_secs(60);
 
 /// The flow a case carries over the CHILD_SA.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -92,7 +94,7 @@ impl Case {
 }
 
 /// The kernel SA from `from` to `to` with `spi`, or an error naming what is there.
-fn find_sa<'a>(
+pub(crate) fn find_sa<'a>(
     states: &'a [xfrm::State],
     spi: u32,
     from: &str,

@@ -45,6 +45,11 @@ pub const ALL: &[Scenario] = &[
         run: wireguard::run,
     },
     Scenario {
+        name: "wireguard-inside-ipsec",
+        about: "WireGuard whose UDP packets ride transport ESP: both listed, flags 3; plain TCP beside clear",
+        run: wireguard::inside_ipsec,
+    },
+    Scenario {
         name: "ikev2-psk-transport-esp-gcm",
         about: "IKEv2 PSK, transport ESP aes128gcm16, TCP: secured+encrypted by the negotiated SAs",
         run: ikev2::transport_esp_gcm,

@@ -46,12 +46,12 @@ pub(crate) fn ls_tcp(ns: &str) -> Result<Value> {
 
 /// Checks, in moon's `socksec ls --tcp --json`, that `protected` (local, peer) is listed
 /// secured and encrypted by `mechanism` in both directions, and `plain` (local, peer) with
-/// flags 0.
+/// flags 0; returns the protected connection's entry.
 pub(crate) fn check_ls_beside_plain(
     mechanism: &str,
     protected: (SocketAddr, SocketAddr),
     plain: (SocketAddr, SocketAddr),
-) -> Result<()> {
+) -> Result<Value> {
     let list = ls_tcp("moon")?;
     let listed = entry(&list, protected.0, protected.1)?;
     let found: Vec<_> = mechanisms(listed)
@@ -69,7 +69,7 @@ pub(crate) fn check_ls_beside_plain(
         "`socksec ls` gives the plain connection flags {}",
         plain_listed["flags"]
     );
-    Ok(())
+    Ok(listed.clone())
 }
 
 /// The mechanisms of an answer's protections, with direction and flags, in order.

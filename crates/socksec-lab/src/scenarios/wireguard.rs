@@ -2,13 +2,21 @@
 //! by the peer whose allowed IPs hold the remote address, named by its public key as `wg`
 //! shows it; a peer that never had a handshake secures nothing; a connection over the plain
 //! link beside it is clear.
+//!
+//! WireGuard inside IPsec: charon negotiates transport ESP for WireGuard's own UDP packets
+//! only; a connection over the tunnel lists both mechanisms (WireGuard, and the SAs that carry
+//! its packets, as `ip xfrm state` counts them), and a TCP connection over the plain link
+//! beside it is clear.
 
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
 
 use crate::cmd::sh;
 use crate::error::{Context, Result, ensure};
+use crate::lab::charon::Charon;
 use crate::lab::query::Ask;
+use crate::lab::swanctl::PskConnection;
 use crate::lab::{Expect, Lab, sockets};
+use crate::scenarios::ikev2::{IKE, START, find_sa};
 
 const PORT: u16 = 51820;
 
@@ -21,21 +29,28 @@ fn wg_key(private: &str) -> Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
-/// Two WireGuard interfaces, 10.77.0.1 (moon) and 10.77.0.2 (sun); moon also knows a peer
-/// for 10.77.0.9 that never answers.
-pub fn run(lab: &mut Lab) -> Result<()> {
+/// What the scenarios need of the keys: moon's private key file (to prove it never appears
+/// in an answer) and sun's public key (the identity answers must name).
+struct Keys {
+    moon_private: std::path::PathBuf,
+    sun_public: String,
+}
+
+fn new_key(dir: &std::path::Path, name: &str) -> Result<(std::path::PathBuf, String)> {
+    let private = sh("wg", ["genkey"])?.trim().to_string();
+    let path = dir.join(format!("{name}.key"));
+    std::fs::write(&path, format!("{private}\n"))?;
+    Ok((path, wg_key(&private)?))
+}
+
+/// Two WireGuard interfaces `wg0`, 10.77.0.1 (moon) and 10.77.0.2 (sun), each the other's
+/// peer at its namespace address and port [`PORT`].
+fn setup(lab: &Lab) -> Result<Keys> {
     let (moon_v4, sun_v4) = (lab.moon().v4, lab.sun().v4);
     let dir = std::env::temp_dir().join("socksec-lab-wg");
     std::fs::create_dir_all(&dir)?;
-    let mut keys = Vec::new();
-    for name in ["moon", "sun", "ghost"] {
-        let private = sh("wg", ["genkey"])?.trim().to_string();
-        let path = dir.join(format!("{name}.key"));
-        std::fs::write(&path, format!("{private}\n"))?;
-        keys.push((path, wg_key(&private)?));
-    }
-    let [(moon_key, moon_pub), (sun_key, sun_pub), (_, ghost_pub)] =
-        <[_; 3]>::try_from(keys).map_err(|_| crate::error::Error::msg("three keys"))?;
+    let (moon_key, moon_pub) = new_key(&dir, "moon")?;
+    let (sun_key, sun_pub) = new_key(&dir, "sun")?;
     for (ns, key, addr, peer_pub, peer_ip, peer_endpoint) in [
         (
             "moon",
@@ -80,6 +95,20 @@ pub fn run(lab: &mut Lab) -> Result<()> {
         ip(&["addr", "add", addr, "dev", "wg0"])?;
         ip(&["link", "set", "wg0", "up"])?;
     }
+    Ok(Keys {
+        moon_private: moon_key,
+        sun_public: sun_pub,
+    })
+}
+
+/// WireGuard between moon and sun ([`setup`]); moon also knows a peer for 10.77.0.9 that
+/// never answers.
+pub fn run(lab: &mut Lab) -> Result<()> {
+    let Keys {
+        moon_private: moon_key,
+        sun_public: sun_pub,
+    } = setup(lab)?;
+    let (_, ghost_pub) = new_key(&std::env::temp_dir().join("socksec-lab-wg"), "ghost")?;
     sh(
         "ip",
         [
@@ -186,5 +215,109 @@ pub fn run(lab: &mut Lab) -> Result<()> {
         "WireGuard: secured+encrypted by sun's key {}…, in query and ls; ghost peer not secured; plain link clear",
         &sun_pub[..8]
     ));
+    Ok(())
+}
+
+/// WireGuard inside IPsec: transport ESP (aes128gcm16) for udp/[`PORT`] between moon and sun,
+/// WireGuard over it, TCP over WireGuard.
+pub fn inside_ipsec(lab: &mut Lab) -> Result<()> {
+    let mut conn = PskConnection::transport_esp("aes128gcm16-modp2048");
+    conn.ts_protocol = Some(format!("[udp/{PORT}]"));
+    let mut moon = Charon::spawn(lab.moon(), &conn.render(lab.moon(), lab.sun()), &lab.dir)?;
+    let mut sun = Charon::spawn(lab.sun(), &conn.render(lab.sun(), lab.moon()), &lab.dir)?;
+    moon.ready(START)?;
+    sun.ready(START)?;
+    let out = moon.initiate(&conn.child, IKE)?;
+    lab.evidence("swanctl --initiate (moon)", out);
+    let (_, child) = moon.wait_child(&conn.child, IKE)?;
+    let keys = setup(lab)?;
+
+    let server: SocketAddr = "10.77.0.2:5203".parse().expect("literal");
+    let listener = lab.sun().run(|| TcpListener::bind(server))??;
+    let client = lab.moon().run(|| TcpStream::connect(server))??;
+    let (accepted, _) = listener.accept().context("accepting over WireGuard")?;
+    sockets::exchange(&client, &accepted, b"wireguard inside ipsec")?;
+
+    // The kernel's view: the CHILD_SA's SAs carried WireGuard's packets.
+    let (m, s) = (lab.moon().v4.to_string(), lab.sun().v4.to_string());
+    let states = lab.moon().xfrm_states_with_stats()?;
+    let out_sa = find_sa(&states, child.spi_out, &m, &s)?;
+    let in_sa = find_sa(&states, child.spi_in, &s, &m)?;
+    ensure!(
+        out_sa.packets.unwrap_or(0) > 0 && in_sa.packets.unwrap_or(0) > 0,
+        "WireGuard's packets did not use the SAs (packets out {:?}, in {:?})",
+        out_sa.packets,
+        in_sa.packets
+    );
+
+    let Some(answer) = lab.query_detail("WireGuard inside IPsec", true, &client, Ask::default())?
+    else {
+        return Ok(());
+    };
+    ensure!(
+        answer["flags"] == 3,
+        "flags {}, expected 3",
+        answer["flags"]
+    );
+    let wg: Vec<_> = answer["protections"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|p| p["mechanism"] == "wireguard")
+        .collect();
+    ensure!(
+        wg.len() == 2
+            && wg.iter().all(|p| p["secured"] == true
+                && p["wireguard"]["peer"]["public_key"] == keys.sun_public.as_str()),
+        "WireGuard protections {wg:?}, expected both directions by sun's key"
+    );
+    let tunnel = &wg[0]["wireguard"]["tunnel"];
+    let spi = |i: usize| tunnel["ipsec"][i]["sas"][0]["spi"].as_u64();
+    ensure!(
+        tunnel["secured"] == true
+            && tunnel["encrypted"] == true
+            && tunnel["local"] == format!("{m}:{PORT}").as_str()
+            && tunnel["remote"] == format!("{s}:{PORT}").as_str()
+            && spi(0) == Some(u64::from(child.spi_out))
+            && spi(1) == Some(u64::from(child.spi_in))
+            && tunnel["ipsec"][0]["sas"][0]["aead"]
+                .as_str()
+                .is_some_and(|a| out_sa.aead.as_deref() == Some(a)),
+        "tunnel {tunnel}, expected udp {m}:{PORT} -> {s}:{PORT} in ESP out {:08x} in {:08x} ({:?})",
+        child.spi_out,
+        child.spi_in,
+        out_sa.aead
+    );
+    ensure!(
+        !answer
+            .to_string()
+            .contains(std::fs::read_to_string(&keys.moon_private)?.trim()),
+        "moon's private key in the answer"
+    );
+
+    // Only WireGuard's port is in the CHILD_SA: TCP over the plain link is clear.
+    let plain = sockets::tcp_pair(lab.moon(), lab.sun(), 5204, false)?;
+    lab.check_socket("plain beside", true, &plain.client, None, &Expect::Clear)?;
+    let listed = super::operator::check_ls_beside_plain(
+        "wireguard",
+        (client.local_addr()?, server),
+        (plain.client.local_addr()?, plain.client.peer_addr()?),
+    )?;
+    ensure!(
+        listed["protections"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|p| p["wireguard"]["tunnel"]["secured"] == true),
+        "`socksec ls` does not show the tunnel in IPsec: {listed}"
+    );
+    lab.note(format!(
+        "WireGuard inside IPsec: flags 3 by sun's key, tunnel udp/{PORT} in ESP out {:08x} in {:08x} ({} / {} packets); plain TCP clear",
+        child.spi_out,
+        child.spi_in,
+        out_sa.packets.unwrap_or(0),
+        in_sa.packets.unwrap_or(0)
+    ));
+    drop((moon, sun));
     Ok(())
 }
