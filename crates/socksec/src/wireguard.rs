@@ -14,7 +14,10 @@
 //! port; destination: the endpoint; the device's fwmark, as WireGuard's `send4`/`send6` build
 //! it) is resolved against the same SPD and SAD as the connection, and the verdict is listed
 //! under the WireGuard protection ([`WgTunnel`]). It adds nothing to the flags, which
-//! WireGuard already decides; it says what else holds.
+//! WireGuard already decides; it says what else holds. The tunnel's flow is resolved in the
+//! namespace of the interface: a WireGuard interface moved into another network namespace
+//! keeps its UDP socket where it was created, and that namespace's tables (which socksec does
+//! not see from here) are the ones that apply.
 //!
 //! Inbound, WireGuard accepts a decrypted packet only from a source inside the sending peer's
 //! allowed IPs; a packet in the clear that claims the peer's address on another interface is
