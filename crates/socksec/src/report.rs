@@ -415,6 +415,13 @@ pub enum Caveat {
         /// Why.
         detail: String,
     },
+    /// WireGuard carries the connection, but whether IPsec carries WireGuard's own packets
+    /// cannot be told from here (e.g. the interface was moved from the namespace that holds
+    /// its UDP socket); the tunnel is not listed.
+    WireguardTunnelUnknown {
+        /// Why.
+        detail: String,
+    },
 }
 
 impl fmt::Display for Caveat {
@@ -435,6 +442,9 @@ impl fmt::Display for Caveat {
             }
             Self::TcpMd5Unknown { detail } => write!(f, "TCP-MD5 keys unknown: {detail}"),
             Self::WireguardUnknown { detail } => write!(f, "WireGuard peers unknown: {detail}"),
+            Self::WireguardTunnelUnknown { detail } => {
+                write!(f, "WireGuard tunnel's own protection unknown: {detail}")
+            }
         }
     }
 }

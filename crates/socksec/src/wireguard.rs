@@ -14,10 +14,10 @@
 //! port; destination: the endpoint; the device's fwmark, as WireGuard's `send4`/`send6` build
 //! it) is resolved against the same SPD and SAD as the connection, and the verdict is listed
 //! under the WireGuard protection ([`WgTunnel`]). It adds nothing to the flags, which
-//! WireGuard already decides; it says what else holds. The tunnel's flow is resolved in the
-//! namespace of the interface: a WireGuard interface moved into another network namespace
-//! keeps its UDP socket where it was created, and that namespace's tables (which socksec does
-//! not see from here) are the ones that apply.
+//! WireGuard already decides; it says what else holds. A WireGuard interface moved into
+//! another network namespace keeps its UDP socket in the one it was created in, whose tables
+//! apply to the tunnel's packets; socksec resolves the tunnel only when the interface's
+//! namespace holds a UDP socket on the listen port, and otherwise says it cannot tell.
 //!
 //! Inbound, WireGuard accepts a decrypted packet only from a source inside the sending peer's
 //! allowed IPs; a packet in the clear that claims the peer's address on another interface is
@@ -491,6 +491,23 @@ pub fn device(ifindex: u32) -> Result<WgDevice, Error> {
     })
 }
 
+/// Whether this network namespace holds an unconnected UDP socket on `port` of the family
+/// (WireGuard's socket; another cannot bind the port beside it), through the thread's
+/// sock_diag socket.
+fn udp_socket_here(port: u16, ipv4: bool) -> Result<bool, Error> {
+    let family = if ipv4 { libc::AF_INET } else { libc::AF_INET6 } as u8;
+    ThreadLookups::with(|lookups| {
+        let diag = match &mut lookups.diag {
+            Some(diag) => diag,
+            slot => slot.insert(crate::diag::Diag::open()?),
+        };
+        Ok(diag
+            .sockets(family, Transport::Udp, crate::diag::ALL_STATES)?
+            .iter()
+            .any(|s| s.local.port() == port && s.remote.port() == 0))
+    })
+}
+
 /// Adds WireGuard to an answer when the flow's route leaves through a WireGuard interface
 /// (see [`apply`]), with the IPsec verdict for the tunnel's own packets against `snapshot`
 /// when the peer has an endpoint ([`WgTunnel`]); when the device cannot be read, a caveat says
@@ -521,6 +538,23 @@ pub fn attach(
     else {
         return;
     };
+    let unknown = |info: &mut SecurityInfo, detail: String| {
+        info.caveats
+            .push(crate::report::Caveat::WireguardTunnelUnknown { detail });
+    };
+    match udp_socket_here(device.listen_port, endpoint.is_ipv4()) {
+        Ok(true) => {}
+        Ok(false) => {
+            return unknown(
+                info,
+                format!(
+                    "no UDP socket on port {} in this network namespace: {interface}'s socket is in the namespace it was created in, whose IPsec tables apply",
+                    device.listen_port
+                ),
+            );
+        }
+        Err(e) => return unknown(info, format!("listing UDP sockets: {e}")),
+    }
     let (mut outer, routing) = tunnel_flow(&device, endpoint);
     let tunnel = match crate::engine::complete_flow(&mut outer, &routing) {
         // Without a source address the tunnel's packets cannot leave; nothing to resolve.
@@ -528,12 +562,7 @@ pub fn attach(
             tunnel_verdict(&outer, snapshot, now, strict)
         }
         Ok(()) => return,
-        Err(e) => {
-            info.caveats.push(crate::report::Caveat::WireguardUnknown {
-                detail: format!("the route of the tunnel to {endpoint} cannot be read: {e}"),
-            });
-            return;
-        }
+        Err(e) => return unknown(info, format!("the route to {endpoint}: {e}")),
     };
     for p in &mut info.protections {
         if let Some(detail) = p.wireguard.as_mut() {

@@ -311,13 +311,63 @@ pub fn inside_ipsec(lab: &mut Lab) -> Result<()> {
             .any(|p| p["wireguard"]["tunnel"]["secured"] == true),
         "`socksec ls` does not show the tunnel in IPsec: {listed}"
     );
+    check_moved_interface(lab)?;
     lab.note(format!(
-        "WireGuard inside IPsec: flags 3 by sun's key, tunnel udp/{PORT} in ESP out {:08x} in {:08x} ({} / {} packets); plain TCP clear",
+        "WireGuard inside IPsec: flags 3 by sun's key, tunnel udp/{PORT} in ESP out {:08x} in {:08x} ({} / {} packets); plain TCP clear; a moved interface: tunnel unknown",
         child.spi_out,
         child.spi_in,
         out_sa.packets.unwrap_or(0),
         in_sa.packets.unwrap_or(0)
     ));
     drop((moon, sun));
+    Ok(())
+}
+
+/// An interface created in the guest's own namespace and moved into moon keeps its UDP socket
+/// behind: moon's tables say nothing of the tunnel's packets, and the answer says it cannot
+/// tell instead of listing a tunnel.
+fn check_moved_interface(lab: &mut Lab) -> Result<()> {
+    let (key, _) = new_key(&std::env::temp_dir().join("socksec-lab-wg"), "moved")?;
+    let (_, peer_pub) = new_key(&std::env::temp_dir().join("socksec-lab-wg"), "moved-peer")?;
+    sh("ip", ["link", "add", "wgmoved", "type", "wireguard"])?;
+    sh(
+        "wg",
+        [
+            "set",
+            "wgmoved",
+            "private-key",
+            &key.display().to_string(),
+            "listen-port",
+            "51830",
+            "peer",
+            &peer_pub,
+            "allowed-ips",
+            "10.79.0.2/32",
+            "endpoint",
+            &format!("{}:51830", lab.sun().v4),
+        ],
+    )?;
+    sh("ip", ["link", "set", "wgmoved", "netns", "moon"])?;
+    lab.moon()
+        .ip(&["addr", "add", "10.79.0.1/24", "dev", "wgmoved"])?;
+    lab.moon().ip(&["link", "set", "wgmoved", "up"])?;
+    let udp = lab.moon().run(|| UdpSocket::bind("10.79.0.1:0"))??;
+    let ask = Ask {
+        peer: Some("10.79.0.2:9".parse().expect("literal")),
+        ..Ask::default()
+    };
+    let Some(a) = lab.query_detail("moved WireGuard interface", true, &udp, ask)? else {
+        return Ok(());
+    };
+    let caveats = a["caveats"].to_string();
+    ensure!(
+        a["flags"] == 0
+            && caveats.contains("wireguard_tunnel_unknown")
+            && caveats.contains("51830")
+            && !a["protections"].to_string().contains("\"tunnel\""),
+        "moved interface: flags {}, caveats {caveats}, protections {}",
+        a["flags"],
+        a["protections"]
+    );
     Ok(())
 }
