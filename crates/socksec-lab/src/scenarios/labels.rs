@@ -1,14 +1,19 @@
 //! Labeled networking: SAs and policies with an SELinux security context (`ip xfrm ... ctx`),
-//! installed by hand. The guest boots with SELinux as its major LSM and no policy loaded
-//! (see `host::qemu::LSM`). A TCP connection whose packets arrive through a labeled SA gets
-//! the SA's label as its peer label (`SO_PEERSEC`); a plain connection beside it gets none.
+//! installed by hand. The guest boots with SELinux as its major LSM (see `host::qemu::LSM`).
+//! A TCP connection whose packets arrive through a labeled SA gets the SA's label as its peer
+//! label (`SO_PEERSEC`); a plain connection beside it gets none.
 //!
-//! Before a policy load SELinux maps a context string that names an initial SID (`kernel`,
-//! `node`, `netmsg`...) to that SID and any other string to `kernel`, and turns a SID back into
-//! its initial-SID name; every socket is `kernel`. Outbound, the kernel uses an SA only when
-//! the SA's SID equals the flow's (the socket's), so the copy of each SA that sends carries a
-//! full context (mapped to `kernel`); the copy that receives carries an initial-SID name, so
-//! each end's peer label is its own inbound SA's context and nothing else.
+//! First without a policy. Before a policy load SELinux maps a context string that names an
+//! initial SID (`kernel`, `node`, `netmsg`...) to that SID and any other string to `kernel`, and
+//! turns a SID back into its initial-SID name; every socket is `kernel`. Outbound, the kernel
+//! uses an SA only when the SA's SID equals the flow's (the socket's), so the copy of each SA
+//! that sends carries a full context (mapped to `kernel`); the copy that receives carries an
+//! initial-SID name, so each end's peer label is its own inbound SA's context and nothing else.
+//!
+//! Then with a tiny policy loaded while SELinux is permissive (it denies nothing): the sockets
+//! are `system_u:system_r:kernel_t`, which the sending SAs carry, and the receiving SAs carry
+//! contexts of types of their own, which come back as the peer labels. A policy cannot be
+//! unloaded, which is why this scenario runs last.
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::Path;
@@ -27,15 +32,97 @@ use crate::scenarios::operator;
 const KEY_MS: &str = "0x6c6162656c65642d6d6f6f6e2d746f2d73756e21";
 /// The same, sun -> moon (test-only).
 const KEY_SM: &str = "0x6c6162656c65642d73756e2d746f2d6d6f6f6e21";
-/// The context of the sending copy of each SA (SELinux maps it to `kernel` before a policy
-/// load, the SID of every socket, so that the kernel uses the SA for the flow).
-const SENDING_CTX: &str = "system_u:object_r:socksec_lab_ipsec_t:s0";
-/// The context of every policy (before a policy load SELinux lets any flow match it).
-const POLICY_CTX: &str = "system_u:object_r:socksec_lab_spd_t:s0";
-/// moon's receiving copy of the sun -> moon SA: the peer label of moon's sockets.
-const MOON_LABEL: &str = "node";
-/// sun's receiving copy of the moon -> sun SA: the peer label of sun's sockets.
-const SUN_LABEL: &str = "netmsg";
+/// The contexts of one round: the sending copy of each SA (it must be the sockets' own
+/// context, or the kernel does not use the SA for their flows), every policy, and the receiving
+/// copies in moon and sun (the peer labels each end should see).
+#[derive(Debug, Clone, Copy)]
+struct Contexts {
+    sending: &'static str,
+    policy: &'static str,
+    moon: &'static str,
+    sun: &'static str,
+}
+
+/// Before a policy load: SELinux maps the full contexts to `kernel` (every socket's SID) and
+/// the initial-SID names to themselves.
+const NO_POLICY: Contexts = Contexts {
+    sending: "system_u:object_r:socksec_lab_ipsec_t:s0",
+    policy: "system_u:object_r:socksec_lab_spd_t:s0",
+    moon: "node",
+    sun: "netmsg",
+};
+
+/// With [`POLICY`] loaded: the sockets are the kernel's context; the peers' contexts are types
+/// of their own.
+const WITH_POLICY: Contexts = Contexts {
+    sending: "system_u:system_r:kernel_t",
+    policy: "system_u:object_r:spd_t",
+    moon: "system_u:object_r:moon_peer_t",
+    sun: "system_u:object_r:sun_peer_t",
+};
+
+/// The initial SIDs of Linux 6.1 in number order (a policy's `sid` lines number them).
+const INITIAL_SIDS: &[&str] = &[
+    "kernel",
+    "security",
+    "unlabeled",
+    "fs",
+    "file",
+    "file_labels",
+    "init",
+    "any_socket",
+    "port",
+    "netif",
+    "netmsg",
+    "node",
+    "igmp_packet",
+    "icmp_socket",
+    "tcp_socket",
+    "sysctl_modprobe",
+    "sysctl",
+    "sysctl_fs",
+    "sysctl_kernel",
+    "sysctl_net",
+    "sysctl_net_unix",
+    "sysctl_vm",
+    "sysctl_dev",
+    "kmod",
+    "policy",
+    "scmp_packet",
+    "devnull",
+];
+
+/// A minimal SELinux policy (non-MLS): only the `process` class the kernel insists on, compiled
+/// with unknown classes and permissions allowed, and loaded while SELinux is permissive, so it
+/// denies nothing; it gives the peers' contexts types that exist.
+fn policy_text() -> String {
+    let mut p = String::from("class process\n");
+    for sid in INITIAL_SIDS {
+        p.push_str(&format!("sid {sid}\n"));
+    }
+    p.push_str(
+        "class process { transition dyntransition }\n\
+         type kernel_t;\n\
+         type unlabeled_t;\n\
+         type spd_t;\n\
+         type moon_peer_t;\n\
+         type sun_peer_t;\n\
+         role system_r;\n\
+         role system_r types { kernel_t };\n\
+         allow kernel_t self:process transition;\n\
+         user system_u roles { system_r };\n",
+    );
+    for sid in INITIAL_SIDS {
+        let context = if *sid == "kernel" {
+            "system_u:system_r:kernel_t"
+        } else {
+            "system_u:object_r:unlabeled_t"
+        };
+        p.push_str(&format!("sid {sid} {context}\n"));
+    }
+    p
+}
+
 /// The TCP port the labeled policies cover.
 const PORT: u16 = 5060;
 /// A TCP port no policy covers.
@@ -47,40 +134,106 @@ const AS_NOBODY: &str = "setpriv --reuid=65534 --regid=65534 --clear-groups";
 
 /// The labeled connection and a plain one beside it: peer labels from the kernel in the
 /// library's answer, in `socksec ls --json` and through socksecd; no label for the plain one;
-/// the labeled policy is not claimed SECURED and the reason says why.
+/// the labeled policy is not claimed SECURED and the reason says why. Then, with a tiny
+/// permissive policy loaded (this is why the scenario runs last: a policy cannot be unloaded),
+/// the same with real context strings.
 pub fn labeled_ipsec_peer_label(lab: &mut Lab) -> Result<()> {
     let lsm = major_lsm()?;
     lab.evidence("/sys/kernel/security/lsm", lsm.clone());
-    install(lab)?;
+    let ctx = NO_POLICY;
+    install(lab, &ctx)?;
 
     let labeled = sockets::tcp_pair(lab.moon(), lab.sun(), PORT, false)?;
     let plain = sockets::tcp_pair(lab.moon(), lab.sun(), PLAIN_PORT, false)?;
-    check_kernel(lab)?;
-
-    for (label, in_moon, sock, expected) in [
-        ("labeled client", true, &labeled.client, Some(MOON_LABEL)),
-        ("labeled server", false, &labeled.server, Some(SUN_LABEL)),
-        ("plain client", true, &plain.client, None),
-        ("plain server", false, &plain.server, None),
+    check_kernel(lab, &ctx, "no policy")?;
+    check_pair(lab, &labeled, &ctx, "")?;
+    for (label, in_moon, sock) in [
+        ("plain client", true, &plain.client),
+        ("plain server", false, &plain.server),
     ] {
-        let Some(answer) = lab.query_detail(label, in_moon, sock, Ask::default())? else {
-            continue;
-        };
-        check_label(label, &answer, expected)?;
-        if expected.is_some() {
-            check_not_claimed(label, &answer)?;
-        } else {
+        if let Some(answer) = lab.query_detail(label, in_moon, sock, Ask::default())? {
+            check_label(label, &answer, None)?;
             lab.check_socket(label, in_moon, sock, None, &Expect::Clear)?;
         }
     }
-
     check_ls(lab, &labeled, &plain)?;
-    let brokered = through_the_broker(lab)?;
+    through_the_broker(lab)?;
+
+    let ctx = WITH_POLICY;
+    load_policy(lab)?;
+    for ns in [lab.moon(), lab.sun()] {
+        ns.ip(&["xfrm", "policy", "flush"])?;
+        ns.ip(&["xfrm", "state", "flush"])?;
+    }
+    install(lab, &ctx)?;
+    let labeled = sockets::tcp_pair(lab.moon(), lab.sun(), PORT, false)?;
+    check_kernel(lab, &ctx, "policy loaded")?;
+    check_pair(lab, &labeled, &ctx, ", policy loaded")?;
+
     lab.note(format!(
-        "SELinux major LSM, no policy; peer labels moon {MOON_LABEL:?}, sun {SUN_LABEL:?} from \
-         the inbound SAs (query, ls, nobody via socksecd {brokered:?}); plain TCP none; labeled \
-         policy: flags 0, reason unknown (the LSM decides)"
+        "SELinux major LSM; no policy: peer labels moon {:?}, sun {:?} = the inbound SAs' \
+         (query, ls, nobody via socksecd), plain TCP none; permissive policy loaded: moon {:?}, \
+         sun {:?}; labeled policy: flags 0, reason unknown (the LSM decides)",
+        NO_POLICY.moon, NO_POLICY.sun, WITH_POLICY.moon, WITH_POLICY.sun
     ));
+    Ok(())
+}
+
+/// Both ends of the labeled connection asked: each end's peer label is its inbound SA's
+/// context, and neither is claimed SECURED.
+fn check_pair(lab: &mut Lab, pair: &sockets::TcpPair, ctx: &Contexts, round: &str) -> Result<()> {
+    for (end, in_moon, sock, expected) in [
+        ("labeled client", true, &pair.client, ctx.moon),
+        ("labeled server", false, &pair.server, ctx.sun),
+    ] {
+        let what = format!("{end}{round}");
+        if let Some(answer) = lab.query_detail(&what, in_moon, sock, Ask::default())? {
+            check_label(&what, &answer, Some(expected))?;
+            check_not_claimed(&what, &answer)?;
+        }
+    }
+    Ok(())
+}
+
+/// Compiles [`policy_text`] with the host's `checkpolicy` and loads it, after making sure
+/// SELinux is permissive (so that the policy denies nothing); the lab process is then the
+/// kernel's context, as its sockets are.
+fn load_policy(lab: &mut Lab) -> Result<()> {
+    let fs = Path::new("/sys/fs/selinux");
+    if !fs.join("enforce").exists() {
+        sh("mount", ["-t", "selinuxfs", "selinuxfs", "/sys/fs/selinux"])?;
+    }
+    let enforce = std::fs::read_to_string(fs.join("enforce")).context("reading enforce")?;
+    ensure!(
+        enforce.trim() == "0",
+        "SELinux is enforcing ({}); the lab loads its policy only when permissive",
+        enforce.trim()
+    );
+    let conf = lab.dir.join("policy.conf");
+    let bin = lab.dir.join("policy.bin");
+    let text = policy_text();
+    std::fs::write(&conf, &text)?;
+    lab.evidence("policy.conf", text);
+    sh(
+        "checkpolicy",
+        [
+            "-U".as_ref(),
+            "allow".as_ref(),
+            "-o".as_ref(),
+            bin.as_os_str(),
+            conf.as_os_str(),
+        ],
+    )
+    .context("compiling the lab's SELinux policy")?;
+    std::fs::write(fs.join("load"), std::fs::read(&bin)?).context("loading the policy")?;
+    let current = std::fs::read_to_string("/proc/self/attr/current")?;
+    let current = current.trim_end_matches(['\0', '\n']);
+    lab.evidence("context after the policy load", current.to_owned());
+    ensure!(
+        current == WITH_POLICY.sending,
+        "after the policy load the lab runs as {current:?}, expected {:?}",
+        WITH_POLICY.sending
+    );
     Ok(())
 }
 
@@ -108,7 +261,7 @@ fn major_lsm() -> Result<String> {
 }
 
 /// Two labeled SAs and four labeled policies (TCP port [`PORT`] only) in each namespace.
-fn install(lab: &Lab) -> Result<()> {
+fn install(lab: &Lab, ctx: &Contexts) -> Result<()> {
     let (m, s) = (lab.moon().v4.to_string(), lab.sun().v4.to_string());
     let port = PORT.to_string();
     let sa = |src: &str, dst: &str, spi: u32, key: &str, ctx: &str| -> Vec<String> {
@@ -155,7 +308,7 @@ fn install(lab: &Lab) -> Result<()> {
             "dir",
             dir,
             "ctx",
-            POLICY_CTX,
+            ctx.policy,
             "tmpl",
             "proto",
             "esp",
@@ -168,14 +321,14 @@ fn install(lab: &Lab) -> Result<()> {
         .to_vec()
     };
     let moon = [
-        sa(&m, &s, SPI_MS, KEY_MS, SENDING_CTX),
-        sa(&s, &m, SPI_SM, KEY_SM, MOON_LABEL),
+        sa(&m, &s, SPI_MS, KEY_MS, ctx.sending),
+        sa(&s, &m, SPI_SM, KEY_SM, ctx.moon),
         policy(&m, &s, "dport", "out"),
         policy(&s, &m, "sport", "in"),
     ];
     let sun = [
-        sa(&m, &s, SPI_MS, KEY_MS, SUN_LABEL),
-        sa(&s, &m, SPI_SM, KEY_SM, SENDING_CTX),
+        sa(&m, &s, SPI_MS, KEY_MS, ctx.sun),
+        sa(&s, &m, SPI_SM, KEY_SM, ctx.sending),
         policy(&s, &m, "sport", "out"),
         policy(&m, &s, "dport", "in"),
     ];
@@ -191,8 +344,9 @@ fn install(lab: &Lab) -> Result<()> {
 
 /// The kernel's side: both SAs carried the labeled connection's packets in each namespace, and
 /// `ip xfrm` lists their contexts.
-fn check_kernel(lab: &mut Lab) -> Result<()> {
-    for (ns, receiving) in [(lab.moon(), MOON_LABEL), (lab.sun(), SUN_LABEL)] {
+fn check_kernel(lab: &mut Lab, ctx: &Contexts, round: &str) -> Result<()> {
+    let mut texts = Vec::new();
+    for (ns, receiving) in [(lab.moon(), ctx.moon), (lab.sun(), ctx.sun)] {
         let states = ns.xfrm_states_with_stats()?;
         for spi in [SPI_MS, SPI_SM] {
             let packets = states
@@ -207,22 +361,27 @@ fn check_kernel(lab: &mut Lab) -> Result<()> {
             );
         }
         let text = ns.xfrm_state_text()?;
-        for ctx in [SENDING_CTX, receiving] {
+        for want in [ctx.sending, receiving] {
             ensure!(
                 text.lines()
-                    .any(|l| l.contains("security context") && l.contains(ctx)),
-                "{}: `ip xfrm state` shows no security context {ctx}:\n{text}",
+                    .any(|l| l.trim() == format!("security context {want}")),
+                "{}: `ip xfrm state` shows no security context {want}:\n{text}",
                 ns.name
             );
         }
         let policies = ns.xfrm_policy_text()?;
         ensure!(
-            policies.matches(POLICY_CTX).count() == 2,
-            "{}: expected two policies with context {POLICY_CTX}:\n{policies}",
-            ns.name
+            policies.matches(ctx.policy).count() == 2,
+            "{}: expected two policies with context {}:\n{policies}",
+            ns.name,
+            ctx.policy
         );
+        texts.push((format!("ip xfrm state ({}, {round})", ns.name), text));
+        texts.push((format!("ip xfrm policy ({}, {round})", ns.name), policies));
     }
-    lab.capture_xfrm();
+    for (label, text) in texts {
+        lab.evidence(label, text);
+    }
     Ok(())
 }
 
@@ -276,7 +435,7 @@ fn check_not_claimed(what: &str, answer: &Value) -> Result<()> {
 /// label, the plain one's none; the table (`socksec ls --tcp`) grows a PEER-LABEL column with
 /// the label on the labeled connection's row and `-` on the plain one's.
 fn check_ls(lab: &mut Lab, labeled: &sockets::TcpPair, plain: &sockets::TcpPair) -> Result<()> {
-    for (ns, label) in [("moon", MOON_LABEL), ("sun", SUN_LABEL)] {
+    for (ns, label) in [("moon", NO_POLICY.moon), ("sun", NO_POLICY.sun)] {
         let ends = |pair: &sockets::TcpPair| -> Result<(SocketAddr, SocketAddr)> {
             let s = if ns == "moon" {
                 &pair.client
@@ -322,8 +481,7 @@ fn check_ls(lab: &mut Lab, labeled: &sockets::TcpPair, plain: &sockets::TcpPair)
 
 /// A new labeled connection opened by root's bash in moon, asked about by `nobody` through
 /// socksecd (started in moon for the purpose): the broker's answer carries the label too.
-/// Returns the label seen.
-fn through_the_broker(lab: &mut Lab) -> Result<String> {
+fn through_the_broker(lab: &mut Lab) -> Result<()> {
     let share = Path::new(crate::guest::SHARE);
     let (cli, daemon) = (share.join(CLI_FILE), share.join(SOCKSECD_FILE));
     let addr = SocketAddr::new(lab.sun().v4.into(), PORT);
@@ -360,7 +518,6 @@ fn through_the_broker(lab: &mut Lab) -> Result<String> {
     if answer.get("error").is_some() {
         bail!("nobody's query through socksecd failed: {answer:#}");
     }
-    check_label("nobody via socksecd", &answer, Some(MOON_LABEL))?;
-    check_not_claimed("nobody via socksecd", &answer)?;
-    Ok(MOON_LABEL.to_owned())
+    check_label("nobody via socksecd", &answer, Some(NO_POLICY.moon))?;
+    check_not_claimed("nobody via socksecd", &answer)
 }

@@ -137,7 +137,8 @@ pub const ALL: &[Scenario] = &[
     },
     Scenario {
         name: "labeled-ipsec-peer-label",
-        about: "SELinux, labeled ESP SAs by hand: the peer label (SO_PEERSEC) is each end's inbound SA's; plain TCP none; not secured (the LSM decides)",
+        // Last: it loads an SELinux policy, which stays for the rest of the boot.
+        about: "SELinux, labeled ESP SAs by hand, without and with a policy: the peer label (SO_PEERSEC) is each end's inbound SA's, in query, ls and socksecd; plain TCP none; not secured (the LSM decides)",
         run: labels::labeled_ipsec_peer_label,
     },
 ];
