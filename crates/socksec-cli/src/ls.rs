@@ -1,8 +1,10 @@
 //! `socksec ls`: every TCP and UDP socket of this network namespace with its owner, its
 //! protection and its peer, as a table or as JSON.
 
+use std::collections::HashMap;
 use std::io::{BufWriter, Write};
 use std::net::{IpAddr, SocketAddr};
+use std::os::fd::AsFd;
 use std::process::ExitCode;
 use std::str::FromStr;
 
@@ -177,7 +179,40 @@ pub(crate) fn collect(args: &LsArgs) -> Result<Vec<HostSocket>, Error> {
     )
     .map_err(host_wide)?;
     listed.retain(|h| args.keeps_answered(h));
+    if socksec::socket::lsm_labels_peers() {
+        attach_peer_labels(&mut listed);
+    }
     Ok(listed)
+}
+
+/// Fills `socket.peer_label` of each answered TCP connection from a copy of its owner's
+/// descriptor (`SO_PEERSEC` needs one; inet_diag does not carry labels). Only called when an
+/// LSM that labels peers is active, so that other hosts pay no descriptor copies. A socket
+/// whose descriptor cannot be taken (no privilege over its owner, the owner gone) keeps no
+/// label.
+fn attach_peer_labels(listed: &mut [HostSocket]) {
+    let mut fds: HashMap<u32, HashMap<u64, i32>> = HashMap::new();
+    for h in listed.iter_mut() {
+        let Ok(info) = &mut h.answer else { continue };
+        if h.socket.transport != Transport::Tcp || h.socket.inode == 0 {
+            continue;
+        }
+        for owner in &h.owners {
+            let held = fds
+                .entry(owner.pid)
+                .or_insert_with(|| crate::pid::socket_fds(owner.pid));
+            let Some(&fd) = held.get(&h.socket.inode) else {
+                continue;
+            };
+            let Some(copy) = crate::pid::take_socket(owner.pid, fd, h.socket.inode) else {
+                continue;
+            };
+            if let Ok(label) = socksec::socket::peer_label(copy.as_fd()) {
+                info.socket.peer_label = label;
+                break;
+            }
+        }
+    }
 }
 
 pub(crate) fn run(args: &LsArgs) -> ExitCode {
@@ -335,7 +370,7 @@ fn addr_text(a: Option<SocketAddr>) -> String {
 
 /// The table's lines.
 pub(crate) fn render(listed: &[HostSocket], out: Output) -> Vec<String> {
-    const HEADER: [&str; 8] = [
+    let mut header = vec![
         "NETID",
         "STATE",
         "LOCAL",
@@ -345,6 +380,11 @@ pub(crate) fn render(listed: &[HostSocket], out: Output) -> Vec<String> {
         "DETAIL",
         "PEER-ID",
     ];
+    // The peer label column only when some connection has one (labeled networking is rare).
+    let labels = listed.iter().any(|h| peer_label(&h.answer).is_some());
+    if labels {
+        header.push("PEER-LABEL");
+    }
     let rows: Vec<Vec<Cell>> = listed
         .iter()
         .map(|h| {
@@ -353,7 +393,7 @@ pub(crate) fn render(listed: &[HostSocket], out: Output) -> Vec<String> {
                 .owners
                 .first()
                 .map_or_else(|| "-".to_string(), |o| format!("{}/{}", o.pid, o.command));
-            vec![
+            let mut row = vec![
                 Cell::plain(s.transport.name()),
                 Cell::plain(s.state.name(s.transport)),
                 Cell::plain(socksec::flow::normalize(s.local).to_string()),
@@ -362,11 +402,19 @@ pub(crate) fn render(listed: &[HostSocket], out: Output) -> Vec<String> {
                 verdict(&h.answer),
                 Cell::plain(detail(&h.answer, s.state)),
                 Cell::plain(peer_identity(&h.answer)),
-            ]
+            ];
+            if labels {
+                row.push(Cell::plain(peer_label(&h.answer).unwrap_or("-")));
+            }
+            row
         })
         .collect();
-    // Addresses, process, detail and identity give way; the verdict never does.
-    table::render(&HEADER, &rows, &[2, 3, 4, 6, 7], out)
+    // Addresses, process, detail, identity and label give way; the verdict never does.
+    table::render(&header, &rows, &[2, 3, 4, 6, 7, 8], out)
+}
+
+fn peer_label(answer: &Result<SecurityInfo, Error>) -> Option<&str> {
+    answer.as_ref().ok()?.socket.peer_label.as_deref()
 }
 
 #[cfg(test)]

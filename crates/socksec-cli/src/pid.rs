@@ -1,7 +1,9 @@
 //! `query --pid P --fd N`: a copy of another process's descriptor, taken with `pidfd_open` and
-//! `pidfd_getfd` (Linux 5.6), through rustix's safe wrappers.
+//! `pidfd_getfd` (Linux 5.6), through rustix's safe wrappers. `ls` takes its sockets' owners'
+//! descriptors the same way to read peer labels (`SO_PEERSEC` needs the descriptor).
 
-use std::os::fd::OwnedFd;
+use std::collections::HashMap;
+use std::os::fd::{AsRawFd, OwnedFd};
 
 use rustix::io::Errno;
 use rustix::process::{Pid, PidfdFlags, PidfdGetfdFlags, pidfd_getfd, pidfd_open};
@@ -55,10 +57,33 @@ pub(crate) fn take_fd(pid: i32, fd: i32) -> Result<OwnedFd, Error> {
     })
 }
 
+/// The descriptor numbers of `pid` that hold sockets, by socket inode (`/proc/<pid>/fd`);
+/// empty when the process is gone or its descriptors cannot be read.
+pub(crate) fn socket_fds(pid: u32) -> HashMap<u64, i32> {
+    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return HashMap::new();
+    };
+    dir.flatten()
+        .filter_map(|e| {
+            let fd = e.file_name().to_str()?.parse().ok()?;
+            let link = std::fs::read_link(e.path()).ok()?;
+            Some((socksec::diag::socket_inode(link.to_str()?)?, fd))
+        })
+        .collect()
+}
+
+/// A copy of descriptor `fd` of `pid`, provided it still is the socket with `inode` (the
+/// process may have closed it and opened something else under the same number since
+/// `/proc/<pid>/fd` was read).
+pub(crate) fn take_socket(pid: u32, fd: i32, inode: u64) -> Option<OwnedFd> {
+    let copy = take_fd(i32::try_from(pid).ok()?, fd).ok()?;
+    let link = std::fs::read_link(format!("/proc/self/fd/{}", copy.as_raw_fd())).ok()?;
+    (socksec::diag::socket_inode(link.to_str()?)? == inode).then_some(copy)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::os::fd::AsRawFd;
 
     #[test]
     fn own_descriptor_is_taken() {
@@ -78,5 +103,23 @@ mod tests {
         assert_eq!(e.kind(), ErrorKind::InvalidTemplate);
         let e = take_fd(i32::MAX, 1).unwrap_err();
         assert!(e.message().contains("no process"), "{e}");
+    }
+
+    #[test]
+    fn sockets_are_found_by_inode_and_taken_only_while_they_are_it() {
+        use std::os::unix::fs::MetadataExt;
+        let me = std::process::id();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let inode = std::fs::metadata(format!("/proc/self/fd/{}", listener.as_raw_fd()))
+            .unwrap()
+            .ino();
+        let fds = socket_fds(me);
+        assert_eq!(fds.get(&inode), Some(&listener.as_raw_fd()), "{fds:?}");
+        let copy = take_socket(me, listener.as_raw_fd(), inode).expect("taken");
+        let copy = std::net::TcpListener::from(copy);
+        assert_eq!(copy.local_addr().unwrap(), listener.local_addr().unwrap());
+        // The same number no longer holding that socket: not taken.
+        assert!(take_socket(me, listener.as_raw_fd(), inode + 1).is_none());
+        assert!(take_socket(me, 0, inode).is_none());
     }
 }

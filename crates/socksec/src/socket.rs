@@ -218,6 +218,30 @@ pub fn routing_facts(fd: BorrowedFd<'_>) -> Result<RoutingFacts, Error> {
     })
 }
 
+/// Whether an active LSM can give a TCP connection a peer label: SELinux or Smack among the
+/// kernel's LSMs (`/sys/kernel/security/lsm`). AppArmor and the minor LSMs label no TCP peer,
+/// so without SELinux or Smack [`peer_label`] is always `None` and callers that need a
+/// descriptor to ask (`ls` takes each owner's) can skip the asking. When securityfs is not
+/// mounted, the mount points SELinux and Smack create for their own filesystems
+/// (`/sys/fs/selinux`, `/sys/fs/smackfs`, present only when they are active) decide.
+pub fn lsm_labels_peers() -> bool {
+    match std::fs::read_to_string("/sys/kernel/security/lsm") {
+        Ok(list) => lsm_list_labels_peers(&list),
+        Err(_) => {
+            std::path::Path::new("/sys/fs/selinux").is_dir()
+                || std::path::Path::new("/sys/fs/smackfs").is_dir()
+        }
+    }
+}
+
+/// Whether the comma-separated LSM list (`/sys/kernel/security/lsm`) names an LSM that labels
+/// TCP peers (SELinux, Smack).
+pub fn lsm_list_labels_peers(list: &str) -> bool {
+    list.trim()
+        .split(',')
+        .any(|name| matches!(name.trim(), "selinux" | "smack"))
+}
+
 /// The peer's security label (`SO_PEERSEC`), when the kernel has one for this socket: `None`
 /// when no LSM labels the connection (`ENOPROTOOPT`, the usual case without labeled
 /// networking).
@@ -230,5 +254,26 @@ pub fn peer_label(fd: BorrowedFd<'_>) -> Result<Option<String>, Error> {
         }
         Err(e) if e.raw_os_error() == Some(libc::ENOPROTOOPT) => Ok(None),
         Err(e) => Err(Error::system("getsockopt(SO_PEERSEC)", &e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lsm_lists_with_a_labeling_lsm() {
+        // Debian's default (AppArmor major) and a kernel without a major LSM: no labels.
+        assert!(!lsm_list_labels_peers(
+            "lockdown,capability,landlock,yama,apparmor,bpf\n"
+        ));
+        assert!(!lsm_list_labels_peers("capability,yama"));
+        assert!(!lsm_list_labels_peers(""));
+        assert!(lsm_list_labels_peers(
+            "lockdown,capability,landlock,yama,loadpin,safesetid,integrity,selinux,bpf\n"
+        ));
+        assert!(lsm_list_labels_peers("capability,smack"));
+        // A name that merely contains one is not it.
+        assert!(!lsm_list_labels_peers("capability,notselinux"));
     }
 }

@@ -22,6 +22,8 @@ pub const PACKAGES: &[&str] = &[
     "strongswan-pki",
     "libcharon-extra-plugins",
     "wireguard-tools",
+    // The labeled-networking scenario compiles a tiny SELinux policy in the guest.
+    "checkpolicy",
 ];
 
 /// Packages from [`PACKAGES`] that are not installed.

@@ -35,6 +35,12 @@ pub enum Ended {
     TimedOut,
 }
 
+/// The guest's LSMs: Debian's default list with SELinux as the major LSM instead of AppArmor,
+/// so that labeled IPsec gives TCP sockets a peer label (`SO_PEERSEC`). No SELinux policy is
+/// ever loaded, and before a policy load SELinux permits everything, so the other scenarios
+/// run as they would without it.
+pub const LSM: &str = "landlock,lockdown,yama,loadpin,safesetid,integrity,selinux,bpf";
+
 /// The qemu command line for `boot`.
 pub fn command(boot: &Boot<'_>) -> Command {
     let mut cmd = Command::new("qemu-system-x86_64");
@@ -54,7 +60,7 @@ pub fn command(boot: &Boot<'_>) -> Command {
         .arg(boot.initrd)
         .arg("-append")
         .arg(format!(
-            "console=ttyS0 quiet panic=-1 {}",
+            "console=ttyS0 quiet panic=-1 lsm={LSM} {}",
             crate::guest::CMDLINE_MARKER
         ))
         .arg("-fsdev")

@@ -8,6 +8,7 @@ pub mod broker;
 pub mod identity;
 pub mod ikev2;
 pub mod ktls;
+pub mod labels;
 pub mod manual;
 pub mod operator;
 pub mod plain_tcp;
@@ -138,6 +139,12 @@ pub const ALL: &[Scenario] = &[
         name: "operator-ls-watch",
         about: "socksec ls: ESP connection secured (SPIs, peer) beside a plaintext one; watch sees the rekey",
         run: operator::run,
+    },
+    Scenario {
+        name: "labeled-ipsec-peer-label",
+        // Last: it loads an SELinux policy, which stays for the rest of the boot.
+        about: "SELinux, labeled ESP SAs by hand, without and with a policy: the peer label (SO_PEERSEC) is each end's inbound SA's, in query, ls and socksecd; plain TCP none; not secured (the LSM decides)",
+        run: labels::labeled_ipsec_peer_label,
     },
 ];
 
