@@ -850,11 +850,11 @@ pub(crate) fn run(args: &WatchArgs) -> ExitCode {
             return ExitCode::SUCCESS;
         }
         let settled = dirty_since.is_some_and(|t| t.elapsed() >= SETTLE);
-        let due = next_sweep.is_some_and(|t| Instant::now() >= t);
+        // The sweep waits while a burst settles: the answer after it follows soon, and a
+        // snapshot in the middle of a rekey would report a state that lasts milliseconds.
+        let due = dirty_since.is_none() && next_sweep.is_some_and(|t| Instant::now() >= t);
         if let (true, Some(before)) = (settled || due, known.as_mut()) {
-            if settled {
-                dirty_since = None;
-            }
+            dirty_since = None;
             match connections() {
                 Ok(after) => {
                     failing = None;
@@ -891,6 +891,123 @@ mod tests {
         assert_eq!(rfc3339(0), "1970-01-01T00:00:00.000Z");
         assert_eq!(rfc3339(951_782_400_123), "2000-02-29T00:00:00.123Z");
         assert_eq!(rfc3339(1_795_654_800_999), "2026-11-26T01:00:00.999Z");
+    }
+
+    fn protection(
+        mechanism: Mechanism,
+        direction: socksec::Direction,
+        secured: bool,
+        encrypted: bool,
+    ) -> socksec::Protection {
+        socksec::Protection {
+            mechanism,
+            direction,
+            secured,
+            encrypted,
+            policy: None,
+            sas: Vec::new(),
+            reason: None,
+            tcp_md5: None,
+            ktls: None,
+            wireguard: None,
+        }
+    }
+
+    fn wireguard(age: u64, endpoint: &str) -> socksec::Protection {
+        let mut p = protection(
+            Mechanism::Wireguard,
+            socksec::Direction::Outbound,
+            age < socksec::wireguard::REJECT_AFTER_SECS,
+            age < socksec::wireguard::REJECT_AFTER_SECS,
+        );
+        p.wireguard = Some(socksec::wireguard::WgDetail {
+            interface: "wg0".into(),
+            peer: socksec::wireguard::WgPeer {
+                public_key: "peerkey=".into(),
+                endpoint: Some(endpoint.parse().unwrap()),
+                last_handshake: Some(1_000_000 - age),
+                allowed_ips: vec![("10.8.0.0".parse().unwrap(), 24)],
+            },
+            handshake_age: Some(age),
+        });
+        p
+    }
+
+    fn of(parts: &[socksec::Protection]) -> Protection {
+        let mut parts: Vec<Part> = parts.iter().map(Part::of).collect();
+        parts.sort_by(|a, b| a.key().cmp(&b.key()));
+        Protection {
+            secured: parts.iter().any(|p| p.secured),
+            encrypted: parts.iter().any(|p| p.encrypted),
+            parts,
+        }
+    }
+
+    #[test]
+    fn a_wireguard_handshake_counts_only_when_it_crosses_the_limit() {
+        // The age grows every sweep and the peer roams: no change of protection.
+        let fresh = of(&[wireguard(5, "192.0.2.1:51820")]);
+        let later = of(&[wireguard(170, "192.0.2.9:4000")]);
+        assert_eq!(fresh, later);
+        // Past 180 s the session is gone: a change, named.
+        let stale = of(&[wireguard(181, "192.0.2.9:4000")]);
+        assert_eq!(
+            difference(&later, &stale),
+            (vec![Mechanism::Wireguard], false)
+        );
+        assert_eq!(stale.json()["mechanisms"][0]["secured"], false);
+        assert_eq!(
+            stale.json()["mechanisms"][0]["carriers"][0],
+            "wg0 peer peerkey="
+        );
+    }
+
+    #[test]
+    fn new_carriers_alone_are_a_rekey_and_new_verdicts_a_change() {
+        use socksec::Direction::{Inbound, Outbound};
+        let md5 = |prefix: &str| {
+            let mut p = protection(Mechanism::TcpMd5, Outbound, true, false);
+            p.tcp_md5 = Some(socksec::diag::Md5Key {
+                addr: prefix.parse().unwrap(),
+                prefixlen: 24,
+                keylen: 16,
+            });
+            p
+        };
+        let ktls = |cipher: &str| {
+            let mut p = protection(Mechanism::Ktls, Inbound, true, true);
+            p.ktls = Some(socksec::ktls::KtlsParams {
+                version: "1.3".into(),
+                cipher: cipher.into(),
+                known_cipher: true,
+            });
+            p
+        };
+        let plain = protection(Mechanism::Ipsec, Outbound, false, false);
+        let before = of(&[plain.clone(), md5("10.1.0.0"), ktls("aes_gcm_128")]);
+        // Another TCP-MD5 prefix and another kTLS cipher, same verdicts: a rekey of both.
+        let rekeyed = of(&[plain.clone(), md5("10.2.0.0"), ktls("aes_gcm_256")]);
+        assert_eq!(
+            difference(&before, &rekeyed),
+            (vec![Mechanism::TcpMd5, Mechanism::Ktls], true)
+        );
+        // kTLS gone: the connection is still secured (TCP-MD5), but a direction's verdict
+        // changed.
+        let no_tls = of(&[plain.clone(), md5("10.1.0.0")]);
+        assert_eq!(difference(&before, &no_tls), (vec![Mechanism::Ktls], false));
+        // Nothing but IPsec's own no-policy parts: unchanged.
+        assert_eq!(
+            difference(&of(std::slice::from_ref(&plain)), &of(&[plain])),
+            (vec![], true)
+        );
+        let text: Vec<String> = rekeyed.parts.iter().flat_map(Part::carrier_text).collect();
+        assert_eq!(
+            text,
+            [
+                "inbound ktls TLS 1.3 aes_gcm_256",
+                "outbound tcp_md5 10.2.0.0/24"
+            ]
+        );
     }
 
     #[test]

@@ -314,6 +314,15 @@ fn watch_sweep_reports_tcp_md5_keys_set_and_removed_on_an_established_connection
         unswept.started
     );
 
+    // A connection made after watch started gives no line (only changes of protection do).
+    let late = ns.run_in(move || {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let c = TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        let (s, _) = l.accept().unwrap();
+        (l, c, s)
+    });
+    std::thread::sleep(Duration::from_millis(1500));
+
     let peer: SocketAddr = "127.0.0.1:0".parse().unwrap();
     let key = b"socksec-watch-md5-key";
     md5_key(&client, peer, key);
@@ -370,5 +379,5 @@ fn watch_sweep_reports_tcp_md5_keys_set_and_removed_on_an_established_connection
     }
     assert_eq!(swept.stop(Signal::SIGTERM), Some(0));
     assert_eq!(unswept.stop(Signal::SIGTERM), Some(0));
-    drop((listener, client, server));
+    drop((listener, client, server, late));
 }
