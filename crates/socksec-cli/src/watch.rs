@@ -14,7 +14,9 @@
 //!   verdict and what carries it (SAs, the covered TCP-MD5 prefix, the kTLS version and
 //!   cipher, the WireGuard interface and peer); a changed verdict is
 //!   `connection-protection-changed`, changed carriers alone `connection-rekeyed`, and
-//!   `changed` names the mechanisms. Connections that appear or go away give no line.
+//!   `changed` names the mechanisms. Connections that appear or go away give no line. The
+//!   sweep waits while a burst of events settles, and a sweep that an event overlapped is
+//!   dropped: it may have caught a rekey half made, and the answer after the burst follows.
 //!
 //! A sweep is one sock_diag dump of the namespace's TCP and UDP sockets, the `/proc/*/fd`
 //! scan for their owners and one route lookup per connection, against the cached XFRM
@@ -30,6 +32,8 @@ use std::collections::HashMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError, Sender};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -348,10 +352,11 @@ enum Feed {
     Changed,
 }
 
-fn kernel_thread(mut events: XfrmEvents, tx: Sender<Feed>) {
+fn kernel_thread(mut events: XfrmEvents, tx: Sender<Feed>, seen: Arc<AtomicU64>) {
     loop {
         match events.next_event(None) {
             Ok(Some(e)) => {
+                seen.fetch_add(1, Ordering::SeqCst);
                 let sent = tx.send(Feed::Event(from_xfrm(&e))).is_ok();
                 if !sent || tx.send(Feed::Changed).is_err() {
                     return;
@@ -382,7 +387,12 @@ fn ike_connect(path: &Path) -> Result<ViciClient, ViciError> {
 
 /// Follows the IKE daemon's events, starting with the outcome of the first attempt (which the
 /// `started` line has reported already).
-fn ike_thread(path: PathBuf, first: Result<ViciClient, ViciError>, tx: Sender<Feed>) {
+fn ike_thread(
+    path: PathBuf,
+    first: Result<ViciClient, ViciError>,
+    tx: Sender<Feed>,
+    seen: Arc<AtomicU64>,
+) {
     let mut said_unreachable = first.is_err();
     let mut first = Some(first);
     loop {
@@ -436,6 +446,7 @@ fn ike_thread(path: PathBuf, first: Result<ViciClient, ViciError>, tx: Sender<Fe
         loop {
             match client.next_event(None) {
                 Ok(Some((name, m))) => {
+                    seen.fetch_add(1, Ordering::SeqCst);
                     for e in from_vici(&name, &m) {
                         if tx.send(Feed::Event(e)).is_err() {
                             return;
@@ -811,8 +822,13 @@ pub(crate) fn run(args: &WatchArgs) -> ExitCode {
     );
     let (tx, rx) = mpsc::channel();
     let tx2 = tx.clone();
-    std::thread::spawn(move || kernel_thread(events, tx));
-    std::thread::spawn(move || ike_thread(path, first, tx2));
+    // Counts the events the readers have seen: a sweep that overlaps one may have caught a
+    // change half made (a rekey is several steps), so its answer is left to the one after the
+    // burst settles.
+    let seen = Arc::new(AtomicU64::new(0));
+    let (seen1, seen2) = (seen.clone(), seen.clone());
+    std::thread::spawn(move || kernel_thread(events, tx, seen1));
+    std::thread::spawn(move || ike_thread(path, first, tx2, seen2));
     let mut out = std::io::stdout().lock();
     let mut emit = |e: &Event| {
         let line = if args.json {
@@ -858,7 +874,9 @@ pub(crate) fn run(args: &WatchArgs) -> ExitCode {
         let due = dirty_since.is_none() && next_sweep.is_some_and(|t| Instant::now() >= t);
         if let (true, Some(before)) = (settled || due, known.as_mut()) {
             dirty_since = None;
+            let events_before = seen.load(Ordering::SeqCst);
             match connections() {
+                Ok(_) if !settled && seen.load(Ordering::SeqCst) != events_before => {}
                 Ok(after) => {
                     failing = None;
                     for e in changes(before, &after) {
