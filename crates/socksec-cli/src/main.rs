@@ -69,11 +69,14 @@ failed (e.g. no CAP_NET_ADMIN), 2 usage error."
     #[command(
         after_help = "Runs until SIGINT or SIGTERM (exit code 0). Needs CAP_NET_ADMIN \
 for the kernel's notifications; the IKE daemon's events come over VICI ($SOCKSEC_VICI or \
-strongSwan's default socket) when it is reachable.\n\n\
+strongSwan's default socket) when it is reachable. The connections are also answered again \
+every --interval seconds, for the protection no event announces: TCP-MD5 keys, kernel TLS, \
+WireGuard handshakes.\n\n\
 Examples:\n  \
 socksec watch                           follow changes as text\n  \
 socksec watch --json | jq -c 'select(.event == \"child-rekey\")'\n  \
-socksec watch --json --no-connections   kernel and IKE events only\n\n\
+socksec watch --json --no-connections   kernel and IKE events only\n  \
+socksec watch --interval 10             re-answer the connections every 10 s (0: only on events)\n\n\
 Exit codes: 0 stopped by SIGINT or SIGTERM, 1 the events cannot be followed (e.g. no \
 CAP_NET_ADMIN), 2 usage error."
     )]

@@ -5,9 +5,25 @@
 //!   expired and deleted, policies added, replaced and deleted, acquires;
 //! - the IKE daemon's VICI events: IKE and CHILD SAs up and down, and their rekeys (reconnected
 //!   every few seconds while the daemon is away);
-//! - the host's connections: after each burst of events the connections are answered again
-//!   (one snapshot, as `ls` does) and every connection whose protection changed (secured,
-//!   encrypted, or the SAs that carry it, as on a rekey) gets a line of its own.
+//! - the host's connections: after each burst of events, and every `--interval` seconds
+//!   (2 by default) without one, the connections are answered again (one snapshot, as `ls`
+//!   does) and every connection whose protection changed gets a line of its own. The steady
+//!   sweep is what sees the protection that raises no event: a TCP-MD5 key set or removed
+//!   (`TCP_MD5SIG`), kernel TLS configured (`SOL_TLS`), a WireGuard peer added or its last
+//!   handshake crossing 180 s. Compared are the verdict, and per mechanism and direction its
+//!   verdict and what carries it (SAs, the covered TCP-MD5 prefix, the kTLS version and
+//!   cipher, the WireGuard interface and peer); a changed verdict is
+//!   `connection-protection-changed`, changed carriers alone `connection-rekeyed`, and
+//!   `changed` names the mechanisms. Connections that appear or go away give no line. The
+//!   sweep waits while a burst of events settles, and a sweep that an event overlapped is
+//!   dropped: it may have caught a rekey half made, and the answer after the burst follows.
+//!
+//! A sweep is one sock_diag dump of the namespace's TCP and UDP sockets, the `/proc/*/fd`
+//! scan for their owners and one route lookup per connection, against the cached XFRM
+//! tables, about 45 µs of CPU per connection on the development VM — 27 ms for 600
+//! connections, 90 ms for 2 000 (docs/ls-benchmark.md, "watch's sweep"). At the default 2 s
+//! that is about 1 % of a core for hundreds of connections; hosts with many thousands can
+//! lengthen `--interval`.
 //!
 //! SIGINT and SIGTERM are blocked and read from a signalfd, so a signal ends the loop between
 //! two lines and the process exits 0 with everything printed flushed.
@@ -16,12 +32,15 @@ use std::collections::HashMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError, Sender};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 use serde_json::{Value, json};
+use socksec::Mechanism;
 use socksec::host::{self, HostSocket};
 use socksec::vici::{ChildSa, IkeSa, Message, ViciClient, ViciError};
 use socksec::xfrm::events::{XfrmEvent, XfrmEvents};
@@ -38,6 +57,11 @@ pub(crate) struct WatchArgs {
     /// Only the kernel's and the IKE daemon's events, not the connections they change.
     #[arg(long)]
     pub(crate) no_connections: bool,
+    /// Answer the connections again every SECONDS even without an event, for the protection
+    /// that changes without one (TCP-MD5 keys, kernel TLS, WireGuard handshakes); 0: only
+    /// after events.
+    #[arg(long, value_name = "SECONDS", default_value_t = 2)]
+    pub(crate) interval: u64,
 }
 
 /// One line of output.
@@ -328,10 +352,11 @@ enum Feed {
     Changed,
 }
 
-fn kernel_thread(mut events: XfrmEvents, tx: Sender<Feed>) {
+fn kernel_thread(mut events: XfrmEvents, tx: Sender<Feed>, seen: Arc<AtomicU64>) {
     loop {
         match events.next_event(None) {
             Ok(Some(e)) => {
+                seen.fetch_add(1, Ordering::SeqCst);
                 let sent = tx.send(Feed::Event(from_xfrm(&e))).is_ok();
                 if !sent || tx.send(Feed::Changed).is_err() {
                     return;
@@ -362,7 +387,12 @@ fn ike_connect(path: &Path) -> Result<ViciClient, ViciError> {
 
 /// Follows the IKE daemon's events, starting with the outcome of the first attempt (which the
 /// `started` line has reported already).
-fn ike_thread(path: PathBuf, first: Result<ViciClient, ViciError>, tx: Sender<Feed>) {
+fn ike_thread(
+    path: PathBuf,
+    first: Result<ViciClient, ViciError>,
+    tx: Sender<Feed>,
+    seen: Arc<AtomicU64>,
+) {
     let mut said_unreachable = first.is_err();
     let mut first = Some(first);
     loop {
@@ -416,6 +446,7 @@ fn ike_thread(path: PathBuf, first: Result<ViciClient, ViciError>, tx: Sender<Fe
         loop {
             match client.next_event(None) {
                 Ok(Some((name, m))) => {
+                    seen.fetch_add(1, Ordering::SeqCst);
                     for e in from_vici(&name, &m) {
                         if tx.send(Feed::Event(e)).is_err() {
                             return;
@@ -447,51 +478,177 @@ fn ike_thread(path: PathBuf, first: Result<ViciClient, ViciError>, tx: Sender<Fe
     }
 }
 
-/// What a connection's protection is, for comparison across listings: the verdict and the
-/// SPIs that carry it.
+/// One mechanism's verdict for one direction of a connection and what carries it: the SAs
+/// (IPsec), the covered prefix (TCP-MD5), the TLS version and cipher (kTLS), the interface and
+/// peer, and the SAs under the tunnel (WireGuard). What moves by itself is left out — a WireGuard handshake's age counts only
+/// when it crosses the 180 s limit, which changes `secured`; a peer's endpoint (roaming) not
+/// at all.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Part {
+    mechanism: Mechanism,
+    direction: String,
+    secured: bool,
+    encrypted: bool,
+    carriers: Vec<String>,
+}
+
+impl Part {
+    fn of(p: &socksec::Protection) -> Self {
+        let mut carriers: Vec<String> = match p.mechanism {
+            Mechanism::Ipsec => p
+                .sas
+                .iter()
+                .map(|sa| format!("{} 0x{:08x}", sa.proto, sa.spi))
+                .collect(),
+            Mechanism::TcpMd5 => p
+                .tcp_md5
+                .iter()
+                .map(|k| format!("{}/{}", k.addr, k.prefixlen))
+                .collect(),
+            Mechanism::Ktls => p
+                .ktls
+                .iter()
+                .map(|k| format!("TLS {} {}", k.version, k.cipher))
+                .collect(),
+            Mechanism::Wireguard => p
+                .wireguard
+                .iter()
+                .map(|w| {
+                    // WireGuard inside IPsec: the SAs that carry the tunnel's packets.
+                    let mut text = format!("{} peer {}", w.interface, w.peer.public_key);
+                    for sa in w.tunnel.iter().flat_map(|t| &t.ipsec).flat_map(|p| &p.sas) {
+                        text += &format!(" over {} 0x{:08x}", sa.proto, sa.spi);
+                    }
+                    text
+                })
+                .collect(),
+        };
+        carriers.sort();
+        Self {
+            mechanism: p.mechanism,
+            direction: p.direction.to_string(),
+            secured: p.secured,
+            encrypted: p.encrypted,
+            carriers,
+        }
+    }
+
+    /// The order parts are kept in.
+    fn key(&self) -> (&str, &str, bool, bool, &[String]) {
+        (
+            self.mechanism.name(),
+            &self.direction,
+            self.secured,
+            self.encrypted,
+            &self.carriers,
+        )
+    }
+
+    /// The part without what carries it: a difference here is a change of protection, a
+    /// difference only in the carriers a rekey.
+    fn verdict(&self) -> (Mechanism, &str, bool, bool) {
+        (
+            self.mechanism,
+            &self.direction,
+            self.secured,
+            self.encrypted,
+        )
+    }
+
+    /// `outbound esp 0x…`, `inbound tcp_md5 10.0.0.2/32`, …
+    fn carrier_text(&self) -> impl Iterator<Item = String> + '_ {
+        self.carriers.iter().map(|c| match self.mechanism {
+            Mechanism::Ipsec => format!("{} {c}", self.direction),
+            m => format!("{} {} {c}", self.direction, m.name()),
+        })
+    }
+}
+
+/// What a connection's protection is, for comparison across listings: the verdict and, per
+/// mechanism and direction, its verdict and carriers (sorted).
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Protection {
     secured: bool,
     encrypted: bool,
-    spis: Vec<(String, String)>,
+    parts: Vec<Part>,
 }
 
-fn protection_of(h: &HostSocket) -> Option<Protection> {
-    let info = h.answer.as_ref().ok()?;
-    let mut spis: Vec<(String, String)> = info
-        .protections
-        .iter()
-        .flat_map(|p| {
-            p.sas.iter().map(move |sa| {
-                (
-                    p.direction.to_string(),
-                    format!("{} 0x{:08x}", sa.proto, sa.spi),
-                )
-            })
-        })
-        .collect();
-    spis.sort();
-    Some(Protection {
-        secured: info.is_secured(),
-        encrypted: info.is_encrypted(),
-        spis,
-    })
-}
-
-fn protection_json(p: &Protection) -> Value {
-    json!({
-        "secured": p.secured,
-        "encrypted": p.encrypted,
-        "sas": p.spis.iter().map(|(d, s)| json!({"direction": d, "sa": s})).collect::<Vec<_>>(),
-    })
-}
-
-fn verdict_text(p: &Protection) -> &'static str {
-    match (p.secured, p.encrypted) {
-        (true, true) => "encrypted",
-        (true, false) => "integrity only",
-        _ => "NOT SECURED",
+impl Protection {
+    fn of(info: &socksec::SecurityInfo) -> Self {
+        let mut parts: Vec<Part> = info.protections.iter().map(Part::of).collect();
+        parts.sort_by(|a, b| a.key().cmp(&b.key()));
+        Self {
+            secured: info.is_secured(),
+            encrypted: info.is_encrypted(),
+            parts,
+        }
     }
+
+    /// The parts of `mechanism`.
+    fn parts_of(&self, mechanism: Mechanism) -> impl Iterator<Item = &Part> {
+        self.parts.iter().filter(move |p| p.mechanism == mechanism)
+    }
+
+    fn json(&self) -> Value {
+        let sas: Vec<Value> = self
+            .parts_of(Mechanism::Ipsec)
+            .flat_map(|p| {
+                p.carriers
+                    .iter()
+                    .map(|sa| json!({"direction": p.direction, "sa": sa}))
+            })
+            .collect();
+        let mechanisms: Vec<Value> = self
+            .parts
+            .iter()
+            .map(|p| {
+                json!({
+                    "mechanism": p.mechanism.name(),
+                    "direction": p.direction,
+                    "secured": p.secured,
+                    "encrypted": p.encrypted,
+                    "carriers": p.carriers,
+                })
+            })
+            .collect();
+        json!({
+            "secured": self.secured,
+            "encrypted": self.encrypted,
+            "sas": sas,
+            "mechanisms": mechanisms,
+        })
+    }
+
+    fn verdict_text(&self) -> &'static str {
+        match (self.secured, self.encrypted) {
+            (true, true) => "encrypted",
+            (true, false) => "integrity only",
+            _ => "NOT SECURED",
+        }
+    }
+}
+
+/// The mechanisms whose parts differ between `old` and `new` (in the order of [`Mechanism`]),
+/// and whether only what carries them changed (a rekey) rather than a verdict.
+fn difference(old: &Protection, new: &Protection) -> (Vec<Mechanism>, bool) {
+    let mut changed = Vec::new();
+    let mut verdicts_same = old.secured == new.secured && old.encrypted == new.encrypted;
+    for m in [
+        Mechanism::Ipsec,
+        Mechanism::TcpMd5,
+        Mechanism::Ktls,
+        Mechanism::Wireguard,
+    ] {
+        let (a, b): (Vec<&Part>, Vec<&Part>) =
+            (old.parts_of(m).collect(), new.parts_of(m).collect());
+        if a == b {
+            continue;
+        }
+        changed.push(m);
+        verdicts_same &=
+            a.len() == b.len() && a.iter().zip(&b).all(|(x, y)| x.verdict() == y.verdict());
+    }
+    (changed, verdicts_same)
 }
 
 /// The host's connections (sockets with a peer) and their protection, by socket cookie.
@@ -510,13 +667,14 @@ fn connections() -> Result<Connections, socksec::Error> {
     Ok(listed
         .into_iter()
         .filter_map(|h| {
-            let p = protection_of(&h)?;
+            let p = Protection::of(h.answer.as_ref().ok()?);
             Some((h.socket.cookie, (h, p)))
         })
         .collect())
 }
 
 /// Lines for the connections whose protection differs between `before` and `after`.
+/// Connections that appear or go away give none: only a change of protection does.
 fn changes(before: &Connections, after: &Connections) -> Vec<Event> {
     let mut out = Vec::new();
     let mut cookies: Vec<&u64> = after.keys().collect();
@@ -529,11 +687,12 @@ fn changes(before: &Connections, after: &Connections) -> Vec<Event> {
         if old == new {
             continue;
         }
+        let (changed, rekey) = difference(old, new);
         let s = &h.socket;
-        let event = if old.secured != new.secured || old.encrypted != new.encrypted {
-            "connection-protection-changed"
-        } else {
+        let event = if rekey {
             "connection-rekeyed"
+        } else {
+            "connection-protection-changed"
         };
         let peer = s.peer().map(|p| p.to_string()).unwrap_or_default();
         let local = socksec::flow::normalize(s.local);
@@ -542,22 +701,23 @@ fn changes(before: &Connections, after: &Connections) -> Vec<Event> {
             .first()
             .map(|o| format!(" ({}/{})", o.pid, o.command))
             .unwrap_or_default();
+        let names: Vec<&str> = changed.iter().map(|m| m.name()).collect();
+        let carriers: Vec<String> = new
+            .parts
+            .iter()
+            .filter(|p| p.secured)
+            .flat_map(Part::carrier_text)
+            .collect();
         let summary = format!(
-            "{} {local} -> {peer}{owner}: {} -> {}{}",
+            "{} {local} -> {peer}{owner}: {} -> {} ({} changed){}",
             s.transport.name(),
-            verdict_text(old),
-            verdict_text(new),
-            if new.spis.is_empty() {
+            old.verdict_text(),
+            new.verdict_text(),
+            names.join(", "),
+            if carriers.is_empty() {
                 String::new()
             } else {
-                format!(
-                    " [{}]",
-                    new.spis
-                        .iter()
-                        .map(|(d, sa)| format!("{d} {sa}"))
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                )
+                format!(" [{}]", carriers.join(", "))
             }
         );
         let first = h.owners.first();
@@ -573,8 +733,9 @@ fn changes(before: &Connections, after: &Connections) -> Vec<Event> {
                 },
                 "pid": first.map(|o| o.pid),
                 "command": first.map(|o| o.command.clone()),
-                "before": protection_json(old),
-                "after": protection_json(new),
+                "changed": names,
+                "before": old.json(),
+                "after": new.json(),
             }),
         ));
     }
@@ -614,6 +775,7 @@ pub(crate) fn run(args: &WatchArgs) -> ExitCode {
             return ExitCode::from(EXIT_QUERY_FAILED);
         }
     };
+    let snapshot_started = Instant::now();
     let mut known = if args.no_connections {
         None
     } else {
@@ -625,6 +787,11 @@ pub(crate) fn run(args: &WatchArgs) -> ExitCode {
             }
         }
     };
+    let snapshot_ms = known
+        .as_ref()
+        .map(|_| snapshot_started.elapsed().as_millis() as u64);
+    // The steady sweep: only when connections are followed at all.
+    let sweep = (known.is_some() && args.interval > 0).then(|| Duration::from_secs(args.interval));
     let path = socksec::engine::vici_socket();
     let first = ike_connect(&path);
     let ike_status = match &first {
@@ -642,22 +809,33 @@ pub(crate) fn run(args: &WatchArgs) -> ExitCode {
         "watch",
         "started",
         format!(
-            "following the kernel's XFRM notifications{}; {ike_status}",
+            "following the kernel's XFRM notifications{}{}; {ike_status}",
             if known.is_some() {
                 " and the connections they change"
             } else {
                 ""
+            },
+            match sweep {
+                Some(d) => format!(", and every {} s all connections", d.as_secs()),
+                None => String::new(),
             }
         ),
         json!({
             "ike_daemon": { "reachable": first.is_ok(), "socket": path, "detail": ike_status },
             "connections": known.as_ref().map(HashMap::len),
+            "interval_s": sweep.map(|d| d.as_secs()),
+            "snapshot_ms": snapshot_ms,
         }),
     );
     let (tx, rx) = mpsc::channel();
     let tx2 = tx.clone();
-    std::thread::spawn(move || kernel_thread(events, tx));
-    std::thread::spawn(move || ike_thread(path, first, tx2));
+    // Counts the events the readers have seen: a sweep that overlaps one may have caught a
+    // change half made (a rekey is several steps), so its answer is left to the one after the
+    // burst settles.
+    let seen = Arc::new(AtomicU64::new(0));
+    let (seen1, seen2) = (seen.clone(), seen.clone());
+    std::thread::spawn(move || kernel_thread(events, tx, seen1));
+    std::thread::spawn(move || ike_thread(path, first, tx2, seen2));
     let mut out = std::io::stdout().lock();
     let mut emit = |e: &Event| {
         let line = if args.json {
@@ -671,6 +849,10 @@ pub(crate) fn run(args: &WatchArgs) -> ExitCode {
         return ExitCode::SUCCESS;
     }
     let mut dirty_since: Option<Instant> = None;
+    let mut next_sweep = sweep.map(|d| Instant::now() + d);
+    // The last failure to answer the connections, said once until it changes or they are
+    // answered again (the sweep would repeat it every interval).
+    let mut failing: Option<String> = None;
     loop {
         match signals.read_signal() {
             Ok(Some(_)) => return ExitCode::SUCCESS,
@@ -694,10 +876,16 @@ pub(crate) fn run(args: &WatchArgs) -> ExitCode {
             return ExitCode::SUCCESS;
         }
         let settled = dirty_since.is_some_and(|t| t.elapsed() >= SETTLE);
-        if let (true, Some(before)) = (settled, known.as_mut()) {
+        // The sweep waits while a burst settles: the answer after it follows soon, and a
+        // snapshot in the middle of a rekey would report a state that lasts milliseconds.
+        let due = dirty_since.is_none() && next_sweep.is_some_and(|t| Instant::now() >= t);
+        if let (true, Some(before)) = (settled || due, known.as_mut()) {
             dirty_since = None;
+            let events_before = seen.load(Ordering::SeqCst);
             match connections() {
+                Ok(_) if !settled && seen.load(Ordering::SeqCst) != events_before => {}
                 Ok(after) => {
+                    failing = None;
                     for e in changes(before, &after) {
                         if emit(&e).is_err() {
                             return ExitCode::SUCCESS;
@@ -706,17 +894,18 @@ pub(crate) fn run(args: &WatchArgs) -> ExitCode {
                     *before = after;
                 }
                 Err(err) => {
-                    let e = Event::new(
-                        "connection",
-                        "error",
-                        format!("answering the connections failed: {err}"),
-                        json!({}),
-                    );
-                    if emit(&e).is_err() {
-                        return ExitCode::SUCCESS;
+                    let why = format!("answering the connections failed: {err}");
+                    if failing.as_ref() != Some(&why) {
+                        let e = Event::new("connection", "error", why.clone(), json!({}));
+                        failing = Some(why);
+                        if emit(&e).is_err() {
+                            return ExitCode::SUCCESS;
+                        }
                     }
                 }
             }
+            // The interval counts from the end of the last answer, event-driven or not.
+            next_sweep = sweep.map(|d| Instant::now() + d);
         }
     }
 }
@@ -730,6 +919,169 @@ mod tests {
         assert_eq!(rfc3339(0), "1970-01-01T00:00:00.000Z");
         assert_eq!(rfc3339(951_782_400_123), "2000-02-29T00:00:00.123Z");
         assert_eq!(rfc3339(1_795_654_800_999), "2026-11-26T01:00:00.999Z");
+    }
+
+    fn protection(
+        mechanism: Mechanism,
+        direction: socksec::Direction,
+        secured: bool,
+        encrypted: bool,
+    ) -> socksec::Protection {
+        socksec::Protection {
+            mechanism,
+            direction,
+            secured,
+            encrypted,
+            policy: None,
+            sas: Vec::new(),
+            reason: None,
+            tcp_md5: None,
+            ktls: None,
+            wireguard: None,
+        }
+    }
+
+    fn wireguard(age: u64, endpoint: &str) -> socksec::Protection {
+        let mut p = protection(
+            Mechanism::Wireguard,
+            socksec::Direction::Outbound,
+            age < socksec::wireguard::REJECT_AFTER_SECS,
+            age < socksec::wireguard::REJECT_AFTER_SECS,
+        );
+        p.wireguard = Some(socksec::wireguard::WgDetail {
+            interface: "wg0".into(),
+            peer: socksec::wireguard::WgPeer {
+                public_key: "peerkey=".into(),
+                endpoint: Some(endpoint.parse().unwrap()),
+                last_handshake: Some(1_000_000 - age),
+                allowed_ips: vec![("10.8.0.0".parse().unwrap(), 24)],
+            },
+            handshake_age: Some(age),
+            tunnel: None,
+        });
+        p
+    }
+
+    fn of(parts: &[socksec::Protection]) -> Protection {
+        let mut parts: Vec<Part> = parts.iter().map(Part::of).collect();
+        parts.sort_by(|a, b| a.key().cmp(&b.key()));
+        Protection {
+            secured: parts.iter().any(|p| p.secured),
+            encrypted: parts.iter().any(|p| p.encrypted),
+            parts,
+        }
+    }
+
+    #[test]
+    fn a_wireguard_handshake_counts_only_when_it_crosses_the_limit() {
+        // The age grows every sweep and the peer roams: no change of protection.
+        let fresh = of(&[wireguard(5, "192.0.2.1:51820")]);
+        let later = of(&[wireguard(170, "192.0.2.9:4000")]);
+        assert_eq!(fresh, later);
+        // Past 180 s the session is gone: a change, named.
+        let stale = of(&[wireguard(181, "192.0.2.9:4000")]);
+        assert_eq!(
+            difference(&later, &stale),
+            (vec![Mechanism::Wireguard], false)
+        );
+        assert_eq!(stale.json()["mechanisms"][0]["secured"], false);
+        assert_eq!(
+            stale.json()["mechanisms"][0]["carriers"][0],
+            "wg0 peer peerkey="
+        );
+    }
+
+    #[test]
+    fn new_sas_under_a_wireguard_tunnel_are_a_rekey() {
+        let inside = |spi: u32| {
+            let mut p = wireguard(5, "192.0.2.1:51820");
+            let mut carrier =
+                protection(Mechanism::Ipsec, socksec::Direction::Outbound, true, true);
+            carrier.sas = vec![socksec::report::SaInfo {
+                proto: socksec::xfrm::model::IpsecProto::Esp,
+                mode: socksec::xfrm::model::Mode::Transport,
+                spi,
+                reqid: 1,
+                src: "192.0.2.2".parse().unwrap(),
+                dst: "192.0.2.1".parse().unwrap(),
+                encryption: None,
+                integrity: None,
+                aead: Some("rfc4106(gcm(aes))".into()),
+                compression: None,
+                gives_integrity: true,
+                gives_confidentiality: true,
+                encapsulation: None,
+            }];
+            if let Some(w) = p.wireguard.as_mut() {
+                w.tunnel = Some(socksec::wireguard::WgTunnel {
+                    local: "192.0.2.2:51820".parse().unwrap(),
+                    remote: "192.0.2.1:51820".parse().unwrap(),
+                    fwmark: 0,
+                    interface: Some("eth0".into()),
+                    secured: true,
+                    encrypted: true,
+                    ipsec: vec![carrier],
+                });
+            }
+            of(&[p])
+        };
+        let (before, after) = (inside(0x1001), inside(0x2002));
+        assert_eq!(
+            difference(&before, &after),
+            (vec![Mechanism::Wireguard], true)
+        );
+        assert_eq!(
+            after.json()["mechanisms"][0]["carriers"][0],
+            "wg0 peer peerkey= over esp 0x00002002"
+        );
+    }
+
+    #[test]
+    fn new_carriers_alone_are_a_rekey_and_new_verdicts_a_change() {
+        use socksec::Direction::{Inbound, Outbound};
+        let md5 = |prefix: &str| {
+            let mut p = protection(Mechanism::TcpMd5, Outbound, true, false);
+            p.tcp_md5 = Some(socksec::diag::Md5Key {
+                addr: prefix.parse().unwrap(),
+                prefixlen: 24,
+                keylen: 16,
+            });
+            p
+        };
+        let ktls = |cipher: &str| {
+            let mut p = protection(Mechanism::Ktls, Inbound, true, true);
+            p.ktls = Some(socksec::ktls::KtlsParams {
+                version: "1.3".into(),
+                cipher: cipher.into(),
+                known_cipher: true,
+            });
+            p
+        };
+        let plain = protection(Mechanism::Ipsec, Outbound, false, false);
+        let before = of(&[plain.clone(), md5("10.1.0.0"), ktls("aes_gcm_128")]);
+        // Another TCP-MD5 prefix and another kTLS cipher, same verdicts: a rekey of both.
+        let rekeyed = of(&[plain.clone(), md5("10.2.0.0"), ktls("aes_gcm_256")]);
+        assert_eq!(
+            difference(&before, &rekeyed),
+            (vec![Mechanism::TcpMd5, Mechanism::Ktls], true)
+        );
+        // kTLS gone: the connection is still secured (TCP-MD5), but a direction's verdict
+        // changed.
+        let no_tls = of(&[plain.clone(), md5("10.1.0.0")]);
+        assert_eq!(difference(&before, &no_tls), (vec![Mechanism::Ktls], false));
+        // Nothing but IPsec's own no-policy parts: unchanged.
+        assert_eq!(
+            difference(&of(std::slice::from_ref(&plain)), &of(&[plain])),
+            (vec![], true)
+        );
+        let text: Vec<String> = rekeyed.parts.iter().flat_map(Part::carrier_text).collect();
+        assert_eq!(
+            text,
+            [
+                "inbound ktls TLS 1.3 aes_gcm_256",
+                "outbound tcp_md5 10.2.0.0/24"
+            ]
+        );
     }
 
     #[test]

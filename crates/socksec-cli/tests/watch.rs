@@ -1,12 +1,15 @@
 //! `socksec watch` as a real process in a private network namespace: the kernel's policy
 //! notifications arrive as JSON lines within a second, and SIGINT and SIGTERM stop it with
-//! exit code 0. (The rekey of a real charon is seen in the lab's operator scenario: this
+//! exit code 0; a TCP-MD5 key set on and removed from an established connection, which no
+//! event announces, is reported by the steady sweep. (The rekey of a real charon is seen in the lab's operator scenario: this
 //! host's kernel has no ESP.)
 
 #[path = "../../socksec/tests/common/mod.rs"]
 mod common;
 
 use std::io::{BufRead, BufReader};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::fd::AsRawFd;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc::{self, Receiver};
 use std::time::{Duration, Instant};
@@ -22,12 +25,20 @@ const BIN: &str = env!("CARGO_BIN_EXE_socksec");
 struct Watch {
     child: Child,
     lines: Receiver<Value>,
+    /// The `started` line.
+    started: Value,
 }
 
 impl Watch {
     fn start(ns: &Netns) -> Self {
+        Self::start_with(ns, &[], 0)
+    }
+
+    /// `watch --json` with `args`, in a namespace that holds `connections` connections.
+    fn start_with(ns: &Netns, args: &[&str], connections: usize) -> Self {
         let mut child = Command::new("ip")
             .args(["netns", "exec", &ns.0, BIN, "watch", "--json"])
+            .args(args)
             // No IKE daemon here: the `started` line says so. It comes after the kernel's
             // notifications are subscribed.
             .env("SOCKSEC_VICI", "/nonexistent/charon.vici")
@@ -46,13 +57,18 @@ impl Watch {
                 }
             }
         });
-        let mut w = Self { child, lines };
-        let first = w.next_line(Duration::from_secs(10)).expect("a first line");
+        let first = lines
+            .recv_timeout(Duration::from_secs(10))
+            .expect("a first line");
         assert_eq!(first["event"], "started", "{first}");
         assert_eq!(first["source"], "watch");
         assert_eq!(first["ike_daemon"]["reachable"], false, "{first}");
-        assert_eq!(first["connections"], 0, "{first}");
-        w
+        assert_eq!(first["connections"], connections, "{first}");
+        Self {
+            child,
+            lines,
+            started: first,
+        }
     }
 
     fn next_line(&mut self, within: Duration) -> Option<Value> {
@@ -87,6 +103,16 @@ impl Watch {
                 panic!("watch did not stop within 2 s of {signal}");
             }
             std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+/// A test that fails leaves no watch behind (it would hold the test's output open).
+impl Drop for Watch {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
         }
     }
 }
@@ -183,4 +209,175 @@ fn watch_without_privilege_fails_with_exit_1() {
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("CAP_NET_ADMIN"), "{err}");
+}
+
+const TCP_MD5SIG: libc::c_int = 14;
+
+/// Sets (`key` non-empty) or removes (empty) the TCP-MD5 key for `peer` on an established
+/// socket, as `setsockopt(TCP_MD5SIG)` with `struct tcp_md5sig`: sockaddr_storage (128 bytes),
+/// flags, prefixlen, keylen (u16), ifindex (i32), key[80].
+fn md5_key(s: &TcpStream, peer: SocketAddr, key: &[u8]) {
+    let SocketAddr::V4(v4) = peer else {
+        panic!("an IPv4 peer")
+    };
+    let mut b = [0u8; 216];
+    b[0..2].copy_from_slice(&(libc::AF_INET as u16).to_ne_bytes());
+    b[4..8].copy_from_slice(&v4.ip().octets());
+    b[130..132].copy_from_slice(&(key.len() as u16).to_ne_bytes());
+    b[136..136 + key.len()].copy_from_slice(key);
+    // SAFETY: `b` is a valid `struct tcp_md5sig` of 216 bytes that outlives the call.
+    let rc = unsafe {
+        libc::setsockopt(
+            s.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            TCP_MD5SIG,
+            b.as_ptr().cast(),
+            b.len() as libc::socklen_t,
+        )
+    };
+    assert_eq!(rc, 0, "TCP_MD5SIG: {}", std::io::Error::last_os_error());
+}
+
+/// The connection lines for `locals` (one each) within `within`, in the order they came.
+fn connection_lines(watch: &mut Watch, locals: &[String], within: Duration) -> Vec<Value> {
+    let deadline = Instant::now() + within;
+    let mut found: Vec<Value> = Vec::new();
+    while found.len() < locals.len() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let line = watch.next_line(left).unwrap_or_else(|| {
+            panic!("connection lines for {locals:?} within {within:?}: only {found:?}")
+        });
+        if line["source"] != "connection" {
+            continue;
+        }
+        let local = line["socket"]["local"].as_str().unwrap_or_default();
+        assert!(
+            locals.iter().any(|l| l == local),
+            "a line for a connection the test did not change: {line}"
+        );
+        assert!(
+            found.iter().all(|f| f["socket"]["local"] != local),
+            "two lines for one change: {line}"
+        );
+        found.push(line);
+    }
+    found
+}
+
+/// What a line says of TCP-MD5 in `state` (`before` or `after`): one (direction, secured,
+/// encrypted, carriers) per direction.
+fn md5_parts(line: &Value, state: &str) -> Vec<(String, bool, bool, String)> {
+    line[state]["mechanisms"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{state} names no mechanisms: {line}"))
+        .iter()
+        .filter(|m| m["mechanism"] == "tcp_md5")
+        .map(|m| {
+            (
+                m["direction"].as_str().unwrap().to_string(),
+                m["secured"].as_bool().unwrap(),
+                m["encrypted"].as_bool().unwrap(),
+                m["carriers"].to_string(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn watch_sweep_reports_tcp_md5_keys_set_and_removed_on_an_established_connection() {
+    let test = "watch_sweep_reports_tcp_md5_keys_set_and_removed_on_an_established_connection";
+    if !require_root(test) {
+        return;
+    }
+    let ns = Netns::new();
+    // The connection exists before watch starts: a connection watch has not seen before
+    // gives no line, so the key must change one it knows.
+    let (listener, client, server) = ns.run_in(|| {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let c = TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        let (s, _) = l.accept().unwrap();
+        (l, c, s)
+    });
+    let locals = vec![
+        client.local_addr().unwrap().to_string(),
+        server.local_addr().unwrap().to_string(),
+    ];
+    let mut swept = Watch::start_with(&ns, &["--interval", "1"], 2);
+    assert_eq!(swept.started["interval_s"], 1, "{}", swept.started);
+    // Beside it, a watch without the sweep: no event announces a TCP-MD5 key, so it must
+    // stay silent — the sweep is what sees the change.
+    let mut unswept = Watch::start_with(&ns, &["--interval", "0"], 2);
+    assert_eq!(
+        unswept.started["interval_s"],
+        Value::Null,
+        "{}",
+        unswept.started
+    );
+
+    // A connection made after watch started gives no line (only changes of protection do).
+    let late = ns.run_in(move || {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let c = TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        let (s, _) = l.accept().unwrap();
+        (l, c, s)
+    });
+    std::thread::sleep(Duration::from_millis(1500));
+
+    let peer: SocketAddr = "127.0.0.1:0".parse().unwrap();
+    let key = b"socksec-watch-md5-key";
+    md5_key(&client, peer, key);
+    md5_key(&server, peer, key);
+    let within = Duration::from_secs(4);
+    for line in connection_lines(&mut swept, &locals, within) {
+        assert_eq!(line["event"], "connection-protection-changed", "{line}");
+        assert_eq!(line["changed"], serde_json::json!(["tcp_md5"]), "{line}");
+        assert_eq!(line["socket"]["protocol"], "tcp", "{line}");
+        assert_eq!(line["before"]["secured"], false, "{line}");
+        assert_eq!(line["after"]["secured"], true, "{line}");
+        assert_eq!(line["after"]["encrypted"], false, "integrity only: {line}");
+        assert!(md5_parts(&line, "before").is_empty(), "{line}");
+        let mut parts = md5_parts(&line, "after");
+        parts.sort();
+        let carriers = r#"["127.0.0.1/32"]"#.to_string();
+        assert_eq!(
+            parts,
+            [
+                ("inbound".to_string(), true, false, carriers.clone()),
+                ("outbound".to_string(), true, false, carriers),
+            ],
+            "{line}"
+        );
+        let summary = line["summary"].as_str().unwrap();
+        assert!(
+            summary.contains("NOT SECURED -> integrity only") && summary.contains("tcp_md5"),
+            "{summary}"
+        );
+        assert!(
+            !line.to_string().contains("socksec-watch-md5-key"),
+            "the key never shows"
+        );
+    }
+
+    // Removing the key (keylen 0) is reported the other way round.
+    md5_key(&client, peer, b"");
+    md5_key(&server, peer, b"");
+    for line in connection_lines(&mut swept, &locals, within) {
+        assert_eq!(line["event"], "connection-protection-changed", "{line}");
+        assert_eq!(line["changed"], serde_json::json!(["tcp_md5"]), "{line}");
+        assert_eq!(line["before"]["secured"], true, "{line}");
+        assert_eq!(line["after"]["secured"], false, "{line}");
+        assert_eq!(md5_parts(&line, "before").len(), 2, "{line}");
+        assert!(md5_parts(&line, "after").is_empty(), "{line}");
+    }
+
+    // Nothing more for the unchanged connection, and nothing at all without the sweep.
+    while let Some(line) = swept.next_line(Duration::from_millis(2500)) {
+        assert_ne!(line["source"], "connection", "{line}");
+    }
+    while let Some(line) = unswept.next_line(Duration::from_millis(100)) {
+        assert_ne!(line["source"], "connection", "without the sweep: {line}");
+    }
+    assert_eq!(swept.stop(Signal::SIGTERM), Some(0));
+    assert_eq!(unswept.stop(Signal::SIGTERM), Some(0));
+    drop((listener, client, server, late));
 }
