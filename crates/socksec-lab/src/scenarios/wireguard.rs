@@ -101,6 +101,57 @@ fn setup(lab: &Lab) -> Result<Keys> {
     })
 }
 
+/// A TCP connection from moon to sun's tunnel address on `port`, with `data` exchanged both
+/// ways: moon's end, sun's end and sun's address.
+fn connect_over_tunnel(
+    lab: &Lab,
+    port: u16,
+    data: &[u8],
+) -> Result<(TcpStream, TcpStream, SocketAddr)> {
+    let server = SocketAddr::from(([10, 77, 0, 2], port));
+    let listener = lab.sun().run(|| TcpListener::bind(server))??;
+    let client = lab.moon().run(|| TcpStream::connect(server))??;
+    let (accepted, _) = listener.accept().context("accepting over WireGuard")?;
+    sockets::exchange(&client, &accepted, data)?;
+    Ok((client, accepted, server))
+}
+
+/// Checks that `answer` is flags 3 with both directions secured and encrypted by WireGuard
+/// over `wg0` with `peer_key`, and that `private_key_file`'s key is nowhere in it; returns
+/// the WireGuard protections.
+fn check_wireguard<'a>(
+    answer: &'a serde_json::Value,
+    peer_key: &str,
+    private_key_file: &std::path::Path,
+) -> Result<Vec<&'a serde_json::Value>> {
+    ensure!(
+        answer["flags"] == 3,
+        "flags {}, expected 3",
+        answer["flags"]
+    );
+    let wg: Vec<_> = answer["protections"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|p| p["mechanism"] == "wireguard")
+        .collect();
+    ensure!(
+        wg.len() == 2
+            && wg.iter().all(|p| p["secured"] == true
+                && p["encrypted"] == true
+                && p["wireguard"]["interface"] == "wg0"
+                && p["wireguard"]["peer"]["public_key"] == peer_key),
+        "WireGuard protections {wg:?}, expected both directions by the peer's key {peer_key}"
+    );
+    ensure!(
+        !answer
+            .to_string()
+            .contains(std::fs::read_to_string(private_key_file)?.trim()),
+        "a private key in the answer"
+    );
+    Ok(wg)
+}
+
 /// WireGuard between moon and sun ([`setup`]); moon also knows a peer for 10.77.0.9 that
 /// never answers.
 pub fn run(lab: &mut Lab) -> Result<()> {
@@ -125,11 +176,7 @@ pub fn run(lab: &mut Lab) -> Result<()> {
         ],
     )?;
 
-    let server: SocketAddr = "10.77.0.2:5201".parse().expect("literal");
-    let listener = lab.sun().run(|| TcpListener::bind(server))??;
-    let client = lab.moon().run(|| TcpStream::connect(server))??;
-    let (accepted, _) = listener.accept().context("accepting over WireGuard")?;
-    sockets::exchange(&client, &accepted, b"over wireguard")?;
+    let (client, _accepted, server) = connect_over_tunnel(lab, 5201, b"over wireguard")?;
     let shown = sh(
         "ip",
         [
@@ -157,38 +204,13 @@ pub fn run(lab: &mut Lab) -> Result<()> {
     let Some(answer) = lab.query_detail("over WireGuard", true, &client, tokens)? else {
         return Ok(());
     };
-    ensure!(
-        answer["flags"] == 3,
-        "flags {}, expected 3",
-        answer["flags"]
-    );
-    let wg: Vec<_> = answer["protections"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|p| p["mechanism"] == "wireguard")
-        .collect();
-    ensure!(
-        wg.len() == 2
-            && wg.iter().all(|p| p["secured"] == true
-                && p["encrypted"] == true
-                && p["wireguard"]["interface"] == "wg0"
-                && p["wireguard"]["peer"]["public_key"] == sun_pub.as_str()),
-        "WireGuard protections {wg:?}, expected both directions by sun's key {sun_pub}"
-    );
+    check_wireguard(&answer, &sun_pub, &moon_key)?;
     ensure!(
         answer["peer"]["machine"]["id"] == sun_pub.as_str()
             && answer["peer"]["machine"]["kind"] == "wireguard_key",
         "machine identity {}, expected sun's public key",
         answer["peer"]["machine"]
     );
-    ensure!(
-        !answer
-            .to_string()
-            .contains(&std::fs::read_to_string(&moon_key)?.trim().to_string()),
-        "moon's private key in the answer"
-    );
-
     // A peer without a handshake: a UDP flow to 10.77.0.9 is not secured, and says why.
     let ghost: SocketAddr = "10.77.0.9:9".parse().expect("literal");
     let udp = lab.moon().run(|| UdpSocket::bind("10.77.0.1:0"))??;
@@ -232,11 +254,7 @@ pub fn inside_ipsec(lab: &mut Lab) -> Result<()> {
     let (_, child) = moon.wait_child(&conn.child, IKE)?;
     let keys = setup(lab)?;
 
-    let server: SocketAddr = "10.77.0.2:5203".parse().expect("literal");
-    let listener = lab.sun().run(|| TcpListener::bind(server))??;
-    let client = lab.moon().run(|| TcpStream::connect(server))??;
-    let (accepted, _) = listener.accept().context("accepting over WireGuard")?;
-    sockets::exchange(&client, &accepted, b"wireguard inside ipsec")?;
+    let (client, _accepted, server) = connect_over_tunnel(lab, 5203, b"wireguard inside ipsec")?;
 
     // The kernel's view: the CHILD_SA's SAs carried WireGuard's packets.
     let (m, s) = (lab.moon().v4.to_string(), lab.sun().v4.to_string());
@@ -254,23 +272,7 @@ pub fn inside_ipsec(lab: &mut Lab) -> Result<()> {
     else {
         return Ok(());
     };
-    ensure!(
-        answer["flags"] == 3,
-        "flags {}, expected 3",
-        answer["flags"]
-    );
-    let wg: Vec<_> = answer["protections"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|p| p["mechanism"] == "wireguard")
-        .collect();
-    ensure!(
-        wg.len() == 2
-            && wg.iter().all(|p| p["secured"] == true
-                && p["wireguard"]["peer"]["public_key"] == keys.sun_public.as_str()),
-        "WireGuard protections {wg:?}, expected both directions by sun's key"
-    );
+    let wg = check_wireguard(&answer, &keys.sun_public, &keys.moon_private)?;
     let tunnel = &wg[0]["wireguard"]["tunnel"];
     let spi = |i: usize| tunnel["ipsec"][i]["sas"][0]["spi"].as_u64();
     ensure!(
@@ -288,13 +290,6 @@ pub fn inside_ipsec(lab: &mut Lab) -> Result<()> {
         child.spi_in,
         out_sa.aead
     );
-    ensure!(
-        !answer
-            .to_string()
-            .contains(std::fs::read_to_string(&keys.moon_private)?.trim()),
-        "moon's private key in the answer"
-    );
-
     // Only WireGuard's port is in the CHILD_SA: TCP over the plain link is clear.
     let plain = sockets::tcp_pair(lab.moon(), lab.sun(), 5204, false)?;
     lab.check_socket("plain beside", true, &plain.client, None, &Expect::Clear)?;
