@@ -362,6 +362,21 @@ impl Bench {
         })
     }
 
+    /// The library's own broker path: a fresh connection per query (`client::query`, what
+    /// `socksec::query` did before connections were kept) or the thread's kept connection
+    /// (`client::query_kept`, what it does now).
+    fn broker_connection_latency(&self, broker: &Server, kept: bool) -> Stats {
+        use socksec::broker::client;
+        measure(self.samples, self.budget, || {
+            let info = if kept {
+                client::query_kept(&broker.path, self.fd(), &self.template, |e| e)
+            } else {
+                client::query(&broker.path, self.fd(), &self.template)
+            };
+            std::hint::black_box(info.expect("broker query"));
+        })
+    }
+
     fn echo_latency(&self, echo: &Server) -> Stats {
         let mut conn = UnixStream::connect(&echo.path).expect("connect echo");
         measure(self.samples, self.budget, || {
@@ -488,6 +503,23 @@ impl Bench {
                 None => ("n/a (no socksecd binary)".into(), "n/a".into()),
             };
             println!("| {name} | {} | {bcell} | {ratio} |", e.cell());
+        }
+        if let Some(b) = &broker {
+            pin_thread(0);
+            pin_process(b.child.id(), &[0]);
+            let fresh = self.broker_connection_latency(b, false);
+            let kept = self.broker_connection_latency(b, true);
+            println!();
+            println!(
+                "| `socksec::query` in broker mode (one CPU) | new connection per query | kept per thread | new / kept |"
+            );
+            println!("|---|---|---|---:|");
+            println!(
+                "| 10 policies | {} | {} | {:.2}× |",
+                fresh.cell(),
+                kept.cell(),
+                fresh.p50.as_secs_f64() / kept.p50.as_secs_f64()
+            );
         }
         unpin_thread();
         let all: Vec<usize> = (0..cpus()).collect();

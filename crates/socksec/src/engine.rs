@@ -72,10 +72,9 @@ impl Prepared<'_> {
         match crate::mode::current()? {
             crate::mode::Mode::Local => self.run_with(crate::cache::process()),
             crate::mode::Mode::Broker(path) => {
-                use crate::broker::client::{Connection, DEFAULT_TIMEOUT};
-                Connection::connect(&path, DEFAULT_TIMEOUT)
-                    .map_err(|e| crate::mode::broker_unreachable(e, crate::mode::broker_forced()))?
-                    .query(self.fd, &self.template)
+                crate::broker::client::query_kept(&path, self.fd, &self.template, |e| {
+                    crate::mode::broker_unreachable(e, crate::mode::broker_forced())
+                })
             }
         }
     }

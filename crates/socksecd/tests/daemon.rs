@@ -8,6 +8,7 @@ use std::io::Write;
 use std::net::{Shutdown, TcpListener, TcpStream, UdpSocket};
 use std::os::fd::AsFd;
 use std::os::unix::net::UnixStream;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -425,4 +426,53 @@ fn systemd_socket_activation() {
         in_process(c.as_fd(), &QueryTemplate::default()).unwrap()
     );
     let _ = std::io::stderr().flush();
+}
+
+#[test]
+fn a_thread_keeps_one_connection_across_queries_and_remakes_it_when_needed() {
+    if !require_root("a_thread_keeps_one_connection_across_queries_and_remakes_it_when_needed") {
+        return;
+    }
+    let d = Daemon::start(&["--client-timeout-ms", "300"], None);
+    let other = Daemon::start(&[], None);
+    let (c, _s, _l) = tcp_pair();
+    let t = QueryTemplate::default();
+    let expected = in_process(c.as_fd(), &t).unwrap();
+    let ask = |path: &std::path::Path| client::query_kept(path, c.as_fd(), &t, |e| e).unwrap();
+    let idle_lines = |d: &Daemon| d.log().matches("idle for").count();
+    let flow = format!("{} -> {}", c.local_addr().unwrap(), c.peer_addr().unwrap());
+    let answers = |d: &Daemon| d.log().matches(flow.as_str()).count();
+
+    // Five queries on one connection: once idle, the daemon drops exactly one client.
+    for _ in 0..5 {
+        assert_eq!(ask(&d.socket), expected);
+    }
+    std::thread::sleep(Duration::from_millis(700));
+    assert_eq!(idle_lines(&d), 1, "{}", d.log());
+    assert_eq!(answers(&d), 5, "{}", d.log());
+
+    // The kept connection is gone on the daemon's side: the next query makes a new one.
+    assert_eq!(ask(&d.socket), expected);
+    // Another broker: another connection, and the first is not reused for it.
+    assert_eq!(ask(&other.socket), expected);
+    assert_eq!(ask(&d.socket), expected);
+    std::thread::sleep(Duration::from_millis(700));
+    assert_eq!(idle_lines(&d), 2, "{}", d.log());
+    assert_eq!(answers(&d), 7, "{}", d.log());
+    assert_eq!(answers(&other), 1, "{}", other.log());
+
+    // A connect failure goes through the caller's mapping.
+    let e = client::query_kept(
+        Path::new("/nonexistent/socksecd.sock"),
+        c.as_fd(),
+        &t,
+        |e| {
+            socksec::Error::new(
+                ErrorKind::PermissionDenied,
+                format!("mapped: {}", e.message()),
+            )
+        },
+    )
+    .unwrap_err();
+    assert!(e.message().starts_with("mapped: "), "{e}");
 }

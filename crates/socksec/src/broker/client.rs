@@ -2,8 +2,10 @@
 //! attached (SCM_RIGHTS), read the answer — each step under a timeout.
 //!
 //! [`query`] is one exchange on a fresh connection; a [`Connection`] can carry many (what a
-//! busy caller or a benchmark wants).
+//! busy caller or a benchmark wants); [`query_kept`] uses a connection kept per thread, which
+//! is what the library's own queries do in broker mode.
 
+use std::cell::RefCell;
 use std::io::{self, IoSlice, Read};
 use std::mem::MaybeUninit;
 use std::os::fd::BorrowedFd;
@@ -29,6 +31,51 @@ pub fn query(
     template: &QueryTemplate,
 ) -> Result<SecurityInfo, Error> {
     Connection::connect(path, DEFAULT_TIMEOUT)?.query(fd, template)
+}
+
+thread_local! {
+    /// This thread's connection to the broker, with the process that made it.
+    static KEPT: RefCell<Option<(u32, Connection)>> = const { RefCell::new(None) };
+}
+
+/// One query through the broker at `path` on this thread's kept connection, so that a caller
+/// that asks again does not pay a new connection (and a new daemon thread) each time.
+///
+/// The connection is made on first use and kept after a successful exchange; it is made anew
+/// when it leads to another path, after any error, and in a forked child (the child must never
+/// share the parent's stream: their requests and answers would interleave). A kept connection
+/// that the daemon closed while idle (it does after its client timeout) is found out on the
+/// next exchange, which then runs once more on a new connection. `connect_error` maps a
+/// failure to connect (the caller says what it means: e.g. "no privilege and no broker").
+pub fn query_kept(
+    path: &Path,
+    fd: BorrowedFd<'_>,
+    template: &QueryTemplate,
+    connect_error: impl Fn(Error) -> Error,
+) -> Result<SecurityInfo, Error> {
+    let pid = std::process::id();
+    let kept = KEPT
+        .with(|k| k.borrow_mut().take())
+        .filter(|(owner, conn)| *owner == pid && conn.path == path)
+        .map(|(_, conn)| conn);
+    let reused = kept.is_some();
+    let mut conn = match kept {
+        Some(conn) => conn,
+        None => Connection::connect(path, DEFAULT_TIMEOUT).map_err(&connect_error)?,
+    };
+    let mut answer = conn.query(fd, template);
+    if reused
+        && answer
+            .as_ref()
+            .is_err_and(|e| e.errno() == libc::ECONNRESET)
+    {
+        conn = Connection::connect(path, DEFAULT_TIMEOUT).map_err(&connect_error)?;
+        answer = conn.query(fd, template);
+    }
+    if answer.is_ok() {
+        KEPT.with(|k| *k.borrow_mut() = Some((pid, conn)));
+    }
+    answer
 }
 
 /// A connection to `socksecd` that carries queries one after another.
