@@ -214,7 +214,7 @@ fn complete_flow_with(
     }
     flow.oif = route.oif;
     if route.oif != 0 {
-        let link = rtnl.link(route.oif)?;
+        let link = lookups.link(route.oif)?;
         flow.oif_name = Some(link.name.clone());
         flow.oif_kind = link.kind.clone();
         match link.kind.as_deref() {
@@ -234,7 +234,7 @@ fn complete_flow_with(
             flow.in_policy_disabled = switches.ipv6_disable_policy.unwrap_or(false);
         }
     }
-    flow.iif = lookups.rtnl()?.local_address_ifindex(flow.local.ip())?;
+    flow.iif = lookups.local_address_ifindex(flow.local.ip())?;
     Ok(())
 }
 

@@ -34,6 +34,7 @@ pub mod error;
 pub mod flow;
 pub mod host;
 pub mod ktls;
+pub mod links;
 pub mod mode;
 pub mod peer;
 pub mod report;

@@ -480,24 +480,29 @@ impl Rtnl {
     /// the address's family), `None` if no interface holds it. An IPv6 link-local address can
     /// be on several interfaces; the first is returned.
     pub fn local_address_ifindex(&mut self, addr: IpAddr) -> Result<Option<u32>, RouteError> {
+        Ok(self
+            .addresses(addr.is_ipv4())?
+            .into_iter()
+            .find(|(_, a)| *a == Some(addr))
+            .map(|(index, _)| index))
+    }
+
+    /// Every address of the family (IPv4 when `ipv4`, else IPv6) with the index of the
+    /// interface that holds it (`RTM_GETADDR` dump).
+    pub fn addresses(&mut self, ipv4: bool) -> Result<Vec<(u32, Option<IpAddr>)>, RouteError> {
         let mut ifaddr = [0u8; rt::IFADDRMSG_LEN];
-        ifaddr[0] = if addr.is_ipv4() { AF_INET } else { AF_INET6 };
+        ifaddr[0] = if ipv4 { AF_INET } else { AF_INET6 };
         let encode = |seq| {
             Request::new(rt::RTM_GETADDR, nl::NLM_F_DUMP, seq)
                 .raw(&ifaddr)
                 .finish()
         };
-        let addrs = self
-            .conn
+        self.conn
             .transact(encode, true, |msg: NlMsg<'_>| {
                 expect_kind(&msg, rt::RTM_NEWADDR)?;
                 parse_addr(msg.payload)
             })
-            .map_err(|e| RouteError::from_nl("RTM_GETADDR", e))?;
-        Ok(addrs
-            .into_iter()
-            .find(|(_, a)| *a == Some(addr))
-            .map(|(index, _)| index))
+            .map_err(|e| RouteError::from_nl("RTM_GETADDR", e))
     }
 }
 
@@ -560,14 +565,18 @@ pub fn thread_netns() -> io::Result<(u64, u64)> {
     fs::metadata("/proc/thread-self/ns/net").map(|m| (m.dev(), m.ino()))
 }
 
-/// Lookups that one thread keeps open between queries: its rtnetlink socket, its sock_diag and
-/// WireGuard (generic netlink) sockets, and the `/proc/sys/net` files of the IPsec switches (re-read with `pread` each time, so values are
-/// always current; only the path walk of `open` is saved). Both belong to the network
-/// namespace the thread was in when they were opened, so they are dropped when the thread is
-/// found in another one.
+/// Lookups that one thread keeps open between queries: its rtnetlink socket, the interfaces and
+/// addresses it read until the kernel announces a change ([`crate::links::LinkCache`]), its
+/// sock_diag and WireGuard (generic netlink) sockets, and the `/proc/sys/net` files of the
+/// IPsec switches (re-read with `pread` each time, so values are always current; only the path
+/// walk of `open` is saved). All belong to the network namespace the thread was in when they
+/// were opened, so they are dropped when the thread is found in another one.
 pub struct ThreadLookups {
     netns: (u64, u64),
     rtnl: Option<Rtnl>,
+    /// `None` until first used; `Some(None)` when the notification groups cannot be joined
+    /// (every lookup then asks the kernel).
+    links: Option<Option<crate::links::LinkCache>>,
     sysctls: std::collections::HashMap<std::path::PathBuf, fs::File>,
     /// The thread's sock_diag socket (TCP-MD5 keys of one socket).
     pub(crate) diag: Option<crate::diag::Diag>,
@@ -594,6 +603,7 @@ impl ThreadLookups {
                 *slot = Some(Self {
                     netns,
                     rtnl: None,
+                    links: None,
                     sysctls: Default::default(),
                     diag: None,
                     wireguard: None,
@@ -604,6 +614,7 @@ impl ThreadLookups {
             if result.is_err() {
                 // A socket that saw a failure is not reused.
                 lookups.rtnl = None;
+                lookups.links = None;
                 lookups.diag = None;
                 lookups.wireguard = None;
             }
@@ -617,6 +628,36 @@ impl ThreadLookups {
             self.rtnl = Some(Rtnl::open()?);
         }
         Ok(self.rtnl.as_mut().expect("just opened"))
+    }
+
+    /// [`Rtnl::link`], kept until the kernel announces a change of links or addresses.
+    pub fn link(&mut self, index: u32) -> Result<LinkInfo, RouteError> {
+        self.rtnl()?;
+        let (rtnl, links) = self.rtnl_and_links();
+        match links {
+            Some(links) => links.link(rtnl, index),
+            None => rtnl.link(index),
+        }
+    }
+
+    /// [`Rtnl::local_address_ifindex`], from the addresses kept until the kernel announces a
+    /// change.
+    pub fn local_address_ifindex(&mut self, addr: IpAddr) -> Result<Option<u32>, RouteError> {
+        self.rtnl()?;
+        let (rtnl, links) = self.rtnl_and_links();
+        match links {
+            Some(links) => links.local_address_ifindex(rtnl, addr),
+            None => rtnl.local_address_ifindex(addr),
+        }
+    }
+
+    /// The open rtnetlink socket and the link cache (joined on first use).
+    fn rtnl_and_links(&mut self) -> (&mut Rtnl, Option<&mut crate::links::LinkCache>) {
+        let links = self
+            .links
+            .get_or_insert_with(|| crate::links::LinkCache::open().ok())
+            .as_mut();
+        (self.rtnl.as_mut().expect("opened by the caller"), links)
     }
 
     /// [`xfrm_switches`] through the kept files.
