@@ -155,36 +155,39 @@ mod tests {
 
     #[test]
     fn host_kept_links_and_addresses_follow_every_change_at_once() {
-        in_private_netns("host_kept_links_and_addresses_follow_every_change_at_once", || {
-            ip("link add d0 type veth peer name x0");
-            ip("addr add 10.30.0.1/24 dev d0");
-            ip("addr add fd00:30::1/64 dev d0 nodad");
-            let (d0, x0) = (ifindex("d0"), ifindex("x0"));
-            assert_eq!(link(d0).name, "d0");
-            assert_eq!(link(x0).kind.as_deref(), Some("veth"));
-            assert_eq!(holder("10.30.0.1"), Some(d0));
-            assert_eq!(holder("fd00:30::1"), Some(d0));
-            assert_eq!(holder("10.31.0.1"), None);
-            // Asked again without a change: the same answers (now kept).
-            assert_eq!(link(d0).name, "d0");
-            assert_eq!(holder("10.30.0.1"), Some(d0));
+        in_private_netns(
+            "host_kept_links_and_addresses_follow_every_change_at_once",
+            || {
+                ip("link add d0 type veth peer name x0");
+                ip("addr add 10.30.0.1/24 dev d0");
+                ip("addr add fd00:30::1/64 dev d0 nodad");
+                let (d0, x0) = (ifindex("d0"), ifindex("x0"));
+                assert_eq!(link(d0).name, "d0");
+                assert_eq!(link(x0).kind.as_deref(), Some("veth"));
+                assert_eq!(holder("10.30.0.1"), Some(d0));
+                assert_eq!(holder("fd00:30::1"), Some(d0));
+                assert_eq!(holder("10.31.0.1"), None);
+                // Asked again without a change: the same answers (now kept).
+                assert_eq!(link(d0).name, "d0");
+                assert_eq!(holder("10.30.0.1"), Some(d0));
 
-            // Each change is in the very next answer.
-            ip("link set d0 name d1");
-            assert_eq!(link(d0).name, "d1");
-            ip("addr del 10.30.0.1/24 dev d1");
-            assert_eq!(holder("10.30.0.1"), None);
-            ip("addr add 10.31.0.1/24 dev d1");
-            assert_eq!(holder("10.31.0.1"), Some(d0));
-            ip("addr add 10.31.0.1/32 dev x0");
-            ip("addr del 10.31.0.1/24 dev d1");
-            assert_eq!(holder("10.31.0.1"), Some(x0));
-            ip("-6 addr del fd00:30::1/64 dev d1");
-            assert_eq!(holder("fd00:30::1"), None);
-            ip("link del x0"); // and its peer d1
-            let gone = ThreadLookups::with(|l| l.link(x0)).unwrap_err();
-            assert_eq!(gone.errno(), Some(libc::ENODEV));
-        });
+                // Each change is in the very next answer.
+                ip("link set d0 name d1");
+                assert_eq!(link(d0).name, "d1");
+                ip("addr del 10.30.0.1/24 dev d1");
+                assert_eq!(holder("10.30.0.1"), None);
+                ip("addr add 10.31.0.1/24 dev d1");
+                assert_eq!(holder("10.31.0.1"), Some(d0));
+                ip("addr add 10.31.0.1/32 dev x0");
+                ip("addr del 10.31.0.1/24 dev d1");
+                assert_eq!(holder("10.31.0.1"), Some(x0));
+                ip("-6 addr del fd00:30::1/64 dev d1");
+                assert_eq!(holder("fd00:30::1"), None);
+                ip("link del x0"); // and its peer d1
+                let gone = ThreadLookups::with(|l| l.link(x0)).unwrap_err();
+                assert_eq!(gone.errno(), Some(libc::ENODEV));
+            },
+        );
     }
 
     #[test]
