@@ -463,7 +463,7 @@ impl XfrmWatcher {
             dirty.states = true;
         }
         let mut rounds = 0;
-        while dirty.policies || dirty.states {
+        while dirty.policies || dirty.states || self.loss_reported_by_a_query(&mut dirty) {
             rounds += 1;
             if rounds > 4 {
                 self.withdraw();
@@ -513,6 +513,26 @@ impl XfrmWatcher {
             self.broken = false;
             self.publish();
         }
+    }
+
+    /// Whether a query's peek took a loss report (`ENOBUFS`) meant for this thread; if so,
+    /// marks everything for a re-read on a fresh subscription.
+    ///
+    /// Checked under the lock the queries peek under, just before publishing: a query takes
+    /// the report and raises [`Shared::lost`] while holding it, so once this thread holds it
+    /// the flag is up for every report taken so far. Without the lock, this thread could read
+    /// notifications from after the gap (they come only once the report is taken) and publish
+    /// them in the moment between a query's peek and its raising the flag: a set of policies
+    /// the kernel never had.
+    fn loss_reported_by_a_query(&mut self, dirty: &mut Dirty) -> bool {
+        let lost = {
+            let _peeks = lock(&self.shared.events_fd);
+            self.shared.lost.load(Ordering::SeqCst)
+        };
+        if lost {
+            self.apply(XfrmEvent::Overrun, dirty);
+        }
+        lost
     }
 
     fn withdraw(&mut self) {
