@@ -538,6 +538,7 @@ pub fn attach(
     else {
         return;
     };
+    let endpoint = normalize(endpoint);
     let unknown = |info: &mut SecurityInfo, detail: String| {
         info.caveats
             .push(crate::report::Caveat::WireguardTunnelUnknown { detail });
@@ -548,7 +549,8 @@ pub fn attach(
             return unknown(
                 info,
                 format!(
-                    "no UDP socket on port {} in this network namespace: {interface}'s socket is in the namespace it was created in, whose IPsec tables apply",
+                    "no UDP socket on port {} in this network namespace: {interface}'s socket \
+                     is in the namespace it was created in, whose IPsec tables apply",
                     device.listen_port
                 ),
             );
