@@ -69,12 +69,7 @@ impl Drop for Daemon {
 
 /// ESP AES-GCM between moon and sun; then the broker check on a new connection over the SAs.
 pub fn unprivileged(lab: &mut Lab) -> Result<()> {
-    let mut case = Case::esp(
-        "aes128gcm16-modp2048",
-        "AES_GCM_16",
-        "rfc4106(gcm(aes))",
-        true,
-    );
+    let mut case = Case::esp_gcm();
     case.extra = Some(through_the_broker);
     run_case(lab, &case, 5030)
 }

@@ -73,6 +73,16 @@ pub struct Case {
 }
 
 impl Case {
+    /// The lab's usual case: ESP AES-GCM-16/128 in transport mode over TCP, encrypted.
+    pub fn esp_gcm() -> Self {
+        Self::esp(
+            "aes128gcm16-modp2048",
+            "AES_GCM_16",
+            "rfc4106(gcm(aes))",
+            true,
+        )
+    }
+
     /// ESP in transport mode with `esp` proposals, TCP.
     pub fn esp(
         esp: &str,
@@ -382,12 +392,7 @@ fn rekey_and_recheck(
 /// Transport mode ESP AES-GCM-16/128 over TCP: secured and encrypted; also through the CLI
 /// and the C ABI.
 pub fn transport_esp_gcm(lab: &mut Lab) -> Result<()> {
-    let mut case = Case::esp(
-        "aes128gcm16-modp2048",
-        "AES_GCM_16",
-        "rfc4106(gcm(aes))",
-        true,
-    );
+    let mut case = Case::esp_gcm();
     case.extra = Some(check_front_ends);
     run_case(lab, &case, 5002)
 }
@@ -684,24 +689,14 @@ pub fn transport_esp_gmac(lab: &mut Lab) -> Result<()> {
 
 /// Transport mode ESP AES-GCM over IPv6.
 pub fn transport_esp_gcm_ipv6(lab: &mut Lab) -> Result<()> {
-    let mut case = Case::esp(
-        "aes128gcm16-modp2048",
-        "AES_GCM_16",
-        "rfc4106(gcm(aes))",
-        true,
-    );
+    let mut case = Case::esp_gcm();
     case.conn.ipv6 = true;
     run_case(lab, &case, 5007)
 }
 
 /// Transport mode ESP AES-GCM carrying UDP (the query names the peer).
 pub fn transport_esp_gcm_udp(lab: &mut Lab) -> Result<()> {
-    let mut case = Case::esp(
-        "aes128gcm16-modp2048",
-        "AES_GCM_16",
-        "rfc4106(gcm(aes))",
-        true,
-    );
+    let mut case = Case::esp_gcm();
     case.flow = Flow::Udp;
     run_case(lab, &case, 5008)
 }
@@ -709,24 +704,14 @@ pub fn transport_esp_gcm_udp(lab: &mut Lab) -> Result<()> {
 /// `start_action = trap`: the TCP SYN triggers the acquire and IKE; the connection then runs
 /// over the negotiated SAs.
 pub fn trap_esp_gcm(lab: &mut Lab) -> Result<()> {
-    let mut case = Case::esp(
-        "aes128gcm16-modp2048",
-        "AES_GCM_16",
-        "rfc4106(gcm(aes))",
-        true,
-    );
+    let mut case = Case::esp_gcm();
     case.conn.start_action = "trap".into();
     run_case(lab, &case, 5009)
 }
 
 /// An established connection survives a CHILD_SA rekey, and the answer follows the new SAs.
 pub fn rekey_esp_gcm(lab: &mut Lab) -> Result<()> {
-    let mut case = Case::esp(
-        "aes128gcm16-modp2048",
-        "AES_GCM_16",
-        "rfc4106(gcm(aes))",
-        true,
-    );
+    let mut case = Case::esp_gcm();
     case.rekey = true;
     run_case(lab, &case, 5011)
 }
@@ -735,12 +720,7 @@ pub fn rekey_esp_gcm(lab: &mut Lab) -> Result<()> {
 /// and one more on another socket in moon. The answer stays secured+encrypted with caveats
 /// counting exactly the socket policies `ip xfrm policy` lists; strict mode refuses SECURED.
 pub fn socket_policies(lab: &mut Lab) -> Result<()> {
-    let mut case = Case::esp(
-        "aes128gcm16-modp2048",
-        "AES_GCM_16",
-        "rfc4106(gcm(aes))",
-        true,
-    );
+    let mut case = Case::esp_gcm();
     case.extra = Some(check_socket_policies);
     run_case(lab, &case, 5012)
 }

@@ -21,12 +21,7 @@ use crate::scenarios::ikev2::{Case, Established, run_case};
 
 /// The secured connection of an ESP-GCM CHILD_SA and a loopback one, listed and watched.
 pub fn run(lab: &mut Lab) -> Result<()> {
-    let mut case = Case::esp(
-        "aes128gcm16-modp2048",
-        "AES_GCM_16",
-        "rfc4106(gcm(aes))",
-        true,
-    );
+    let mut case = Case::esp_gcm();
     case.extra = Some(check_operator);
     run_case(lab, &case, 5040)
 }
