@@ -927,18 +927,7 @@ mod tests {
         secured: bool,
         encrypted: bool,
     ) -> socksec::Protection {
-        socksec::Protection {
-            mechanism,
-            direction,
-            secured,
-            encrypted,
-            policy: None,
-            sas: Vec::new(),
-            reason: None,
-            tcp_md5: None,
-            ktls: None,
-            wireguard: None,
-        }
+        socksec::Protection::without_sas(mechanism, direction, secured, encrypted, None)
     }
 
     fn wireguard(age: u64, endpoint: &str) -> socksec::Protection {

@@ -200,4 +200,13 @@ impl SecurityInfo {
     pub fn is_encrypted(&self) -> bool {
         self.flags.is_encrypted()
     }
+
+    /// Adds one mechanism's verdict for one direction, and its reason (if any) to
+    /// [`SecurityInfo::reasons`]. The flags are the caller's to set.
+    pub fn add_protection(&mut self, protection: Protection) {
+        if let Some(reason) = &protection.reason {
+            self.reasons.push(reason.clone());
+        }
+        self.protections.push(protection);
+    }
 }

@@ -129,20 +129,9 @@ pub fn apply(info: &mut SecurityInfo, state: &KtlsState) {
             }),
         };
         both &= ok;
-        if let Some(r) = &reason {
-            info.reasons.push(r.clone());
-        }
-        info.protections.push(Protection {
-            mechanism: Mechanism::Ktls,
-            direction,
-            secured: ok,
-            encrypted: ok,
-            policy: None,
-            sas: Vec::new(),
-            reason,
-            tcp_md5: None,
+        info.add_protection(Protection {
             ktls: params.clone(),
-            wireguard: None,
+            ..Protection::without_sas(Mechanism::Ktls, direction, ok, ok, reason)
         });
     }
     if both {

@@ -182,6 +182,31 @@ pub struct Protection {
     pub wireguard: Option<crate::wireguard::WgDetail>,
 }
 
+impl Protection {
+    /// A verdict of a mechanism that has no IPsec policy or SAs (TCP-MD5, kTLS, WireGuard);
+    /// the caller sets the mechanism's own detail.
+    pub fn without_sas(
+        mechanism: Mechanism,
+        direction: Direction,
+        secured: bool,
+        encrypted: bool,
+        reason: Option<Reason>,
+    ) -> Self {
+        Self {
+            mechanism,
+            direction,
+            secured,
+            encrypted,
+            policy: None,
+            sas: Vec::new(),
+            reason,
+            tcp_md5: None,
+            ktls: None,
+            wireguard: None,
+        }
+    }
+}
+
 /// Why a direction is not secured or not encrypted.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]

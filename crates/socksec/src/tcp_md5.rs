@@ -37,17 +37,9 @@ pub fn apply(info: &mut SecurityInfo, keys: &[Md5Key]) {
         return;
     };
     for direction in [Direction::Outbound, Direction::Inbound] {
-        info.protections.push(Protection {
-            mechanism: Mechanism::TcpMd5,
-            direction,
-            secured: true,
-            encrypted: false,
-            policy: None,
-            sas: Vec::new(),
-            reason: None,
+        info.add_protection(Protection {
             tcp_md5: Some(key.clone()),
-            ktls: None,
-            wireguard: None,
+            ..Protection::without_sas(Mechanism::TcpMd5, direction, true, false, None)
         });
     }
     info.flags = Flags::from_verdict(true, info.flags.is_encrypted());

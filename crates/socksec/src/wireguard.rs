@@ -225,25 +225,14 @@ pub fn apply(info: &mut SecurityInfo, interface: &str, peers: &[WgPeer], now: u6
             direction,
             detail: why.clone(),
         });
-        if let Some(r) = &reason {
-            info.reasons.push(r.clone());
-        }
-        info.protections.push(Protection {
-            mechanism: Mechanism::Wireguard,
-            direction,
-            secured: live,
-            encrypted: live,
-            policy: None,
-            sas: Vec::new(),
-            reason,
-            tcp_md5: None,
-            ktls: None,
+        info.add_protection(Protection {
             wireguard: peer.map(|p| WgDetail {
                 interface: interface.to_string(),
                 peer: p.clone(),
                 handshake_age: age,
                 tunnel: None,
             }),
+            ..Protection::without_sas(Mechanism::Wireguard, direction, live, live, reason)
         });
     }
     if live {
