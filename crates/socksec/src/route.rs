@@ -624,16 +624,15 @@ impl ThreadLookups {
 
     /// The thread's rtnetlink socket.
     pub fn rtnl(&mut self) -> Result<&mut Rtnl, RouteError> {
-        if self.rtnl.is_none() {
-            self.rtnl = Some(Rtnl::open()?);
+        match &mut self.rtnl {
+            Some(rtnl) => Ok(rtnl),
+            slot => Ok(slot.insert(Rtnl::open()?)),
         }
-        Ok(self.rtnl.as_mut().expect("just opened"))
     }
 
     /// [`Rtnl::link`], kept until the kernel announces a change of links or addresses.
     pub fn link(&mut self, index: u32) -> Result<LinkInfo, RouteError> {
-        self.rtnl()?;
-        let (rtnl, links) = self.rtnl_and_links();
+        let (rtnl, links) = self.rtnl_and_links()?;
         match links {
             Some(links) => links.link(rtnl, index),
             None => rtnl.link(index),
@@ -643,21 +642,27 @@ impl ThreadLookups {
     /// [`Rtnl::local_address_ifindex`], from the addresses kept until the kernel announces a
     /// change.
     pub fn local_address_ifindex(&mut self, addr: IpAddr) -> Result<Option<u32>, RouteError> {
-        self.rtnl()?;
-        let (rtnl, links) = self.rtnl_and_links();
+        let (rtnl, links) = self.rtnl_and_links()?;
         match links {
             Some(links) => links.local_address_ifindex(rtnl, addr),
             None => rtnl.local_address_ifindex(addr),
         }
     }
 
-    /// The open rtnetlink socket and the link cache (joined on first use).
-    fn rtnl_and_links(&mut self) -> (&mut Rtnl, Option<&mut crate::links::LinkCache>) {
+    /// The rtnetlink socket and the link cache, each opened on first use (the cache is
+    /// `None` when the notification groups cannot be joined).
+    fn rtnl_and_links(
+        &mut self,
+    ) -> Result<(&mut Rtnl, Option<&mut crate::links::LinkCache>), RouteError> {
+        let rtnl = match &mut self.rtnl {
+            Some(rtnl) => rtnl,
+            slot => slot.insert(Rtnl::open()?),
+        };
         let links = self
             .links
             .get_or_insert_with(|| crate::links::LinkCache::open().ok())
             .as_mut();
-        (self.rtnl.as_mut().expect("opened by the caller"), links)
+        Ok((rtnl, links))
     }
 
     /// [`xfrm_switches`] through the kept files.
