@@ -14,7 +14,7 @@ pub(crate) fn run(guid: &str, json_out: bool) -> ExitCode {
     let result = guid
         .parse::<SaLookupContext>()
         .map_err(|e| Error::new(ErrorKind::InvalidArgument, e.to_string()))
-        .and_then(|context| context.details());
+        .and_then(|context| socksec::sa_details(&context));
     match result {
         Ok(details) => {
             if json_out {

@@ -196,7 +196,7 @@ fn invalid_handle(handle: u64) -> Error {
 /// object (NUL-terminated). The nil GUID is `WSAEINVAL`.
 pub fn sa_details_json(guid: [u8; 16]) -> Result<Vec<u8>, Error> {
     let context = socksec::SaLookupContext::from_guid_bytes(guid);
-    let details = context.details()?;
+    let details = socksec::sa_details(&context)?;
     let mut json = serde_json::to_vec(&details)
         .map_err(|e| Error::new(ErrorKind::System, format!("encoding the SA details: {e}")))?;
     json.push(0);

@@ -21,30 +21,27 @@
 //! The path of a query, file by file: [`socket`] reads the descriptor, [`flow`] holds what the
 //! kernel matches on, [`xfrm::dump`] reads the kernel's tables into [`xfrm::model`] snapshots,
 //! [`xfrm::resolve`] decides as the kernel does, [`engine`] assembles the
-//! [`SecurityInfo`]. Resolution is pure code; all I/O is at the edges.
+//! [`SecurityInfo`]. Resolution and every codec are pure code in the `socksec-core` crate
+//! (re-exported here under the same module names); this crate does the I/O.
 //!
 //! The semantics of the flags are in [`contract`]; errors and their Winsock codes in [`error`].
 
+pub use socksec_core::{contract, error, flow, peer, report, winerr};
+
 pub mod broker;
 pub mod cache;
-pub mod contract;
 pub mod diag;
 pub mod engine;
-pub mod error;
-pub mod flow;
 pub mod host;
 pub mod ktls;
 pub mod links;
 pub mod mode;
-pub mod peer;
-pub mod report;
 pub mod route;
 pub mod sa;
 pub mod socket;
 mod sys;
 pub mod tcp_md5;
 pub mod vici;
-pub mod winerr;
 pub mod wireguard;
 pub mod xfrm;
 
@@ -56,7 +53,55 @@ pub use sa::{SaDetails, SaLookupContext};
 
 pub use sys::inherited_fd;
 
+/// Describes the SAs an IPSEC2 `SaLookupContext` names, as the kernel and the IKE daemon have
+/// them now (read afresh; needs the same privileges as a query).
+pub fn sa_details(context: &SaLookupContext) -> Result<SaDetails, Error> {
+    sa::details_with(context, &engine::ColdSources)
+}
+
 /// Whether this process can read the kernel's IPsec tables itself (CAP_NET_ADMIN).
 pub fn has_privilege() -> bool {
     sys::has_cap_net_admin()
+}
+
+#[cfg(test)]
+mod tests {
+    /// The core names the errno values and address families itself (it has no libc); they must
+    /// be this target's.
+    #[test]
+    fn core_constants_are_libcs() {
+        use socksec_core::error::errno;
+        let pairs = [
+            (errno::EPERM, libc::EPERM),
+            (errno::ENOENT, libc::ENOENT),
+            (errno::ESRCH, libc::ESRCH),
+            (errno::EIO, libc::EIO),
+            (errno::EBADF, libc::EBADF),
+            (errno::EACCES, libc::EACCES),
+            (errno::EFAULT, libc::EFAULT),
+            (errno::EINVAL, libc::EINVAL),
+            (errno::EPIPE, libc::EPIPE),
+            (errno::EPROTO, libc::EPROTO),
+            (errno::ENOTSOCK, libc::ENOTSOCK),
+            (errno::EDESTADDRREQ, libc::EDESTADDRREQ),
+            (errno::EMSGSIZE, libc::EMSGSIZE),
+            (errno::EPROTONOSUPPORT, libc::EPROTONOSUPPORT),
+            (errno::EOPNOTSUPP, libc::EOPNOTSUPP),
+            (errno::EAFNOSUPPORT, libc::EAFNOSUPPORT),
+            (errno::ENETUNREACH, libc::ENETUNREACH),
+            (errno::ECONNABORTED, libc::ECONNABORTED),
+            (errno::ECONNRESET, libc::ECONNRESET),
+            (errno::ENOBUFS, libc::ENOBUFS),
+            (errno::ENOTCONN, libc::ENOTCONN),
+            (errno::ETIMEDOUT, libc::ETIMEDOUT),
+            (errno::ECONNREFUSED, libc::ECONNREFUSED),
+            (errno::EHOSTUNREACH, libc::EHOSTUNREACH),
+        ];
+        for (core, libc) in pairs {
+            assert_eq!(core, libc);
+        }
+        use crate::xfrm::codec::nl;
+        assert_eq!(i32::from(nl::AF_INET), libc::AF_INET);
+        assert_eq!(i32::from(nl::AF_INET6), libc::AF_INET6);
+    }
 }

@@ -25,8 +25,9 @@ use netlink_sys::protocols::NETLINK_ROUTE;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
+use crate::xfrm::codec::expect_kind;
 use crate::xfrm::codec::{Attrs, CodecError, NlMsg, Request, nl};
-use crate::xfrm::dump::{NlConn, NlError, expect_kind};
+use crate::xfrm::dump::{NlConn, NlError};
 
 /// rtnetlink numbers (`include/uapi/linux/rtnetlink.h`, `if_link.h`, `if_addr.h`).
 mod rt {

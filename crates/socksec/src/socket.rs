@@ -14,31 +14,7 @@ use crate::error::{Error, ErrorKind};
 use crate::flow::{Transport, normalize};
 use crate::sys;
 
-/// What the kernel says the socket is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct SocketFacts {
-    /// `true` for AF_INET6.
-    pub ipv6: bool,
-    /// TCP, UDP or UDP-Lite.
-    pub transport: Transport,
-    /// `IPV6_V6ONLY` on an AF_INET6 socket.
-    pub v6only: bool,
-}
-
-impl SocketFacts {
-    /// `"inet"` or `"inet6"`.
-    pub fn family_name(&self) -> &'static str {
-        if self.ipv6 { "inet6" } else { "inet" }
-    }
-
-    /// `"stream"` or `"dgram"`.
-    pub fn type_name(&self) -> &'static str {
-        match self.transport {
-            Transport::Tcp => "stream",
-            _ => "dgram",
-        }
-    }
-}
+pub use socksec_core::flow::{RoutingFacts, SocketFacts};
 
 /// Rows 1 and 3 of the decision table: the descriptor must be an AF_INET/AF_INET6 socket of
 /// type SOCK_STREAM (TCP) or SOCK_DGRAM (UDP, UDP-Lite).
@@ -187,17 +163,6 @@ fn pending_error(errno: i32, err: &io::Error) -> Error {
         .with_errno(errno),
         _ => Error::system("pending socket error", err),
     }
-}
-
-/// The socket's mark (`SO_MARK`), bound device (`SO_BINDTODEVICE`) and routing uid.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RoutingFacts {
-    /// `SO_MARK`.
-    pub mark: u32,
-    /// Index of the bound device, if any.
-    pub bound_ifindex: Option<u32>,
-    /// The uid the kernel routes the socket's traffic as.
-    pub uid: u32,
 }
 
 /// Reads the socket options that take part in route and policy lookups.

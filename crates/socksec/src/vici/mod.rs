@@ -1,17 +1,17 @@
 //! strongSwan's VICI interface: where socksec gets peer identities (IKE and EAP/XAuth ids) and
 //! IKE/CHILD SA unique ids for IPSEC2.
 //!
-//! - [`codec`]: the wire format, pure (bytes ↔ [`codec::Packet`] / [`codec::Message`]).
+//! - [`codec`]: the wire format, pure, in `socksec-core` (bytes ↔ [`codec::Packet`] /
+//!   [`codec::Message`]).
 //! - [`model`]: typed views of `list-sa` and IKE/CHILD events ([`model::IkeSa`],
-//!   [`model::ChildSa`], [`model::Identity`]), pure.
+//!   [`model::ChildSa`], [`model::Identity`]), pure (in `socksec-core`).
 //! - [`certs`]: the subject and issuer of the certificate a peer authenticated with.
 //! - [`client`]: a small synchronous client over charon's Unix socket
 //!   ([`client::ViciClient`]).
 
 pub mod certs;
 pub mod client;
-pub mod codec;
-pub mod model;
+pub use socksec_core::vici::{codec, model};
 
 pub use client::{ViciClient, ViciError};
 pub use codec::{CodecError, Message, Packet, Value};

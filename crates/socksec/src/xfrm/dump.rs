@@ -18,7 +18,7 @@ use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_XFRM};
 use thiserror::Error;
 use zeroize::Zeroize;
 
-use super::codec::{self, CodecError, NlMsg, ReplyError, SpdInfo, Step, xfrm};
+use super::codec::{self, CodecError, NlMsg, ReplyError, SpdInfo, Step, expect_kind, xfrm};
 use super::model::{DefaultPolicy, Policy, State, XfrmSnapshot};
 
 /// Initial receive buffer: twice the largest datagram a netlink dump produces.
@@ -234,15 +234,6 @@ fn single<T>(request: &'static str, items: Vec<T>) -> Result<T, DumpError> {
     })
 }
 
-/// Checks that a reply message has the type the request produces.
-pub(crate) fn expect_kind(msg: &NlMsg<'_>, kind: u16) -> Result<(), CodecError> {
-    if msg.kind == kind {
-        Ok(())
-    } else {
-        Err(CodecError::UnexpectedMessage(msg.kind))
-    }
-}
-
 /// An open XFRM netlink socket; keep one to read the tables repeatedly without reopening.
 pub struct XfrmDumper {
     conn: NlConn,
@@ -382,13 +373,18 @@ pub(crate) mod testenv {
     }
 }
 
+/// The fixtures' expectations, shared with the codec's tests in socksec-core.
+#[cfg(test)]
+#[path = "../../../socksec-core/src/xfrm/fixtures.rs"]
+mod fixtures;
+
 #[cfg(test)]
 mod tests {
     use std::os::fd::AsRawFd;
 
+    use super::fixtures;
     use super::testenv::{in_private_netns, ip};
     use super::*;
-    use crate::xfrm::codec::fixtures;
     use crate::xfrm::codec::{Messages, nl};
 
     /// Sends `request` on a fresh socket and returns every reply datagram laid end to end: the

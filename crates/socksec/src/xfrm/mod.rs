@@ -1,10 +1,8 @@
-//! Kernel IPsec (XFRM): the snapshot model, the pure resolution, and the netlink edge that
-//! fills snapshots.
+//! Kernel IPsec (XFRM): the snapshot model, the codec and the pure resolution are in
+//! [`socksec_core::xfrm`] (re-exported here); this module is the netlink edge that fills
+//! snapshots ([`dump`]) and keeps them current ([`events`]).
 
-pub mod classify;
-pub mod codec;
+pub use socksec_core::xfrm::{classify, codec, index, model, resolve};
+
 pub mod dump;
 pub mod events;
-pub mod index;
-pub mod model;
-pub mod resolve;

@@ -141,9 +141,9 @@ impl ProtoError {
     /// otherwise).
     pub fn to_error(&self) -> Error {
         let errno = match self {
-            Self::UnsupportedVersion { .. } => libc::EPROTONOSUPPORT,
-            Self::TooLarge { .. } => libc::EMSGSIZE,
-            _ => libc::EPROTO,
+            Self::UnsupportedVersion { .. } => crate::error::errno::EPROTONOSUPPORT,
+            Self::TooLarge { .. } => crate::error::errno::EMSGSIZE,
+            _ => crate::error::errno::EPROTO,
         };
         Error::new(ErrorKind::System, format!("broker protocol: {self}")).with_errno(errno)
     }
@@ -306,7 +306,7 @@ mod tests {
             panic!("an error response")
         };
         assert_eq!(back, e);
-        assert_eq!(back.errno(), libc::ENOTCONN);
+        assert_eq!(back.errno(), crate::error::errno::ENOTCONN);
         assert_eq!(back.wsa(), crate::error::wsa::WSAENOTCONN);
     }
 
@@ -335,7 +335,7 @@ mod tests {
         v2[5] = 2;
         let err = parse_header(&v2, FrameKind::Request).unwrap_err();
         assert_eq!(err, ProtoError::UnsupportedVersion { got: 2 });
-        assert_eq!(err.to_error().errno(), libc::EPROTONOSUPPORT);
+        assert_eq!(err.to_error().errno(), crate::error::errno::EPROTONOSUPPORT);
         assert!(matches!(
             parse_header(&good, FrameKind::Response),
             Err(ProtoError::WrongKind {
@@ -346,7 +346,7 @@ mod tests {
         let big = header(FrameKind::Request, MAX_REQUEST + 1);
         let err = parse_header(&big, FrameKind::Request).unwrap_err();
         assert!(matches!(err, ProtoError::TooLarge { .. }));
-        assert_eq!(err.to_error().errno(), libc::EMSGSIZE);
+        assert_eq!(err.to_error().errno(), crate::error::errno::EMSGSIZE);
         assert!(parse_header(&header(FrameKind::Request, MAX_REQUEST), FrameKind::Request).is_ok());
     }
 

@@ -38,6 +38,60 @@ pub mod wsa {
     pub const WSA_IO_PENDING: i32 = 997;
 }
 
+/// The Linux errno values socksec reports (`asm-generic/errno-base.h`, `asm-generic/errno.h`:
+/// the values of every architecture socksec builds for). The core names them itself so that it
+/// needs no `libc`; the `socksec` crate's tests check them against `libc`.
+pub mod errno {
+    /// `EPERM`.
+    pub const EPERM: i32 = 1;
+    /// `ENOENT`.
+    pub const ENOENT: i32 = 2;
+    /// `ESRCH`.
+    pub const ESRCH: i32 = 3;
+    /// `EIO`.
+    pub const EIO: i32 = 5;
+    /// `EBADF`.
+    pub const EBADF: i32 = 9;
+    /// `EACCES`.
+    pub const EACCES: i32 = 13;
+    /// `EFAULT`.
+    pub const EFAULT: i32 = 14;
+    /// `EINVAL`.
+    pub const EINVAL: i32 = 22;
+    /// `EPIPE`.
+    pub const EPIPE: i32 = 32;
+    /// `EPROTO`.
+    pub const EPROTO: i32 = 71;
+    /// `ENOTSOCK`.
+    pub const ENOTSOCK: i32 = 88;
+    /// `EDESTADDRREQ`.
+    pub const EDESTADDRREQ: i32 = 89;
+    /// `EMSGSIZE`.
+    pub const EMSGSIZE: i32 = 90;
+    /// `EPROTONOSUPPORT`.
+    pub const EPROTONOSUPPORT: i32 = 93;
+    /// `EOPNOTSUPP`.
+    pub const EOPNOTSUPP: i32 = 95;
+    /// `EAFNOSUPPORT`.
+    pub const EAFNOSUPPORT: i32 = 97;
+    /// `ENETUNREACH`.
+    pub const ENETUNREACH: i32 = 101;
+    /// `ECONNABORTED`.
+    pub const ECONNABORTED: i32 = 103;
+    /// `ECONNRESET`.
+    pub const ECONNRESET: i32 = 104;
+    /// `ENOBUFS`.
+    pub const ENOBUFS: i32 = 105;
+    /// `ENOTCONN`.
+    pub const ENOTCONN: i32 = 107;
+    /// `ETIMEDOUT`.
+    pub const ETIMEDOUT: i32 = 110;
+    /// `ECONNREFUSED`.
+    pub const ECONNREFUSED: i32 = 111;
+    /// `EHOSTUNREACH`.
+    pub const EHOSTUNREACH: i32 = 113;
+}
+
 /// What went wrong, independent of how a front-end reports it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -87,18 +141,18 @@ impl Error {
     /// An error of `kind` with the errno and Winsock code that kind maps to.
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
         let (errno, wsa) = match kind {
-            ErrorKind::NotSocket => (libc::ENOTSOCK, wsa::WSAENOTSOCK),
-            ErrorKind::UnsupportedSocket => (libc::EINVAL, wsa::WSAEINVAL),
-            ErrorKind::InvalidTemplate => (libc::EINVAL, wsa::WSAEINVAL),
-            ErrorKind::TemplateRequired => (libc::EDESTADDRREQ, wsa::WSAEMSGSIZE),
-            ErrorKind::AddressFamily => (libc::EAFNOSUPPORT, wsa::WSAEAFNOSUPPORT),
-            ErrorKind::NotConnected => (libc::ENOTCONN, wsa::WSAENOTCONN),
-            ErrorKind::ConnectionReset => (libc::ECONNRESET, wsa::WSAECONNRESET),
-            ErrorKind::Fault => (libc::EFAULT, wsa::WSAEFAULT),
-            ErrorKind::BufferTooSmall => (libc::EMSGSIZE, wsa::WSAEMSGSIZE),
-            ErrorKind::PermissionDenied => (libc::EPERM, wsa::WSAEACCES),
-            ErrorKind::InvalidArgument => (libc::EINVAL, wsa::WSAEINVAL),
-            ErrorKind::System => (libc::EIO, wsa::WSASYSCALLFAILURE),
+            ErrorKind::NotSocket => (errno::ENOTSOCK, wsa::WSAENOTSOCK),
+            ErrorKind::UnsupportedSocket => (errno::EINVAL, wsa::WSAEINVAL),
+            ErrorKind::InvalidTemplate => (errno::EINVAL, wsa::WSAEINVAL),
+            ErrorKind::TemplateRequired => (errno::EDESTADDRREQ, wsa::WSAEMSGSIZE),
+            ErrorKind::AddressFamily => (errno::EAFNOSUPPORT, wsa::WSAEAFNOSUPPORT),
+            ErrorKind::NotConnected => (errno::ENOTCONN, wsa::WSAENOTCONN),
+            ErrorKind::ConnectionReset => (errno::ECONNRESET, wsa::WSAECONNRESET),
+            ErrorKind::Fault => (errno::EFAULT, wsa::WSAEFAULT),
+            ErrorKind::BufferTooSmall => (errno::EMSGSIZE, wsa::WSAEMSGSIZE),
+            ErrorKind::PermissionDenied => (errno::EPERM, wsa::WSAEACCES),
+            ErrorKind::InvalidArgument => (errno::EINVAL, wsa::WSAEINVAL),
+            ErrorKind::System => (errno::EIO, wsa::WSASYSCALLFAILURE),
         };
         Self {
             kind,
@@ -173,29 +227,29 @@ impl std::error::Error for Error {}
 /// Symbolic name of an errno value.
 pub fn errno_name(errno: i32) -> String {
     let name = match errno {
-        libc::EPERM => "EPERM",
-        libc::ENOENT => "ENOENT",
-        libc::EIO => "EIO",
-        libc::EBADF => "EBADF",
-        libc::EACCES => "EACCES",
-        libc::EFAULT => "EFAULT",
-        libc::EINVAL => "EINVAL",
-        libc::ENOTSOCK => "ENOTSOCK",
-        libc::EDESTADDRREQ => "EDESTADDRREQ",
-        libc::EMSGSIZE => "EMSGSIZE",
-        libc::EPROTONOSUPPORT => "EPROTONOSUPPORT",
-        libc::EOPNOTSUPP => "EOPNOTSUPP",
-        libc::EAFNOSUPPORT => "EAFNOSUPPORT",
-        libc::ECONNRESET => "ECONNRESET",
-        libc::ECONNREFUSED => "ECONNREFUSED",
-        libc::ECONNABORTED => "ECONNABORTED",
-        libc::ETIMEDOUT => "ETIMEDOUT",
-        libc::EPIPE => "EPIPE",
-        libc::ENOTCONN => "ENOTCONN",
-        libc::EHOSTUNREACH => "EHOSTUNREACH",
-        libc::ENETUNREACH => "ENETUNREACH",
-        libc::ENOBUFS => "ENOBUFS",
-        libc::ESRCH => "ESRCH",
+        errno::EPERM => "EPERM",
+        errno::ENOENT => "ENOENT",
+        errno::EIO => "EIO",
+        errno::EBADF => "EBADF",
+        errno::EACCES => "EACCES",
+        errno::EFAULT => "EFAULT",
+        errno::EINVAL => "EINVAL",
+        errno::ENOTSOCK => "ENOTSOCK",
+        errno::EDESTADDRREQ => "EDESTADDRREQ",
+        errno::EMSGSIZE => "EMSGSIZE",
+        errno::EPROTONOSUPPORT => "EPROTONOSUPPORT",
+        errno::EOPNOTSUPP => "EOPNOTSUPP",
+        errno::EAFNOSUPPORT => "EAFNOSUPPORT",
+        errno::ECONNRESET => "ECONNRESET",
+        errno::ECONNREFUSED => "ECONNREFUSED",
+        errno::ECONNABORTED => "ECONNABORTED",
+        errno::ETIMEDOUT => "ETIMEDOUT",
+        errno::EPIPE => "EPIPE",
+        errno::ENOTCONN => "ENOTCONN",
+        errno::EHOSTUNREACH => "EHOSTUNREACH",
+        errno::ENETUNREACH => "ENETUNREACH",
+        errno::ENOBUFS => "ENOBUFS",
+        errno::ESRCH => "ESRCH",
         _ => return format!("E{errno}"),
     };
     name.to_string()

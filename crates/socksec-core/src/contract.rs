@@ -164,7 +164,7 @@ pub struct Ipsec2Info {
     /// `NegotiationWinerr`: 0 when secured, else a Windows IPsec error code for the reason.
     pub negotiation_error: u32,
     /// `SaLookupContext`: a GUID naming the connection's SAs, nil when there are none; look
-    /// it up with [`SaLookupContext::details`](crate::sa::SaLookupContext::details).
+    /// it up with `socksec::sa_details`.
     pub sa_lookup_context: crate::sa::SaLookupContext,
 }
 

@@ -1,6 +1,6 @@
 //! The flow: what the kernel uses to choose protection for a socket's traffic.
 //!
-//! A [`Flow`] is read once from the descriptor (see [`crate::socket`]) and is then plain data
+//! A [`Flow`] is read once from the descriptor (by the `socksec` crate) and is then plain data
 //! that the pure resolution consumes. Addresses are normalised: an IPv4-mapped IPv6 address on a
 //! dual-stack socket is IPv4 traffic on the wire and is resolved against IPv4 policies.
 
@@ -162,4 +162,41 @@ pub fn prefix_contains(prefix: IpAddr, len: u8, addr: IpAddr) -> bool {
     };
     let len = u32::from(len).min(bits);
     len == 0 || (p >> (bits - len)) == (a >> (bits - len))
+}
+
+/// What the kernel says the socket is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SocketFacts {
+    /// `true` for AF_INET6.
+    pub ipv6: bool,
+    /// TCP, UDP or UDP-Lite.
+    pub transport: Transport,
+    /// `IPV6_V6ONLY` on an AF_INET6 socket.
+    pub v6only: bool,
+}
+
+impl SocketFacts {
+    /// `"inet"` or `"inet6"`.
+    pub fn family_name(&self) -> &'static str {
+        if self.ipv6 { "inet6" } else { "inet" }
+    }
+
+    /// `"stream"` or `"dgram"`.
+    pub fn type_name(&self) -> &'static str {
+        match self.transport {
+            Transport::Tcp => "stream",
+            _ => "dgram",
+        }
+    }
+}
+
+/// The socket's mark (`SO_MARK`), bound device (`SO_BINDTODEVICE`) and routing uid.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoutingFacts {
+    /// `SO_MARK`.
+    pub mark: u32,
+    /// Index of the bound device, if any.
+    pub bound_ifindex: Option<u32>,
+    /// The uid the kernel routes the socket's traffic as.
+    pub uid: u32,
 }

@@ -173,7 +173,7 @@ pub struct Protection {
     /// For [`Mechanism::TcpMd5`]: the key that covers the peer (its address and prefix, never
     /// the key).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tcp_md5: Option<crate::diag::Md5Key>,
+    pub tcp_md5: Option<crate::sock_diag::Md5Key>,
     /// For [`Mechanism::Ktls`]: the TLS version and cipher of this direction.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ktls: Option<crate::ktls::KtlsParams>,

@@ -1,0 +1,32 @@
+//! # socksec-core: the pure half of socksec
+//!
+//! Everything that decides an answer and nothing that reads one: the Winsock contract
+//! ([`contract`]) and the detailed answer ([`report`]), the [`flow`] a socket's traffic is, the
+//! snapshots the kernel and the IKE daemon are read into ([`xfrm::model`], [`vici::model`],
+//! [`sock_diag`], [`ktls`], [`wireguard`]), every codec (netlink framing and XFRM in
+//! [`xfrm::codec`], sock_diag, WireGuard's generic netlink, VICI, the [`broker`] protocol) and
+//! the resolution ([`xfrm::resolve`], [`peer`]).
+//!
+//! This crate has no `unsafe`, depends on no system-interface crate (libc, netlink-sys, rustix,
+//! socket2, nix) and reads no socket, file, clock or environment: `now` is always an argument.
+//! The `socksec` crate does the I/O and re-exports these modules under the same names.
+
+#![forbid(unsafe_code)]
+
+pub mod broker;
+pub mod contract;
+pub mod error;
+pub mod flow;
+pub mod ktls;
+pub mod peer;
+pub mod report;
+pub mod sa;
+pub mod sock_diag;
+pub mod vici;
+pub mod winerr;
+pub mod wireguard;
+pub mod xfrm;
+
+pub use contract::{Flags, Ipsec2Info, QueryTemplate, SecurityInfo, SecurityProtocol};
+pub use error::{Error, ErrorKind};
+pub use report::{Caveat, Direction, Mechanism, PolicyRef, Protection, Reason, SaInfo};
