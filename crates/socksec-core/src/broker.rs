@@ -60,7 +60,9 @@ impl FrameKind {
 }
 
 /// A query: the template. The descriptor travels beside it, never a claim about the flow.
+/// Unknown fields (here and in the template) are refused, not ignored.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Request {
     /// The Winsock query template (protocol, UDP peer, token and field masks, strict).
     pub template: QueryTemplate,
@@ -389,5 +391,16 @@ mod tests {
             decode_frame(&f, FrameKind::Request),
             Err(ProtoError::Malformed(_))
         ));
+    }
+
+    #[test]
+    fn unknown_fields_are_refused_with_their_name() {
+        for body in [
+            r#"{"template":{"protocol":"default","peer":null,"peer_token_access_mask":0,"ipsec2_flags":0,"ipsec2_field_mask":0,"strict":false},"uid":0}"#,
+            r#"{"template":{"protocol":"default","peer":null,"peer_token_access_mask":0,"ipsec2_flags":0,"ipsec2_field_mask":0,"strict":false,"flow":"x"}}"#,
+        ] {
+            let err = decode_request(body.as_bytes()).unwrap_err();
+            assert!(err.to_string().contains("unknown field"), "{err}");
+        }
     }
 }

@@ -124,8 +124,9 @@ pub const IPSEC2_ABORT_CONNECTION_ON_FIELD_CHANGE: u32 = 0x1;
 /// `SOCKET_SECURITY_QUERY_TEMPLATE` (and its `_IPSEC2` extension), owned.
 ///
 /// `QueryTemplate::default()` is the all-zero template: default information about a TCP
-/// socket's connection.
+/// socket's connection. Unknown fields are refused when deserialising.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct QueryTemplate {
     /// Which protocol to ask about.
     pub protocol: SecurityProtocol,

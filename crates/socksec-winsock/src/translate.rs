@@ -423,16 +423,27 @@ pub fn identity_image(token: &crate::tokens::Token) -> IdentityImage {
     }
 }
 
-/// Decodes the first 24 bytes of an answer (for tests and Rust callers of the C layout).
-pub fn decode_info(b: &[u8]) -> SOCKET_SECURITY_QUERY_INFO {
+/// Decodes the first 24 bytes of an answer (for tests and Rust callers of the C layout);
+/// fewer than 24 bytes are an `InvalidArgument` error, never a panic.
+pub fn decode_info(b: &[u8]) -> Result<SOCKET_SECURITY_QUERY_INFO, Error> {
     type I = SOCKET_SECURITY_QUERY_INFO;
+    let need = QUERY_INFO_SIZE;
+    let Some(b) = b.get(..need) else {
+        return Err(Error::new(
+            ErrorKind::InvalidArgument,
+            format!(
+                "{} bytes cannot hold a SOCKET_SECURITY_QUERY_INFO ({need} bytes)",
+                b.len()
+            ),
+        ));
+    };
     let u64_at = |off: usize| u64::from_ne_bytes(b[off..off + 8].try_into().unwrap_or_default());
-    SOCKET_SECURITY_QUERY_INFO {
+    Ok(SOCKET_SECURITY_QUERY_INFO {
         SecurityProtocol: i32_at(b, offset_of!(I, SecurityProtocol)),
         Flags: u32_at(b, offset_of!(I, Flags)),
         PeerApplicationAccessTokenHandle: u64_at(offset_of!(I, PeerApplicationAccessTokenHandle)),
         PeerMachineAccessTokenHandle: u64_at(offset_of!(I, PeerMachineAccessTokenHandle)),
-    }
+    })
 }
 
 /// Checks the `SOCKET_SECURITY_SETTINGS[_IPSEC]` argument of `WSASetSocketSecurity`, given
@@ -800,7 +811,7 @@ mod tests {
             PeerTokens::default(),
         );
         assert_eq!(n, 24);
-        let i = decode_info(&b);
+        let i = decode_info(&b).unwrap();
         assert_eq!(i.SecurityProtocol, SOCKET_SECURITY_PROTOCOL_IPSEC);
         assert_eq!(
             i.Flags,
@@ -809,6 +820,20 @@ mod tests {
         assert_eq!(i.PeerApplicationAccessTokenHandle, 0);
         assert_eq!(i.PeerMachineAccessTokenHandle, 0);
         assert!(b[24..].iter().all(|&x| x == 0));
+    }
+
+    #[test]
+    fn decode_info_refuses_short_buffers_instead_of_panicking() {
+        // SecurityProtocol 1 (IPsec), Flags 1 (secured), no tokens.
+        let mut b = [0u8; QUERY_INFO_SIZE];
+        b[0] = 1;
+        b[4] = 1;
+        for n in 0..QUERY_INFO_SIZE {
+            let err = decode_info(&b[..n]).unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::InvalidArgument, "{n}: {err}");
+            assert!(err.message().contains(&format!("{n} bytes")), "{err}");
+        }
+        assert_eq!(decode_info(&b[..QUERY_INFO_SIZE]).unwrap().Flags, 1);
     }
 
     #[test]

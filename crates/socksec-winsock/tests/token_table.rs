@@ -89,7 +89,7 @@ fn a_hundred_thousand_answers_with_tokens_leave_no_token_open() {
     assert_eq!(SocksecOpenTokenCount(), 0);
     for i in 0..100_000u32 {
         let (bytes, n) = calls::answer_bytes(&info, 0);
-        let decoded = translate::decode_info(&bytes[..n]);
+        let decoded = translate::decode_info(&bytes[..n]).unwrap();
         let (app, machine) = (
             decoded.PeerApplicationAccessTokenHandle,
             decoded.PeerMachineAccessTokenHandle,
@@ -126,7 +126,7 @@ fn a_hundred_thousand_answers_with_tokens_leave_no_token_open() {
     // Without a peer (no tokens asked, or the IKE daemon did not know) the handles are 0.
     let plain = answer(socksec::Flags::empty());
     let (bytes, n) = calls::answer_bytes(&plain, 0);
-    let decoded = translate::decode_info(&bytes[..n]);
+    let decoded = translate::decode_info(&bytes[..n]).unwrap();
     assert_eq!(
         (
             decoded.PeerApplicationAccessTokenHandle,

@@ -52,6 +52,7 @@ pub struct Prepared<'fd> {
 pub fn prepare<'fd>(fd: BorrowedFd<'fd>, template: &QueryTemplate) -> Result<Prepared<'fd>, Error> {
     let facts = socket::inspect(fd)?;
     socket::check_template(&facts, template)?;
+    socket::check_scope(&facts, template)?;
     Ok(Prepared {
         fd,
         facts,

@@ -98,6 +98,28 @@ pub fn check_template(facts: &SocketFacts, template: &QueryTemplate) -> Result<(
     Ok(())
 }
 
+/// A non-TCP template peer with an IPv6 scope id (a link-local peer's interface) must name an
+/// interface of this network namespace: a scope id that names none is `InvalidTemplate`,
+/// never answered as if the peer had no scope.
+pub fn check_scope(facts: &SocketFacts, template: &QueryTemplate) -> Result<(), Error> {
+    match template.peer {
+        Some(SocketAddr::V6(peer))
+            if facts.transport != Transport::Tcp
+                && peer.scope_id() != 0
+                && !sys::interface_exists(peer.scope_id()) =>
+        {
+            Err(Error::new(
+                ErrorKind::InvalidTemplate,
+                format!(
+                    "the peer {peer} names scope id {}, and no interface has that index",
+                    peer.scope_id()
+                ),
+            ))
+        }
+        _ => Ok(()),
+    }
+}
+
 /// Row 9 and the connection state: the socket's local address and the peer, normalised.
 ///
 /// A pending socket error (a reset TCP connection, a UDP send that drew an ICMP port
@@ -240,5 +262,27 @@ mod tests {
         assert!(lsm_list_labels_peers("capability,smack"));
         // A name that merely contains one is not it.
         assert!(!lsm_list_labels_peers("capability,notselinux"));
+    }
+
+    #[test]
+    fn a_scope_id_that_names_no_interface_is_refused() {
+        let udp6 = SocketFacts {
+            ipv6: true,
+            transport: Transport::Udp,
+            v6only: false,
+        };
+        let with = |peer: &str| QueryTemplate::for_peer(peer.parse().unwrap());
+        // No interface has index 4 000 000 000 here; loopback has 1.
+        let err = check_scope(&udp6, &with("[fe80::1%4000000000]:500")).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidTemplate, "{err}");
+        assert!(err.message().contains("scope id 4000000000"), "{err}");
+        assert!(check_scope(&udp6, &with("[fe80::1%1]:500")).is_ok());
+        assert!(check_scope(&udp6, &with("[fe80::1]:500")).is_ok());
+        // TCP ignores the template's peer.
+        let tcp6 = SocketFacts {
+            transport: Transport::Tcp,
+            ..udp6
+        };
+        assert!(check_scope(&tcp6, &with("[fe80::1%4000000000]:500")).is_ok());
     }
 }

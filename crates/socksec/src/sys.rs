@@ -41,6 +41,15 @@ pub fn if_nametoindex(name: &str) -> Option<u32> {
     (index != 0).then_some(index)
 }
 
+/// Whether an interface with this index exists in the calling thread's network namespace
+/// (`if_indextoname(3)`).
+pub fn interface_exists(index: u32) -> bool {
+    let mut name = [0 as libc::c_char; libc::IF_NAMESIZE];
+    // SAFETY: `name` is a writable buffer of IF_NAMESIZE bytes, as the call requires.
+    let found = unsafe { libc::if_indextoname(index, name.as_mut_ptr()) };
+    !found.is_null()
+}
+
 /// Whether the calling thread's effective capability set holds CAP_NET_ADMIN, read from
 /// `/proc/thread-self/status` (no unsafe needed, kept here beside the other system facts).
 pub fn has_cap_net_admin() -> bool {
