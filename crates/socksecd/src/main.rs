@@ -7,7 +7,10 @@
 //! (protocol: `socksec::broker::proto`). The socksec library, its C ABI and the CLI use it by
 //! themselves when they lack the privilege (`socksec::mode`).
 
+mod closer;
+mod limits;
 mod listen;
+mod logline;
 mod server;
 mod sys;
 
@@ -35,9 +38,17 @@ struct Args {
     /// Clients served at once; further clients are told the daemon is busy.
     #[arg(long, default_value_t = 1024)]
     max_clients: usize,
+    /// Clients of one uid served at once (uid 0 is held by --max-clients only), so that one
+    /// user cannot take every slot.
+    #[arg(long, default_value_t = 64)]
+    max_clients_per_uid: usize,
     /// Queries reading the kernel at once (default: twice the CPUs).
     #[arg(long)]
     max_running: Option<usize>,
+    /// Queries of one uid reading the kernel at once (default: half of --max-running, at
+    /// least 1; uid 0 is held by --max-running only).
+    #[arg(long)]
+    max_running_per_uid: Option<usize>,
     /// Milliseconds a client has to deliver a whole request (and to take its answer); an idle
     /// client is disconnected after it.
     #[arg(long, default_value_t = 5000)]
@@ -91,15 +102,26 @@ fn run(args: &Args) -> Result<(), String> {
             ),
         };
     let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let max_running = args.max_running.unwrap_or(2 * cpus).max(1);
     let config = server::Config {
         client_timeout: Duration::from_millis(args.client_timeout_ms.max(1)),
         max_clients: args.max_clients.max(1),
-        max_running: args.max_running.unwrap_or(2 * cpus).max(1),
+        max_clients_per_uid: args.max_clients_per_uid.max(1),
+        max_running,
+        max_running_per_uid: args
+            .max_running_per_uid
+            .unwrap_or(max_running / 2)
+            .clamp(1, max_running),
     };
     let server = server::Server::new(config, sources()).map_err(|e| e.to_string())?;
     eprintln!(
-        "socksecd: listening on {where_} (up to {} clients, {} queries at once, client timeout {:?})",
-        config.max_clients, config.max_running, config.client_timeout
+        "socksecd: listening on {where_} (up to {} clients, {} per uid; {} queries at once, {} \
+         per uid; client timeout {:?})",
+        config.max_clients,
+        config.max_clients_per_uid,
+        config.max_running,
+        config.max_running_per_uid,
+        config.client_timeout
     );
     let err = Arc::new(server).serve(listener);
     Err(format!("accepting clients: {err}"))

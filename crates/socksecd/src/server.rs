@@ -1,19 +1,25 @@
 //! The server: accepts clients, reads each request under a deadline, answers for the
 //! descriptor that came with it, and never lets a client take the daemon down.
 //!
-//! One thread per client (at most [`Config::max_clients`]; more are told the daemon is busy),
-//! and at most [`Config::max_running`] queries reading the kernel at once. A request must
+//! One thread per client (at most [`Config::max_clients`], and [`Config::max_clients_per_uid`]
+//! of one uid; more are told the daemon is busy), and at most [`Config::max_running`] queries
+//! reading the kernel at once ([`Config::max_running_per_uid`] of one uid). A request must
 //! arrive whole within [`Config::client_timeout`] of the daemon starting to wait for it; a
 //! client that sends nothing is disconnected when that time is up, one that stops inside a
 //! frame is told so first.
+//!
+//! A client holds at most one of its descriptors in the daemon: a request carries exactly
+//! one, and every other descriptor is handed to the [`Closer`] the moment it arrives. No
+//! client thread closes what a client controls (its descriptors, its connection): the closer
+//! does, and is interrupted when a close would block. Log lines about clients are escaped and
+//! rate-limited per uid ([`crate::logline`]).
 
 use std::io::{self, IoSliceMut, Write};
 use std::mem::MaybeUninit;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rustix::net::{RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags};
@@ -21,8 +27,14 @@ use socksec::broker::proto::{self, FrameKind, HEADER_LEN, ProtoError, Request, R
 use socksec::engine::Sources;
 use socksec::{Error, ErrorKind, SecurityInfo};
 
-/// Descriptors one read accepts before the kernel truncates (and closes) the rest.
-const MAX_FDS_PER_READ: usize = 8;
+use crate::closer::Closer;
+use crate::limits::{Full, Quota};
+use crate::logline::{Limiter, escape};
+
+/// Descriptors one read makes room for: the kernel's `SCM_MAX_FD`, the most one message can
+/// carry, so that the kernel never drops descriptors itself (its close of a dropped one would
+/// run on the reading thread); those beyond the request's one go to the closer at once.
+const MAX_FDS_PER_READ: usize = 253;
 /// Stack of a client thread: the query path keeps its buffers on the heap.
 const CLIENT_STACK: usize = 512 * 1024;
 
@@ -33,8 +45,12 @@ pub struct Config {
     pub client_timeout: Duration,
     /// Clients served at once; the next ones are answered "busy".
     pub max_clients: usize,
+    /// Clients of one uid (other than 0) served at once.
+    pub max_clients_per_uid: usize,
     /// Queries reading the kernel at once; further clients wait their turn.
     pub max_running: usize,
+    /// Queries of one uid (other than 0) reading the kernel at once.
+    pub max_running_per_uid: usize,
 }
 
 /// The daemon's state shared by the client threads.
@@ -42,8 +58,10 @@ pub struct Server {
     config: Config,
     sources: Box<dyn Sources>,
     netns: u64,
-    clients: AtomicUsize,
-    running: Semaphore,
+    clients: Quota,
+    running: Quota,
+    closer: Closer,
+    logs: Limiter,
 }
 
 impl std::fmt::Debug for Server {
@@ -55,9 +73,31 @@ impl std::fmt::Debug for Server {
     }
 }
 
-/// Writes one log line to stderr (the journal, under systemd).
+/// Writes one log line to stderr (the journal, under systemd). Text a client controls goes
+/// through [`Server::note`] instead.
 macro_rules! log {
     ($($arg:tt)*) => { eprintln!("socksecd: {}", format_args!($($arg)*)) };
+}
+
+/// Who a client is, from the kernel (`SO_PEERCRED` at connect time).
+struct Client {
+    uid: u32,
+    who: String,
+}
+
+impl Client {
+    fn of(stream: &UnixStream) -> Option<Self> {
+        let c = rustix::net::sockopt::socket_peercred(stream).ok()?;
+        Some(Self {
+            uid: c.uid.as_raw(),
+            who: format!(
+                "pid {} uid {} gid {}",
+                c.pid.as_raw_pid(),
+                c.uid.as_raw(),
+                c.gid.as_raw()
+            ),
+        })
+    }
 }
 
 impl Server {
@@ -71,12 +111,26 @@ impl Server {
             )
         })?;
         Ok(Self {
-            running: Semaphore::new(config.max_running.max(1)),
+            clients: Quota::new(config.max_clients, config.max_clients_per_uid),
+            running: Quota::new(config.max_running, config.max_running_per_uid),
+            closer: Closer::start()?,
+            logs: Limiter::default(),
             config,
             sources,
             netns,
-            clients: AtomicUsize::new(0),
         })
+    }
+
+    /// Logs a line about a client, escaped and within the uid's rate.
+    fn note(&self, client: &Client, what: &str) {
+        if let Some(dropped) = self.logs.allow(client.uid) {
+            let earlier = if dropped > 0 {
+                format!(" ({dropped} earlier lines of uid {} left out)", client.uid)
+            } else {
+                String::new()
+            };
+            log!("{}: {}{earlier}", client.who, escape(what));
+        }
     }
 
     /// Accepts clients until accepting fails for good.
@@ -94,87 +148,88 @@ impl Server {
                     _ => return e,
                 },
             };
-            let Some(slot) = Slot::take(&self) else {
-                self.refuse_busy(stream);
+            let Some(client) = Client::of(&stream) else {
+                self.closer.close(stream);
                 continue;
             };
+            if let Err(full) = self.clients.try_take(client.uid) {
+                self.refuse_busy(stream, &client, full);
+                continue;
+            }
+            let slot = Slot(Arc::clone(&self), client.uid);
             let me = Arc::clone(&self);
             let spawned = std::thread::Builder::new()
                 .name("socksecd-client".into())
                 .stack_size(CLIENT_STACK)
                 .spawn(move || {
                     let _slot = slot;
-                    me.handle(&stream);
+                    me.handle(stream, &client);
                 });
             if let Err(e) = spawned {
-                // The closure, with the stream and the slot, is dropped: the client sees the
-                // connection close.
+                // The closure, with the stream and the slot, is dropped here: the client sees
+                // the connection close (the accept loop's one close of a client's socket).
                 log!("cannot start a client thread: {e}");
             }
         }
     }
 
-    fn refuse_busy(&self, stream: UnixStream) {
-        let err = Error::new(
-            ErrorKind::System,
-            format!(
-                "socksecd is serving its maximum of {} clients; try again",
-                self.config.max_clients
+    fn refuse_busy(&self, stream: UnixStream, client: &Client, full: Full) {
+        let message = match full {
+            Full::Total(n) => format!("socksecd is serving its maximum of {n} clients; try again"),
+            Full::Uid(n) => format!(
+                "socksecd is serving its maximum of {n} clients of uid {}; try again",
+                client.uid
             ),
-        )
-        .with_errno(libc::EAGAIN);
-        log!("refused a client: {}", err.message());
-        let _ = stream.set_write_timeout(Some(Duration::from_millis(100)));
+        };
+        let err = Error::new(ErrorKind::System, message).with_errno(libc::EAGAIN);
+        self.note(client, &format!("refused: {}", err.message()));
+        // The answer fits the socket's empty send buffer: the write does not wait.
+        let _ = stream.set_nonblocking(true);
         let _ = (&stream).write_all(&proto::encode_response(&Response::Error(err)));
+        self.closer.close(stream);
     }
 
-    /// Serves one client until it hangs up, times out or breaks the protocol.
-    fn handle(&self, stream: &UnixStream) {
-        let who = match rustix::net::sockopt::socket_peercred(stream) {
-            Ok(c) => format!(
-                "pid {} uid {} gid {}",
-                c.pid.as_raw_pid(),
-                c.uid.as_raw(),
-                c.gid.as_raw()
-            ),
-            Err(e) => format!("unknown peer ({e})"),
-        };
+    /// Serves one client until it hangs up, times out or breaks the protocol, then hands its
+    /// connection to the closer.
+    fn handle(&self, stream: UnixStream, client: &Client) {
         if stream
             .set_write_timeout(Some(self.config.client_timeout))
-            .is_err()
+            .is_ok()
         {
-            return;
+            self.serve_client(&stream, client);
         }
+        self.closer.close(stream);
+    }
+
+    fn serve_client(&self, stream: &UnixStream, client: &Client) {
         loop {
             match self.read_request(stream) {
                 Read::Eof => break,
                 Read::Idle => {
-                    log!(
-                        "{who}: idle for {:?}, disconnected",
-                        self.config.client_timeout
-                    );
+                    let idle = format!("idle for {:?}, disconnected", self.config.client_timeout);
+                    self.note(client, &idle);
                     break;
                 }
-                Read::Request(req, fds) => {
-                    let response = self.answer(&who, req, fds);
+                Read::Request(req, fd) => {
+                    let response = self.answer(client, req, fd);
                     if let Err(e) = write_response(stream, &response) {
-                        log!("{who}: cannot send the answer: {e}");
+                        self.note(client, &format!("cannot send the answer: {e}"));
                         break;
                     }
                 }
                 Read::Refused(err) => {
-                    log!("{who}: bad request: {}", err.message());
+                    self.note(client, &format!("bad request: {}", err.message()));
                     if write_response(stream, &Response::Error(err)).is_err() {
                         break;
                     }
                 }
                 Read::Fatal(err) => {
-                    log!("{who}: {}; disconnected", err.message());
+                    self.note(client, &format!("{}; disconnected", err.message()));
                     let _ = write_response(stream, &Response::Error(err));
                     break;
                 }
                 Read::Gone(e) => {
-                    log!("{who}: connection error: {e}");
+                    self.note(client, &format!("connection error: {e}"));
                     break;
                 }
             }
@@ -184,18 +239,15 @@ impl Server {
     /// Reads one request frame and the descriptors that came with it.
     fn read_request(&self, stream: &UnixStream) -> Read {
         let deadline = Instant::now() + self.config.client_timeout;
-        let mut fds = Vec::new();
-        let mut truncated = false;
+        let mut fds = Fds {
+            kept: None,
+            count: 0,
+            truncated: false,
+            closer: &self.closer,
+        };
         let mut head = [0u8; HEADER_LEN];
         let mut got = 0;
-        if let Err(stop) = recv_full(
-            stream,
-            &mut head,
-            &mut got,
-            deadline,
-            &mut fds,
-            &mut truncated,
-        ) {
+        if let Err(stop) = recv_full(stream, &mut head, &mut got, deadline, &mut fds) {
             return match (stop, got) {
                 (Stop::Eof, 0) => Read::Eof,
                 (Stop::Timeout, 0) => Read::Idle,
@@ -209,14 +261,7 @@ impl Server {
         let len = header.len as usize;
         let mut body = vec![0u8; len];
         let mut got = 0;
-        if let Err(stop) = recv_full(
-            stream,
-            &mut body,
-            &mut got,
-            deadline,
-            &mut fds,
-            &mut truncated,
-        ) {
+        if let Err(stop) = recv_full(stream, &mut body, &mut got, deadline, &mut fds) {
             return stop.into_read(
                 HEADER_LEN + got,
                 HEADER_LEN + len,
@@ -228,33 +273,35 @@ impl Server {
             Ok(r) => r,
             Err(e) => return Read::Refused(e.to_error()),
         };
-        if truncated {
-            return Read::Refused(protocol_error(format!(
-                "descriptors of the request were lost (more than {MAX_FDS_PER_READ} were sent, \
-                 or socksecd has no descriptors left); send exactly one"
-            )));
-        }
-        let fd = match <[OwnedFd; 1]>::try_from(fds) {
-            Ok([fd]) => fd,
-            Err(fds) if fds.is_empty() => {
-                return Read::Refused(protocol_error(
-                    "the request carried no descriptor: pass the socket with SCM_RIGHTS".into(),
-                ));
+        let Fds {
+            kept,
+            count,
+            truncated,
+            ..
+        } = fds;
+        let refusal = match (kept, count, truncated) {
+            (Some(fd), 1, false) => return Read::Request(request, fd),
+            (kept, _, true) => {
+                self.closer.close_all(kept);
+                "descriptors of the request were lost (socksecd has no descriptors left); \
+                 send exactly one"
+                    .to_string()
             }
-            Err(fds) => {
-                return Read::Refused(protocol_error(format!(
-                    "the request carried {} descriptors; send exactly one",
-                    fds.len()
-                )));
+            (None, _, false) => {
+                "the request carried no descriptor: pass the socket with SCM_RIGHTS".to_string()
+            }
+            (kept, n, false) => {
+                self.closer.close_all(kept);
+                format!("the request carried {n} descriptors; send exactly one")
             }
         };
-        Read::Request(request, fd)
+        Read::Refused(protocol_error(refusal))
     }
 
     /// The answer for the descriptor: the flow is read from it, never taken from the client.
-    fn answer(&self, who: &str, request: Request, fd: OwnedFd) -> Response {
+    fn answer(&self, client: &Client, request: Request, fd: OwnedFd) -> Response {
         let result = self.same_netns(fd.as_fd()).and_then(|()| {
-            let _permit = self.running.acquire();
+            let _permit = self.running.take(client.uid);
             catch_unwind(AssertUnwindSafe(|| {
                 socksec::prepare(fd.as_fd(), &request.template)?.run_with(&*self.sources)
             }))
@@ -265,8 +312,8 @@ impl Server {
                 ))
             })
         });
-        log!("{who}: {}", summary(&result));
-        drop(fd);
+        self.note(client, &summary(&result));
+        self.closer.close(fd);
         Response::from(result)
     }
 
@@ -361,15 +408,34 @@ impl Stop {
     }
 }
 
-/// Fills `buf` from `*got` on, collecting every descriptor that arrives (close-on-exec, owned,
-/// so none can leak), until the buffer is full, the peer hangs up or `deadline` passes.
+/// The descriptors that came with a request so far: the first is kept, every other one goes
+/// to the closer as it arrives (close-on-exec and owned until then, so none can leak).
+struct Fds<'a> {
+    kept: Option<OwnedFd>,
+    count: usize,
+    truncated: bool,
+    closer: &'a Closer,
+}
+
+impl Fds<'_> {
+    fn add(&mut self, fd: OwnedFd) {
+        self.count += 1;
+        if self.kept.is_none() {
+            self.kept = Some(fd);
+        } else {
+            self.closer.close(fd);
+        }
+    }
+}
+
+/// Fills `buf` from `*got` on, taking every descriptor that arrives into `fds`, until the
+/// buffer is full, the peer hangs up or `deadline` passes.
 fn recv_full(
     stream: &UnixStream,
     buf: &mut [u8],
     got: &mut usize,
     deadline: Instant,
-    fds: &mut Vec<OwnedFd>,
-    truncated: &mut bool,
+    fds: &mut Fds<'_>,
 ) -> Result<(), Stop> {
     while *got < buf.len() {
         let left = deadline.saturating_duration_since(Instant::now());
@@ -384,13 +450,13 @@ fn recv_full(
             rustix::net::recvmsg(stream, &mut iov, &mut control, RecvFlags::CMSG_CLOEXEC);
         for message in control.drain() {
             if let RecvAncillaryMessage::ScmRights(received_fds) = message {
-                fds.extend(received_fds);
+                received_fds.for_each(|fd| fds.add(fd));
             }
         }
         match received {
             Ok(msg) => {
                 if msg.flags.contains(rustix::net::ReturnFlags::CTRUNC) {
-                    *truncated = true;
+                    fds.truncated = true;
                 }
                 if msg.bytes == 0 {
                     return Err(Stop::Eof);
@@ -405,58 +471,12 @@ fn recv_full(
     Ok(())
 }
 
-/// A client's place among [`Config::max_clients`]; keeps the server alive and frees the place
-/// on drop.
-struct Slot(Arc<Server>);
-
-impl Slot {
-    fn take(server: &Arc<Server>) -> Option<Self> {
-        let max = server.config.max_clients;
-        server
-            .clients
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                (n < max).then_some(n + 1)
-            })
-            .ok()
-            .map(|_| Self(Arc::clone(server)))
-    }
-}
+/// A client's place among [`Config::max_clients`] (and its uid's share); keeps the server
+/// alive and frees the place on drop.
+struct Slot(Arc<Server>, u32);
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        self.0.clients.fetch_sub(1, Ordering::AcqRel);
-    }
-}
-
-/// A counting semaphore: at most `n` holders at once.
-struct Semaphore {
-    free: Mutex<usize>,
-    cond: Condvar,
-}
-
-struct Permit<'a>(&'a Semaphore);
-
-impl Semaphore {
-    fn new(n: usize) -> Self {
-        Self {
-            free: Mutex::new(n),
-            cond: Condvar::new(),
-        }
-    }
-
-    fn acquire(&self) -> Permit<'_> {
-        let mut free = self.free.lock().unwrap_or_else(|p| p.into_inner());
-        while *free == 0 {
-            free = self.cond.wait(free).unwrap_or_else(|p| p.into_inner());
-        }
-        *free -= 1;
-        Permit(self)
-    }
-}
-
-impl Drop for Permit<'_> {
-    fn drop(&mut self) {
-        *self.0.free.lock().unwrap_or_else(|p| p.into_inner()) += 1;
-        self.0.cond.notify_one();
+        self.0.clients.give_back(self.1);
     }
 }

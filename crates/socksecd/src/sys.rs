@@ -1,4 +1,4 @@
-//! The one system call of the daemon that no safe wrapper covers.
+//! The system calls of the daemon that no safe wrapper covers.
 
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd};
@@ -26,4 +26,37 @@ pub fn netns_cookie(fd: BorrowedFd<'_>) -> io::Result<u64> {
         return Err(io::Error::last_os_error());
     }
     Ok(cookie)
+}
+
+/// The signal that interrupts the closer thread's blocking `close()` (see
+/// [`crate::closer`]); its handler does nothing.
+pub const WAKEUP_SIGNAL: libc::c_int = libc::SIGUSR2;
+
+extern "C" fn ignore_signal(_: libc::c_int) {}
+
+/// Installs a handler for [`WAKEUP_SIGNAL`] that does nothing, without `SA_RESTART`: a thread
+/// the signal is sent to leaves an interruptible wait (a lingering TCP socket's `close()`).
+pub fn install_wakeup_handler() -> io::Result<()> {
+    // SAFETY: an all-zero `sigaction` is a valid value (empty mask, no flags); the handler is
+    // an `extern "C"` function that touches nothing, so it is async-signal-safe.
+    let rc = unsafe {
+        let mut action: libc::sigaction = std::mem::zeroed();
+        action.sa_sigaction = ignore_signal as extern "C" fn(libc::c_int) as libc::sighandler_t;
+        libc::sigemptyset(&mut action.sa_mask);
+        libc::sigaction(WAKEUP_SIGNAL, &action, std::ptr::null_mut())
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Sends [`WAKEUP_SIGNAL`] to one thread of this process.
+pub fn wake(thread: libc::pthread_t) {
+    // SAFETY: `thread` is the handle of a thread that the caller keeps alive (the closer is
+    // never joined or detached while the daemon runs); the signal's handler is installed
+    // before any thread is woken, so it cannot terminate the process.
+    unsafe {
+        libc::pthread_kill(thread, WAKEUP_SIGNAL);
+    }
 }

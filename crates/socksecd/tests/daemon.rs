@@ -5,16 +5,19 @@
 mod common;
 
 use std::io::Write;
-use std::net::{Shutdown, TcpListener, TcpStream, UdpSocket};
+use std::net::{Shutdown, TcpStream, UdpSocket};
 use std::os::fd::AsFd;
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{Daemon, connect, expect_error, read_response, require_root, send_with_fds};
+use common::{
+    Daemon, connect, expect_error, read_response, request_frame, require_root, send_with_fds,
+    tcp_pair,
+};
 use socksec::broker::client::{self, Connection};
-use socksec::broker::proto::{self, FrameKind, Request, Response};
+use socksec::broker::proto::{self, FrameKind, Response};
 use socksec::engine::ColdSources;
 use socksec::{ErrorKind, QueryTemplate};
 
@@ -23,21 +26,6 @@ fn in_process(
     t: &QueryTemplate,
 ) -> Result<socksec::SecurityInfo, socksec::Error> {
     socksec::prepare(fd, t)?.run_with(&ColdSources)
-}
-
-fn request_frame() -> Vec<u8> {
-    proto::encode_request(&Request {
-        template: QueryTemplate::default(),
-    })
-    .unwrap()
-}
-
-/// A connected loopback TCP pair (client end, server end).
-fn tcp_pair() -> (TcpStream, TcpStream, TcpListener) {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let c = TcpStream::connect(l.local_addr().unwrap()).unwrap();
-    let (s, _) = l.accept().unwrap();
-    (c, s, l)
 }
 
 #[test]

@@ -204,3 +204,82 @@ pub fn connect(path: &Path) -> UnixStream {
     s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
     s
 }
+
+/// Runs `f` on a thread of its own whose credentials are `uid`:`uid` with no supplementary
+/// groups, and returns its result. The raw system calls change the calling thread only (the
+/// C library's `setuid` would change every thread), so the rest of the test stays root; a
+/// socket connected from that thread carries `uid` in `SO_PEERCRED`, and a uid other than 0
+/// has no capabilities.
+pub fn as_user<T: Send + 'static>(uid: u32, f: impl FnOnce() -> T + Send + 'static) -> T {
+    std::thread::spawn(move || {
+        // SAFETY: plain system calls on integers; each changes only this thread's
+        // credentials, which nothing else in the process reads.
+        let rc = unsafe {
+            let groups = libc::syscall(libc::SYS_setgroups, 0, std::ptr::null::<libc::gid_t>());
+            let gid = libc::syscall(libc::SYS_setresgid, uid, uid, uid);
+            let uid = libc::syscall(libc::SYS_setresuid, uid, uid, uid);
+            groups | gid | uid
+        };
+        assert_eq!(rc, 0, "changing the thread's credentials");
+        f()
+    })
+    .join()
+    .unwrap()
+}
+
+/// `nobody`.
+pub const NOBODY: u32 = 65534;
+/// Another unprivileged user (`nogroup`'s number, unused as a user here).
+pub const OTHER_USER: u32 = 65533;
+
+impl Daemon {
+    /// The daemon's resident memory (`VmRSS`), in KiB.
+    pub fn rss_kib(&self) -> u64 {
+        let status = fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmRSS in /proc/PID/status")
+    }
+}
+
+/// Writes `bytes` with `fds` attached (any number, up to the kernel's 253) in one message;
+/// returns the bytes sent, or the error.
+pub fn send_raw(
+    stream: &UnixStream,
+    bytes: &[u8],
+    fds: &[BorrowedFd<'_>],
+) -> rustix::io::Result<usize> {
+    let mut space = vec![MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(fds.len().max(1)))];
+    let mut control = SendAncillaryBuffer::new(&mut space);
+    if !fds.is_empty() {
+        assert!(control.push(SendAncillaryMessage::ScmRights(fds)));
+    }
+    rustix::net::sendmsg(
+        stream,
+        &[std::io::IoSlice::new(bytes)],
+        &mut control,
+        SendFlags::NOSIGNAL,
+    )
+}
+
+/// A whole request frame with the default template.
+pub fn request_frame() -> Vec<u8> {
+    proto::encode_request(&proto::Request {
+        template: socksec::QueryTemplate::default(),
+    })
+    .unwrap()
+}
+
+/// A connected loopback TCP pair (client end, server end) and its listener.
+pub fn tcp_pair() -> (
+    std::net::TcpStream,
+    std::net::TcpStream,
+    std::net::TcpListener,
+) {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let c = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
+    let (s, _) = l.accept().unwrap();
+    (c, s, l)
+}
