@@ -6,6 +6,7 @@
 
 use std::net::SocketAddr;
 use std::os::fd::AsFd;
+use std::time::Instant;
 
 use crate::error::{Result, bail};
 use crate::lab::netns::Netns;
@@ -212,5 +213,93 @@ pub fn query_socket(
     _fd: &(impl AsFd + Sync),
     _peer: Option<SocketAddr>,
 ) -> Result<Option<SocketAnswer>> {
+    Ok(None)
+}
+
+/// One answer of [`while_querying`]'s loop.
+#[derive(Debug, Clone)]
+pub struct Sample {
+    /// When the query started.
+    pub start: Instant,
+    /// When its answer came back.
+    pub end: Instant,
+    /// The answer's flags, or the error.
+    pub flags: std::result::Result<u32, String>,
+}
+
+/// What [`while_querying`] saw.
+#[derive(Debug)]
+pub struct Querying<T> {
+    /// What the body returned.
+    pub body: T,
+    /// Every answer, in order.
+    pub samples: Vec<Sample>,
+    /// The cache's counters at the end (events applied, snapshots published, re-reads).
+    pub cache: String,
+}
+
+/// Runs `body` in `ns` while another thread of `ns` queries `fd` back to back through an
+/// event-driven cache of `ns`'s tables (started for this, warm, comparing the kernel's
+/// counters every `audit_period`), so that every change `body` makes races the queries.
+/// `Ok(None)` without the `query` feature (the body does not run).
+#[cfg(feature = "query")]
+pub fn while_querying<T: Send>(
+    ns: &Netns,
+    fd: &(impl AsFd + Sync),
+    audit_period: std::time::Duration,
+    body: impl FnOnce() -> T + Send,
+) -> Result<Option<Querying<T>>> {
+    use socksec::cache::{Cache, CacheOptions, CacheStatus};
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    ns.run(|| {
+        let cache = Cache::start_with(CacheOptions {
+            audit_period,
+            vici: false,
+            ..CacheOptions::default()
+        });
+        if let CacheStatus::Cold { reason } = cache.status() {
+            bail!("the cache is cold in {}: {reason}", ns.name);
+        }
+        let stop = AtomicBool::new(false);
+        let (body, samples) = std::thread::scope(|scope| {
+            let querier = scope.spawn(|| {
+                let mut samples = Vec::new();
+                while !stop.load(Ordering::Relaxed) {
+                    let start = Instant::now();
+                    let flags = socksec::prepare(fd.as_fd(), &socksec::QueryTemplate::default())
+                        .and_then(|q| q.run_with(&cache))
+                        .map(|info| info.flags.bits())
+                        .map_err(|e| e.to_string());
+                    samples.push(Sample {
+                        start,
+                        end: Instant::now(),
+                        flags,
+                    });
+                }
+                samples
+            });
+            let body = body();
+            stop.store(true, Ordering::Relaxed);
+            (body, querier.join())
+        });
+        let samples =
+            samples.map_err(|_| crate::error::Error::msg("the querying thread panicked"))?;
+        Ok(Some(Querying {
+            body,
+            samples,
+            cache: format!("{:?}", cache.stats()),
+        }))
+    })?
+}
+
+/// Without the `query` feature nothing is asked.
+#[cfg(not(feature = "query"))]
+pub fn while_querying<T: Send>(
+    _ns: &Netns,
+    _fd: &(impl AsFd + Sync),
+    _audit_period: std::time::Duration,
+    _body: impl FnOnce() -> T + Send,
+) -> Result<Option<Querying<T>>> {
     Ok(None)
 }

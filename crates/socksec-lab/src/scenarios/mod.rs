@@ -101,6 +101,11 @@ pub const ALL: &[Scenario] = &[
         run: manual::one_direction,
     },
     Scenario {
+        name: "sa-delete-while-querying",
+        about: "ip xfrm by hand, ESP both ways; SAs deleted and re-added under a querying loop through the cache: never SECURED after a delete returned",
+        run: manual::sa_delete_while_querying,
+    },
+    Scenario {
         name: "optional-template-without-sa",
         about: "ip xfrm by hand, level use templates both ways and no SA: plaintext, not secured",
         run: manual::optional_without_sa,

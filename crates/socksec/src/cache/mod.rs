@@ -9,7 +9,10 @@
 //!   falls between the two; changes are applied to a private copy of the tables and published
 //!   as a new immutable snapshot (with its [lookup index](crate::xfrm::index)) in one pointer
 //!   swap, after the events queued at that moment have all been applied: a query always sees one
-//!   consistent snapshot. Lost notifications (`ENOBUFS`), flushes, acquires and anything that
+//!   consistent snapshot. Nothing stale is answered: a change whose request has returned has
+//!   its notification queued, and from the moment the thread takes it out of the queue until
+//!   the snapshot that holds it is published, a flag tells queries to wait (or, after
+//!   [`FRESH_WAIT`], to read the kernel themselves); see `XfrmWatcher::take`. Lost notifications (`ENOBUFS`), flushes, acquires and anything that
 //!   does not decode make it read the table concerned again. Some changes send no notification
 //!   (a socket's own policies, the SPI allocation of a larval state, the default actions): every
 //!   [`CacheOptions::audit_period`] the thread compares the kernel's counters
@@ -108,7 +111,9 @@ struct Shared {
     ike: Mutex<Option<Arc<Vec<IkeSa>>>>,
     /// A duplicate of the notification socket's descriptor, for [`XfrmEvents::queued`].
     events_fd: Mutex<Option<OwnedFd>>,
-    /// The XFRM thread has taken notifications it has not published yet.
+    /// The XFRM thread may hold changes it has not published: raised before it takes a
+    /// notification from the queue or acts on a loss, lowered only after it has published (or
+    /// withdrawn) the snapshot that includes them. See [`XfrmWatcher::take`].
     busy: AtomicBool,
     /// A query's peek took an `ENOBUFS` meant for the XFRM thread; cleared when the thread
     /// subscribes afresh.
@@ -391,10 +396,7 @@ impl XfrmWatcher {
             // Wait without taking, so that queries see the notification queued until the flag
             // says it is being applied.
             let first = match self.events.wait(Some(wait)) {
-                Ok(true) => {
-                    self.shared.busy.store(true, Ordering::SeqCst);
-                    self.events.next_event(Some(Duration::ZERO))
-                }
+                Ok(true) => self.take(),
                 Ok(false) => Ok(None),
                 Err(e) => Err(e),
             };
@@ -410,8 +412,25 @@ impl XfrmWatcher {
                 }
             }
             self.settle(dirty);
-            self.shared.busy.store(false, Ordering::SeqCst);
+            // Events decoded from a datagram but not applied yet are changes queries cannot
+            // see in the socket's queue: stay busy until the next round has applied them.
+            if !self.events.has_pending() {
+                self.shared.busy.store(false, Ordering::SeqCst);
+            }
         }
+    }
+
+    /// Takes the next queued notification, without waiting. Every take goes through here.
+    ///
+    /// Freshness rests on one invariant: a change whose notification has been queued is either
+    /// still in the queue (queries see it with [`XfrmEvents::is_queued`]) or [`Shared::busy`]
+    /// is up until a snapshot that includes it is published. So the flag is raised *before*
+    /// the notification leaves the queue — in every round, including a round started by the
+    /// counter audit or by a loss, where no notification announced the work — and is lowered
+    /// only at the end of the round, after [`XfrmWatcher::settle`] has published.
+    fn take(&mut self) -> Result<Option<XfrmEvent>, DumpError> {
+        self.shared.busy.store(true, Ordering::SeqCst);
+        self.events.next_event(Some(Duration::ZERO))
     }
 
     /// Applies `first` and the events queued after it: all of them, or (with `until`) those
@@ -447,7 +466,7 @@ impl XfrmWatcher {
                     return;
                 }
             }
-            next = self.events.next_event(Some(Duration::ZERO));
+            next = self.take();
         }
     }
 
@@ -504,7 +523,7 @@ impl XfrmWatcher {
             }
             dirty.changed = true;
             // After a dump, every event up to its end must be applied before publishing.
-            let next = self.events.next_event(Some(Duration::ZERO));
+            let next = self.take();
             self.drain(next, &mut dirty, None);
         }
         if dirty.changed || self.broken {
@@ -525,7 +544,13 @@ impl XfrmWatcher {
     fn loss_reported_by_a_query(&mut self, dirty: &mut Dirty) -> bool {
         let lost = {
             let _peeks = lock(&self.shared.events_fd);
-            self.shared.lost.load(Ordering::SeqCst)
+            let lost = self.shared.lost.load(Ordering::SeqCst);
+            if lost {
+                // Queries wait on `lost` until the fresh subscription clears it; from then
+                // until the re-read tables are published they must wait on `busy`.
+                self.shared.busy.store(true, Ordering::SeqCst);
+            }
+            lost
         };
         if lost {
             self.apply(XfrmEvent::Overrun, dirty);

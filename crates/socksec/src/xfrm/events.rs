@@ -220,6 +220,12 @@ impl XfrmEvents {
         })
     }
 
+    /// Whether events already received and decoded wait to be returned by
+    /// [`XfrmEvents::next_event`] (they are no longer in the socket's queue).
+    pub fn has_pending(&self) -> bool {
+        !self.pending.is_empty()
+    }
+
     /// Sets the socket's receive buffer (`SO_RCVBUF`); a small one makes overruns likely.
     pub fn set_receive_buffer(&self, bytes: usize) -> io::Result<()> {
         socket2::SockRef::from(&self.sock).set_recv_buffer_size(bytes)
