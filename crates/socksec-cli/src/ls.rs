@@ -318,7 +318,7 @@ fn detail(answer: &Result<SecurityInfo, Error>, state: SockState) -> String {
             };
             let mut text = format!("{} {what}", p.mechanism.name());
             // WireGuard inside IPsec: the SAs that carry the tunnel's own packets.
-            if let Some(tunnel) = p.wireguard.as_ref().and_then(|w| w.tunnel.as_ref()) {
+            if let Some(tunnel) = p.wireguard().and_then(|w| w.tunnel.as_ref()) {
                 if tunnel.secured {
                     text = format!("{text} over ipsec {}", tunnel.sa_summaries().join(", "));
                 }

@@ -123,13 +123,13 @@ pub(crate) fn print_human(info: &SecurityInfo) {
             p.direction.to_string(),
             p.mechanism.name()
         );
-        if let Some(key) = &p.tcp_md5 {
+        if let Some(key) = p.tcp_md5() {
             print!("; key for {}/{}", key.addr, key.prefixlen);
         }
-        if let Some(tls) = &p.ktls {
+        if let Some(tls) = p.ktls() {
             print!("; TLS {} {}", tls.version, tls.cipher);
         }
-        if let Some(wg) = &p.wireguard {
+        if let Some(wg) = p.wireguard() {
             print!("; {} peer {}", wg.interface, wg.peer.public_key);
             if let Some(tunnel) = &wg.tunnel {
                 print!("; {tunnel}");

@@ -501,17 +501,17 @@ impl Part {
                 .map(|sa| format!("{} 0x{:08x}", sa.proto, sa.spi))
                 .collect(),
             Mechanism::TcpMd5 => p
-                .tcp_md5
+                .tcp_md5()
                 .iter()
                 .map(|k| format!("{}/{}", k.addr, k.prefixlen))
                 .collect(),
             Mechanism::Ktls => p
-                .ktls
+                .ktls()
                 .iter()
                 .map(|k| format!("TLS {} {}", k.version, k.cipher))
                 .collect(),
             Mechanism::Wireguard => p
-                .wireguard
+                .wireguard()
                 .iter()
                 .map(|w| {
                     // WireGuard inside IPsec: the SAs that carry the tunnel's packets.
@@ -927,7 +927,7 @@ mod tests {
         secured: bool,
         encrypted: bool,
     ) -> socksec::Protection {
-        socksec::Protection::without_sas(mechanism, direction, secured, encrypted, None)
+        socksec::Protection::without_sas(None, mechanism, direction, secured, encrypted, None)
     }
 
     fn wireguard(age: u64, endpoint: &str) -> socksec::Protection {
@@ -937,17 +937,19 @@ mod tests {
             age < socksec::wireguard::REJECT_AFTER_SECS,
             age < socksec::wireguard::REJECT_AFTER_SECS,
         );
-        p.wireguard = Some(socksec::wireguard::WgDetail {
-            interface: "wg0".into(),
-            peer: socksec::wireguard::WgPeer {
-                public_key: "peerkey=".into(),
-                endpoint: Some(endpoint.parse().unwrap()),
-                last_handshake: Some(1_000_000 - age),
-                allowed_ips: vec![("10.8.0.0".parse().unwrap(), 24)],
+        p.detail = Some(socksec::report::Detail::Wireguard(
+            socksec::wireguard::WgDetail {
+                interface: "wg0".into(),
+                peer: socksec::wireguard::WgPeer {
+                    public_key: "peerkey=".into(),
+                    endpoint: Some(endpoint.parse().unwrap()),
+                    last_handshake: Some(1_000_000 - age),
+                    allowed_ips: vec![("10.8.0.0".parse().unwrap(), 24)],
+                },
+                handshake_age: Some(age),
+                tunnel: None,
             },
-            handshake_age: Some(age),
-            tunnel: None,
-        });
+        ));
         p
     }
 
@@ -1001,7 +1003,7 @@ mod tests {
                 gives_confidentiality: true,
                 encapsulation: None,
             }];
-            if let Some(w) = p.wireguard.as_mut() {
+            if let Some(socksec::report::Detail::Wireguard(w)) = p.detail.as_mut() {
                 w.tunnel = Some(socksec::wireguard::WgTunnel {
                     local: "192.0.2.2:51820".parse().unwrap(),
                     remote: "192.0.2.1:51820".parse().unwrap(),
@@ -1030,20 +1032,20 @@ mod tests {
         use socksec::Direction::{Inbound, Outbound};
         let md5 = |prefix: &str| {
             let mut p = protection(Mechanism::TcpMd5, Outbound, true, false);
-            p.tcp_md5 = Some(socksec::diag::Md5Key {
+            p.detail = Some(socksec::report::Detail::TcpMd5(socksec::diag::Md5Key {
                 addr: prefix.parse().unwrap(),
                 prefixlen: 24,
                 keylen: 16,
-            });
+            }));
             p
         };
         let ktls = |cipher: &str| {
             let mut p = protection(Mechanism::Ktls, Inbound, true, true);
-            p.ktls = Some(socksec::ktls::KtlsParams {
+            p.detail = Some(socksec::report::Detail::Ktls(socksec::ktls::KtlsParams {
                 version: "1.3".into(),
                 cipher: cipher.into(),
                 known_cipher: true,
-            });
+            }));
             p
         };
         let plain = protection(Mechanism::Ipsec, Outbound, false, false);

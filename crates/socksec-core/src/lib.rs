@@ -13,6 +13,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod answer;
 pub mod broker;
 pub mod contract;
 pub mod error;

@@ -128,6 +128,16 @@ pub fn join(protections: &[Protection], ike_sas: &[IkeSa]) -> Result<Peer, Strin
     })
 }
 
+/// Subject and issuer of a certificate, as distinguished names in strongSwan's text form
+/// (`C=CH, O=strongSwan, CN=moon.example`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CertNames {
+    /// The certificate's subject.
+    pub subject: String,
+    /// Its issuer.
+    pub issuer: String,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -207,9 +217,7 @@ mod tests {
                 encapsulation: None,
             }],
             reason: None,
-            tcp_md5: None,
-            ktls: None,
-            wireguard: None,
+            detail: None,
         }
     }
 

@@ -170,22 +170,33 @@ pub struct Protection {
     pub sas: Vec<SaInfo>,
     /// Why this direction is not secured (or not encrypted), if it is not.
     pub reason: Option<Reason>,
-    /// For [`Mechanism::TcpMd5`]: the key that covers the peer (its address and prefix, never
-    /// the key).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tcp_md5: Option<crate::sock_diag::Md5Key>,
-    /// For [`Mechanism::Ktls`]: the TLS version and cipher of this direction.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ktls: Option<crate::ktls::KtlsParams>,
-    /// For [`Mechanism::Wireguard`]: the interface, the peer and its last handshake.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub wireguard: Option<crate::wireguard::WgDetail>,
+    /// What the mechanism itself says about this direction (TCP-MD5's key, kTLS's cipher,
+    /// WireGuard's peer); IPsec's is [`Protection::policy`] and [`Protection::sas`]. In JSON
+    /// it is one field named after the mechanism (`"tcp_md5"`, `"ktls"`, `"wireguard"`).
+    #[serde(flatten)]
+    pub detail: Option<Detail>,
+}
+
+/// A mechanism's own detail for one direction of a [`Protection`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Detail {
+    /// [`Mechanism::TcpMd5`]: the key that covers the peer (its address and prefix, never the
+    /// key).
+    #[serde(rename = "tcp_md5")]
+    TcpMd5(crate::sock_diag::Md5Key),
+    /// [`Mechanism::Ktls`]: the TLS version and cipher of this direction.
+    #[serde(rename = "ktls")]
+    Ktls(crate::ktls::KtlsParams),
+    /// [`Mechanism::Wireguard`]: the interface, the peer, its last handshake and the tunnel.
+    #[serde(rename = "wireguard")]
+    Wireguard(crate::wireguard::WgDetail),
 }
 
 impl Protection {
-    /// A verdict of a mechanism that has no IPsec policy or SAs (TCP-MD5, kTLS, WireGuard);
-    /// the caller sets the mechanism's own detail.
+    /// A verdict of a mechanism that has no IPsec policy or SAs (TCP-MD5, kTLS, WireGuard),
+    /// with the mechanism's own detail.
     pub fn without_sas(
+        detail: Option<Detail>,
         mechanism: Mechanism,
         direction: Direction,
         secured: bool,
@@ -193,6 +204,7 @@ impl Protection {
         reason: Option<Reason>,
     ) -> Self {
         Self {
+            detail,
             mechanism,
             direction,
             secured,
@@ -200,9 +212,30 @@ impl Protection {
             policy: None,
             sas: Vec::new(),
             reason,
-            tcp_md5: None,
-            ktls: None,
-            wireguard: None,
+        }
+    }
+
+    /// The TCP-MD5 key of a [`Mechanism::TcpMd5`] protection.
+    pub fn tcp_md5(&self) -> Option<&crate::sock_diag::Md5Key> {
+        match &self.detail {
+            Some(Detail::TcpMd5(key)) => Some(key),
+            _ => None,
+        }
+    }
+
+    /// The kTLS parameters of a [`Mechanism::Ktls`] protection.
+    pub fn ktls(&self) -> Option<&crate::ktls::KtlsParams> {
+        match &self.detail {
+            Some(Detail::Ktls(params)) => Some(params),
+            _ => None,
+        }
+    }
+
+    /// The WireGuard detail of a [`Mechanism::Wireguard`] protection.
+    pub fn wireguard(&self) -> Option<&crate::wireguard::WgDetail> {
+        match &self.detail {
+            Some(Detail::Wireguard(detail)) => Some(detail),
+            _ => None,
         }
     }
 }
@@ -471,5 +504,50 @@ impl fmt::Display for Caveat {
                 write!(f, "WireGuard tunnel's own protection unknown: {detail}")
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The detail enum keeps the JSON of the three fields it replaced: one key named after the
+    /// mechanism, none for IPsec, and it reads back.
+    #[test]
+    fn detail_is_one_field_named_after_the_mechanism() {
+        let key = crate::sock_diag::Md5Key {
+            addr: "10.1.0.2".parse().unwrap(),
+            prefixlen: 32,
+            keylen: 16,
+        };
+        let p = Protection::without_sas(
+            Some(Detail::TcpMd5(key.clone())),
+            Mechanism::TcpMd5,
+            Direction::Outbound,
+            true,
+            false,
+            None,
+        );
+        let json = serde_json::to_value(&p).unwrap();
+        assert_eq!(json["tcp_md5"]["prefixlen"], 32);
+        assert!(json.get("ktls").is_none() && json.get("wireguard").is_none());
+        assert_eq!(serde_json::from_value::<Protection>(json).unwrap(), p);
+        assert_eq!(p.tcp_md5(), Some(&key));
+
+        let ipsec = Protection::without_sas(
+            None,
+            Mechanism::Ipsec,
+            Direction::Inbound,
+            false,
+            false,
+            Some(Reason::NoPolicy {
+                direction: Direction::Inbound,
+            }),
+        );
+        let json = serde_json::to_value(&ipsec).unwrap();
+        for field in ["tcp_md5", "ktls", "wireguard", "detail"] {
+            assert!(json.get(field).is_none(), "{json}");
+        }
+        assert_eq!(serde_json::from_value::<Protection>(json).unwrap(), ipsec);
     }
 }

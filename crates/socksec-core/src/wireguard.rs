@@ -29,10 +29,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use serde::{Deserialize, Serialize};
 
-use crate::contract::{Flags, SecurityInfo};
 use crate::flow::{Flow, RoutingFacts, Transport, normalize, prefix_contains};
-use crate::peer::{Peer, PeerIdentity};
-use crate::report::{Direction, Mechanism, Protection, Reason};
+use crate::report::Protection;
 use crate::xfrm::codec::{Attrs, CodecError, NlMsg, Request, nl};
 use crate::xfrm::model::XfrmSnapshot;
 
@@ -192,62 +190,6 @@ pub fn peer_for(peers: &[WgPeer], remote: IpAddr) -> Option<&WgPeer> {
         })
         .max_by_key(|(len, _)| *len)
         .map(|(_, p)| p)
-}
-
-/// Adds WireGuard to an answer whose route leaves through `interface`: pure.
-///
-/// With a peer for the remote address and a handshake within [`REJECT_AFTER_SECS`], both
-/// directions are secured and encrypted, and (when `tokens`) the machine identity is the peer's
-/// public key. Otherwise both directions say why not.
-pub fn apply(info: &mut SecurityInfo, interface: &str, peers: &[WgPeer], now: u64, tokens: bool) {
-    let remote = info.socket.peer.ip();
-    let peer = peer_for(peers, remote);
-    let age = peer
-        .and_then(|p| p.last_handshake)
-        .map(|t| now.saturating_sub(t));
-    let live = age.is_some_and(|a| a <= REJECT_AFTER_SECS);
-    let why = match (peer, age) {
-        (None, _) => format!("no peer of WireGuard interface {interface} allows {remote}"),
-        (Some(p), None) => format!("WireGuard peer {} has had no handshake", p.public_key),
-        (Some(p), Some(a)) if !live => format!(
-            "WireGuard peer {}'s last handshake was {a} s ago (sessions end after {REJECT_AFTER_SECS} s)",
-            p.public_key
-        ),
-        _ => String::new(),
-    };
-    for direction in [Direction::Outbound, Direction::Inbound] {
-        let reason = (!live).then(|| Reason::Unknown {
-            direction,
-            detail: why.clone(),
-        });
-        info.add_protection(Protection {
-            wireguard: peer.map(|p| WgDetail {
-                interface: interface.to_string(),
-                peer: p.clone(),
-                handshake_age: age,
-                tunnel: None,
-            }),
-            ..Protection::without_sas(Mechanism::Wireguard, direction, live, live, reason)
-        });
-    }
-    if live {
-        info.flags = Flags::from_verdict(true, true);
-        if let (true, None, Some(p)) = (tokens, &info.peer, peer) {
-            info.peer = Some(Peer {
-                machine: Some(PeerIdentity {
-                    kind: "wireguard_key".into(),
-                    id: p.public_key.clone(),
-                    cert_subject: None,
-                    cert_issuer: None,
-                }),
-                user: None,
-                ike_sa_name: String::new(),
-                ike_sa_id: 0,
-                child_sa_name: String::new(),
-                child_sa_id: 0,
-            });
-        }
-    }
 }
 
 // Generic netlink and WireGuard's attributes (linux/genetlink.h, linux/wireguard.h).

@@ -4,7 +4,9 @@
 //! view of the IKE daemon's SAs (both from the caller's [`Sources`]), so the answers of a
 //! listing are consistent with each other. The flow of each socket is built from what
 //! inet_diag reports (addresses, mark, bound device, uid) and completed with the same route
-//! lookups a single query makes.
+//! lookups a single query makes; its snapshots are gathered as a query's are
+//! ([`crate::gather`]) and answered by the same function, so each answer is the one
+//! `socksec query` gives for the socket.
 //!
 //! A socket without a peer (a TCP listener, an unconnected UDP socket) has no connection to
 //! answer for: its entry carries the error a query of it would give (`NotConnected`), never a
@@ -12,14 +14,16 @@
 
 use std::collections::HashSet;
 use std::sync::{Arc, OnceLock};
-use std::time::{SystemTime, UNIX_EPOCH};
+
+use socksec_core::answer::{IkeDaemon, Snapshots, answer};
 
 use crate::contract::{QueryTemplate, SecurityInfo, SecurityProtocol};
 use crate::diag::{DiagSocket, Owner, SockState};
-use crate::engine::{self, Sources};
+use crate::engine::Sources;
 use crate::error::{Error, ErrorKind};
-use crate::flow::{Flow, Transport};
-use crate::socket::{RoutingFacts, SocketFacts};
+use crate::flow::{Flow, RoutingFacts, SocketFacts, Transport};
+use crate::gather;
+use crate::vici::certs::CertNames;
 use crate::vici::model::IkeSa;
 use crate::xfrm::model::XfrmSnapshot;
 
@@ -71,18 +75,12 @@ pub fn list(
         .filter(|&i| i != 0)
         .collect();
     let mut owners = crate::diag::owners(&inodes);
-    let ike: OnceLock<Result<Arc<Vec<IkeSa>>, String>> = OnceLock::new();
-    let now = unix_now();
-    let answer_one = |s: &DiagSocket| {
-        let mut info = answer_socket(s, &snapshot, now, template)?;
-        let wants_peer =
-            template.peer_token_access_mask != 0 || template.protocol == SecurityProtocol::Ipsec2;
-        if wants_peer && info.protections.iter().any(|p| !p.sas.is_empty()) {
-            let sas = ike.get_or_init(|| sources.ike_sas()).clone();
-            engine::attach_peer(&mut info, sas, template);
-        }
-        Ok(info)
+    let ike = ListingIke {
+        sources,
+        sas: OnceLock::new(),
     };
+    let now = gather::unix_now();
+    let answer_one = |s: &DiagSocket| answer_socket(s, &snapshot, &ike, now, template);
     // The route lookups dominate; two threads per core keep both the kernel and us busy.
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get() * 2);
     let chunk = sockets.len().div_ceil(threads).max(256);
@@ -124,10 +122,23 @@ pub fn list(
 
 /// The facts a query would read from the descriptor, taken from inet_diag instead.
 pub fn socket_facts(s: &DiagSocket) -> SocketFacts {
-    SocketFacts {
-        ipv6: s.ipv6,
-        transport: s.transport,
-        v6only: s.v6only.unwrap_or(false),
+    gather::socket_from_diag(s).facts
+}
+
+/// The IKE daemon for a listing: its SAs asked once (when the first answer needs them) and
+/// shared by every socket, so that the answers agree with each other.
+struct ListingIke<'a> {
+    sources: &'a dyn Sources,
+    sas: OnceLock<Result<Arc<Vec<IkeSa>>, String>>,
+}
+
+impl IkeDaemon for ListingIke<'_> {
+    fn ike_sas(&self) -> Result<Arc<Vec<IkeSa>>, String> {
+        self.sas.get_or_init(|| self.sources.ike_sas()).clone()
+    }
+
+    fn peer_certificate(&self, ike: &IkeSa) -> Result<Option<CertNames>, String> {
+        self.sources.peer_certificate(ike)
     }
 }
 
@@ -146,10 +157,12 @@ fn no_peer(s: &DiagSocket) -> Error {
     Error::new(ErrorKind::NotConnected, why)
 }
 
-/// The answer for one listed socket against `snapshot` (without the peer's identity).
-pub fn answer_socket(
+/// The answer for one listed socket against `snapshot`: its flow from inet_diag's facts and
+/// the route lookups, its snapshots gathered as a query's, the same answer function.
+fn answer_socket(
     s: &DiagSocket,
     snapshot: &XfrmSnapshot,
+    ike: &dyn IkeDaemon,
     now: u64,
     template: &QueryTemplate,
 ) -> Result<SecurityInfo, Error> {
@@ -162,28 +175,12 @@ pub fn answer_socket(
         bound_ifindex: (s.bound_ifindex != 0).then_some(s.bound_ifindex),
         uid: s.uid,
     };
-    engine::complete_flow(&mut flow, &routing)?;
-    let mut info = engine::answer(&socket_facts(s), &flow, snapshot, now, template);
-    crate::wireguard::attach(
-        &mut info,
-        &flow,
-        snapshot,
-        now,
-        template.peer_token_access_mask != 0,
-        template.strict,
-    );
-    if s.transport == Transport::Tcp {
-        // The keys and the kTLS state came with the dump (a query reads the same facts for
-        // its one socket).
-        crate::tcp_md5::apply(&mut info, &s.md5_keys);
-        crate::ktls::apply(&mut info, &s.ktls);
-    }
-    Ok(info)
-}
-
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
+    gather::complete_flow(&mut flow, &routing)?;
+    let snapshots = Snapshots {
+        xfrm: snapshot,
+        ike,
+        socket: gather::socket_from_diag(s),
+        wireguard: crate::wireguard::facts(&flow),
+    };
+    Ok(answer(&flow, &snapshots, template, now))
 }

@@ -13,9 +13,7 @@
 
 use std::os::fd::BorrowedFd;
 
-use crate::contract::{Flags, SecurityInfo};
 use crate::error::Error;
-use crate::report::{Direction, Mechanism, Protection, Reason};
 pub use socksec_core::ktls::{KtlsParams, KtlsState, parse_crypto_info};
 
 /// `SOL_TLS`.
@@ -51,46 +49,4 @@ pub fn read(fd: BorrowedFd<'_>) -> Result<KtlsState, Error> {
         tx: direction(TLS_TX, "getsockopt(SOL_TLS, TLS_TX)")?,
         rx: direction(TLS_RX, "getsockopt(SOL_TLS, TLS_RX)")?,
     })
-}
-
-/// Adds kTLS to an answer: one protection per direction; SECURED and ENCRYPTED when both
-/// directions are configured with a known cipher. Pure.
-pub fn apply(info: &mut SecurityInfo, state: &KtlsState) {
-    if !state.tls_ulp {
-        return;
-    }
-    let mut both = true;
-    for (direction, params) in [
-        (Direction::Outbound, &state.tx),
-        (Direction::Inbound, &state.rx),
-    ] {
-        let ok = params.as_ref().is_some_and(|p| p.known_cipher);
-        let reason = match params {
-            _ if ok => None,
-            Some(p) => Some(Reason::Unknown {
-                direction,
-                detail: format!("kernel TLS with an unknown {}", p.cipher),
-            }),
-            None => Some(Reason::Unknown {
-                direction,
-                detail: "kernel TLS is attached but this direction has no keys".into(),
-            }),
-        };
-        both &= ok;
-        info.add_protection(Protection {
-            ktls: params.clone(),
-            ..Protection::without_sas(Mechanism::Ktls, direction, ok, ok, reason)
-        });
-    }
-    if both {
-        info.flags = Flags::from_verdict(true, true);
-    }
-}
-
-/// Reads the socket's kTLS state and adds it to the answer; a socket whose state cannot be
-/// read gets an error (it is the caller's own socket: that should not happen).
-pub fn attach(info: &mut SecurityInfo, fd: BorrowedFd<'_>) -> Result<(), Error> {
-    let state = read(fd)?;
-    apply(info, &state);
-    Ok(())
 }

@@ -26,12 +26,13 @@
 //!
 //! The semantics of the flags are in [`contract`]; errors and their Winsock codes in [`error`].
 
-pub use socksec_core::{contract, error, flow, peer, report, winerr};
+pub use socksec_core::{answer, contract, error, flow, peer, report, winerr};
 
 pub mod broker;
 pub mod cache;
 pub mod diag;
 pub mod engine;
+pub mod gather;
 pub mod host;
 pub mod ktls;
 pub mod links;

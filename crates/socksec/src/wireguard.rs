@@ -4,14 +4,13 @@
 
 use netlink_sys::protocols::NETLINK_GENERIC;
 
-use crate::contract::SecurityInfo;
 use crate::error::{Error, ErrorKind};
 use crate::flow::{Flow, Transport, normalize};
 use crate::route::ThreadLookups;
 use crate::xfrm::codec::NlMsg;
 use crate::xfrm::dump::{NlConn, NlError};
-use crate::xfrm::model::XfrmSnapshot;
 
+use socksec_core::answer::WireguardFacts;
 pub use socksec_core::wireguard::*;
 
 /// A generic netlink socket with WireGuard's family id.
@@ -94,67 +93,56 @@ fn udp_socket_here(port: u16, ipv4: bool) -> Result<bool, Error> {
     })
 }
 
-/// Adds WireGuard to an answer when the flow's route leaves through a WireGuard interface
-/// (see [`apply`]), with the IPsec verdict for the tunnel's own packets against `snapshot`
-/// when the peer has an endpoint ([`WgTunnel`]); when the device cannot be read, a caveat says
-/// so and WireGuard is not counted.
-pub fn attach(
-    info: &mut SecurityInfo,
-    flow: &Flow,
-    snapshot: &XfrmSnapshot,
-    now: u64,
-    tokens: bool,
-    strict: bool,
-) {
+/// What the WireGuard interface the flow's route leaves through says, for
+/// [`socksec_core::answer`]; `None` when the route does not leave through one. The device is
+/// read through the thread's generic netlink socket; when the peer that carries the flow has
+/// an endpoint, the tunnel's own UDP flow gets its route (the answer resolves it against the
+/// same snapshot as the connection). A WireGuard interface moved into another network
+/// namespace keeps its UDP socket in the one it was created in, whose tables apply to the
+/// tunnel's packets: the tunnel is resolved only when this namespace holds a UDP socket on the
+/// listen port.
+pub fn facts(flow: &Flow) -> Option<WireguardFacts> {
     if flow.oif_kind.as_deref() != Some("wireguard") {
-        return;
+        return None;
     }
     let interface = flow.oif_name.clone().unwrap_or_default();
     let device = match device(flow.oif) {
         Ok(device) => device,
-        Err(e) => {
-            info.caveats.push(crate::report::Caveat::WireguardUnknown {
-                detail: e.to_string(),
-            });
-            return;
-        }
+        Err(e) => return Some(WireguardFacts::Unreadable(e.to_string())),
     };
-    apply(info, &interface, &device.peers, now, tokens);
-    let Some(endpoint) = peer_for(&device.peers, info.socket.peer.ip()).and_then(|p| p.endpoint)
-    else {
-        return;
-    };
-    let endpoint = normalize(endpoint);
-    let unknown = |info: &mut SecurityInfo, detail: String| {
-        info.caveats
-            .push(crate::report::Caveat::WireguardTunnelUnknown { detail });
-    };
+    let tunnel = peer_for(&device.peers, flow.remote.ip())
+        .and_then(|p| p.endpoint)
+        .and_then(|endpoint| tunnel(&device, &interface, normalize(endpoint)));
+    Some(WireguardFacts::Device {
+        interface,
+        device,
+        tunnel,
+    })
+}
+
+/// The tunnel's flow to `endpoint` with its route, `None` when its packets cannot leave (no
+/// source address), `Err` when it cannot be told from this namespace.
+fn tunnel(
+    device: &WgDevice,
+    interface: &str,
+    endpoint: std::net::SocketAddr,
+) -> Option<Result<Flow, String>> {
     match udp_socket_here(device.listen_port, endpoint.is_ipv4()) {
         Ok(true) => {}
         Ok(false) => {
-            return unknown(
-                info,
-                format!(
-                    "no UDP socket on port {} in this network namespace: {interface}'s socket \
-                     is in the namespace it was created in, whose IPsec tables apply",
-                    device.listen_port
-                ),
-            );
+            return Some(Err(format!(
+                "no UDP socket on port {} in this network namespace: {interface}'s socket \
+                 is in the namespace it was created in, whose IPsec tables apply",
+                device.listen_port
+            )));
         }
-        Err(e) => return unknown(info, format!("listing UDP sockets: {e}")),
+        Err(e) => return Some(Err(format!("listing UDP sockets: {e}"))),
     }
-    let (mut outer, routing) = tunnel_flow(&device, endpoint);
-    let tunnel = match crate::engine::complete_flow(&mut outer, &routing) {
+    let (mut outer, routing) = tunnel_flow(device, endpoint);
+    match crate::gather::complete_flow(&mut outer, &routing) {
+        Ok(()) if !outer.local.ip().is_unspecified() => Some(Ok(outer)),
         // Without a source address the tunnel's packets cannot leave; nothing to resolve.
-        Ok(()) if !outer.local.ip().is_unspecified() => {
-            tunnel_verdict(&outer, snapshot, now, strict)
-        }
-        Ok(()) => return,
-        Err(e) => return unknown(info, format!("the route to {endpoint}: {e}")),
-    };
-    for p in &mut info.protections {
-        if let Some(detail) = p.wireguard.as_mut() {
-            detail.tunnel = Some(tunnel.clone());
-        }
+        Ok(()) => None,
+        Err(e) => Some(Err(format!("the route to {endpoint}: {e}"))),
     }
 }

@@ -66,7 +66,7 @@ fn md5_prefixes(info: &SecurityInfo) -> Vec<String> {
         .filter(|p| p.mechanism == Mechanism::TcpMd5)
         .map(|p| {
             assert!(p.secured && !p.encrypted, "{p:?}");
-            let k = p.tcp_md5.as_ref().expect("the covering key");
+            let k = p.tcp_md5().expect("the covering key");
             format!("{} {}/{}", p.direction, k.addr, k.prefixlen)
         })
         .collect()

@@ -903,3 +903,381 @@ fn wireguard_tunnel_flow_meets_udp_port_and_mark_policies() {
         assert!(matches!(t.ipsec[0].reason, Some(Reason::NoPolicy { .. })));
     }
 }
+
+// The answer: every mechanism combined by `socksec::answer::answer`, in one place.
+
+mod answer {
+    use std::sync::Arc;
+
+    use socksec::QueryTemplate;
+    use socksec::answer::{IkeDaemon, Snapshots, SocketSnapshot, WireguardFacts, answer};
+    use socksec::diag::Md5Key;
+    use socksec::flow::SocketFacts;
+    use socksec::ktls::{KtlsParams, KtlsState};
+    use socksec::peer::CertNames;
+    use socksec::report::{Caveat, Mechanism};
+    use socksec::vici::model::{Identity, IkeSa};
+    use socksec::wireguard::{WgDevice, WgPeer};
+
+    use super::*;
+
+    #[derive(Clone, Copy, Debug)]
+    enum Ipsec {
+        None,
+        IntegrityOnly,
+        Encrypted,
+    }
+
+    #[derive(Clone, Copy, Debug)]
+    enum Wg {
+        None,
+        Live,
+        Stale,
+        Unreadable,
+    }
+
+    #[derive(Clone, Copy, Debug)]
+    enum Md5 {
+        None,
+        Covering,
+        Elsewhere,
+        Unreadable,
+    }
+
+    #[derive(Clone, Copy, Debug)]
+    enum Ktls {
+        None,
+        Both,
+        TxOnly,
+        UnknownCipher,
+    }
+
+    /// An IKE daemon that knows `sas` and has `cert` for every IKE SA.
+    struct Daemon {
+        sas: Result<Vec<IkeSa>, String>,
+        cert: Result<Option<CertNames>, String>,
+    }
+
+    impl IkeDaemon for Daemon {
+        fn ike_sas(&self) -> Result<Arc<Vec<IkeSa>>, String> {
+            self.sas.clone().map(Arc::new)
+        }
+
+        fn peer_certificate(&self, _: &IkeSa) -> Result<Option<CertNames>, String> {
+            self.cert.clone()
+        }
+    }
+
+    const DOWN: Daemon = Daemon {
+        sas: Err(String::new()),
+        cert: Ok(None),
+    };
+
+    fn ipsec(kind: Ipsec) -> XfrmSnapshot {
+        let gmac = Algorithms {
+            aead: Some(("rfc4543(gcm(aes))".into(), 128)),
+            ..Algorithms::default()
+        };
+        match kind {
+            Ipsec::None => XfrmSnapshot::default(),
+            Ipsec::Encrypted => transport_snapshot(),
+            Ipsec::IntegrityOnly => XfrmSnapshot {
+                states: vec![
+                    state(LOCAL, REMOTE, 0xca17c561, 1, gmac.clone()),
+                    state(REMOTE, LOCAL, 0xcc79891a, 1, gmac),
+                ],
+                ..transport_snapshot()
+            },
+        }
+    }
+
+    fn wireguard(kind: Wg) -> Option<WireguardFacts> {
+        let handshake = match kind {
+            Wg::None => return None,
+            Wg::Unreadable => return Some(WireguardFacts::Unreadable("EPERM".into())),
+            Wg::Live => NOW - 10,
+            Wg::Stale => NOW - 200,
+        };
+        Some(WireguardFacts::Device {
+            interface: "wg0".into(),
+            device: WgDevice {
+                listen_port: 51820,
+                fwmark: 0,
+                peers: vec![WgPeer {
+                    public_key: "peerkey=".into(),
+                    endpoint: None,
+                    last_handshake: Some(handshake),
+                    allowed_ips: vec![(ip(REMOTE), 32)],
+                }],
+            },
+            tunnel: None,
+        })
+    }
+
+    fn socket(md5: Md5, ktls: Ktls) -> SocketSnapshot {
+        let key = |addr: &str| Md5Key {
+            addr: ip(addr),
+            prefixlen: 32,
+            keylen: 16,
+        };
+        let params = |cipher: &str, known_cipher| KtlsParams {
+            version: "1.3".into(),
+            cipher: cipher.into(),
+            known_cipher,
+        };
+        SocketSnapshot {
+            facts: SocketFacts {
+                ipv6: false,
+                transport: Transport::Tcp,
+                v6only: false,
+            },
+            peer_label: None,
+            tcp_md5: match md5 {
+                Md5::None => Ok(Vec::new()),
+                Md5::Covering => Ok(vec![key("192.0.2.9"), key(REMOTE)]),
+                Md5::Elsewhere => Ok(vec![key("192.0.2.9")]),
+                Md5::Unreadable => Err("sock_diag: EPERM".into()),
+            },
+            ktls: match ktls {
+                Ktls::None => KtlsState::default(),
+                Ktls::Both => KtlsState {
+                    tls_ulp: true,
+                    tx: Some(params("aes_gcm_128", true)),
+                    rx: Some(params("aes_gcm_128", true)),
+                },
+                Ktls::TxOnly => KtlsState {
+                    tls_ulp: true,
+                    tx: Some(params("aes_gcm_128", true)),
+                    rx: None,
+                },
+                Ktls::UnknownCipher => KtlsState {
+                    tls_ulp: true,
+                    tx: Some(params("cipher 99", false)),
+                    rx: Some(params("cipher 99", false)),
+                },
+            },
+        }
+    }
+
+    fn tokens() -> QueryTemplate {
+        QueryTemplate {
+            peer_token_access_mask: 0x8,
+            ..QueryTemplate::default()
+        }
+    }
+
+    /// Every combination of the four mechanisms: the flags are the documented function of the
+    /// mechanisms' own verdicts, ENCRYPTED implies SECURED, and protections and caveats come in
+    /// the documented order.
+    #[test]
+    fn mechanisms_combine_in_one_documented_way() {
+        use Direction::{Inbound, Outbound};
+        for i in [Ipsec::None, Ipsec::IntegrityOnly, Ipsec::Encrypted] {
+            for w in [Wg::None, Wg::Live, Wg::Stale, Wg::Unreadable] {
+                for m in [Md5::None, Md5::Covering, Md5::Elsewhere, Md5::Unreadable] {
+                    for k in [Ktls::None, Ktls::Both, Ktls::TxOnly, Ktls::UnknownCipher] {
+                        let xfrm = ipsec(i);
+                        let snapshots = Snapshots {
+                            xfrm: &xfrm,
+                            ike: &DOWN,
+                            socket: socket(m, k),
+                            wireguard: wireguard(w),
+                        };
+                        let info = answer(&tcp_flow(), &snapshots, &tokens(), NOW);
+                        let case = format!("{i:?} {w:?} {m:?} {k:?}: {info:#?}");
+
+                        let ipsec_secured = !matches!(i, Ipsec::None);
+                        let ipsec_encrypted = matches!(i, Ipsec::Encrypted);
+                        let wg = matches!(w, Wg::Live);
+                        let md5 = matches!(m, Md5::Covering);
+                        let ktls = matches!(k, Ktls::Both);
+                        assert_eq!(
+                            info.is_secured(),
+                            ipsec_secured || wg || md5 || ktls,
+                            "{case}"
+                        );
+                        assert_eq!(info.is_encrypted(), ipsec_encrypted || wg || ktls, "{case}");
+                        assert!(!info.is_encrypted() || info.is_secured(), "{case}");
+
+                        let mut order = vec![Mechanism::Ipsec, Mechanism::Ipsec];
+                        if matches!(w, Wg::Live | Wg::Stale) {
+                            order.extend([Mechanism::Wireguard; 2]);
+                        }
+                        if md5 {
+                            order.extend([Mechanism::TcpMd5; 2]);
+                        }
+                        if !matches!(k, Ktls::None) {
+                            order.extend([Mechanism::Ktls; 2]);
+                        }
+                        let got: Vec<Mechanism> =
+                            info.protections.iter().map(|p| p.mechanism).collect();
+                        assert_eq!(got, order, "{case}");
+                        for pair in info.protections.chunks(2) {
+                            assert_eq!(
+                                (pair[0].direction, pair[1].direction),
+                                (Outbound, Inbound),
+                                "{case}"
+                            );
+                        }
+                        // Each protection's reason is among the answer's, in the same order.
+                        let reasons: Vec<&Reason> = info
+                            .protections
+                            .iter()
+                            .filter_map(|p| p.reason.as_ref())
+                            .collect();
+                        assert_eq!(reasons, info.reasons.iter().collect::<Vec<_>>(), "{case}");
+
+                        let mut caveats = Vec::new();
+                        if ipsec_secured {
+                            caveats.push("peer_unknown");
+                        }
+                        if matches!(w, Wg::Unreadable) {
+                            caveats.push("wireguard_unknown");
+                        }
+                        if matches!(m, Md5::Unreadable) {
+                            caveats.push("tcp_md5_unknown");
+                        }
+                        // The daemon is down: only a live WireGuard peer is named.
+                        let named = wg;
+                        if matches!(k, Ktls::Both | Ktls::TxOnly) && !named {
+                            caveats.push("peer_unknown");
+                        }
+                        let got: Vec<String> = info
+                            .caveats
+                            .iter()
+                            .map(|c| serde_json::to_value(c).unwrap()["kind"].to_string())
+                            .collect();
+                        let want: Vec<String> =
+                            caveats.iter().map(|c| format!("\"{c}\"")).collect();
+                        assert_eq!(got, want, "{case}");
+                    }
+                }
+            }
+        }
+    }
+
+    /// charon's view of the transport SAs: IKE SA #4 (the peer `C=CH, O=socksec, CN=sun`)
+    /// with CHILD SA #7, as its JSON form (the fields `list-sas` gives; the rest absent).
+    fn charon() -> Vec<IkeSa> {
+        let id = |text: &str| serde_json::to_value(Identity::classify(text)).unwrap();
+        let (local_ts, remote_ts) = (format!("{LOCAL}/32"), format!("{REMOTE}/32"));
+        let child = serde_json::json!({
+            "key": "tcp-7", "name": "tcp", "uniqueid": 7, "reqid": 1,
+            "state": "INSTALLED", "mode": "TRANSPORT", "protocol": "ESP", "encap": false,
+            "spi_in": 0xcc79891a_u32, "spi_out": 0xca17c561_u32, "encr_alg": "AES_GCM_16",
+            "encr_keysize": 128, "integ_alg": null, "install_time": 3,
+            "local_ts": [local_ts], "remote_ts": [remote_ts],
+        });
+        let json = serde_json::json!([{
+            "name": "host", "uniqueid": 4, "version": 2, "state": "ESTABLISHED",
+            "local_host": null, "local_port": null, "remote_host": null, "remote_port": null,
+            "local_id": id("moon.example"), "remote_id": id("C=CH, O=socksec, CN=sun"),
+            "remote_eap_id": null, "remote_xauth_id": null, "initiator": true,
+            "initiator_spi": null, "responder_spi": null, "encr_alg": null,
+            "encr_keysize": null, "integ_alg": null, "prf_alg": null, "dh_group": null,
+            "established": 5, "child_sas": [child],
+        }]);
+        serde_json::from_value(json).expect("charon's SAs")
+    }
+
+    /// The IKE peer comes with its certificate's names (what `ls` used to leave out), the
+    /// IPSEC2 ids as the field mask asks, and keeps precedence over WireGuard's key; a
+    /// certificate that cannot be read is a caveat, not a missing peer.
+    #[test]
+    fn the_ike_peer_with_its_certificate_and_ids() {
+        let xfrm = transport_snapshot();
+        let names = CertNames {
+            subject: "C=CH, O=socksec, CN=sun".into(),
+            issuer: "C=CH, O=socksec, CN=ca".into(),
+        };
+        let daemon = Daemon {
+            sas: Ok(charon()),
+            cert: Ok(Some(names.clone())),
+        };
+        let snapshots = Snapshots {
+            xfrm: &xfrm,
+            ike: &daemon,
+            socket: socket(Md5::None, Ktls::None),
+            wireguard: wireguard(Wg::Live),
+        };
+        let template = QueryTemplate {
+            protocol: socksec::SecurityProtocol::Ipsec2,
+            ipsec2_field_mask: 0x3,
+            ..tokens()
+        };
+        let info = answer(&tcp_flow(), &snapshots, &template, NOW);
+        let peer = info.peer.as_ref().expect("the IKE peer");
+        assert_eq!((peer.ike_sa_id, peer.child_sa_id), (4, 7));
+        let machine = peer.machine.as_ref().unwrap();
+        assert_eq!(machine.kind, "dn");
+        assert_eq!(
+            machine.cert_subject.as_deref(),
+            Some(names.subject.as_str())
+        );
+        assert_eq!(machine.cert_issuer.as_deref(), Some(names.issuer.as_str()));
+        let i2 = info.ipsec2.as_ref().unwrap();
+        assert_eq!((i2.mm_sa_id, i2.qm_sa_id, i2.negotiation_error), (4, 7, 0));
+        assert_eq!(i2.sa_lookup_context.ike_sa_id, 4);
+        assert!(info.caveats.is_empty(), "{:#?}", info.caveats);
+
+        let daemon = Daemon {
+            sas: Ok(charon()),
+            cert: Err("list-certs failed".into()),
+        };
+        let snapshots = Snapshots {
+            ike: &daemon,
+            wireguard: None,
+            ..snapshots
+        };
+        let info = answer(&tcp_flow(), &snapshots, &tokens(), NOW);
+        let machine = info.peer.as_ref().unwrap().machine.as_ref().unwrap();
+        assert_eq!(machine.cert_subject, None);
+        assert_eq!(
+            info.caveats,
+            [Caveat::CertificateUnknown {
+                detail: "list-certs failed".into()
+            }]
+        );
+        assert!(info.is_encrypted());
+    }
+
+    /// Without a token mask no identity is asked for: no peer, no caveat, no daemon asked.
+    #[test]
+    fn no_identity_is_asked_without_a_token_mask() {
+        struct Unasked;
+        impl IkeDaemon for Unasked {
+            fn ike_sas(&self) -> Result<Arc<Vec<IkeSa>>, String> {
+                panic!("the IKE daemon was asked")
+            }
+            fn peer_certificate(&self, _: &IkeSa) -> Result<Option<CertNames>, String> {
+                panic!("the IKE daemon was asked")
+            }
+        }
+        let xfrm = transport_snapshot();
+        let snapshots = Snapshots {
+            xfrm: &xfrm,
+            ike: &Unasked,
+            socket: socket(Md5::None, Ktls::Both),
+            wireguard: wireguard(Wg::Live),
+        };
+        let info = answer(&tcp_flow(), &snapshots, &QueryTemplate::default(), NOW);
+        assert!(info.is_encrypted() && info.peer.is_none() && info.caveats.is_empty());
+    }
+
+    /// TCP-MD5 and kTLS are TCP's: a UDP flow's answer does not count them.
+    #[test]
+    fn tcp_facts_do_not_count_for_udp() {
+        let xfrm = XfrmSnapshot::default();
+        let mut flow = tcp_flow();
+        flow.transport = Transport::Udp;
+        let snapshots = Snapshots {
+            xfrm: &xfrm,
+            ike: &DOWN,
+            socket: socket(Md5::Covering, Ktls::Both),
+            wireguard: None,
+        };
+        let info = answer(&flow, &snapshots, &tokens(), NOW);
+        assert!(!info.is_secured());
+        assert_eq!(info.protections.len(), 2);
+    }
+}

@@ -298,9 +298,7 @@ impl<'a> Ctx<'a> {
             policy: None,
             sas: Vec::new(),
             reason: None,
-            tcp_md5: None,
-            ktls: None,
-            wireguard: None,
+            detail: None,
         };
         if exempt {
             protection.reason = Some(Reason::InterfaceExempt {

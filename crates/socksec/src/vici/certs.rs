@@ -14,21 +14,11 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use serde::{Deserialize, Serialize};
-
 use super::client::{ViciClient, ViciError};
 use super::codec::{Message, Value};
 use super::model::IkeSa;
 
-/// Subject and issuer of a certificate, as distinguished names in strongSwan's text form
-/// (`C=CH, O=strongSwan, CN=moon.example`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct CertNames {
-    /// The certificate's subject.
-    pub subject: String,
-    /// Its issuer.
-    pub issuer: String,
-}
+pub use socksec_core::peer::CertNames;
 
 /// The subject and issuer of a DER-encoded X.509 certificate.
 pub fn names_of(der: &[u8]) -> Result<CertNames, String> {
