@@ -27,43 +27,13 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
-use serde::{Deserialize, Serialize};
-
 use crate::flow::{Flow, RoutingFacts, Transport, normalize, prefix_contains};
-use crate::report::Protection;
+pub use crate::report::{WgDetail, WgPeer, WgTunnel};
 use crate::xfrm::codec::{Attrs, CodecError, NlMsg, Request, nl};
 use crate::xfrm::model::XfrmSnapshot;
 
 /// `REJECT_AFTER_TIME`: a session older than this is not used any more.
 pub const REJECT_AFTER_SECS: u64 = 180;
-
-/// What socksec keeps of a WireGuard peer: no key material but the public key.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct WgPeer {
-    /// The peer's public key, base64 as `wg` prints it.
-    pub public_key: String,
-    /// Its current endpoint, if known.
-    pub endpoint: Option<SocketAddr>,
-    /// Last handshake, seconds since the epoch; `None` when there was none.
-    pub last_handshake: Option<u64>,
-    /// Allowed IPs: prefix and length.
-    pub allowed_ips: Vec<(IpAddr, u8)>,
-}
-
-/// For [`Mechanism::Wireguard`] protections: the interface and the peer that carries the flow.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct WgDetail {
-    /// The WireGuard interface.
-    pub interface: String,
-    /// The peer.
-    pub peer: WgPeer,
-    /// Seconds since its last handshake, when there was one.
-    pub handshake_age: Option<u64>,
-    /// The tunnel's own UDP packets and what IPsec does to them, when the peer has an
-    /// endpoint.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tunnel: Option<WgTunnel>,
-}
 
 /// A WireGuard interface as socksec keeps it: no private key.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -74,67 +44,6 @@ pub struct WgDevice {
     pub fwmark: u32,
     /// Its peers.
     pub peers: Vec<WgPeer>,
-}
-
-/// WireGuard's own UDP flow to a peer's endpoint, and the IPsec verdict for it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct WgTunnel {
-    /// Source of the tunnel's packets: the address the route picks, the listen port.
-    pub local: SocketAddr,
-    /// The peer's endpoint.
-    pub remote: SocketAddr,
-    /// The device's fwmark, which the tunnel's route and policy lookups carry.
-    pub fwmark: u32,
-    /// The interface the tunnel's packets leave through, when known.
-    pub interface: Option<String>,
-    /// Both directions of the tunnel's packets are IPsec-secured.
-    pub secured: bool,
-    /// And encrypted.
-    pub encrypted: bool,
-    /// IPsec's verdict for the tunnel's packets: outbound, then inbound, with the policy,
-    /// SAs and reasons as for any flow.
-    pub ipsec: Vec<Protection>,
-}
-
-impl WgTunnel {
-    /// The SAs that carry the tunnel's packets, one line each way: `esp transport
-    /// rfc4106(gcm(aes))`; empty when IPsec does not touch them.
-    pub fn sa_summaries(&self) -> Vec<String> {
-        let mut out: Vec<String> = Vec::new();
-        for sa in self.ipsec.iter().flat_map(|p| &p.sas) {
-            let text = format!(
-                "{} {} {}",
-                sa.proto,
-                format!("{:?}", sa.mode).to_lowercase(),
-                sa.algorithm_names()
-            );
-            if !out.contains(&text) {
-                out.push(text);
-            }
-        }
-        out
-    }
-}
-
-impl std::fmt::Display for WgTunnel {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "tunnel udp {} -> {}", self.local, self.remote)?;
-        if self.fwmark != 0 {
-            write!(f, " mark 0x{:x}", self.fwmark)?;
-        }
-        let state = match (self.secured, self.encrypted) {
-            (true, true) => "IPsec-encrypted",
-            (true, false) => "IPsec integrity only",
-            _ if self.ipsec.iter().any(|p| p.secured) => "IPsec in one direction only",
-            _ => "not in IPsec",
-        };
-        write!(f, ": {state}")?;
-        let sas = self.sa_summaries();
-        if !sas.is_empty() {
-            write!(f, " ({})", sas.join(", "))?;
-        }
-        Ok(())
-    }
 }
 
 /// The tunnel's UDP flow to `endpoint`, before the route fills in its source address: from the

@@ -1,4 +1,4 @@
-//! Gather: the I/O that fills [`Snapshots`] for one socket, from its descriptor (a query) or
+//! Gather: the I/O that fills [`Snapshots`](socksec_core::answer::Snapshots) for one socket, from its descriptor (a query) or
 //! from what inet_diag reported (a listing, [`crate::host`]). Both then call the one answer
 //! function, [`socksec_core::answer::answer`], so `socksec ls` and `socksec query` cannot
 //! disagree about a socket.
@@ -6,23 +6,25 @@
 //! The flow is completed with the kernel's own route lookups ([`complete_flow`]); the kernel's
 //! tables and the IKE daemon come from the caller's [`Sources`]; the socket's own facts (peer
 //! label, TCP-MD5 keys, kTLS) from [`socket_from_fd`] or [`socket_from_diag`]; WireGuard from
-//! [`crate::wireguard::facts`].
+//! [`wireguard`].
 
 use std::os::fd::BorrowedFd;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use socksec_core::answer::{IkeDaemon, SocketSnapshot};
+use socksec_core::answer::{IkeDaemon, SocketSnapshot, WireguardFacts};
 
-use crate::diag::DiagSocket;
-use crate::engine::Sources;
+use crate::diag::{DiagSocket, Md5Key};
 use crate::error::{Error, ErrorKind};
-use crate::flow::{Flow, RoutingFacts, SocketFacts, Transport};
+use crate::flow::{Flow, RoutingFacts, SocketFacts, Transport, normalize};
 use crate::ktls::KtlsState;
+use crate::lookups::ThreadLookups;
 use crate::route;
 use crate::socket;
+use crate::sources::Sources;
 use crate::vici::certs::CertNames;
 use crate::vici::model::IkeSa;
+use crate::wireguard::{WgDevice, peer_for, tunnel_flow};
 
 /// The IKE daemon as the answer asks it: through the caller's [`Sources`] (the cache's view,
 /// or charon asked afresh).
@@ -48,8 +50,7 @@ pub fn socket_from_fd(
 ) -> Result<SocketSnapshot, Error> {
     let peer_label = socket::peer_label(fd)?;
     let (tcp_md5, ktls) = if facts.transport == Transport::Tcp {
-        let keys = crate::tcp_md5::socket_keys(fd, routing.bound_ifindex.unwrap_or(0))
-            .map_err(|e| e.to_string());
+        let keys = socket_keys(fd, routing.bound_ifindex.unwrap_or(0)).map_err(|e| e.to_string());
         (keys, crate::ktls::read(fd)?)
     } else {
         (Ok(Vec::new()), KtlsState::default())
@@ -91,7 +92,7 @@ pub fn unix_now() -> u64 {
 /// per-interface IPsec switches, and the source address of an unbound UDP socket.
 pub fn complete_flow(flow: &mut Flow, routing: &RoutingFacts) -> Result<(), Error> {
     // The thread's rtnetlink socket and sysctl files are kept between queries.
-    route::ThreadLookups::with(|lookups| complete_flow_with(lookups, flow, routing))
+    ThreadLookups::with(|lookups| complete_flow_with(lookups, flow, routing))
 }
 
 impl From<route::RouteError> for Error {
@@ -101,7 +102,7 @@ impl From<route::RouteError> for Error {
 }
 
 fn complete_flow_with(
-    lookups: &mut route::ThreadLookups,
+    lookups: &mut ThreadLookups,
     flow: &mut Flow,
     routing: &RoutingFacts,
 ) -> Result<(), Error> {
@@ -152,4 +153,99 @@ fn complete_flow_with(
     }
     flow.iif = lookups.local_address_ifindex(flow.local.ip())?;
     Ok(())
+}
+
+/// The TCP-MD5 keys of the connected TCP socket `fd` (empty when it has none), through the
+/// thread's sock_diag socket ([`ThreadLookups`], kept per thread and network namespace).
+pub fn socket_keys(fd: BorrowedFd<'_>, bound_ifindex: u32) -> Result<Vec<Md5Key>, Error> {
+    let sock = socket2::SockRef::from(&fd);
+    let addr = |a: std::io::Result<socket2::SockAddr>, what: &str| {
+        a.map_err(|e| Error::system(what, &e))?
+            .as_socket()
+            .ok_or_else(|| Error::new(crate::ErrorKind::System, format!("{what}: not IP")))
+    };
+    let local = addr(sock.local_addr(), "getsockname")?;
+    let remote = addr(sock.peer_addr(), "getpeername")?;
+    ThreadLookups::with(|lookups| {
+        Ok(lookups
+            .diag()?
+            .tcp_socket(local, remote, bound_ifindex)?
+            .map(|s| s.md5_keys)
+            .unwrap_or_default())
+    })
+}
+
+/// WireGuard interface `ifindex` (listen port, fwmark, peers), through the thread's generic
+/// netlink socket ([`ThreadLookups`], kept per thread and network namespace: an interface
+/// index means nothing in another namespace).
+pub fn wireguard_device(ifindex: u32) -> Result<WgDevice, Error> {
+    ThreadLookups::with(|lookups| lookups.wireguard()?.device(ifindex))
+}
+
+/// Whether this network namespace holds an unconnected UDP socket on `port` of the family
+/// (WireGuard's socket; another cannot bind the port beside it), through the thread's
+/// sock_diag socket.
+fn udp_socket_here(port: u16, ipv4: bool) -> Result<bool, Error> {
+    let family = if ipv4 { libc::AF_INET } else { libc::AF_INET6 } as u8;
+    ThreadLookups::with(|lookups| {
+        Ok(lookups
+            .diag()?
+            .sockets(family, Transport::Udp, crate::diag::ALL_STATES)?
+            .iter()
+            .any(|s| s.local.port() == port && s.remote.port() == 0))
+    })
+}
+
+/// What the WireGuard interface the flow's route leaves through says, for
+/// [`socksec_core::answer`]; `None` when the route does not leave through one. The device is
+/// read through the thread's generic netlink socket; when the peer that carries the flow has
+/// an endpoint, the tunnel's own UDP flow gets its route (the answer resolves it against the
+/// same snapshot as the connection). A WireGuard interface moved into another network
+/// namespace keeps its UDP socket in the one it was created in, whose tables apply to the
+/// tunnel's packets: the tunnel is resolved only when this namespace holds a UDP socket on the
+/// listen port.
+pub fn wireguard(flow: &Flow) -> Option<WireguardFacts> {
+    if flow.oif_kind.as_deref() != Some("wireguard") {
+        return None;
+    }
+    let interface = flow.oif_name.clone().unwrap_or_default();
+    let device = match wireguard_device(flow.oif) {
+        Ok(device) => device,
+        Err(e) => return Some(WireguardFacts::Unreadable(e.to_string())),
+    };
+    let tunnel = peer_for(&device.peers, flow.remote.ip())
+        .and_then(|p| p.endpoint)
+        .and_then(|endpoint| tunnel(&device, &interface, normalize(endpoint)));
+    Some(WireguardFacts::Device {
+        interface,
+        device,
+        tunnel,
+    })
+}
+
+/// The tunnel's flow to `endpoint` with its route, `None` when its packets cannot leave (no
+/// source address), `Err` when it cannot be told from this namespace.
+fn tunnel(
+    device: &WgDevice,
+    interface: &str,
+    endpoint: std::net::SocketAddr,
+) -> Option<Result<Flow, String>> {
+    match udp_socket_here(device.listen_port, endpoint.is_ipv4()) {
+        Ok(true) => {}
+        Ok(false) => {
+            return Some(Err(format!(
+                "no UDP socket on port {} in this network namespace: {interface}'s socket \
+                 is in the namespace it was created in, whose IPsec tables apply",
+                device.listen_port
+            )));
+        }
+        Err(e) => return Some(Err(format!("listing UDP sockets: {e}"))),
+    }
+    let (mut outer, routing) = tunnel_flow(device, endpoint);
+    match complete_flow(&mut outer, &routing) {
+        Ok(()) if !outer.local.ip().is_unspecified() => Some(Ok(outer)),
+        // Without a source address the tunnel's packets cannot leave; nothing to resolve.
+        Ok(()) => None,
+        Err(e) => Some(Err(format!("the route to {endpoint}: {e}"))),
+    }
 }

@@ -19,10 +19,10 @@ use socksec_core::answer::{IkeDaemon, Snapshots, answer};
 
 use crate::contract::{QueryTemplate, SecurityInfo, SecurityProtocol};
 use crate::diag::{DiagSocket, Owner, SockState};
-use crate::engine::Sources;
 use crate::error::{Error, ErrorKind};
 use crate::flow::{Flow, RoutingFacts, SocketFacts, Transport};
 use crate::gather;
+use crate::sources::Sources;
 use crate::vici::certs::CertNames;
 use crate::vici::model::IkeSa;
 use crate::xfrm::model::XfrmSnapshot;
@@ -180,7 +180,7 @@ fn answer_socket(
         xfrm: snapshot,
         ike,
         socket: gather::socket_from_diag(s),
-        wireguard: crate::wireguard::facts(&flow),
+        wireguard: gather::wireguard(&flow),
     };
     Ok(answer(&flow, &snapshots, template, now))
 }

@@ -18,11 +18,12 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
-//! The path of a query, file by file: [`socket`] reads the descriptor, [`flow`] holds what the
-//! kernel matches on, [`xfrm::dump`] reads the kernel's tables into [`xfrm::model`] snapshots,
-//! [`xfrm::resolve`] decides as the kernel does, [`engine`] assembles the
-//! [`SecurityInfo`]. Resolution and every codec are pure code in the `socksec-core` crate
-//! (re-exported here under the same module names); this crate does the I/O.
+//! The path of a query, file by file (`docs/architecture.md` draws it): [`engine`] runs it,
+//! [`socket`] reads the descriptor, [`gather`] completes the [`flow`] and fills the
+//! snapshots (the kernel's tables from [`sources`] or the [`cache`], the socket's own facts),
+//! and [`answer::answer`] decides, with [`xfrm::resolve`] for IPsec. Resolution, the answer
+//! and every codec are pure code in the `socksec-core` crate (re-exported here under the same
+//! module names); this crate does the I/O.
 //!
 //! The semantics of the flags are in [`contract`]; errors and their Winsock codes in [`error`].
 
@@ -36,12 +37,13 @@ pub mod gather;
 pub mod host;
 pub mod ktls;
 pub mod links;
+pub mod lookups;
 pub mod mode;
 pub mod route;
 pub mod sa;
 pub mod socket;
+pub mod sources;
 mod sys;
-pub mod tcp_md5;
 pub mod vici;
 pub mod wireguard;
 pub mod xfrm;
@@ -57,7 +59,7 @@ pub use sys::inherited_fd;
 /// Describes the SAs an IPSEC2 `SaLookupContext` names, as the kernel and the IKE daemon have
 /// them now (read afresh; needs the same privileges as a query).
 pub fn sa_details(context: &SaLookupContext) -> Result<SaDetails, Error> {
-    sa::details_with(context, &engine::ColdSources)
+    sa::details_with(context, &sources::ColdSources)
 }
 
 /// Whether this process can read the kernel's IPsec tables itself (CAP_NET_ADMIN).

@@ -4,7 +4,7 @@
 //! Every query needs the output interface's name, kind and IPsec keys (`RTM_GETLINK`) and the
 //! interface that holds the local address (an `RTM_GETADDR` dump of the family): two rtnetlink
 //! round trips, the second growing with the host's addresses. They change rarely, so a
-//! [`LinkCache`] keeps the answers, on a thread's [`crate::route::ThreadLookups`], and drops
+//! [`LinkCache`] keeps the answers, on a thread's [`crate::lookups::ThreadLookups`], and drops
 //! all of them whenever a notification of the link or address groups (`RTNLGRP_LINK`,
 //! `RTNLGRP_IPV4_IFADDR`, `RTNLGRP_IPV6_IFADDR`) is queued on a socket of its own — or when
 //! notifications were lost (`ENOBUFS`).
@@ -137,57 +137,11 @@ fn events_error(source: io::Error) -> RouteError {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::route::ThreadLookups;
     use crate::xfrm::dump::testenv::{in_private_netns, ip};
 
     fn ifindex(dev: &str) -> u32 {
         let out = ip(&format!("-o link show dev {dev}"));
         out.split(':').next().unwrap().trim().parse().unwrap()
-    }
-
-    fn link(index: u32) -> LinkInfo {
-        ThreadLookups::with(|l| l.link(index)).unwrap()
-    }
-
-    fn holder(addr: &str) -> Option<u32> {
-        ThreadLookups::with(|l| l.local_address_ifindex(addr.parse().unwrap())).unwrap()
-    }
-
-    #[test]
-    fn host_kept_links_and_addresses_follow_every_change_at_once() {
-        in_private_netns(
-            "host_kept_links_and_addresses_follow_every_change_at_once",
-            || {
-                ip("link add d0 type veth peer name x0");
-                ip("addr add 10.30.0.1/24 dev d0");
-                ip("addr add fd00:30::1/64 dev d0 nodad");
-                let (d0, x0) = (ifindex("d0"), ifindex("x0"));
-                assert_eq!(link(d0).name, "d0");
-                assert_eq!(link(x0).kind.as_deref(), Some("veth"));
-                assert_eq!(holder("10.30.0.1"), Some(d0));
-                assert_eq!(holder("fd00:30::1"), Some(d0));
-                assert_eq!(holder("10.31.0.1"), None);
-                // Asked again without a change: the same answers (now kept).
-                assert_eq!(link(d0).name, "d0");
-                assert_eq!(holder("10.30.0.1"), Some(d0));
-
-                // Each change is in the very next answer.
-                ip("link set d0 name d1");
-                assert_eq!(link(d0).name, "d1");
-                ip("addr del 10.30.0.1/24 dev d1");
-                assert_eq!(holder("10.30.0.1"), None);
-                ip("addr add 10.31.0.1/24 dev d1");
-                assert_eq!(holder("10.31.0.1"), Some(d0));
-                ip("addr add 10.31.0.1/32 dev x0");
-                ip("addr del 10.31.0.1/24 dev d1");
-                assert_eq!(holder("10.31.0.1"), Some(x0));
-                ip("-6 addr del fd00:30::1/64 dev d1");
-                assert_eq!(holder("fd00:30::1"), None);
-                ip("link del x0"); // and its peer d1
-                let gone = ThreadLookups::with(|l| l.link(x0)).unwrap_err();
-                assert_eq!(gone.errno(), Some(libc::ENODEV));
-            },
-        );
     }
 
     #[test]

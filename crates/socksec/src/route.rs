@@ -534,7 +534,8 @@ pub fn xfrm_switches(dev: &str) -> io::Result<XfrmSwitches> {
     switches_with(dev, read_flag)
 }
 
-fn switches_with(
+/// The IPsec switches of `dev`, each read with `read_flag`.
+pub(crate) fn switches_with(
     dev: &str,
     mut read_flag: impl FnMut(&Path) -> io::Result<bool>,
 ) -> io::Result<XfrmSwitches> {
@@ -566,136 +567,8 @@ pub fn thread_netns() -> io::Result<(u64, u64)> {
     fs::metadata("/proc/thread-self/ns/net").map(|m| (m.dev(), m.ino()))
 }
 
-/// Lookups that one thread keeps open between queries: its rtnetlink socket, the interfaces and
-/// addresses it read until the kernel announces a change ([`crate::links::LinkCache`]), its
-/// sock_diag and WireGuard (generic netlink) sockets, and the `/proc/sys/net` files of the
-/// IPsec switches (re-read with `pread` each time, so values are always current; only the path
-/// walk of `open` is saved). All belong to the network namespace the thread was in when they
-/// were opened, so they are dropped when the thread is found in another one.
-pub struct ThreadLookups {
-    netns: (u64, u64),
-    rtnl: Option<Rtnl>,
-    /// `None` until first used; `Some(None)` when the notification groups cannot be joined
-    /// (every lookup then asks the kernel).
-    links: Option<Option<crate::links::LinkCache>>,
-    sysctls: std::collections::HashMap<std::path::PathBuf, fs::File>,
-    /// The thread's sock_diag socket (TCP-MD5 keys of one socket).
-    pub(crate) diag: Option<crate::diag::Diag>,
-    /// The thread's generic netlink socket for WireGuard devices.
-    pub(crate) wireguard: Option<crate::wireguard::WgSocket>,
-}
-
-thread_local! {
-    static LOOKUPS: std::cell::RefCell<Option<ThreadLookups>> =
-        const { std::cell::RefCell::new(None) };
-}
-
-impl ThreadLookups {
-    /// Runs `f` with this thread's lookups (opened on first use, reopened after a namespace
-    /// change or a socket error).
-    pub fn with<T, E: From<RouteError>>(f: impl FnOnce(&mut Self) -> Result<T, E>) -> Result<T, E> {
-        let netns = thread_netns().map_err(|source| RouteError::Io {
-            request: "reading the thread's network namespace",
-            source,
-        })?;
-        LOOKUPS.with(|cell| {
-            let mut slot = cell.borrow_mut();
-            if slot.as_ref().is_none_or(|l| l.netns != netns) {
-                *slot = Some(Self {
-                    netns,
-                    rtnl: None,
-                    links: None,
-                    sysctls: Default::default(),
-                    diag: None,
-                    wireguard: None,
-                });
-            }
-            let lookups = slot.as_mut().expect("just filled");
-            let result = f(lookups);
-            if result.is_err() {
-                // A socket that saw a failure is not reused.
-                lookups.rtnl = None;
-                lookups.links = None;
-                lookups.diag = None;
-                lookups.wireguard = None;
-            }
-            result
-        })
-    }
-
-    /// The thread's rtnetlink socket.
-    pub fn rtnl(&mut self) -> Result<&mut Rtnl, RouteError> {
-        match &mut self.rtnl {
-            Some(rtnl) => Ok(rtnl),
-            slot => Ok(slot.insert(Rtnl::open()?)),
-        }
-    }
-
-    /// [`Rtnl::link`], kept until the kernel announces a change of links or addresses.
-    pub fn link(&mut self, index: u32) -> Result<LinkInfo, RouteError> {
-        let (rtnl, links) = self.rtnl_and_links()?;
-        match links {
-            Some(links) => links.link(rtnl, index),
-            None => rtnl.link(index),
-        }
-    }
-
-    /// [`Rtnl::local_address_ifindex`], from the addresses kept until the kernel announces a
-    /// change.
-    pub fn local_address_ifindex(&mut self, addr: IpAddr) -> Result<Option<u32>, RouteError> {
-        let (rtnl, links) = self.rtnl_and_links()?;
-        match links {
-            Some(links) => links.local_address_ifindex(rtnl, addr),
-            None => rtnl.local_address_ifindex(addr),
-        }
-    }
-
-    /// The rtnetlink socket and the link cache, each opened on first use (the cache is
-    /// `None` when the notification groups cannot be joined).
-    fn rtnl_and_links(
-        &mut self,
-    ) -> Result<(&mut Rtnl, Option<&mut crate::links::LinkCache>), RouteError> {
-        let rtnl = match &mut self.rtnl {
-            Some(rtnl) => rtnl,
-            slot => slot.insert(Rtnl::open()?),
-        };
-        let links = self
-            .links
-            .get_or_insert_with(|| crate::links::LinkCache::open().ok())
-            .as_mut();
-        Ok((rtnl, links))
-    }
-
-    /// [`xfrm_switches`] through the kept files.
-    pub fn xfrm_switches(&mut self, dev: &str) -> io::Result<XfrmSwitches> {
-        switches_with(dev, |path| self.read_flag(path))
-    }
-
-    fn read_flag(&mut self, path: &Path) -> io::Result<bool> {
-        use std::os::unix::fs::FileExt;
-        if let Some(file) = self.sysctls.get(path) {
-            let mut buf = [0u8; 32];
-            match file.read_at(&mut buf, 0) {
-                Ok(n) => return parse_flag(path, &buf[..n]),
-                // The device went away or was renamed: its entries were re-registered.
-                Err(_) => {
-                    self.sysctls.remove(path);
-                }
-            }
-        }
-        let file = fs::File::open(path)?;
-        let mut buf = [0u8; 32];
-        let n = file.read_at(&mut buf, 0)?;
-        let flag = parse_flag(path, &buf[..n])?;
-        if self.sysctls.len() > 256 {
-            self.sysctls.clear();
-        }
-        self.sysctls.insert(path.to_owned(), file);
-        Ok(flag)
-    }
-}
-
-fn parse_flag(path: &Path, bytes: &[u8]) -> io::Result<bool> {
+/// The value of a `/proc/sys` switch: any non-zero integer is on.
+pub(crate) fn parse_flag(path: &Path, bytes: &[u8]) -> io::Result<bool> {
     match std::str::from_utf8(bytes).map(str::trim) {
         Ok("0") => Ok(false),
         // Any non-zero integer enables the switch (the kernel tests the value for != 0).

@@ -2,8 +2,8 @@
 //! the types and the pure lookup are [`socksec_core::sa`] (re-exported here); this module reads
 //! the snapshots they are looked up in.
 
-use crate::engine::Sources;
 use crate::error::Error;
+use crate::sources::Sources;
 
 pub use socksec_core::sa::*;
 

@@ -6,7 +6,7 @@
 //! that owns its key in a `Vec<u8>`, freed later without being wiped. socksec needs only the
 //! algorithm *names* and bit lengths, and promises that key material never leaves the parser
 //! (DESIGN.md, "Privilege model"). So this module reads the few fields it needs straight out of
-//! the receive buffer, never copies a key byte, and the I/O side ([`super::dump`]) wipes the
+//! the receive buffer, never copies a key byte, and the I/O side (`socksec::xfrm::dump`) wipes the
 //! buffer once a datagram is parsed. The messages are few and fixed-size, so the code is short.
 //!
 //! # Layouts
@@ -22,7 +22,7 @@
 //! `__be` (SPIs and ports), which this module converts to host order.
 //!
 //! The generic netlink pieces ([`Messages`], [`Attrs`], [`Request`], [`reply_step`]) are shared
-//! with the rtnetlink lookups in [`crate::route`].
+//! with the rtnetlink lookups in `socksec::route`.
 
 use std::fmt;
 

@@ -33,18 +33,6 @@ pub(crate) const STATE_COMMANDS: &[&str] = &[
     "xfrm state allocspi src fd00::1 dst fd00::2 proto ah reqid 3 min 0x2000 max 0x2000",
 ];
 
-/// A `struct xfrm_userpolicy_info` for `setsockopt(IP_XFRM_POLICY)`: IPv4, zero selector,
-/// infinite lifetimes, allow, direction `dir` (0 in, 1 out), no templates.
-pub(crate) fn socket_policy_info(dir: u8) -> Vec<u8> {
-    let mut info = vec![0u8; crate::xfrm::codec::USERPOLICY_INFO_LEN];
-    info[40..42].copy_from_slice(&2u16.to_ne_bytes());
-    for lft in 0..8 {
-        info[56 + 8 * lft..64 + 8 * lft].copy_from_slice(&u64::MAX.to_ne_bytes());
-    }
-    info[160] = dir;
-    info
-}
-
 fn v4(a: [u8; 4]) -> XfrmAddr {
     XfrmAddr::from_ip(a.into())
 }

@@ -16,9 +16,8 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::OnceLock;
 
-use super::model::{Family, Policy, PolicyDir, PolicyType, State, XfrmAddr};
+use super::model::{Family, Policy, PolicyDir, PolicyType, State, XfrmAddr, XfrmSnapshot};
 
 /// Candidate lists over one [`super::model::XfrmSnapshot`]; positions index its vectors.
 #[derive(Debug, Clone, Default)]
@@ -156,44 +155,23 @@ impl PolicyIndex {
     }
 }
 
-/// Where a snapshot keeps its index once built: not part of its value (equal, cloned empty,
-/// never serialised), so a clone that is then edited never carries a stale index.
-#[derive(Default)]
-pub struct IndexSlot(OnceLock<PolicyIndex>);
-
-impl IndexSlot {
-    /// The index, if built.
-    pub fn get(&self) -> Option<&PolicyIndex> {
-        self.0.get()
+impl XfrmSnapshot {
+    /// Builds the lookup index (once), so that resolution does not scan the whole tables.
+    /// Build it when the snapshot is final: editing the tables afterwards leaves the index
+    /// describing other tables (a length check catches most such mistakes, not all).
+    pub fn build_index(&self) {
+        if self.index.get().is_none() {
+            self.index
+                .set(Box::new(PolicyIndex::build(&self.policies, &self.states)));
+        }
     }
 
-    /// Stores `index` unless one is there already.
-    pub fn set(&self, index: PolicyIndex) {
-        let _ = self.0.set(index);
-    }
-}
-
-impl Clone for IndexSlot {
-    fn clone(&self) -> Self {
-        Self::default()
-    }
-}
-
-impl PartialEq for IndexSlot {
-    fn eq(&self, _: &Self) -> bool {
-        true
-    }
-}
-
-impl Eq for IndexSlot {}
-
-impl std::fmt::Debug for IndexSlot {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(if self.0.get().is_some() {
-            "IndexSlot(built)"
-        } else {
-            "IndexSlot(empty)"
-        })
+    /// The index, if built over tables of the current lengths.
+    pub fn policy_index(&self) -> Option<&PolicyIndex> {
+        self.index
+            .get()
+            .and_then(|i| i.downcast_ref::<PolicyIndex>())
+            .filter(|i| i.fits(&self.policies, &self.states))
     }
 }
 

@@ -4,7 +4,9 @@
 //! ([`super::codec`]) copies algorithm *names* and never the keys. Field meanings follow
 //! `include/uapi/linux/xfrm.h`; comments cite the kernel behaviour each field feeds.
 
+use std::any::Any;
 use std::net::IpAddr;
+use std::sync::OnceLock;
 
 use serde::{Deserialize, Serialize};
 
@@ -475,26 +477,47 @@ pub struct XfrmSnapshot {
     /// Lookup structures, once [`XfrmSnapshot::build_index`] has built them; resolution scans
     /// the tables without them. Not part of the value: equal, cloned empty, not serialised.
     #[serde(skip)]
-    pub index: super::index::IndexSlot,
+    pub index: IndexSlot,
 }
 
-impl XfrmSnapshot {
-    /// Builds the lookup index (once), so that resolution does not scan the whole tables.
-    /// Build it when the snapshot is final: editing the tables afterwards leaves the index
-    /// describing other tables (a length check catches most such mistakes, not all).
-    pub fn build_index(&self) {
-        if self.index.get().is_none() {
-            self.index.set(super::index::PolicyIndex::build(
-                &self.policies,
-                &self.states,
-            ));
-        }
+/// Where a snapshot keeps its index once built ([`super::index::PolicyIndex`], which builds and
+/// reads it, so that this model names no index type): not part of its value (equal, cloned
+/// empty, never serialised), so a clone that is then edited never carries a stale index.
+#[derive(Default)]
+pub struct IndexSlot(OnceLock<Box<dyn Any + Send + Sync>>);
+
+impl IndexSlot {
+    /// The index, if built.
+    pub fn get(&self) -> Option<&(dyn Any + Send + Sync)> {
+        self.0.get().map(|b| &**b)
     }
 
-    /// The index, if built over tables of the current lengths.
-    pub fn policy_index(&self) -> Option<&super::index::PolicyIndex> {
-        self.index
-            .get()
-            .filter(|i| i.fits(&self.policies, &self.states))
+    /// Stores `index` unless one is there already.
+    pub fn set(&self, index: Box<dyn Any + Send + Sync>) {
+        let _ = self.0.set(index);
+    }
+}
+
+impl Clone for IndexSlot {
+    fn clone(&self) -> Self {
+        Self::default()
+    }
+}
+
+impl PartialEq for IndexSlot {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for IndexSlot {}
+
+impl std::fmt::Debug for IndexSlot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.get().is_some() {
+            "IndexSlot(built)"
+        } else {
+            "IndexSlot(empty)"
+        })
     }
 }

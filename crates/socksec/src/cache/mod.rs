@@ -40,8 +40,8 @@ use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crate::engine::{ColdSources, Sources};
 use crate::error::Error;
+use crate::sources::{ColdSources, Sources};
 use crate::vici::model::IkeSa;
 use crate::xfrm::dump::{DumpError, XfrmDumper};
 use crate::xfrm::events::{XfrmEvent, XfrmEvents};
@@ -688,7 +688,7 @@ fn remove_policy(policies: &mut Vec<Policy>, p: &Policy) {
 
 /// Follows charon: subscribe, list, list again after events; reconnect when it goes away.
 fn vici_thread(shared: Arc<Shared>, period: Duration) {
-    let path = crate::engine::vici_socket();
+    let path = crate::sources::vici_socket();
     let timeout = crate::vici::client::DEFAULT_TIMEOUT;
     let connect = || crate::vici::client::ViciClient::connect(&path, timeout);
     while !shared.stop.load(Ordering::Relaxed) {

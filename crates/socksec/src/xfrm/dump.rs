@@ -387,6 +387,18 @@ mod tests {
     use super::*;
     use crate::xfrm::codec::{Messages, nl};
 
+    /// A `struct xfrm_userpolicy_info` for `setsockopt(IP_XFRM_POLICY)`: IPv4, zero selector,
+    /// infinite lifetimes, allow, direction `dir` (0 in, 1 out), no templates.
+    fn socket_policy_info(dir: u8) -> Vec<u8> {
+        let mut info = vec![0u8; codec::USERPOLICY_INFO_LEN];
+        info[40..42].copy_from_slice(&2u16.to_ne_bytes());
+        for lft in 0..8 {
+            info[56 + 8 * lft..64 + 8 * lft].copy_from_slice(&u64::MAX.to_ne_bytes());
+        }
+        info[160] = dir;
+        info
+    }
+
     /// Sends `request` on a fresh socket and returns every reply datagram laid end to end: the
     /// raw bytes the fixtures hold.
     fn raw_reply(request: &[u8], dump: bool) -> Vec<u8> {
@@ -419,7 +431,7 @@ mod tests {
     fn socket_with_policies() -> std::net::UdpSocket {
         let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
         for dir in [0u8, 1] {
-            let info = fixtures::socket_policy_info(dir);
+            let info = socket_policy_info(dir);
             // SAFETY: `info` is a live buffer of the length passed; the kernel only reads it.
             let rc = unsafe {
                 libc::setsockopt(

@@ -1,0 +1,72 @@
+//! Where the kernel's tables and the IKE daemon's SAs come from: read afresh for each query
+//! ([`ColdSources`]) or kept current by events ([`crate::cache`]). Both implement [`Sources`],
+//! which [`crate::gather`] asks.
+
+use std::sync::Arc;
+
+use crate::error::Error;
+use crate::vici::certs::CertNames;
+use crate::vici::model::IkeSa;
+use crate::xfrm::model::XfrmSnapshot;
+
+/// Where a query's snapshots come from: read afresh for each query ([`ColdSources`]), or kept
+/// current by events (the caches).
+pub trait Sources: Send + Sync {
+    /// The kernel's SPD and SAD.
+    fn xfrm(&self) -> Result<Arc<XfrmSnapshot>, Error>;
+    /// The IKE daemon's IKE SAs, or why they cannot be had (not an error: the answer then
+    /// carries a [`Caveat::PeerUnknown`](crate::report::Caveat::PeerUnknown)).
+    fn ike_sas(&self) -> Result<Arc<Vec<IkeSa>>, String>;
+    /// The certificate the peer of `ike` authenticated with, if any: asked of the IKE daemon
+    /// at [`vici_socket`] once per IKE SA and remembered for the process.
+    fn peer_certificate(&self, ike: &IkeSa) -> Result<Option<CertNames>, String> {
+        let path = vici_socket();
+        crate::vici::certs::peer_certificate_memo(&path, ike, || {
+            crate::vici::client::ViciClient::connect(&path, crate::vici::client::DEFAULT_TIMEOUT)
+        })
+        .map_err(|e| format!("the IKE daemon at {} cannot be asked: {e}", path.display()))
+    }
+}
+
+/// Snapshots read for each query: a full XFRM dump and a VICI `list-sas`. The cold path.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ColdSources;
+
+impl Sources for ColdSources {
+    fn xfrm(&self) -> Result<Arc<XfrmSnapshot>, Error> {
+        crate::xfrm::dump::snapshot()
+            .map(Arc::new)
+            .map_err(dump_error)
+    }
+
+    fn ike_sas(&self) -> Result<Arc<Vec<IkeSa>>, String> {
+        ike_sas().map(Arc::new)
+    }
+}
+
+/// The IKE daemon's control socket: `SOCKSEC_VICI` or strongSwan's default.
+pub fn vici_socket() -> std::path::PathBuf {
+    std::env::var_os("SOCKSEC_VICI")
+        .map(Into::into)
+        .unwrap_or_else(|| crate::vici::client::DEFAULT_SOCKET.into())
+}
+
+/// The IKE SAs charon knows, or why they cannot be had.
+fn ike_sas() -> Result<Vec<IkeSa>, String> {
+    let path = vici_socket();
+    crate::vici::client::ViciClient::connect(&path, crate::vici::client::DEFAULT_TIMEOUT)
+        .and_then(|mut c| c.list_sas())
+        .map_err(|e| format!("the IKE daemon at {} cannot be asked: {e}", path.display()))
+}
+
+/// The query error for a failed read of the kernel's tables.
+pub fn dump_error(e: crate::xfrm::dump::DumpError) -> Error {
+    use crate::xfrm::dump::DumpError;
+    match &e {
+        DumpError::PermissionDenied { .. } => {
+            Error::new(crate::error::ErrorKind::PermissionDenied, e.to_string())
+        }
+        DumpError::Io { source, .. } => Error::system("reading the kernel's IPsec tables", source),
+        _ => Error::new(crate::error::ErrorKind::System, e.to_string()),
+    }
+}
