@@ -312,6 +312,8 @@ fn check_all(lab: &mut Lab, label: &str, fd: &TcpStream, cli_port: u16, want: &W
     if let Some(answer) = ask_library(lab, label, fd)? {
         check_answer(&answer, want).with_context(|| format!("library, {label}"))?;
     }
+    super::same_answer::check_ls_equals_query("moon", fd)
+        .with_context(|| format!("ls, {label}"))?;
     let answer = ask_cli(lab, label, cli_port)?;
     check_answer(&answer, want).with_context(|| format!("CLI, {label}"))?;
     let guid = answer["ipsec2"]["sa_lookup_context"]

@@ -761,6 +761,7 @@ fn check_socket_policies(lab: &mut Lab, est: &Established<'_>) -> Result<()> {
         charon_out + 1
     );
 
+    super::same_answer::check_ls_equals_query("moon", est.client)?;
     let Some(answer) = lab.query_detail("client, caveats", true, est.client, Ask::default())?
     else {
         return Ok(());

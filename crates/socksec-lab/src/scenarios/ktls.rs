@@ -73,6 +73,8 @@ pub fn run(lab: &mut Lab) -> Result<()> {
         (tls.client.local_addr()?, tls.client.peer_addr()?),
         (plain.client.local_addr()?, plain.client.peer_addr()?),
     )?;
+    super::same_answer::check_ls_equals_query("moon", &tls.client)?;
+    super::same_answer::check_ls_equals_query("sun", &tls.server)?;
     lab.check_socket("plain client", true, &plain.client, None, &Expect::Clear)?;
     lab.check_socket("plain server", false, &plain.server, None, &Expect::Clear)?;
     lab.note("kTLS TX+RX: secured+encrypted (TLS 1.2 aes_gcm_128), in query and ls; TX only: not secured; plain beside: clear");

@@ -444,6 +444,12 @@ fn check_ls(lab: &mut Lab, labeled: &sockets::TcpPair, plain: &sockets::TcpPair)
             };
             Ok((s.local_addr()?, s.peer_addr()?))
         };
+        let end = if ns == "moon" {
+            &labeled.client
+        } else {
+            &labeled.server
+        };
+        super::same_answer::check_ls_equals_query(ns, end)?;
         let (labeled, plain) = (ends(labeled)?, ends(plain)?);
         let list = operator::ls_tcp(ns)?;
         let entry = operator::entry(&list, labeled.0, labeled.1)?;

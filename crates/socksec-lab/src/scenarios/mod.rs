@@ -12,6 +12,7 @@ pub mod labels;
 pub mod manual;
 pub mod operator;
 pub mod plain_tcp;
+pub mod same_answer;
 pub mod wireguard;
 
 use crate::error::Result;

@@ -137,6 +137,8 @@ fn check_operator(lab: &mut Lab, est: &Established<'_>) -> Result<()> {
         })?
         .context("a connected UDP socket in moon")?;
     check_ls(lab, est, &plain_client, &udp)?;
+    super::same_answer::check_ls_equals_query("moon", est.client)?;
+    super::same_answer::check_ls_equals_query("moon", &plain_client)?;
     check_sun(lab, est)?;
     check_watch(lab, est)
 }

@@ -233,6 +233,7 @@ pub fn run(lab: &mut Lab) -> Result<()> {
         (client.local_addr()?, server),
         (plain.client.local_addr()?, plain.client.peer_addr()?),
     )?;
+    super::same_answer::check_ls_equals_query("moon", &client)?;
     lab.note(format!(
         "WireGuard: secured+encrypted by sun's key {}…, in query and ls; ghost peer not secured; plain link clear",
         &sun_pub[..8]
@@ -298,6 +299,7 @@ pub fn inside_ipsec(lab: &mut Lab) -> Result<()> {
         (client.local_addr()?, server),
         (plain.client.local_addr()?, plain.client.peer_addr()?),
     )?;
+    super::same_answer::check_ls_equals_query("moon", &client)?;
     ensure!(
         listed["protections"]
             .as_array()
