@@ -21,6 +21,7 @@ pub mod flow;
 pub mod ktls;
 pub mod peer;
 pub mod report;
+pub mod rtnetlink;
 pub mod sa;
 pub mod sock_diag;
 pub mod vici;

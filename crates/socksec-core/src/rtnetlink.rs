@@ -19,6 +19,7 @@ const AF_INET: u8 = nl::AF_INET;
 const AF_INET6: u8 = nl::AF_INET6;
 
 /// rtnetlink numbers (`include/uapi/linux/rtnetlink.h`, `if_link.h`, `if_addr.h`).
+#[allow(missing_docs)] // Named as in the uapi headers cited above.
 pub mod rt {
     pub const RTM_NEWLINK: u16 = 16;
     pub const RTM_GETLINK: u16 = 18;

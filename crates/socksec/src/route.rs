@@ -14,11 +14,10 @@
 
 use std::fs;
 use std::io;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::IpAddr;
 use std::path::Path;
 
 use netlink_sys::protocols::NETLINK_ROUTE;
-use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use crate::xfrm::codec::{CodecError, NlMsg, Request, expect_kind, nl};
@@ -171,7 +170,7 @@ impl Rtnl {
     /// interface that holds it (`RTM_GETADDR` dump).
     pub fn addresses(&mut self, ipv4: bool) -> Result<Vec<(u32, Option<IpAddr>)>, RouteError> {
         let mut ifaddr = [0u8; rt::IFADDRMSG_LEN];
-        ifaddr[0] = if ipv4 { AF_INET } else { AF_INET6 };
+        ifaddr[0] = if ipv4 { nl::AF_INET } else { nl::AF_INET6 };
         let encode = |seq| {
             Request::new(rt::RTM_GETADDR, nl::NLM_F_DUMP, seq)
                 .raw(&ifaddr)
