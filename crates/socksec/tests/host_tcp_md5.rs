@@ -175,3 +175,44 @@ fn prefix_keys_cover_by_longest_prefix_and_other_peers_keys_do_not_count() {
     assert!(md5_prefixes(&other).is_empty());
     drop(listener);
 }
+
+/// `socksec ls` reads the keys from the inet_diag dump, a query through its own sock_diag
+/// lookup; both answer with the same function, so the listed answer is the query's.
+#[test]
+fn a_listing_answers_a_signed_connection_as_a_query_does() {
+    if !require_root("a_listing_answers_a_signed_connection_as_a_query_does") {
+        return;
+    }
+    let pair = Pair::new();
+    let client_addr: SocketAddr = "10.99.0.1:0".parse().unwrap();
+    let signed = pair.run_in(&pair.b, move || {
+        let signed = TcpListener::bind("10.99.0.2:0").unwrap();
+        add_key(&signed, client_addr, None);
+        signed
+    });
+    let to_signed = signed.local_addr().unwrap();
+    let template = socksec::host::listing_template();
+    let (client, queried, listed) = pair.run_in(&pair.a, move || {
+        let sock =
+            socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        add_key(&sock, to_signed, None);
+        sock.connect(&to_signed.into()).unwrap();
+        let client: TcpStream = sock.into();
+        let queried = socksec::query(&client, &template).expect("query");
+        let sockets = socksec::diag::dump(&[socksec::flow::Transport::Tcp]).unwrap();
+        let listed = socksec::host::list(sockets, &socksec::engine::ColdSources, &template)
+            .expect("a listing");
+        (client, queried, listed)
+    });
+    let local = client.local_addr().unwrap();
+    let entry = listed
+        .iter()
+        .find(|h| h.socket.local == local && h.socket.peer() == Some(to_signed))
+        .expect("the signed connection is listed");
+    let answer = entry.answer.as_ref().expect("answered");
+    assert_eq!(queried.flags.bits(), 1, "{queried:#?}");
+    assert_eq!(
+        serde_json::to_value(answer).unwrap(),
+        serde_json::to_value(&queried).unwrap()
+    );
+}
