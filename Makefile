@@ -3,7 +3,7 @@
 CARGO ?= cargo
 ARGS ?= selftest
 
-.PHONY: run test deps build lint lab c-abi bench clean
+.PHONY: run test deps build lint lab c-abi bench fuzz clean
 
 ## Build socksec from source and run it on this host (make run ARGS="query --connect 10.0.0.1:22").
 run:
@@ -12,6 +12,7 @@ run:
 ## Install what the tests need (as root) and run every test tier: pure, host, C ABI, lab.
 test: deps lint build
 	$(CARGO) test --workspace --all-targets --no-fail-fast
+	./scripts/fuzz-ci
 
 deps:
 	./scripts/install-deps
@@ -36,6 +37,11 @@ lab: deps
 bench:
 	$(CARGO) build --release -q -p socksecd -p socksec-bench
 	$(CARGO) run --release -q -p socksec-bench -- $(BENCH_ARGS)
+
+## Fuzz every target for FUZZ_SECONDS each (nightly + cargo-fuzz), growing fuzz/corpus/.
+FUZZ_SECONDS ?= 60
+fuzz: deps
+	./scripts/fuzz $(FUZZ_SECONDS) $(FUZZ_TARGETS)
 
 clean:
 	$(CARGO) clean
