@@ -190,13 +190,13 @@ pub fn xfrm_event(data: &[u8]) {
 
 /// rtnetlink replies: routes, links and addresses.
 pub fn rtnetlink(data: &[u8]) {
-    let _ = socksec::route::parse_route(data);
-    let _ = socksec::route::parse_link(data);
-    let _ = socksec::route::parse_addr(data);
+    let _ = socksec_core::rtnetlink::parse_route(data);
+    let _ = socksec_core::rtnetlink::parse_link(data);
+    let _ = socksec_core::rtnetlink::parse_addr(data);
     for msg in Messages::new(data).map_while(Result::ok) {
-        let _ = socksec::route::parse_route(msg.payload);
-        let _ = socksec::route::parse_link(msg.payload);
-        let _ = socksec::route::parse_addr(msg.payload);
+        let _ = socksec_core::rtnetlink::parse_route(msg.payload);
+        let _ = socksec_core::rtnetlink::parse_link(msg.payload);
+        let _ = socksec_core::rtnetlink::parse_addr(msg.payload);
     }
 }
 
