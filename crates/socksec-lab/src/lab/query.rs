@@ -225,6 +225,15 @@ pub struct Sample {
     pub end: Instant,
     /// The answer's flags, or the error.
     pub flags: std::result::Result<u32, String>,
+    /// The SPIs of the SAs the answer names (both directions).
+    pub spis: Vec<u32>,
+}
+
+impl Sample {
+    /// The answer says SECURED.
+    pub fn secured(&self) -> bool {
+        matches!(self.flags, Ok(bits) if bits & 1 != 0)
+    }
 }
 
 /// What [`while_querying`] saw.
@@ -267,14 +276,22 @@ pub fn while_querying<T: Send>(
                 let mut samples = Vec::new();
                 while !stop.load(Ordering::Relaxed) {
                     let start = Instant::now();
-                    let flags = socksec::prepare(fd.as_fd(), &socksec::QueryTemplate::default())
-                        .and_then(|q| q.run_with(&cache))
-                        .map(|info| info.flags.bits())
-                        .map_err(|e| e.to_string());
+                    let answer = socksec::prepare(fd.as_fd(), &socksec::QueryTemplate::default())
+                        .and_then(|q| q.run_with(&cache));
+                    let end = Instant::now();
+                    let spis = answer
+                        .iter()
+                        .flat_map(|info| &info.protections)
+                        .flat_map(|p| &p.sas)
+                        .map(|sa| sa.spi)
+                        .collect();
                     samples.push(Sample {
                         start,
-                        end: Instant::now(),
-                        flags,
+                        end,
+                        flags: answer
+                            .map(|info| info.flags.bits())
+                            .map_err(|e| e.to_string()),
+                        spis,
                     });
                 }
                 samples
@@ -302,4 +319,90 @@ pub fn while_querying<T: Send>(
     _body: impl FnOnce() -> T + Send,
 ) -> Result<Option<Querying<T>>> {
     Ok(None)
+}
+
+/// When each SA entered and left the kernel's SAD, as an independent XFRM subscription saw it.
+///
+/// Each change is stamped when the recorder received its notification, which is after the
+/// kernel made it: a deletion stamped before a query started really happened before it, so an
+/// answer naming that SA is wrong — the check can miss a late answer, never accuse a right one.
+#[derive(Debug, Default)]
+pub struct SaTimeline {
+    /// SPI -> (first seen complete, deleted), stamps as received.
+    pub spans: std::collections::HashMap<u32, (Instant, Option<Instant>)>,
+    /// Notifications were lost (`ENOBUFS`): the timeline is incomplete.
+    pub overruns: u64,
+    /// Notifications applied.
+    pub events: u64,
+}
+
+impl SaTimeline {
+    /// Why naming `spi` in an answer to a query that started at `start` is wrong, if it is.
+    pub fn wrong(&self, spi: u32, start: Instant) -> Option<String> {
+        match self.spans.get(&spi) {
+            None => Some(format!("SA {spi:#010x} never seen in the kernel")),
+            Some((_, Some(deleted))) if *deleted < start => Some(format!(
+                "SA {spi:#010x} deleted {:?} before the query started",
+                start - *deleted
+            )),
+            Some(_) => None,
+        }
+    }
+}
+
+/// Records the SAD of the calling thread's namespace until `stop` is raised: the SAs present
+/// at the start, then every change.
+#[cfg(feature = "query")]
+pub fn record_sas(stop: &std::sync::atomic::AtomicBool) -> Result<SaTimeline> {
+    use socksec::xfrm::dump::XfrmDumper;
+    use socksec::xfrm::events::{XfrmEvent, XfrmEvents};
+    use std::sync::atomic::Ordering;
+
+    let mut events =
+        XfrmEvents::subscribe().map_err(|e| crate::error::Error::msg(e.to_string()))?;
+    let _ = events.set_receive_buffer(8 << 20);
+    let mut t = SaTimeline::default();
+    let states = XfrmDumper::open()
+        .and_then(|mut d| d.states())
+        .map_err(|e| crate::error::Error::msg(e.to_string()))?;
+    let now = Instant::now();
+    for s in states.iter().filter(|s| !s.is_larval()) {
+        t.spans.insert(s.spi, (now, None));
+    }
+    while !stop.load(Ordering::Relaxed) {
+        let event = events
+            .next_event(Some(std::time::Duration::from_millis(50)))
+            .map_err(|e| crate::error::Error::msg(e.to_string()))?;
+        let Some(event) = event else { continue };
+        let now = Instant::now();
+        t.events += 1;
+        match event {
+            XfrmEvent::NewState(s) | XfrmEvent::UpdatedState(s) if !s.is_larval() => {
+                t.spans.entry(s.spi).or_insert((now, None));
+            }
+            XfrmEvent::DeletedState(s)
+            | XfrmEvent::ExpiredState {
+                state: s,
+                hard: true,
+            } => {
+                if let Some(span) = t.spans.get_mut(&s.spi) {
+                    span.1.get_or_insert(now);
+                }
+            }
+            XfrmEvent::FlushedStates { .. } => {
+                for span in t.spans.values_mut() {
+                    span.1.get_or_insert(now);
+                }
+            }
+            XfrmEvent::Overrun => t.overruns += 1,
+            _ => {}
+        }
+    }
+    Ok(t)
+}
+
+/// Without the `query` feature nothing is recorded.
+#[cfg(not(feature = "query"))]
+pub fn record_sas(_stop: &std::sync::atomic::AtomicBool) -> Result<SaTimeline> {
+    Ok(SaTimeline::default())
 }

@@ -13,6 +13,7 @@ pub mod manual;
 pub mod operator;
 pub mod plain_tcp;
 pub mod same_answer;
+pub mod soak;
 pub mod wireguard;
 
 use crate::error::Result;
@@ -95,6 +96,11 @@ pub const ALL: &[Scenario] = &[
         name: "ikev2-psk-rekey-esp-gcm",
         about: "CHILD_SA rekey under an open TCP connection: the answer follows the new SAs",
         run: ikev2::rekey_esp_gcm,
+    },
+    Scenario {
+        name: "rekey-soak",
+        about: "ESP-GCM queried back to back through the cache across 20 CHILD_SA rekeys, 5 IKE rekeys, 2 policy replacements and a charon restart: no SECURED answer names an SA the kernel no longer held",
+        run: soak::rekey_soak,
     },
     Scenario {
         name: "manual-xfrm-one-direction",

@@ -1,0 +1,168 @@
+//! The fault soak: one ESP connection negotiated by charon, queried back to back through
+//! socksec's cache while charon rekeys it again and again, its policies are replaced and charon
+//! itself is killed and restarted — and every answer is checked against the SAs the kernel held
+//! at that moment.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::error::{Result, ensure};
+use crate::lab::charon::Charon;
+use crate::lab::query::{self, SaTimeline};
+use crate::lab::{Lab, sockets};
+use crate::scenarios::ikev2::{Case, IKE, START};
+
+/// CHILD_SA rekeys in the soak.
+const CHILD_REKEYS: usize = 20;
+/// An IKE rekey after every this many CHILD_SA rekeys (5 in all).
+const IKE_EVERY: usize = 4;
+/// Between two operations, so that answers land on each side of each change.
+const PAUSE: Duration = Duration::from_millis(600);
+/// At least this many answers.
+const MIN_QUERIES: usize = 10_000;
+
+/// What the operations did, for the note.
+#[derive(Debug, Default)]
+struct Done {
+    child_rekeys: usize,
+    ike_rekeys: usize,
+    replacements: usize,
+    restarts: usize,
+}
+
+/// ESP AES-GCM between moon and sun; under a querying loop: 20 CHILD_SA rekeys, 5 IKE rekeys,
+/// two policy replacements (the CHILD_SA terminated and initiated again: charon removes and
+/// reinstalls its policies) and a charon restart (kill -9, start, initiate). No SECURED answer
+/// may name an SA the kernel had deleted before the query started, or one the kernel never had;
+/// answers that are not SECURED while a change is under way are counted and reported.
+pub fn rekey_soak(lab: &mut Lab) -> Result<()> {
+    let case = Case::esp_gcm();
+    let conn = &case.conn;
+    let moon_conf = conn.render(lab.moon(), lab.sun());
+    let mut moon = Charon::spawn(lab.moon(), &moon_conf, &lab.dir)?;
+    let mut sun = Charon::spawn(lab.sun(), &conn.render(lab.sun(), lab.moon()), &lab.dir)?;
+    moon.ready(START)?;
+    sun.ready(START)?;
+    moon.initiate(&conn.child, IKE)?;
+    let pair = sockets::tcp_pair(lab.moon(), lab.sun(), 5070, false)?;
+    moon.wait_child(&conn.child, IKE)?;
+
+    let stop = AtomicBool::new(false);
+    let dir = lab.dir.clone();
+    let ns = lab.moon();
+    let started = Instant::now();
+    let run = query::while_querying(ns, &pair.client, Duration::from_millis(200), || {
+        std::thread::scope(|scope| -> Result<(Done, SaTimeline, Charon)> {
+            let recorder = scope.spawn(|| query::record_sas(&stop));
+            // Let the recorder subscribe and the queries start.
+            std::thread::sleep(PAUSE);
+            let mut done = Done::default();
+            let ops = (|| -> Result<()> {
+                for i in 0..CHILD_REKEYS {
+                    moon.swanctl(&["--rekey", "--child", &conn.child])?;
+                    done.child_rekeys += 1;
+                    std::thread::sleep(PAUSE);
+                    if i % IKE_EVERY == IKE_EVERY - 1 {
+                        moon.swanctl(&["--rekey", "--ike", &conn.name])?;
+                        done.ike_rekeys += 1;
+                        std::thread::sleep(PAUSE);
+                    }
+                    if i == 6 || i == 13 {
+                        moon.swanctl(&["--terminate", "--child", &conn.child])?;
+                        std::thread::sleep(PAUSE / 4);
+                        moon.initiate(&conn.child, IKE)?;
+                        done.replacements += 1;
+                        std::thread::sleep(PAUSE);
+                    }
+                    if i == 10 {
+                        moon.kill_hard()?;
+                        std::thread::sleep(PAUSE / 4);
+                        moon = Charon::spawn(ns, &moon_conf, &dir)?;
+                        moon.ready(START)?;
+                        moon.initiate(&conn.child, IKE)?;
+                        done.restarts += 1;
+                        std::thread::sleep(PAUSE);
+                    }
+                }
+                Ok(())
+            })();
+            stop.store(true, Ordering::Relaxed);
+            let timeline = recorder
+                .join()
+                .map_err(|_| crate::error::Error::msg("the SA recorder panicked"))??;
+            ops?;
+            Ok((done, timeline, moon))
+        })
+    })?;
+    let Some(run) = run else {
+        return Ok(());
+    };
+    let (done, timeline, moon) = run.body?;
+    let (text, _) = moon.list_sas()?;
+    lab.evidence("swanctl --list-sas after the soak (moon)", text);
+    let samples = &run.samples;
+    ensure!(
+        timeline.overruns == 0,
+        "the SA recorder lost notifications ({} overruns): the check would be incomplete",
+        timeline.overruns
+    );
+
+    let mut wrong = Vec::new();
+    for q in samples.iter().filter(|q| q.secured()) {
+        for &spi in &q.spis {
+            if let Some(why) = timeline.wrong(spi, q.start) {
+                wrong.push(format!(
+                    "query at +{:?}: SECURED naming {why}",
+                    q.start.duration_since(started)
+                ));
+            }
+        }
+    }
+    let first_secured = samples.iter().position(|q| q.secured());
+    let not_secured = first_secured
+        .map(|i| samples[i..].iter().filter(|q| !q.secured()).count())
+        .unwrap_or(samples.len());
+    let errors = samples.iter().filter(|q| q.flags.is_err()).count();
+    let worst = samples
+        .iter()
+        .map(|q| q.end - q.start)
+        .max()
+        .unwrap_or_default();
+    let summary = format!(
+        "{} queries over {} CHILD_SA rekeys, {} IKE rekeys, {} policy replacements, {} charon \
+         restart(s) ({} SAs seen, {} XFRM events): {} wrong SECURED, {} not secured during \
+         changes, {} errors, worst latency {worst:?}; cache {}",
+        samples.len(),
+        done.child_rekeys,
+        done.ike_rekeys,
+        done.replacements,
+        done.restarts,
+        timeline.spans.len(),
+        timeline.events,
+        wrong.len(),
+        not_secured,
+        errors,
+        run.cache
+    );
+    lab.evidence("soak summary", summary.clone());
+    ensure!(
+        wrong.is_empty(),
+        "{summary}\nfirst wrong answers:\n{}",
+        wrong
+            .iter()
+            .take(10)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    ensure!(
+        first_secured.is_some() && samples.len() >= MIN_QUERIES,
+        "the soak did not exercise enough: {summary}"
+    );
+    ensure!(
+        done.child_rekeys == CHILD_REKEYS && done.restarts == 1,
+        "not every operation ran: {done:?}"
+    );
+    lab.note(summary);
+    Ok(())
+}
