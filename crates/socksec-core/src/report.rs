@@ -480,6 +480,12 @@ pub enum Caveat {
         /// Why.
         detail: String,
     },
+    /// Parts of the answer were withheld: the broker answered a caller without the privilege
+    /// to read them (see `docs/broker-security.md`). The flags are exact.
+    Withheld {
+        /// What was left out, and why.
+        detail: String,
+    },
 }
 
 impl fmt::Display for Caveat {
@@ -503,6 +509,7 @@ impl fmt::Display for Caveat {
             Self::WireguardTunnelUnknown { detail } => {
                 write!(f, "WireGuard tunnel's own protection unknown: {detail}")
             }
+            Self::Withheld { detail } => write!(f, "withheld from this caller: {detail}"),
         }
     }
 }

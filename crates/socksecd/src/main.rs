@@ -3,14 +3,16 @@
 //! Unprivileged processes cannot read the kernel's IPsec tables; socksecd can (root, or
 //! CAP_NET_ADMIN). A client connects to its Unix socket and sends a query template with the
 //! socket itself attached (SCM_RIGHTS), so it can only ask about sockets it holds; socksecd
-//! reads the flow from that descriptor and answers with the full `SecurityInfo` or the error
-//! (protocol: `socksec::broker::proto`). The socksec library, its C ABI and the CLI use it by
+//! reads the flow from that descriptor and answers with the `SecurityInfo` (whole for root;
+//! for other callers without what they may not read, see `redact`) or the error (protocol:
+//! `socksec::broker::proto`). The socksec library, its C ABI and the CLI use it by
 //! themselves when they lack the privilege (`socksec::mode`).
 
 mod closer;
 mod limits;
 mod listen;
 mod logline;
+mod redact;
 mod server;
 mod sys;
 

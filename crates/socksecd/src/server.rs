@@ -30,6 +30,7 @@ use socksec::{Error, ErrorKind, SecurityInfo};
 use crate::closer::Closer;
 use crate::limits::{Full, Quota};
 use crate::logline::{Limiter, escape};
+use crate::redact::{Standing, redact};
 
 /// Descriptors one read makes room for: the kernel's `SCM_MAX_FD`, the most one message can
 /// carry, so that the kernel never drops descriptors itself (its close of a dropped one would
@@ -298,7 +299,8 @@ impl Server {
         Read::Refused(protocol_error(refusal))
     }
 
-    /// The answer for the descriptor: the flow is read from it, never taken from the client.
+    /// The answer for the descriptor: the flow is read from it, never taken from the client;
+    /// an unprivileged client gets what [`crate::redact`] leaves it.
     fn answer(&self, client: &Client, request: Request, fd: OwnedFd) -> Response {
         let result = self.same_netns(fd.as_fd()).and_then(|()| {
             let _permit = self.running.take(client.uid);
@@ -313,6 +315,11 @@ impl Server {
             })
         });
         self.note(client, &summary(&result));
+        let result = result.map(|mut info| {
+            let standing = Standing::of(client.uid, fd.as_fd(), &info);
+            redact(&mut info, standing);
+            info
+        });
         self.closer.close(fd);
         Response::from(result)
     }

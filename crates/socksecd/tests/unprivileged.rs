@@ -1,8 +1,9 @@
-//! Done-when of the broker, on the host: `nobody` gets through socksecd the same answer root
-//! gets in-process, for a connection under policies the host kernel really stores (it keeps
-//! XFRM policies but cannot hold ESP SAs here, so the answer is "not secured: SA missing",
-//! naming the kernel's policies). Front-ends: the CLI (`socksec query --fd 3 --json`) and the
-//! C ABI (`WSAQuerySocketSecurity` from a C program), as `nobody` through `setpriv`.
+//! Done-when of the broker, on the host: `nobody` gets through socksecd the verdict root gets
+//! in-process, for a connection under policies the host kernel really stores (it keeps XFRM
+//! policies but cannot hold ESP SAs here, so the answer is "not secured: SA missing"), with
+//! the policies themselves withheld (root through the broker gets them). Front-ends: the CLI
+//! (`socksec query --fd 3 --json`) and the C ABI (`WSAQuerySocketSecurity` from a C
+//! program), as `nobody` through `setpriv`; and a UDP peer that nobody merely names.
 
 mod common;
 #[path = "../../socksec/tests/common/mod.rs"]
@@ -65,6 +66,51 @@ fn front_ends(dir: &Path) -> (PathBuf, PathBuf) {
         .args(["-lpthread", "-ldl", "-lm", "-o"])
         .arg(&probe));
     (cli, probe)
+}
+
+/// `nobody`'s answer (JSON) against root's: the flags, the socket and each direction's
+/// mechanism, verdict and reason kind are the same; no policy text, index or template of
+/// root's answer is in it; a `withheld` caveat says so.
+fn assert_withheld(nobody: &serde_json::Value, root: &serde_json::Value) {
+    assert_eq!(nobody["flags"], root["flags"], "{nobody:#}");
+    assert_eq!(nobody["socket"], root["socket"], "{nobody:#}");
+    let verdicts = |v: &serde_json::Value| -> Vec<(serde_json::Value, serde_json::Value)> {
+        v["protections"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| (p["direction"].clone(), p["reason"]["kind"].clone()))
+            .collect()
+    };
+    assert_eq!(verdicts(nobody), verdicts(root));
+    let text = nobody.to_string();
+    for r in root["reasons"].as_array().unwrap() {
+        for secret in [&r["policy"]["description"], &r["template"]] {
+            if let Some(secret) = secret.as_str() {
+                assert!(!text.contains(secret), "{secret:?} in {nobody:#}");
+            }
+        }
+        assert_eq!(nobody["reasons"][0]["policy"]["index"], 0, "{nobody:#}");
+    }
+    assert!(
+        nobody["caveats"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["kind"] == "withheld"),
+        "{nobody:#}"
+    );
+}
+
+/// Two namespaces joined by a veth pair and a socksecd in the first; `None` when the test
+/// cannot run here.
+fn broker_in_a_pair(test: &str) -> Option<(Pair, Daemon)> {
+    if !require_root(test) {
+        return None;
+    }
+    let pair = Pair::new();
+    let d = Daemon::start(&[], Some(&pair.a));
+    Some((pair, d))
 }
 
 #[test]
@@ -137,8 +183,9 @@ fn nobody_gets_through_the_broker_what_root_gets_in_process() {
         .collect();
     assert_eq!(kinds, ["sa_missing", "sa_missing"], "{root:#}");
     assert_eq!(root["socket"]["peer"], "10.99.0.2:5000");
-    // nobody's answer through the broker is the same.
-    assert_eq!(nobody, root, "through the broker");
+    // nobody's answer through the broker has the same flags, socket and verdicts, without
+    // the host's policies (docs/broker-security.md), and says so.
+    assert_withheld(&nobody, &root);
     // Without the broker, nobody cannot read the kernel's tables at all.
     assert_eq!(nobody_local["error"]["errno"], "EPERM", "{nobody_local:#}");
     assert_eq!(nobody_local["error"]["wsa"], 10013, "{nobody_local:#}");
@@ -184,11 +231,9 @@ for cmd, mode in (([cli], "local"), (as_nobody + [cli], "auto")):
 
 #[test]
 fn tcp_md5_through_the_broker_equals_in_process() {
-    if !require_root("tcp_md5_through_the_broker_equals_in_process") {
+    let Some((pair, d)) = broker_in_a_pair("tcp_md5_through_the_broker_equals_in_process") else {
         return;
-    }
-    let pair = Pair::new();
-    let d = Daemon::start(&[], Some(&pair.a));
+    };
     let (cli, _) = front_ends(&d.dir);
     let out = run(Command::new("ip")
         .args(["netns", "exec", &pair.a, "python3", "-c"])
@@ -218,5 +263,79 @@ fn tcp_md5_through_the_broker_equals_in_process() {
     assert!(
         !out.contains("socksec-broker-md5-key"),
         "the key never reaches an answer"
+    );
+}
+
+const OUT_UDP: &str = "add src 10.99.0.1/32 dst 10.99.0.2/32 proto udp dir out tmpl src 10.99.0.1 dst 10.99.0.2 proto esp mode tunnel reqid 4242";
+const IN_UDP: &str = "add src 10.99.0.2/32 dst 10.99.0.1/32 proto udp dir in tmpl src 10.99.0.2 dst 10.99.0.1 proto esp mode tunnel reqid 4242";
+
+#[test]
+fn a_udp_peer_nobody_names_gets_the_verdict_without_the_policy() {
+    let Some((pair, d)) = broker_in_a_pair("a_udp_peer_nobody_names_gets_the_verdict") else {
+        return;
+    };
+    pair.run_in(&pair.a.clone(), move || {
+        for policy in [OUT_UDP, IN_UDP] {
+            let args: Vec<&str> = ["xfrm", "policy"]
+                .into_iter()
+                .chain(policy.split_whitespace())
+                .collect();
+            netns::ip(&args);
+        }
+    });
+    // Root's answer in-process, for the state the kernel is in at that moment (the connect()
+    // below starts an acquire: "sa_missing" becomes "acquire_pending" outbound).
+    let root_now = || {
+        pair.run_in(&pair.a.clone(), move || {
+            let u = std::net::UdpSocket::bind("10.99.0.1:40000").unwrap();
+            let t = socksec::QueryTemplate::for_peer("10.99.0.2:53".parse().unwrap());
+            let info = socksec::prepare(std::os::fd::AsFd::as_fd(&u), &t)
+                .unwrap()
+                .run_with(&socksec::engine::ColdSources)
+                .unwrap();
+            serde_json::to_value(info).unwrap()
+        })
+    };
+    let root = root_now();
+    assert!(root.to_string().contains("4242"), "{root:#}");
+    let path = d.socket.clone();
+    let answers = pair.run_in(&pair.a.clone(), move || {
+        common::as_user(common::NOBODY, move || {
+            let t = socksec::QueryTemplate::for_peer("10.99.0.2:53".parse().unwrap());
+            let ask = |u: &std::net::UdpSocket| {
+                let info =
+                    socksec::broker::client::query(&path, std::os::fd::AsFd::as_fd(u), &t).unwrap();
+                serde_json::to_value(info).unwrap()
+            };
+            // Unconnected: a peer it merely names; then connected to that peer: one it holds.
+            let u = std::net::UdpSocket::bind("10.99.0.1:40000").unwrap();
+            let named = ask(&u);
+            u.connect("10.99.0.2:53").unwrap();
+            (named, ask(&u))
+        })
+    });
+    let root_after = root_now();
+    for (nobody, root) in [(&answers.0, &root), (&answers.1, &root_after)] {
+        assert_withheld(nobody, root);
+        assert!(!nobody.to_string().contains("4242"), "{nobody:#}");
+    }
+    let detail = |v: &serde_json::Value| {
+        v["caveats"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["kind"] == "withheld")
+            .map(|c| c["detail"].as_str().unwrap().to_string())
+            .unwrap()
+    };
+    assert!(
+        detail(&answers.0).contains("a peer it names"),
+        "{:#}",
+        answers.0
+    );
+    assert!(
+        detail(&answers.1).contains("its own connection"),
+        "{:#}",
+        answers.1
     );
 }
