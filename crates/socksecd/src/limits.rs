@@ -127,4 +127,24 @@ mod tests {
         drop(held);
         assert!(q.try_take(7).is_ok());
     }
+
+    #[test]
+    fn a_uid_at_its_share_waits_while_another_goes_ahead() {
+        let q = std::sync::Arc::new(Quota::new(4, 1));
+        let first = q.take(1000);
+        let waiter = {
+            let q = std::sync::Arc::clone(&q);
+            std::thread::spawn(move || {
+                let t = std::time::Instant::now();
+                drop(q.take(1000));
+                t.elapsed()
+            })
+        };
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        // Another uid is not held up by the first one's waiting query.
+        assert!(q.try_take(1001).is_ok());
+        drop(first);
+        let waited = waiter.join().unwrap();
+        assert!(waited >= std::time::Duration::from_millis(90), "{waited:?}");
+    }
 }
