@@ -319,14 +319,10 @@ fn a_udp_peer_nobody_names_gets_the_verdict_without_the_policy() {
         assert_withheld(nobody, root);
         assert!(!nobody.to_string().contains("4242"), "{nobody:#}");
     }
-    let detail = |v: &serde_json::Value| {
-        v["caveats"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|c| c["kind"] == "withheld")
-            .map(|c| c["detail"].as_str().unwrap().to_string())
-            .unwrap()
+    let detail = |v: &serde_json::Value| -> String {
+        let caveats = v["caveats"].as_array().unwrap();
+        let withheld = caveats.iter().find(|c| c["kind"] == "withheld").unwrap();
+        withheld["detail"].as_str().unwrap().to_string()
     };
     assert!(
         detail(&answers.0).contains("a peer it names"),

@@ -14,7 +14,7 @@ use crate::cmd::sh;
 use crate::error::{Context, Result, bail, ensure};
 use crate::lab::Lab;
 use crate::results::{CLI_FILE, SOCKSECD_FILE, WSA_PROBE_FILE};
-use crate::scenarios::ikev2::{Case, Established, run_case};
+use crate::scenarios::ikev2::{Case, Established, outbound_spis, run_case};
 
 /// `nobody:nogroup` without supplementary groups; leaving uid 0 clears every capability.
 const AS_NOBODY: &str = "setpriv --reuid=65534 --regid=65534 --clear-groups";
@@ -127,16 +127,6 @@ fn through_the_broker(lab: &mut Lab, est: &Established<'_>) -> Result<()> {
         "root in-process: flags {}, expected 3",
         root["flags"]
     );
-    let outbound_spis = |answer: &serde_json::Value| -> Vec<u64> {
-        answer["protections"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter(|p| p["direction"] == "outbound")
-            .flat_map(|p| p["sas"].as_array().into_iter().flatten())
-            .filter_map(|sa| sa["spi"].as_u64())
-            .collect()
-    };
     let spis = outbound_spis(&root);
     ensure!(
         spis == [u64::from(est.child.spi_out)],

@@ -439,14 +439,7 @@ fn check_front_ends(lab: &mut Lab, est: &Established<'_>) -> Result<()> {
         v["encrypted"],
         v["flags"]
     );
-    let cli_out: Vec<u64> = v["protections"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|p| p["direction"] == "outbound")
-        .flat_map(|p| p["sas"].as_array().into_iter().flatten())
-        .filter_map(|sa| sa["spi"].as_u64())
-        .collect();
+    let cli_out = outbound_spis(&v);
     ensure!(
         cli_out == [u64::from(kernel_out[0])],
         "CLI reports outbound SPIs {cli_out:x?}; the kernel's is {:08x}",
@@ -809,4 +802,16 @@ fn check_socket_policies(lab: &mut Lab, est: &Established<'_>) -> Result<()> {
         "socket policies out {outs} in {ins} (charon's + 1); strict refuses SECURED"
     ));
     Ok(())
+}
+
+/// The SPIs of the outbound SAs in an answer's JSON (`--json`), in order.
+pub(crate) fn outbound_spis(answer: &serde_json::Value) -> Vec<u64> {
+    answer["protections"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|p| p["direction"] == "outbound")
+        .flat_map(|p| p["sas"].as_array().into_iter().flatten())
+        .filter_map(|sa| sa["spi"].as_u64())
+        .collect()
 }
