@@ -157,6 +157,17 @@ impl Server {
                 self.refuse_busy(stream, &client, full);
                 continue;
             }
+            // A second reference, closed by the closer: if the thread cannot start, the
+            // closure drops the stream here, and that close must not be the last one.
+            let spare = match stream.try_clone() {
+                Ok(spare) => spare,
+                Err(e) => {
+                    log!("cannot duplicate a client's connection: {e}");
+                    self.clients.give_back(client.uid);
+                    self.closer.close(stream);
+                    continue;
+                }
+            };
             let slot = Slot(Arc::clone(&self), client.uid);
             let me = Arc::clone(&self);
             let spawned = std::thread::Builder::new()
@@ -167,10 +178,9 @@ impl Server {
                     me.handle(stream, &client);
                 });
             if let Err(e) = spawned {
-                // The closure, with the stream and the slot, is dropped here: the client sees
-                // the connection close (the accept loop's one close of a client's socket).
                 log!("cannot start a client thread: {e}");
             }
+            self.closer.close(spare);
         }
     }
 
