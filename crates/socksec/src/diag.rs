@@ -15,8 +15,8 @@ use serde::Serialize;
 
 use crate::error::{Error, ErrorKind};
 use crate::flow::Transport;
+use crate::netlink::{NlConn, NlError};
 use crate::xfrm::codec::{NlMsg, expect_kind};
-use crate::xfrm::dump::{NlConn, NlError};
 
 pub use socksec_core::sock_diag::*;
 

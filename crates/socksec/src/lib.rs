@@ -39,6 +39,7 @@ pub mod ktls;
 pub mod links;
 pub mod lookups;
 pub mod mode;
+pub mod netlink;
 pub mod route;
 pub mod sa;
 pub mod socket;

@@ -18,76 +18,14 @@ use std::net::IpAddr;
 use std::path::Path;
 
 use netlink_sys::protocols::NETLINK_ROUTE;
-use thiserror::Error;
 
+use crate::netlink::NlConn;
 use crate::xfrm::codec::{CodecError, NlMsg, Request, expect_kind, nl};
-use crate::xfrm::dump::{NlConn, NlError};
 
 pub use socksec_core::rtnetlink::*;
 
-/// Why a routing lookup failed.
-#[derive(Debug, Error)]
-#[non_exhaustive]
-pub enum RouteError {
-    /// The query itself is inconsistent (mixed address families).
-    #[error("invalid route query: {0}")]
-    InvalidQuery(&'static str),
-    /// A socket call failed.
-    #[error("rtnetlink I/O failed during {request}: {source}")]
-    Io {
-        /// The request in progress.
-        request: &'static str,
-        /// The system error.
-        #[source]
-        source: io::Error,
-    },
-    /// The kernel answered an error: `ENETUNREACH`/`EHOSTUNREACH` for no route, `ENODEV` for
-    /// an unknown interface index.
-    #[error("the kernel refused {request}: {}", io::Error::from_raw_os_error(*.errno))]
-    Kernel {
-        /// The request.
-        request: &'static str,
-        /// The (positive) errno.
-        errno: i32,
-    },
-    /// The reply did not parse.
-    #[error("malformed reply to {request}: {source}")]
-    Malformed {
-        /// The request.
-        request: &'static str,
-        /// What was wrong.
-        #[source]
-        source: CodecError,
-    },
-    /// The dump was interrupted on every attempt.
-    #[error("{request} was interrupted {attempts} times in a row")]
-    Interrupted {
-        /// The request.
-        request: &'static str,
-        /// How often it was tried.
-        attempts: u32,
-    },
-}
-
-impl RouteError {
-    fn from_nl(request: &'static str, e: NlError) -> Self {
-        match e {
-            NlError::Io(source) => Self::Io { request, source },
-            NlError::Kernel(errno) => Self::Kernel { request, errno },
-            NlError::Malformed(source) => Self::Malformed { request, source },
-            NlError::Interrupted(attempts) => Self::Interrupted { request, attempts },
-        }
-    }
-
-    /// The errno of a kernel refusal, if that is what this is.
-    pub fn errno(&self) -> Option<i32> {
-        match self {
-            Self::Kernel { errno, .. } => Some(*errno),
-            Self::Io { source, .. } => source.raw_os_error(),
-            _ => None,
-        }
-    }
-}
+/// Why a routing lookup failed: the one netlink error type.
+pub type RouteError = crate::netlink::NetlinkError;
 
 /// An open rtnetlink socket; keep one to make several lookups without reopening.
 pub struct Rtnl {
@@ -117,7 +55,7 @@ impl Rtnl {
                 expect_kind(&msg, kind)?;
                 parse(msg.payload)
             })
-            .map_err(|e| RouteError::from_nl(request, e))?;
+            .map_err(|e| e.named(request))?;
         items.into_iter().next().ok_or(RouteError::Malformed {
             request,
             source: CodecError::Malformed {
@@ -181,7 +119,7 @@ impl Rtnl {
                 expect_kind(&msg, rt::RTM_NEWADDR)?;
                 parse_addr(msg.payload)
             })
-            .map_err(|e| RouteError::from_nl("RTM_GETADDR", e))
+            .map_err(|e| e.named("RTM_GETADDR"))
     }
 }
 

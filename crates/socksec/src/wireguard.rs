@@ -5,8 +5,8 @@
 use netlink_sys::protocols::NETLINK_GENERIC;
 
 use crate::error::{Error, ErrorKind};
+use crate::netlink::{NlConn, NlError};
 use crate::xfrm::codec::NlMsg;
-use crate::xfrm::dump::{NlConn, NlError};
 
 pub use socksec_core::wireguard::*;
 
