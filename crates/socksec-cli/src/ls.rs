@@ -11,7 +11,7 @@ use std::str::FromStr;
 use serde_json::{Value, json};
 use socksec::diag::{DiagSocket, SockState};
 use socksec::flow::Transport;
-use socksec::host::{self, HostSocket};
+use socksec::host::HostSocket;
 use socksec::{Error, SecurityInfo};
 
 use crate::EXIT_QUERY_FAILED;
@@ -167,17 +167,11 @@ pub(crate) fn host_wide(e: Error) -> Error {
 
 /// Lists, filters and answers the sockets.
 pub(crate) fn collect(args: &LsArgs) -> Result<Vec<HostSocket>, Error> {
-    let mut sockets = socksec::diag::dump(&args.transports())?;
-    sockets.retain(|s| args.keeps(s));
-    sockets.sort_by(|a, b| {
-        (a.transport.proto(), a.local, a.remote).cmp(&(b.transport.proto(), b.local, b.remote))
+    let mut listed = socksec::list(&args.transports(), |s| args.keeps(s)).map_err(host_wide)?;
+    listed.sort_by(|a, b| {
+        let key = |h: &HostSocket| (h.socket.transport.proto(), h.socket.local, h.socket.remote);
+        key(a).cmp(&key(b))
     });
-    let mut listed = host::list(
-        sockets,
-        socksec::cache::process(),
-        &host::listing_template(),
-    )
-    .map_err(host_wide)?;
     listed.retain(|h| args.keeps_answered(h));
     if socksec::socket::lsm_labels_peers() {
         attach_peer_labels(&mut listed);

@@ -41,7 +41,7 @@ use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 use serde_json::{Value, json};
 use socksec::Mechanism;
-use socksec::host::{self, HostSocket};
+use socksec::host::HostSocket;
 use socksec::vici::{ChildSa, IkeSa, Message, ViciClient, ViciError};
 use socksec::xfrm::events::{XfrmEvent, XfrmEvents};
 use socksec::xfrm::model::State;
@@ -655,15 +655,9 @@ fn difference(old: &Protection, new: &Protection) -> (Vec<Mechanism>, bool) {
 type Connections = HashMap<u64, (HostSocket, Protection)>;
 
 fn connections() -> Result<Connections, socksec::Error> {
-    let mut sockets =
-        socksec::diag::dump(&[socksec::flow::Transport::Tcp, socksec::flow::Transport::Udp])?;
-    sockets.retain(|s| s.peer().is_some());
-    let listed = host::list(
-        sockets,
-        socksec::cache::process(),
-        &host::listing_template(),
-    )
-    .map_err(crate::ls::host_wide)?;
+    let transports = [socksec::flow::Transport::Tcp, socksec::flow::Transport::Udp];
+    let listed =
+        socksec::list(&transports, |s| s.peer().is_some()).map_err(crate::ls::host_wide)?;
     Ok(listed
         .into_iter()
         .filter_map(|h| {

@@ -57,6 +57,19 @@ pub use sa::{SaDetails, SaLookupContext};
 
 pub use sys::inherited_fd;
 
+/// Every TCP and UDP socket of this network namespace of `transports` that `keep` selects,
+/// each answered as [`query`] answers it (with the template of [`host::listing_template`]:
+/// the peer's identity asked for), against one snapshot of the process-wide cache: what
+/// `socksec ls` and `socksec watch` show. Needs CAP_NET_ADMIN.
+pub fn list(
+    transports: &[flow::Transport],
+    keep: impl Fn(&diag::DiagSocket) -> bool,
+) -> Result<Vec<host::HostSocket>, Error> {
+    let mut sockets = diag::dump(transports)?;
+    sockets.retain(keep);
+    host::list(sockets, cache::process(), &host::listing_template())
+}
+
 /// Describes the SAs an IPSEC2 `SaLookupContext` names, as the kernel and the IKE daemon have
 /// them now (read afresh; needs the same privileges as a query).
 pub fn sa_details(context: &SaLookupContext) -> Result<SaDetails, Error> {
