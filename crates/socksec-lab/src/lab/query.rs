@@ -6,6 +6,7 @@
 
 use std::net::SocketAddr;
 use std::os::fd::AsFd;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 use crate::error::{Result, bail};
@@ -250,16 +251,17 @@ pub struct Querying<T> {
 /// Runs `body` in `ns` while another thread of `ns` queries `fd` back to back through an
 /// event-driven cache of `ns`'s tables (started for this, warm, comparing the kernel's
 /// counters every `audit_period`), so that every change `body` makes races the queries.
+/// `body` is given the count of answers so far.
 /// `Ok(None)` without the `query` feature (the body does not run).
 #[cfg(feature = "query")]
 pub fn while_querying<T: Send>(
     ns: &Netns,
     fd: &(impl AsFd + Sync),
     audit_period: std::time::Duration,
-    body: impl FnOnce() -> T + Send,
+    body: impl FnOnce(&AtomicUsize) -> T + Send,
 ) -> Result<Option<Querying<T>>> {
     use socksec::cache::{Cache, CacheOptions, CacheStatus};
-    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::atomic::AtomicBool;
 
     ns.run(|| {
         let cache = Cache::start_with(CacheOptions {
@@ -271,6 +273,7 @@ pub fn while_querying<T: Send>(
             bail!("the cache is cold in {}: {reason}", ns.name);
         }
         let stop = AtomicBool::new(false);
+        let answered = AtomicUsize::new(0);
         let (body, samples) = std::thread::scope(|scope| {
             let querier = scope.spawn(|| {
                 let mut samples = Vec::new();
@@ -293,10 +296,11 @@ pub fn while_querying<T: Send>(
                             .map_err(|e| e.to_string()),
                         spis,
                     });
+                    answered.fetch_add(1, Ordering::Relaxed);
                 }
                 samples
             });
-            let body = body();
+            let body = body(&answered);
             stop.store(true, Ordering::Relaxed);
             (body, querier.join())
         });
@@ -316,7 +320,7 @@ pub fn while_querying<T: Send>(
     _ns: &Netns,
     _fd: &(impl AsFd + Sync),
     _audit_period: std::time::Duration,
-    _body: impl FnOnce() -> T + Send,
+    _body: impl FnOnce(&AtomicUsize) -> T + Send,
 ) -> Result<Option<Querying<T>>> {
     Ok(None)
 }

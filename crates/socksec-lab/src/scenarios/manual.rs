@@ -230,7 +230,7 @@ pub fn sa_delete_while_querying(lab: &mut Lab) -> Result<()> {
         moon,
         &pair.client,
         audit,
-        || -> Result<Vec<(Instant, Instant)>> {
+        |_| -> Result<Vec<(Instant, Instant)>> {
             let mut windows = Vec::new();
             for round in 0..DELETE_ROUNDS {
                 // Moon's outbound SA, then its inbound one.
