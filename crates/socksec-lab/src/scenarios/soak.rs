@@ -27,6 +27,21 @@ const TARGET_QUERIES: usize = 10_000;
 /// Fewer answers than this and the soak has not exercised the changes: it fails.
 const MIN_QUERIES: usize = 2_000;
 
+/// Runs `swanctl args` on `moon` once its CHILD_SA `child` is installed, and again (twice at
+/// most) if charon refuses because the CHILD_SA it resolved the name to was replaced meanwhile
+/// by a rekey still finishing.
+fn settled(moon: &Charon, child: &str, args: &[&str]) -> Result<String> {
+    let mut attempt = 0;
+    loop {
+        moon.wait_child(child, IKE)?;
+        match moon.swanctl(args) {
+            Err(e) if attempt < 2 && e.to_string().contains("not found") => attempt += 1,
+            other => return other,
+        }
+        std::thread::sleep(PAUSE / 2);
+    }
+}
+
 /// What the operations did, for the note.
 #[derive(Debug, Default)]
 struct Done {
@@ -68,16 +83,18 @@ pub fn rekey_soak(lab: &mut Lab) -> Result<()> {
                     if i >= CHILD_REKEYS && answered.load(Ordering::Relaxed) >= TARGET_QUERIES {
                         break;
                     }
-                    moon.swanctl(&["--rekey", "--child", &conn.child])?;
+                    // Each operation starts from an installed CHILD_SA: one issued while the
+                    // last is still rekeying it names a CHILD_SA that no longer exists.
+                    settled(&moon, &conn.child, &["--rekey", "--child", &conn.child])?;
                     done.child_rekeys += 1;
                     std::thread::sleep(PAUSE);
                     if i % IKE_EVERY == IKE_EVERY - 1 {
-                        moon.swanctl(&["--rekey", "--ike", &conn.name])?;
+                        settled(&moon, &conn.child, &["--rekey", "--ike", &conn.name])?;
                         done.ike_rekeys += 1;
                         std::thread::sleep(PAUSE);
                     }
                     if i == 6 || i == 13 {
-                        moon.swanctl(&["--terminate", "--child", &conn.child])?;
+                        settled(&moon, &conn.child, &["--terminate", "--child", &conn.child])?;
                         std::thread::sleep(PAUSE / 4);
                         moon.initiate(&conn.child, IKE)?;
                         done.replacements += 1;
