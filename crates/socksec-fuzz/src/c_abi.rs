@@ -120,13 +120,9 @@ pub fn c_abi(data: &[u8]) {
     let len_a = u32_at(data, 2);
     let len_b = u32_at(data, 6);
     let content = data.get(10..).unwrap_or_default();
-    // The length the call is told, and the buffer behind it (never more than it is told).
-    let (told_a, buf_a) = (len_a, len_a as usize % MAX_BUF);
-    let told_a = if buf_a == told_a as usize {
-        told_a
-    } else {
-        buf_a as u32
-    };
+    // The buffer behind the input, and the length the call is told: the same.
+    let buf_a = len_a as usize % MAX_BUF;
+    let told_a = buf_a as u32;
     let buf_b = len_b as usize % MAX_BUF;
     let mut input = Buf::new(buf_a, content, shift);
     let null_input = call & 0x40 != 0;

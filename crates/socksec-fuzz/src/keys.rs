@@ -11,12 +11,8 @@ pub fn assert_no_key(what: &str, text: &str) {
     // Eight bytes of the key are enough to recognise it and not found by chance.
     let part = &KEY[4..12];
     let hex: String = part.iter().map(|b| format!("{b:02x}")).collect();
-    let list_debug = part
-        .iter()
-        .map(u8::to_string)
-        .collect::<Vec<_>>()
-        .join(", ");
-    let list_json = part.iter().map(u8::to_string).collect::<Vec<_>>().join(",");
+    let values: Vec<String> = part.iter().map(u8::to_string).collect();
+    let (list_debug, list_json) = (values.join(", "), values.join(","));
     let b64 = base64::engine::general_purpose::STANDARD.encode(KEY);
     let lower = text.to_ascii_lowercase();
     for (form, needle) in [

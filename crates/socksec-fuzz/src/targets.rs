@@ -21,18 +21,6 @@ pub fn nla(kind: u16, data: &[u8]) -> Vec<u8> {
     out
 }
 
-/// A netlink message of `kind` around `payload`.
-pub fn nlmsg(kind: u16, payload: &[u8]) -> Vec<u8> {
-    let len = u32::try_from(16 + payload.len()).unwrap_or(u32::MAX);
-    let mut out = Vec::with_capacity(payload.len() + 20);
-    out.extend_from_slice(&len.to_ne_bytes());
-    out.extend_from_slice(&kind.to_ne_bytes());
-    out.extend_from_slice(&[0; 10]);
-    out.extend_from_slice(payload);
-    out.resize(out.len().next_multiple_of(4), 0);
-    out
-}
-
 /// `struct xfrm_algo*`: a 64-byte NUL-padded name, then `extra` (key length in bits and, for
 /// AEAD and truncated auth, the ICV/truncation length), then the planted key.
 fn xfrm_algo(name: &str, extra: &[u32]) -> Vec<u8> {

@@ -10,7 +10,8 @@ use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 
 use socksec_core::broker::{self, Request, Response};
-use socksec_fuzz::targets::{nla, nlmsg};
+use socksec_core::xfrm::codec::{self, nl};
+use socksec_fuzz::targets::nla;
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
@@ -33,9 +34,9 @@ fn rtnl_dump(kind: u16, family: u8) -> Vec<u8> {
     unsafe {
         let fd = libc::socket(libc::AF_NETLINK, libc::SOCK_RAW, libc::NETLINK_ROUTE);
         assert!(fd >= 0, "a NETLINK_ROUTE socket");
-        let mut req = nlmsg(kind, &[family, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
-        let flags = (libc::NLM_F_REQUEST | libc::NLM_F_DUMP) as u16;
-        req[6..8].copy_from_slice(&flags.to_ne_bytes());
+        let req = codec::Request::new(kind, nl::NLM_F_DUMP, 0)
+            .raw(&[family, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0])
+            .finish();
         libc::send(fd, req.as_ptr().cast(), req.len(), 0);
         let mut out = Vec::new();
         let mut buf = vec![0u8; 64 * 1024];
@@ -143,7 +144,11 @@ fn main() {
     device.extend(nla(8 | 0x8000, &nla(0x8000, &peer)));
     write("wireguard_genl", "device", &device);
     write("wireguard_genl", "peer", &peer);
-    write("wireguard_genl", "message", &nlmsg(0x20, &device));
+    write(
+        "wireguard_genl",
+        "message",
+        &codec::Request::new(0x20, 0, 0).raw(&device).finish(),
+    );
     // The SaLookupContext GUID, as bytes and as text.
     write("sa_context_guid", "bytes", &(1..=16).collect::<Vec<u8>>());
     write(

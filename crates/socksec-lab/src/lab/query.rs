@@ -248,6 +248,20 @@ pub struct Querying<T> {
     pub cache: String,
 }
 
+/// How many of `samples` were errors.
+pub fn errors(samples: &[Sample]) -> usize {
+    samples.iter().filter(|q| q.flags.is_err()).count()
+}
+
+/// The longest time one of `samples` took.
+pub fn worst_latency(samples: &[Sample]) -> std::time::Duration {
+    samples
+        .iter()
+        .map(|q| q.end - q.start)
+        .max()
+        .unwrap_or_default()
+}
+
 /// Runs `body` in `ns` while another thread of `ns` queries `fd` back to back through an
 /// event-driven cache of `ns`'s tables (started for this, warm, comparing the kernel's
 /// counters every `audit_period`), so that every change `body` makes races the queries.

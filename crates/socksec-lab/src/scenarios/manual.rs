@@ -38,10 +38,9 @@ fn esp_sa(src: &str, dst: &str, spi: u32, reqid: u32) -> Vec<String> {
     .to_vec()
 }
 
-/// `xfrm policy add` arguments: `src` to `dst` in direction `dir` requires transport ESP of
-/// `reqid`.
-fn esp_policy(src: &str, dst: &str, dir: &str, reqid: u32) -> Vec<String> {
-    let reqid = reqid.to_string();
+/// `xfrm policy add` arguments: `src` to `dst` in direction `dir` with one transport ESP
+/// template, `tmpl` adding to it (e.g. `reqid 7`, or `level use`).
+fn esp_policy(src: &str, dst: &str, dir: &str, tmpl: &[&str]) -> Vec<String> {
     [
         "xfrm",
         "policy",
@@ -55,13 +54,24 @@ fn esp_policy(src: &str, dst: &str, dir: &str, reqid: u32) -> Vec<String> {
         "tmpl",
         "proto",
         "esp",
-        "reqid",
-        &reqid,
         "mode",
         "transport",
     ]
-    .map(str::to_owned)
-    .to_vec()
+    .iter()
+    .chain(tmpl)
+    .map(|a| (*a).to_owned())
+    .collect()
+}
+
+/// The policies of a transport ESP template (with `tmpl` added to it) between moon and sun,
+/// out and in, on both peers.
+fn esp_policies_both_ways(lab: &Lab, tmpl: &[&str]) -> Result<()> {
+    let (m, s) = (lab.moon().v4.to_string(), lab.sun().v4.to_string());
+    for (ns, local, remote) in [(lab.moon(), &m, &s), (lab.sun(), &s, &m)] {
+        ip(ns, &esp_policy(local, remote, "out", tmpl))?;
+        ip(ns, &esp_policy(remote, local, "in", tmpl))?;
+    }
+    Ok(())
 }
 
 /// `ip -n NS args...`.
@@ -76,8 +86,8 @@ pub fn one_direction(lab: &mut Lab) -> Result<()> {
     let sa = esp_sa(&m, &s, 0x1001, 7);
     ip(lab.moon(), &sa)?;
     ip(lab.sun(), &sa)?;
-    ip(lab.moon(), &esp_policy(&m, &s, "out", 7))?;
-    ip(lab.sun(), &esp_policy(&m, &s, "in", 7))?;
+    ip(lab.moon(), &esp_policy(&m, &s, "out", &["reqid", "7"]))?;
+    ip(lab.sun(), &esp_policy(&m, &s, "in", &["reqid", "7"]))?;
 
     let pair = sockets::tcp_pair(lab.moon(), lab.sun(), 5010, false)?;
     let states = lab.moon().xfrm_states_with_stats()?;
@@ -102,35 +112,7 @@ pub fn one_direction(lab: &mut Lab) -> Result<()> {
 /// and accepts plaintext, so the connection works and is not secured; the library says the
 /// templates are only optional, in both directions, at both ends.
 pub fn optional_without_sa(lab: &mut Lab) -> Result<()> {
-    let (m, s) = (lab.moon().v4.to_string(), lab.sun().v4.to_string());
-    let policy = |src: &str, dst: &str, dir: &str| {
-        [
-            "xfrm",
-            "policy",
-            "add",
-            "src",
-            src,
-            "dst",
-            dst,
-            "dir",
-            dir,
-            "tmpl",
-            "proto",
-            "esp",
-            "mode",
-            "transport",
-            "level",
-            "use",
-        ]
-        .map(str::to_owned)
-    };
-    for (ns, out, inb) in [
-        (lab.moon(), policy(&m, &s, "out"), policy(&s, &m, "in")),
-        (lab.sun(), policy(&s, &m, "out"), policy(&m, &s, "in")),
-    ] {
-        ns.ip(&out.each_ref().map(String::as_str))?;
-        ns.ip(&inb.each_ref().map(String::as_str))?;
-    }
+    esp_policies_both_ways(lab, &["level", "use"])?;
 
     let pair = sockets::tcp_pair(lab.moon(), lab.sun(), 5011, false)?;
     for ns in [lab.moon(), lab.sun()] {
@@ -192,21 +174,7 @@ pub fn sa_delete_while_querying(lab: &mut Lab) -> Result<()> {
         ip(ns, &out_sa)?;
         ip(ns, &in_sa)?;
     }
-    for (ns, out, inb) in [
-        (
-            lab.moon(),
-            esp_policy(&m, &s, "out", 8),
-            esp_policy(&s, &m, "in", 8),
-        ),
-        (
-            lab.sun(),
-            esp_policy(&s, &m, "out", 8),
-            esp_policy(&m, &s, "in", 8),
-        ),
-    ] {
-        ip(ns, &out)?;
-        ip(ns, &inb)?;
-    }
+    esp_policies_both_ways(lab, &["reqid", "8"])?;
     let pair = sockets::tcp_pair(lab.moon(), lab.sun(), 5020, false)?;
     lab.check_socket(
         "client before",
@@ -276,21 +244,14 @@ pub fn sa_delete_while_querying(lab: &mut Lab) -> Result<()> {
             );
         }
     }
-    let secured = samples
-        .iter()
-        .filter(|q| matches!(q.flags, Ok(bits) if bits & 1 != 0))
-        .count();
-    let errors = samples.iter().filter(|q| q.flags.is_err()).count();
+    let secured = samples.iter().filter(|q| q.secured()).count();
+    let errors = query::errors(samples);
     ensure!(
         secured > 0 && checked >= DELETE_ROUNDS / 2,
         "the race was not exercised: {} queries, {secured} secured, {checked} after a delete",
         samples.len()
     );
-    let worst = samples
-        .iter()
-        .map(|q| q.end - q.start)
-        .max()
-        .unwrap_or_default();
+    let worst = query::worst_latency(samples);
     lab.note(format!(
         "{DELETE_ROUNDS} SA deletes under {} queries: {checked} answered after a delete, none \
          secured; {secured} secured, {errors} errors, worst latency {worst:?}; cache {}",

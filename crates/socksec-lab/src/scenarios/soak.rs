@@ -148,12 +148,8 @@ pub fn rekey_soak(lab: &mut Lab) -> Result<()> {
     let not_secured = first_secured
         .map(|i| samples[i..].iter().filter(|q| !q.secured()).count())
         .unwrap_or(samples.len());
-    let errors = samples.iter().filter(|q| q.flags.is_err()).count();
-    let worst = samples
-        .iter()
-        .map(|q| q.end - q.start)
-        .max()
-        .unwrap_or_default();
+    let errors = query::errors(samples);
+    let worst = query::worst_latency(samples);
     let summary = format!(
         "{} queries over {} CHILD_SA rekeys, {} IKE rekeys, {} policy replacements, {} charon \
          restart(s) ({} SAs seen, {} XFRM events): {} wrong SECURED, {} not secured during \
