@@ -2,6 +2,7 @@
 //! the kernel's and charon's views, sockets, and the socket query.
 
 pub mod charon;
+pub mod daemon;
 pub mod netns;
 pub mod query;
 pub mod sockets;

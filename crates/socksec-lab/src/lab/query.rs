@@ -217,9 +217,20 @@ pub fn query_socket(
     Ok(None)
 }
 
-/// One answer of [`while_querying`]'s loop.
+/// Which path an answer of [`while_querying`] took.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Through {
+    /// In-process, from the event-driven cache.
+    Cache,
+    /// Through `socksecd` (and its own process-wide cache), on one kept connection.
+    Broker,
+}
+
+/// One answer of [`while_querying`]'s loops.
 #[derive(Debug, Clone)]
 pub struct Sample {
+    /// The path it took.
+    pub through: Through,
     /// When the query started.
     pub start: Instant,
     /// When its answer came back.
@@ -242,21 +253,21 @@ impl Sample {
 pub struct Querying<T> {
     /// What the body returned.
     pub body: T,
-    /// Every answer, in order.
+    /// Every answer, in order for each path.
     pub samples: Vec<Sample>,
     /// The cache's counters at the end (events applied, snapshots published, re-reads).
     pub cache: String,
 }
 
 /// How many of `samples` were errors.
-pub fn errors(samples: &[Sample]) -> usize {
-    samples.iter().filter(|q| q.flags.is_err()).count()
+pub fn errors<'a>(samples: impl IntoIterator<Item = &'a Sample>) -> usize {
+    samples.into_iter().filter(|q| q.flags.is_err()).count()
 }
 
 /// The longest time one of `samples` took.
-pub fn worst_latency(samples: &[Sample]) -> std::time::Duration {
+pub fn worst_latency<'a>(samples: impl IntoIterator<Item = &'a Sample>) -> std::time::Duration {
     samples
-        .iter()
+        .into_iter()
         .map(|q| q.end - q.start)
         .max()
         .unwrap_or_default()
@@ -264,14 +275,17 @@ pub fn worst_latency(samples: &[Sample]) -> std::time::Duration {
 
 /// Runs `body` in `ns` while another thread of `ns` queries `fd` back to back through an
 /// event-driven cache of `ns`'s tables (started for this, warm, comparing the kernel's
-/// counters every `audit_period`), so that every change `body` makes races the queries.
-/// `body` is given the count of answers so far.
+/// counters every `audit_period`), so that every change `body` makes races the queries. With
+/// `broker`, a third thread asks the same about `fd` through the `socksecd` listening there,
+/// on one connection, at the same time. `body` is given the count of answers so far (both
+/// paths).
 /// `Ok(None)` without the `query` feature (the body does not run).
 #[cfg(feature = "query")]
 pub fn while_querying<T: Send>(
     ns: &Netns,
     fd: &(impl AsFd + Sync),
     audit_period: std::time::Duration,
+    broker: Option<&std::path::Path>,
     body: impl FnOnce(&AtomicUsize) -> T + Send,
 ) -> Result<Option<Querying<T>>> {
     use socksec::cache::{Cache, CacheOptions, CacheStatus};
@@ -286,15 +300,27 @@ pub fn while_querying<T: Send>(
         if let CacheStatus::Cold { reason } = cache.status() {
             bail!("the cache is cold in {}: {reason}", ns.name);
         }
+        let mut connection = broker
+            .map(|path| {
+                socksec::broker::client::Connection::connect(
+                    path,
+                    socksec::broker::client::DEFAULT_TIMEOUT,
+                )
+            })
+            .transpose()
+            .map_err(|e| crate::error::Error::msg(format!("connecting to socksecd: {e}")))?;
         let stop = AtomicBool::new(false);
         let answered = AtomicUsize::new(0);
-        let (body, samples) = std::thread::scope(|scope| {
-            let querier = scope.spawn(|| {
+        let template = socksec::QueryTemplate::default();
+        // Asks `ask` until `stop`, recording each answer as having gone `through`.
+        let querying =
+            |through: Through,
+             ask: &mut dyn FnMut()
+                -> std::result::Result<socksec::SecurityInfo, socksec::Error>| {
                 let mut samples = Vec::new();
                 while !stop.load(Ordering::Relaxed) {
                     let start = Instant::now();
-                    let answer = socksec::prepare(fd.as_fd(), &socksec::QueryTemplate::default())
-                        .and_then(|q| q.run_with(&cache));
+                    let answer = ask();
                     let end = Instant::now();
                     let spis = answer
                         .iter()
@@ -303,6 +329,7 @@ pub fn while_querying<T: Send>(
                         .map(|sa| sa.spi)
                         .collect();
                     samples.push(Sample {
+                        through,
                         start,
                         end,
                         flags: answer
@@ -313,13 +340,28 @@ pub fn while_querying<T: Send>(
                     answered.fetch_add(1, Ordering::Relaxed);
                 }
                 samples
+            };
+        let (body, samples) = std::thread::scope(|scope| {
+            let local = scope.spawn(|| {
+                querying(Through::Cache, &mut || {
+                    socksec::prepare(fd.as_fd(), &template).and_then(|q| q.run_with(&cache))
+                })
+            });
+            let brokered = connection.as_mut().map(|conn| {
+                scope.spawn(|| querying(Through::Broker, &mut || conn.query(fd.as_fd(), &template)))
             });
             let body = body(&answered);
             stop.store(true, Ordering::Relaxed);
-            (body, querier.join())
+            let joined = local.join().and_then(|mut samples| {
+                if let Some(brokered) = brokered {
+                    samples.extend(brokered.join()?);
+                }
+                Ok(samples)
+            });
+            (body, joined)
         });
         let samples =
-            samples.map_err(|_| crate::error::Error::msg("the querying thread panicked"))?;
+            samples.map_err(|_| crate::error::Error::msg("a querying thread panicked"))?;
         Ok(Some(Querying {
             body,
             samples,
@@ -334,6 +376,7 @@ pub fn while_querying<T: Send>(
     _ns: &Netns,
     _fd: &(impl AsFd + Sync),
     _audit_period: std::time::Duration,
+    _broker: Option<&std::path::Path>,
     _body: impl FnOnce(&AtomicUsize) -> T + Send,
 ) -> Result<Option<Querying<T>>> {
     Ok(None)

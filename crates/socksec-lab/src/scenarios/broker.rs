@@ -3,69 +3,18 @@
 //! gets in-process — flags, SAs, and the peer's identity from charon (whose control socket
 //! `nobody` cannot open either).
 
-use std::fs::File;
 use std::net::{SocketAddr, TcpListener};
-use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::path::Path;
 
 use crate::cmd::sh;
-use crate::error::{Context, Result, bail, ensure};
+use crate::error::{Context, Result, ensure};
 use crate::lab::Lab;
+use crate::lab::daemon::Socksecd;
 use crate::results::{CLI_FILE, SOCKSECD_FILE, WSA_PROBE_FILE};
 use crate::scenarios::ikev2::{Case, Established, outbound_spis, run_case};
 
 /// `nobody:nogroup` without supplementary groups; leaving uid 0 clears every capability.
 const AS_NOBODY: &str = "setpriv --reuid=65534 --regid=65534 --clear-groups";
-
-/// socksecd in moon, killed on drop.
-struct Daemon {
-    child: Child,
-    socket: PathBuf,
-}
-
-impl Daemon {
-    fn start(bin: &Path, log: &Path) -> Result<Self> {
-        let dir = PathBuf::from("/run/socksecd-lab");
-        std::fs::create_dir_all(&dir)?;
-        let socket = dir.join("socksecd.sock");
-        let _ = std::fs::remove_file(&socket);
-        let child = Command::new("ip")
-            .args(["netns", "exec", "moon"])
-            .arg(bin)
-            .arg("--socket")
-            .arg(&socket)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(File::create(log)?)
-            .spawn()
-            .context("starting socksecd in moon")?;
-        let mut d = Self { child, socket };
-        let t = Instant::now();
-        while UnixStream::connect(&d.socket).is_err() {
-            if let Some(status) = d.child.try_wait()? {
-                bail!(
-                    "socksecd exited ({status}): {}",
-                    std::fs::read_to_string(log).unwrap_or_default()
-                );
-            }
-            ensure!(
-                t.elapsed() < Duration::from_secs(20),
-                "socksecd did not listen within 20 s"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Ok(d)
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// ESP AES-GCM between moon and sun; then the broker check on a new connection over the SAs.
 pub fn unprivileged(lab: &mut Lab) -> Result<()> {
@@ -77,7 +26,7 @@ pub fn unprivileged(lab: &mut Lab) -> Result<()> {
 fn through_the_broker(lab: &mut Lab, est: &Established<'_>) -> Result<()> {
     let share = Path::new(crate::guest::SHARE);
     let log = lab.dir.join("socksecd.log");
-    let daemon = Daemon::start(&share.join(SOCKSECD_FILE), &log)?;
+    let daemon = Socksecd::start(lab.moon(), &share.join(SOCKSECD_FILE), &log)?;
     let (cli, probe) = (share.join(CLI_FILE), share.join(WSA_PROBE_FILE));
     let port = est.port + 1;
     let sun_addr = SocketAddr::new(lab.sun().v4.into(), port);

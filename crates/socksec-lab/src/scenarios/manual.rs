@@ -198,6 +198,7 @@ pub fn sa_delete_while_querying(lab: &mut Lab) -> Result<()> {
         moon,
         &pair.client,
         audit,
+        None,
         |_| -> Result<Vec<(Instant, Instant)>> {
             let mut windows = Vec::new();
             for round in 0..DELETE_ROUNDS {
