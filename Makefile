@@ -35,7 +35,7 @@ lab: deps
 
 ## Query latency and throughput (as root; minutes): the table of docs/benchmark.md.
 bench:
-	$(CARGO) build --release -q -p socksecd -p socksec-bench
+	$(CARGO) build --release -q -p socksecd -p socksec-winsock -p socksec-bench
 	$(CARGO) run --release -q -p socksec-bench -- $(BENCH_ARGS)
 
 ## Fuzz every target for FUZZ_SECONDS each (nightly + cargo-fuzz), growing fuzz/corpus/.
