@@ -9,9 +9,9 @@ use std::process::ExitCode;
 use std::str::FromStr;
 
 use serde_json::{Value, json};
-use socksec::diag::{DiagSocket, SockState};
+use socksec::HostSocket;
 use socksec::flow::Transport;
-use socksec::host::HostSocket;
+use socksec::{DiagSocket, SockState};
 use socksec::{Error, SecurityInfo};
 
 use crate::EXIT_QUERY_FAILED;
@@ -173,7 +173,7 @@ pub(crate) fn collect(args: &LsArgs) -> Result<Vec<HostSocket>, Error> {
         key(a).cmp(&key(b))
     });
     listed.retain(|h| args.keeps_answered(h));
-    if socksec::socket::lsm_labels_peers() {
+    if socksec::lsm_labels_peers() {
         attach_peer_labels(&mut listed);
     }
     Ok(listed)
@@ -201,7 +201,7 @@ fn attach_peer_labels(listed: &mut [HostSocket]) {
             let Some(copy) = crate::pid::take_socket(owner.pid, fd, h.socket.inode) else {
                 continue;
             };
-            if let Ok(label) = socksec::socket::peer_label(copy.as_fd()) {
+            if let Ok(label) = socksec::peer_label(copy.as_fd()) {
                 info.socket.peer_label = label;
                 break;
             }

@@ -67,7 +67,7 @@ pub(crate) fn socket_fds(pid: u32) -> HashMap<u64, i32> {
         .filter_map(|e| {
             let fd = e.file_name().to_str()?.parse().ok()?;
             let link = std::fs::read_link(e.path()).ok()?;
-            Some((socksec::diag::socket_inode(link.to_str()?)?, fd))
+            Some((socksec::model::sock_diag::socket_inode(link.to_str()?)?, fd))
         })
         .collect()
 }
@@ -78,7 +78,7 @@ pub(crate) fn socket_fds(pid: u32) -> HashMap<u64, i32> {
 pub(crate) fn take_socket(pid: u32, fd: i32, inode: u64) -> Option<OwnedFd> {
     let copy = take_fd(i32::try_from(pid).ok()?, fd).ok()?;
     let link = std::fs::read_link(format!("/proc/self/fd/{}", copy.as_raw_fd())).ok()?;
-    (socksec::diag::socket_inode(link.to_str()?)? == inode).then_some(copy)
+    (socksec::model::sock_diag::socket_inode(link.to_str()?)? == inode).then_some(copy)
 }
 
 #[cfg(test)]

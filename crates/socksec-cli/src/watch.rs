@@ -1,10 +1,11 @@
 //! `socksec watch`: the host's protection changes as they happen, one line per event.
 //!
-//! Three sources, each on its own thread, feed one printer:
-//! - the kernel's XFRM notifications ([`socksec::xfrm::events`]): SAs added, updated,
-//!   expired and deleted, policies added, replaced and deleted, acquires;
-//! - the IKE daemon's VICI events: IKE and CHILD SAs up and down, and their rekeys (reconnected
-//!   every few seconds while the daemon is away);
+//! It follows the changes the process-wide cache sees ([`socksec::events`]), the cache that
+//! answers the connections, and prints them:
+//! - the kernel's XFRM notifications: SAs added, updated, expired and deleted, policies added,
+//!   replaced and deleted, acquires;
+//! - the IKE daemon's VICI events: IKE and CHILD SAs up and down, and their rekeys (the cache
+//!   reconnects every second while the daemon is away);
 //! - the host's connections: after each burst of events, and every `--interval` seconds
 //!   (2 by default) without one, the connections are answered again (one snapshot, as `ls`
 //!   does) and every connection whose protection changed gets a line of its own. The steady
@@ -30,7 +31,7 @@
 
 use std::collections::HashMap;
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -40,11 +41,10 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 use serde_json::{Value, json};
-use socksec::Mechanism;
-use socksec::host::HostSocket;
-use socksec::vici::{ChildSa, IkeSa, Message, ViciClient, ViciError};
-use socksec::xfrm::events::{XfrmEvent, XfrmEvents};
-use socksec::xfrm::model::State;
+use socksec::events::{Change, IKE_RETRY, IkeDaemon, Message, Subscription, XfrmEvent};
+use socksec::model::vici::model::{ChildSa, IkeSa};
+use socksec::model::xfrm::model::State;
+use socksec::{HostSocket, Mechanism};
 
 use crate::EXIT_QUERY_FAILED;
 
@@ -166,7 +166,7 @@ fn sa_json(s: &State) -> Value {
 fn from_xfrm(e: &XfrmEvent) -> Event {
     let summary = e.summary();
     let policy =
-        |p| serde_json::to_value(socksec::xfrm::resolve::policy_ref(p)).unwrap_or_default();
+        |p| serde_json::to_value(socksec::model::xfrm::resolve::policy_ref(p)).unwrap_or_default();
     let (name, details) = match e {
         XfrmEvent::NewState(s) => ("sa-added", json!({ "sa": sa_json(s) })),
         XfrmEvent::UpdatedState(s) => ("sa-updated", json!({ "sa": sa_json(s) })),
@@ -345,135 +345,71 @@ fn from_vici(name: &str, m: &Message) -> Vec<Event> {
     out
 }
 
-/// Messages from the reader threads to the printer.
+/// Messages from the feed thread to the printer.
 enum Feed {
     Event(Event),
     /// Something changed: the connections should be answered again.
     Changed,
 }
 
-fn kernel_thread(mut events: XfrmEvents, tx: Sender<Feed>, seen: Arc<AtomicU64>) {
-    loop {
-        match events.next_event(None) {
-            Ok(Some(e)) => {
-                seen.fetch_add(1, Ordering::SeqCst);
-                let sent = tx.send(Feed::Event(from_xfrm(&e))).is_ok();
-                if !sent || tx.send(Feed::Changed).is_err() {
-                    return;
-                }
-            }
-            Ok(None) => {}
-            Err(e) => {
-                let _ = tx.send(Feed::Event(Event::new(
-                    "kernel",
-                    "error",
-                    format!("reading XFRM notifications failed: {e}"),
-                    json!({}),
-                )));
-                return;
-            }
-        }
-    }
-}
+/// How long the printer waits for the cache's first attempt to reach the IKE daemon.
+const IKE_FIRST_WAIT: Duration = Duration::from_secs(10);
 
-const VICI_EVENTS: [&str; 4] = ["ike-updown", "child-updown", "ike-rekey", "child-rekey"];
-const VICI_RETRY: Duration = Duration::from_secs(3);
-
-/// A VICI connection subscribed to the SA events.
-fn ike_connect(path: &Path) -> Result<ViciClient, ViciError> {
-    ViciClient::connect(path, socksec::vici::client::DEFAULT_TIMEOUT)
-        .and_then(|mut c| c.subscribe(&VICI_EVENTS).map(|()| c))
-}
-
-/// Follows the IKE daemon's events, starting with the outcome of the first attempt (which the
-/// `started` line has reported already).
-fn ike_thread(
+/// Passes the cache's changes to the printer: the lines for each, then `Changed` for the
+/// kernel's and the IKE daemon's events. `reachable` is what the `started` line said of the
+/// IKE daemon; only changes from it give a line.
+fn feed_thread(
+    changes: Subscription,
     path: PathBuf,
-    first: Result<ViciClient, ViciError>,
+    mut reachable: bool,
     tx: Sender<Feed>,
     seen: Arc<AtomicU64>,
 ) {
-    let mut said_unreachable = first.is_err();
-    let mut first = Some(first);
     loop {
-        let client = match first.take() {
-            Some(Err(_)) => {
-                std::thread::sleep(VICI_RETRY);
-                continue;
-            }
-            Some(Ok(c)) => Ok(c),
-            None => ike_connect(&path),
+        let Some(change) = changes.next(Duration::from_secs(1)) else {
+            continue;
         };
-        let mut client = match client {
-            Ok(c) => c,
-            Err(e) => {
-                if !said_unreachable {
-                    said_unreachable = true;
-                    let note = Event::new(
-                        "ike",
-                        "daemon-unreachable",
-                        format!(
-                            "the IKE daemon at {} cannot be asked ({e}); kernel events only, \
-                             retrying every {} s",
-                            path.display(),
-                            VICI_RETRY.as_secs()
-                        ),
-                        json!({}),
-                    );
-                    if tx.send(Feed::Event(note)).is_err() {
-                        return;
-                    }
-                }
-                std::thread::sleep(VICI_RETRY);
-                continue;
+        let (lines, changed) = match change {
+            Change::Kernel(e) => (vec![from_xfrm(&e)], true),
+            Change::Ike { name, message } => (from_vici(&name, &message), true),
+            Change::IkeDaemon(IkeDaemon::Reachable) if !reachable => {
+                reachable = true;
+                let note = Event::new(
+                    "ike",
+                    "daemon-reachable",
+                    format!(
+                        "subscribed to the IKE daemon's events at {}",
+                        path.display()
+                    ),
+                    json!({}),
+                );
+                (vec![note], false)
             }
+            Change::IkeDaemon(IkeDaemon::Unreachable(e)) if reachable => {
+                reachable = false;
+                let note = Event::new(
+                    "ike",
+                    "daemon-unreachable",
+                    format!(
+                        "lost the IKE daemon ({e}); retrying every {} s",
+                        IKE_RETRY.as_secs()
+                    ),
+                    json!({}),
+                );
+                (vec![note], false)
+            }
+            _ => continue,
         };
-        // (The inner loop below only ends when the daemon is lost, which sets the flag again.)
-        if said_unreachable {
-            let note = Event::new(
-                "ike",
-                "daemon-reachable",
-                format!(
-                    "subscribed to the IKE daemon's events at {}",
-                    path.display()
-                ),
-                json!({}),
-            );
-            if tx.send(Feed::Event(note)).is_err() {
+        if changed {
+            seen.fetch_add(1, Ordering::SeqCst);
+        }
+        for line in lines {
+            if tx.send(Feed::Event(line)).is_err() {
                 return;
             }
         }
-        loop {
-            match client.next_event(None) {
-                Ok(Some((name, m))) => {
-                    seen.fetch_add(1, Ordering::SeqCst);
-                    for e in from_vici(&name, &m) {
-                        if tx.send(Feed::Event(e)).is_err() {
-                            return;
-                        }
-                    }
-                    if tx.send(Feed::Changed).is_err() {
-                        return;
-                    }
-                }
-                Ok(None) => {}
-                Err(e) => {
-                    said_unreachable = true;
-                    let note = Event::new(
-                        "ike",
-                        "daemon-unreachable",
-                        format!(
-                            "lost the IKE daemon ({e}); retrying every {} s",
-                            VICI_RETRY.as_secs()
-                        ),
-                        json!({}),
-                    );
-                    if tx.send(Feed::Event(note)).is_err() {
-                        return;
-                    }
-                    break;
-                }
-            }
+        if changed && tx.send(Feed::Changed).is_err() {
+            return;
         }
     }
 }
@@ -762,8 +698,8 @@ pub(crate) fn run(args: &WatchArgs) -> ExitCode {
             return ExitCode::from(EXIT_QUERY_FAILED);
         }
     };
-    let events = match XfrmEvents::subscribe() {
-        Ok(e) => e,
+    let subscription = match socksec::events() {
+        Ok(c) => c,
         Err(e) => {
             eprintln!("socksec: watch needs CAP_NET_ADMIN in this process: {e}");
             return ExitCode::from(EXIT_QUERY_FAILED);
@@ -786,17 +722,25 @@ pub(crate) fn run(args: &WatchArgs) -> ExitCode {
         .map(|_| snapshot_started.elapsed().as_millis() as u64);
     // The steady sweep: only when connections are followed at all.
     let sweep = (known.is_some() && args.interval > 0).then(|| Duration::from_secs(args.interval));
-    let path = socksec::engine::vici_socket();
-    let first = ike_connect(&path);
+    let path = socksec::events::ike_socket();
+    let first = subscription.ike_daemon(IKE_FIRST_WAIT);
+    let reachable = first == Some(IkeDaemon::Reachable);
     let ike_status = match &first {
-        Ok(_) => format!(
+        Some(IkeDaemon::Reachable) => format!(
             "subscribed to the IKE daemon's events at {}",
             path.display()
         ),
-        Err(e) => format!(
+        Some(IkeDaemon::Unreachable(e)) => format!(
             "the IKE daemon at {} cannot be asked ({e}); kernel events only, retrying every {} s",
             path.display(),
-            VICI_RETRY.as_secs()
+            IKE_RETRY.as_secs()
+        ),
+        None => format!(
+            "the IKE daemon at {} did not answer within {} s; kernel events only, retrying \
+             every {} s",
+            path.display(),
+            IKE_FIRST_WAIT.as_secs(),
+            IKE_RETRY.as_secs()
         ),
     };
     let started = Event::new(
@@ -815,21 +759,19 @@ pub(crate) fn run(args: &WatchArgs) -> ExitCode {
             }
         ),
         json!({
-            "ike_daemon": { "reachable": first.is_ok(), "socket": path, "detail": ike_status },
+            "ike_daemon": { "reachable": reachable, "socket": path, "detail": ike_status },
             "connections": known.as_ref().map(HashMap::len),
             "interval_s": sweep.map(|d| d.as_secs()),
             "snapshot_ms": snapshot_ms,
         }),
     );
     let (tx, rx) = mpsc::channel();
-    let tx2 = tx.clone();
     // Counts the events the readers have seen: a sweep that overlaps one may have caught a
     // change half made (a rekey is several steps), so its answer is left to the one after the
     // burst settles.
     let seen = Arc::new(AtomicU64::new(0));
-    let (seen1, seen2) = (seen.clone(), seen.clone());
-    std::thread::spawn(move || kernel_thread(events, tx, seen1));
-    std::thread::spawn(move || ike_thread(path, first, tx2, seen2));
+    let seen1 = seen.clone();
+    std::thread::spawn(move || feed_thread(subscription, path, reachable, tx, seen1));
     let mut out = std::io::stdout().lock();
     let mut emit = |e: &Event| {
         let line = if args.json {
@@ -928,13 +870,13 @@ mod tests {
         let mut p = protection(
             Mechanism::Wireguard,
             socksec::Direction::Outbound,
-            age < socksec::wireguard::REJECT_AFTER_SECS,
-            age < socksec::wireguard::REJECT_AFTER_SECS,
+            age < socksec::model::wireguard::REJECT_AFTER_SECS,
+            age < socksec::model::wireguard::REJECT_AFTER_SECS,
         );
         p.detail = Some(socksec::report::Detail::Wireguard(
-            socksec::wireguard::WgDetail {
+            socksec::model::wireguard::WgDetail {
                 interface: "wg0".into(),
-                peer: socksec::wireguard::WgPeer {
+                peer: socksec::model::wireguard::WgPeer {
                     public_key: "peerkey=".into(),
                     endpoint: Some(endpoint.parse().unwrap()),
                     last_handshake: Some(1_000_000 - age),
@@ -983,8 +925,8 @@ mod tests {
             let mut carrier =
                 protection(Mechanism::Ipsec, socksec::Direction::Outbound, true, true);
             carrier.sas = vec![socksec::report::SaInfo {
-                proto: socksec::xfrm::model::IpsecProto::Esp,
-                mode: socksec::xfrm::model::Mode::Transport,
+                proto: socksec::model::xfrm::model::IpsecProto::Esp,
+                mode: socksec::model::xfrm::model::Mode::Transport,
                 spi,
                 reqid: 1,
                 src: "192.0.2.2".parse().unwrap(),
@@ -998,7 +940,7 @@ mod tests {
                 encapsulation: None,
             }];
             if let Some(socksec::report::Detail::Wireguard(w)) = p.detail.as_mut() {
-                w.tunnel = Some(socksec::wireguard::WgTunnel {
+                w.tunnel = Some(socksec::model::wireguard::WgTunnel {
                     local: "192.0.2.2:51820".parse().unwrap(),
                     remote: "192.0.2.1:51820".parse().unwrap(),
                     fwmark: 0,
@@ -1026,20 +968,24 @@ mod tests {
         use socksec::Direction::{Inbound, Outbound};
         let md5 = |prefix: &str| {
             let mut p = protection(Mechanism::TcpMd5, Outbound, true, false);
-            p.detail = Some(socksec::report::Detail::TcpMd5(socksec::diag::Md5Key {
-                addr: prefix.parse().unwrap(),
-                prefixlen: 24,
-                keylen: 16,
-            }));
+            p.detail = Some(socksec::report::Detail::TcpMd5(
+                socksec::model::sock_diag::Md5Key {
+                    addr: prefix.parse().unwrap(),
+                    prefixlen: 24,
+                    keylen: 16,
+                },
+            ));
             p
         };
         let ktls = |cipher: &str| {
             let mut p = protection(Mechanism::Ktls, Inbound, true, true);
-            p.detail = Some(socksec::report::Detail::Ktls(socksec::ktls::KtlsParams {
-                version: "1.3".into(),
-                cipher: cipher.into(),
-                known_cipher: true,
-            }));
+            p.detail = Some(socksec::report::Detail::Ktls(
+                socksec::model::ktls::KtlsParams {
+                    version: "1.3".into(),
+                    cipher: cipher.into(),
+                    known_cipher: true,
+                },
+            ));
             p
         };
         let plain = protection(Mechanism::Ipsec, Outbound, false, false);

@@ -138,12 +138,28 @@ pub struct CertNames {
     pub issuer: String,
 }
 
+/// The subject and issuer of a DER-encoded X.509 certificate.
+pub fn names_of(der: &[u8]) -> Result<CertNames, String> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der)
+        .map_err(|e| format!("not an X.509 certificate: {e}"))?;
+    Ok(CertNames {
+        subject: cert.subject().to_string(),
+        issuer: cert.issuer().to_string(),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::report::{Mechanism, SaInfo};
     use crate::vici::model::{ChildSa, Identity};
     use crate::xfrm::model::Mode;
+
+    #[test]
+    fn garbage_is_not_a_certificate() {
+        assert!(names_of(b"\x30\x03\x02\x01\x00").is_err());
+        assert!(names_of(&[]).is_err());
+    }
 
     fn child(uniqueid: u64, spi_in: u32, spi_out: u32) -> ChildSa {
         ChildSa {

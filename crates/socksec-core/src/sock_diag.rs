@@ -371,6 +371,14 @@ pub fn encode_lookup(local: SocketAddr, remote: SocketAddr, ifindex: u32, seq: u
     id[40..48].copy_from_slice(&[0xff; 8]);
     Request::new(SOCK_DIAG_BY_FAMILY, 0, seq).raw(&req).finish()
 }
+/// The inode of a `/proc/<pid>/fd/<n>` link target such as `socket:[12345]`.
+pub fn socket_inode(link: &str) -> Option<u64> {
+    link.strip_prefix("socket:[")?
+        .strip_suffix(']')?
+        .parse()
+        .ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

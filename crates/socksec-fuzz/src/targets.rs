@@ -151,7 +151,7 @@ pub fn xfrm_dump(data: &[u8]) {
 /// `UPDSA` and `EXPIRE` around planted keys.
 pub fn xfrm_event(data: &[u8]) {
     for msg in Messages::new(data).map_while(Result::ok) {
-        let _ = socksec::xfrm::events::decode(&msg);
+        let _ = socksec::model::xfrm::events::decode(&msg);
     }
     let kind = |k| NlMsg {
         kind: k,
@@ -161,7 +161,7 @@ pub fn xfrm_event(data: &[u8]) {
         payload: data,
     };
     for k in xfrm::XFRM_MSG_NEWSA..=xfrm::XFRM_MSG_NEWSA + 0x20 {
-        let _ = socksec::xfrm::events::decode(&kind(k));
+        let _ = socksec::model::xfrm::events::decode(&kind(k));
     }
     let payload = state_payload(data);
     for k in [xfrm::XFRM_MSG_NEWSA, xfrm::XFRM_MSG_UPDSA] {
@@ -169,7 +169,7 @@ pub fn xfrm_event(data: &[u8]) {
             payload: &payload,
             ..kind(k)
         };
-        if let Some(event) = socksec::xfrm::events::decode(&msg) {
+        if let Some(event) = socksec::model::xfrm::events::decode(&msg) {
             assert_no_key("an XFRM event with keys", &format!("{event:?}"));
             assert_no_key("an XFRM event's summary", &event.summary());
         }
@@ -322,7 +322,7 @@ pub fn sa_context_guid(data: &[u8]) {
 
 /// The names socksec reads from the peer's certificate (DER from charon).
 pub fn cert_names(data: &[u8]) {
-    let _ = socksec::vici::certs::names_of(data);
+    let _ = socksec::peer::names_of(data);
 }
 
 /// Resolution over a fuzzed SPD/SAD and flow; see [`crate::snapshot`].

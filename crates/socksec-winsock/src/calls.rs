@@ -10,8 +10,8 @@
 use std::os::fd::BorrowedFd;
 use std::sync::OnceLock;
 
+use socksec::SocketFacts;
 use socksec::flow::Transport;
-use socksec::socket::SocketFacts;
 use socksec::{Error, ErrorKind};
 
 use crate::tokens::{self, Round};
@@ -49,7 +49,7 @@ fn socket(
             "the SOCKET is not an open descriptor",
         ));
     };
-    match socksec::socket::inspect(fd) {
+    match socksec::inspect(fd) {
         Err(e) if e.kind() == ErrorKind::NotSocket => Err(e),
         facts => Ok((fd, facts)),
     }

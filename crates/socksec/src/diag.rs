@@ -143,14 +143,6 @@ pub struct Owner {
     pub command: String,
 }
 
-/// The inode of a `/proc/<pid>/fd/<n>` link target such as `socket:[12345]`.
-pub fn socket_inode(link: &str) -> Option<u64> {
-    link.strip_prefix("socket:[")?
-        .strip_suffix(']')?
-        .parse()
-        .ok()
-}
-
 /// The processes holding each socket inode of `wanted`, lowest pid first, read from
 /// `/proc/<pid>/fd`. Processes that vanish or whose descriptors cannot be read (another user's,
 /// without privilege) are skipped: their sockets are listed without an owner.

@@ -14,7 +14,7 @@ use crate::error::Error;
 use crate::flow::Flow;
 use crate::gather;
 use crate::socket::{self, SocketFacts};
-pub use crate::sources::{ColdSources, Sources, dump_error, vici_socket};
+use crate::sources::Sources;
 
 /// Queries the security of the connection on `fd`: the Rust form of `WSAQuerySocketSecurity`.
 ///
@@ -70,7 +70,7 @@ impl Prepared<'_> {
         match crate::mode::current()? {
             crate::mode::Mode::Local => self.run_with(crate::cache::process()),
             crate::mode::Mode::Broker(path) => {
-                crate::broker::client::query_kept(&path, self.fd, &self.template, |e| {
+                crate::broker::query_kept(&path, self.fd, &self.template, |e| {
                     crate::mode::broker_unreachable(e, crate::mode::broker_forced())
                 })
             }

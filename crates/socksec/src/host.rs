@@ -20,7 +20,7 @@ use socksec_core::answer::{IkeDaemon, Snapshots, answer};
 use crate::contract::{QueryTemplate, SecurityInfo, SecurityProtocol};
 use crate::diag::{DiagSocket, Owner, SockState};
 use crate::error::{Error, ErrorKind};
-use crate::flow::{Flow, RoutingFacts, SocketFacts, Transport};
+use crate::flow::{Flow, RoutingFacts, Transport};
 use crate::gather;
 use crate::sources::Sources;
 use crate::vici::certs::CertNames;
@@ -118,11 +118,6 @@ pub fn list(
             answer,
         })
         .collect())
-}
-
-/// The facts a query would read from the descriptor, taken from inet_diag instead.
-pub fn socket_facts(s: &DiagSocket) -> SocketFacts {
-    gather::socket_from_diag(s).facts
 }
 
 /// The IKE daemon for a listing: its SAs asked once (when the first answer needs them) and

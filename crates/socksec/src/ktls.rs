@@ -14,7 +14,7 @@
 use std::os::fd::BorrowedFd;
 
 use crate::error::Error;
-pub use socksec_core::ktls::{KtlsParams, KtlsState, parse_crypto_info};
+pub use socksec_core::ktls::{KtlsState, parse_crypto_info};
 
 /// `SOL_TLS`.
 const SOL_TLS: libc::c_int = 282;

@@ -18,56 +18,99 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
-//! The path of a query, file by file (`docs/architecture.md` draws it): [`engine`] runs it,
-//! [`socket`] reads the descriptor, [`gather`] completes the [`flow`] and fills the
-//! snapshots (the kernel's tables from [`sources`] or the [`cache`], the socket's own facts),
-//! and [`answer::answer`] decides, with [`xfrm::resolve`] for IPsec. Resolution, the answer
-//! and every codec are pure code in the `socksec-core` crate (re-exported here under the same
-//! module names); this crate does the I/O.
+//! ## The facade
 //!
-//! The semantics of the flags are in [`contract`]; errors and their Winsock codes in [`error`].
+//! Everything a program needs is here, and nothing else is public:
+//!
+//! - **ask** — [`query`] (or [`QuerySecurity::query_security`]) answers for one socket;
+//!   [`prepare`] splits it into the checks that need only the descriptor and the template, and
+//!   [`Prepared::run`] (or [`Prepared::run_with`] on chosen [`Sources`]);
+//! - **list** — [`list`] answers every TCP and UDP socket of the host, as `socksec ls` shows
+//!   them ([`HostSocket`]); [`peer_label`] reads a label only a descriptor can give;
+//! - **describe** — [`sa_details`] describes the SAs an IPSEC2 answer names;
+//! - **follow** — [`events`] hands out the changes the process-wide cache sees (what
+//!   `socksec watch` prints);
+//! - **serve** — a broker answers for a descriptor a client passed with [`prepare`] and
+//!   [`Prepared::run_with`] on its [`Cache`]; the wire protocol and the client are in
+//!   [`broker`].
+//!
+//! The answer and the data it is made of are pure types from the `socksec-core` crate:
+//! [`contract`] (the flags and their semantics), [`report`], [`error`] (errors and their
+//! Winsock codes), [`flow`], [`peer`], [`winerr`], and in [`model`] the kernel's and the IKE
+//! daemon's tables, the codecs and the resolution.
+//!
+//! The path of a query, file by file (`docs/architecture.md` draws it): `engine.rs` runs it,
+//! `socket.rs` reads the descriptor, `gather.rs` completes the flow and fills the snapshots
+//! (the kernel's tables from `sources.rs` or the cache, the socket's own facts), and
+//! `socksec_core::answer::answer` decides. Those modules are private: front-ends (the CLI,
+//! `socksecd`, the C ABI, the bench) use only this facade, which `tests/facade_only.rs` checks.
 
-pub use socksec_core::{answer, contract, error, flow, peer, report, winerr};
+pub use socksec_core::{contract, error, flow, peer, report, winerr};
+
+/// The pure models, codecs and resolution of `socksec-core`, which answers, listings and
+/// events carry: the kernel's IPsec tables ([`xfrm`](model::xfrm)), the IKE daemon's SAs
+/// ([`vici`](model::vici)), WireGuard, kTLS and sock_diag facts, the broker protocol, and the
+/// one [`answer`](model::answer) function.
+pub mod model {
+    pub use socksec_core::{answer, broker, ktls, rtnetlink, sa, sock_diag, vici, wireguard, xfrm};
+}
 
 pub mod broker;
-pub mod cache;
-pub mod diag;
-pub mod engine;
-pub mod gather;
-pub mod host;
-pub mod ktls;
-pub mod links;
-pub mod lookups;
-pub mod mode;
-pub mod netlink;
-pub mod route;
-pub mod sa;
-pub mod socket;
-pub mod sources;
+mod cache;
+mod diag;
+mod engine;
+pub mod events;
+mod gather;
+mod host;
+mod ktls;
+mod links;
+mod lookups;
+mod mode;
+mod netlink;
+mod route;
+mod sa;
+mod socket;
+mod sources;
 mod sys;
-pub mod vici;
-pub mod wireguard;
-pub mod xfrm;
+mod vici;
+mod wireguard;
+mod xfrm;
 
+pub use cache::{Cache, CacheOptions, CacheStats, CacheStatus};
 pub use contract::{Flags, Ipsec2Info, QueryTemplate, SecurityInfo, SecurityProtocol};
-pub use engine::{QuerySecurity, prepare, query};
+pub use diag::{DiagSocket, Owner, SockState};
+pub use engine::{Prepared, QuerySecurity, prepare, query};
 pub use error::{Error, ErrorKind};
+pub use events::events;
+pub use flow::SocketFacts;
+pub use host::{HostSocket, listing_template};
 pub use report::{Caveat, Direction, Mechanism, PolicyRef, Protection, Reason, SaInfo};
 pub use sa::{SaDetails, SaLookupContext};
+pub use socket::{inspect, lsm_labels_peers, peer_label};
+pub use sources::{ColdSources, Sources};
 
 pub use sys::inherited_fd;
 
 /// Every TCP and UDP socket of this network namespace of `transports` that `keep` selects,
-/// each answered as [`query`] answers it (with the template of [`host::listing_template`]:
-/// the peer's identity asked for), against one snapshot of the process-wide cache: what
+/// each answered as [`query`] answers it (with the template of [`listing_template`]: the
+/// peer's identity asked for), against one snapshot of the process-wide cache: what
 /// `socksec ls` and `socksec watch` show. Needs CAP_NET_ADMIN.
 pub fn list(
     transports: &[flow::Transport],
-    keep: impl Fn(&diag::DiagSocket) -> bool,
-) -> Result<Vec<host::HostSocket>, Error> {
+    keep: impl Fn(&DiagSocket) -> bool,
+) -> Result<Vec<HostSocket>, Error> {
+    list_with(transports, keep, cache::process())
+}
+
+/// [`list`] against one snapshot of `sources` (e.g. [`ColdSources`], read afresh).
+pub fn list_with(
+    transports: &[flow::Transport],
+    keep: impl Fn(&DiagSocket) -> bool,
+    sources: &dyn Sources,
+) -> Result<Vec<HostSocket>, Error> {
     let mut sockets = diag::dump(transports)?;
     sockets.retain(keep);
-    host::list(sockets, cache::process(), &host::listing_template())
+    host::list(sockets, sources, &listing_template())
 }
 
 /// Describes the SAs an IPSEC2 `SaLookupContext` names, as the kernel and the IKE daemon have

@@ -123,26 +123,31 @@ impl Rtnl {
     }
 }
 
+#[cfg(test)]
 /// The output route for `query`, on a fresh socket. See [`Rtnl::route`].
 pub fn lookup_route(query: &RouteQuery) -> Result<RouteInfo, RouteError> {
     Rtnl::open()?.route(query)
 }
 
+#[cfg(test)]
 /// Name and kind of interface `index`, on a fresh socket. See [`Rtnl::link`].
 pub fn link_info(index: u32) -> Result<LinkInfo, RouteError> {
     Rtnl::open()?.link(index)
 }
 
+#[cfg(test)]
 /// The interface holding local address `addr`, on a fresh socket. See
 /// [`Rtnl::local_address_ifindex`].
 pub fn local_address_ifindex(addr: IpAddr) -> Result<Option<u32>, RouteError> {
     Rtnl::open()?.local_address_ifindex(addr)
 }
 
+#[cfg(test)]
 fn read_flag(path: &Path) -> io::Result<bool> {
     parse_flag(path, fs::read_to_string(path)?.as_bytes())
 }
 
+#[cfg(test)]
 /// Reads the IPsec switches of device `dev` from `/proc/sys/net` (of the caller's network
 /// namespace). Each switch is on when it is set for the device *or* for `all`, as the kernel
 /// tests them (`IN_DEV_ORCONF` for IPv4, `devconf_all || idev->cnf` for IPv6).

@@ -15,11 +15,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::{Pair, ip, require_root};
-use socksec::cache::{Cache, CacheOptions, CacheStatus};
-use socksec::engine::{ColdSources, Sources};
-use socksec::vici::model::IkeSa;
-use socksec::xfrm::dump::XfrmDumper;
-use socksec::xfrm::model::XfrmSnapshot;
+use socksec::model::vici::model::IkeSa;
+use socksec::model::xfrm::model::XfrmSnapshot;
+use socksec::{Cache, CacheOptions, CacheStatus};
+use socksec::{ColdSources, Sources};
 use socksec::{QueryTemplate, Reason, SecurityInfo};
 
 fn options() -> CacheOptions {
@@ -62,9 +61,9 @@ fn xfrm_in(ns: &str, args: &str) {
 fn converge(cache: &Cache, stream: &TcpStream, what: &str) -> SecurityInfo {
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
-        let fresh = XfrmDumper::open().unwrap().snapshot().unwrap();
+        let fresh = ColdSources.xfrm().unwrap();
         if let Some(snap) = cache.snapshot() {
-            if *snap == fresh {
+            if *snap == *fresh {
                 break;
             }
         }
@@ -218,7 +217,7 @@ fn host_answers_under_churn_with_lost_events_match_states_the_kernel_had() {
     assert!(stats.overruns > 0, "no ENOBUFS provoked: {stats:?}");
 }
 
-fn churn(options: CacheOptions, port: u16) -> socksec::cache::CacheStats {
+fn churn(options: CacheOptions, port: u16) -> socksec::CacheStats {
     // 25 policies that all match the connection: destination 10.0.0.0/8 … /32, priority =
     // prefix length. A fixed sequence of adds and deletes; the kernel's states are its
     // prefixes. Every snapshot a query saw must be one of them, later than the previous one,
@@ -322,8 +321,8 @@ fn churn(options: CacheOptions, port: u16) -> socksec::cache::CacheStats {
         // After the churn the cache settles on the final state.
         let deadline = Instant::now() + Duration::from_secs(5);
         loop {
-            let fresh = XfrmDumper::open().unwrap().snapshot().unwrap();
-            if cache.snapshot().is_some_and(|s| *s == fresh) {
+            let fresh = ColdSources.xfrm().unwrap();
+            if cache.snapshot().is_some_and(|s| *s == *fresh) {
                 break;
             }
             assert!(Instant::now() < deadline, "did not settle");
@@ -378,8 +377,8 @@ fn host_overrun_is_followed_by_a_full_read() {
         );
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            let fresh = XfrmDumper::open().unwrap().snapshot().unwrap();
-            if cache.snapshot().is_some_and(|s| *s == fresh) {
+            let fresh = ColdSources.xfrm().unwrap();
+            if cache.snapshot().is_some_and(|s| *s == *fresh) {
                 assert_eq!(fresh.policies.len(), 3000);
                 break;
             }

@@ -1,4 +1,4 @@
-//! The host-wide listing (`socksec::host::list`, what `socksec ls` prints) against single
+//! The host-wide listing (`socksec::list`, what `socksec ls` prints) against single
 //! queries (host tier): for every connection the test made, the answer built from sock_diag
 //! facts must equal the answer `socksec::query` gives on the descriptor itself, including
 //! port-specific policies that cover some connections and not others.
@@ -8,8 +8,8 @@ mod common;
 use std::net::{TcpListener, TcpStream, UdpSocket};
 
 use common::{Pair, ip, require_root};
+use socksec::ColdSources;
 use socksec::QueryTemplate;
-use socksec::engine::ColdSources;
 use socksec::flow::Transport;
 
 const TCP_EACH: usize = 20;
@@ -60,10 +60,10 @@ fn listing_answers_equal_single_queries() {
         ip(&args);
     }
 
-    let template = socksec::host::listing_template();
+    let template = socksec::listing_template();
     let (listed, direct) = pair.run_in(&a, move || {
-        let sockets = socksec::diag::dump(&[Transport::Tcp, Transport::Udp]).unwrap();
-        let listed = socksec::host::list(sockets, &ColdSources, &template).unwrap();
+        let listed =
+            socksec::list_with(&[Transport::Tcp, Transport::Udp], |_| true, &ColdSources).unwrap();
         let mut direct = Vec::new();
         for s in &tcp {
             let info = socksec::query(s, &template).unwrap();

@@ -191,7 +191,7 @@ fn a_listing_answers_a_signed_connection_as_a_query_does() {
         signed
     });
     let to_signed = signed.local_addr().unwrap();
-    let template = socksec::host::listing_template();
+    let template = socksec::listing_template();
     let (client, queried, listed) = pair.run_in(&pair.a, move || {
         let sock =
             socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
@@ -199,9 +199,12 @@ fn a_listing_answers_a_signed_connection_as_a_query_does() {
         sock.connect(&to_signed.into()).unwrap();
         let client: TcpStream = sock.into();
         let queried = socksec::query(&client, &template).expect("query");
-        let sockets = socksec::diag::dump(&[socksec::flow::Transport::Tcp]).unwrap();
-        let listed = socksec::host::list(sockets, &socksec::engine::ColdSources, &template)
-            .expect("a listing");
+        let listed = socksec::list_with(
+            &[socksec::flow::Transport::Tcp],
+            |_| true,
+            &socksec::ColdSources,
+        )
+        .expect("a listing");
         (client, queried, listed)
     });
     let local = client.local_addr().unwrap();

@@ -9,8 +9,8 @@
 use std::net::{IpAddr, SocketAddr};
 
 use socksec::flow::{Flow, Transport};
-use socksec::xfrm::model::*;
-use socksec::xfrm::resolve::resolve;
+use socksec::model::xfrm::model::*;
+use socksec::model::xfrm::resolve::resolve;
 
 const NOW: u64 = 1_800_000_000;
 

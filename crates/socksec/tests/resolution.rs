@@ -6,9 +6,9 @@
 use std::net::{IpAddr, SocketAddr};
 
 use socksec::flow::{Flow, Transport};
+use socksec::model::xfrm::model::*;
+use socksec::model::xfrm::resolve::{IpsecVerdict, resolve};
 use socksec::report::{Caveat, Direction, Reason};
-use socksec::xfrm::model::*;
-use socksec::xfrm::resolve::{IpsecVerdict, resolve};
 
 const NOW: u64 = 1_800_000_000;
 const LOCAL: &str = "10.1.0.1";
@@ -841,7 +841,7 @@ fn ipv4_mapped_addresses_resolve_as_ipv4() {
 /// device's fwmark) meet the policies like any UDP flow.
 #[test]
 fn wireguard_tunnel_flow_meets_udp_port_and_mark_policies() {
-    use socksec::wireguard::{WgDevice, tunnel_flow, tunnel_verdict};
+    use socksec::model::wireguard::{WgDevice, tunnel_flow, tunnel_verdict};
     let device = WgDevice {
         listen_port: 51820,
         fwmark: 0x51,
@@ -904,20 +904,20 @@ fn wireguard_tunnel_flow_meets_udp_port_and_mark_policies() {
     }
 }
 
-// The answer: every mechanism combined by `socksec::answer::answer`, in one place.
+// The answer: every mechanism combined by `socksec::model::answer::answer`, in one place.
 
 mod answer {
     use std::sync::Arc;
 
     use socksec::QueryTemplate;
-    use socksec::answer::{IkeDaemon, Snapshots, SocketSnapshot, WireguardFacts, answer};
-    use socksec::diag::Md5Key;
     use socksec::flow::SocketFacts;
-    use socksec::ktls::{KtlsParams, KtlsState};
+    use socksec::model::answer::{IkeDaemon, Snapshots, SocketSnapshot, WireguardFacts, answer};
+    use socksec::model::ktls::{KtlsParams, KtlsState};
+    use socksec::model::sock_diag::Md5Key;
+    use socksec::model::vici::model::{Identity, IkeSa};
+    use socksec::model::wireguard::{WgDevice, WgPeer};
     use socksec::peer::CertNames;
     use socksec::report::{Caveat, Mechanism};
-    use socksec::vici::model::{Identity, IkeSa};
-    use socksec::wireguard::{WgDevice, WgPeer};
 
     use super::*;
 

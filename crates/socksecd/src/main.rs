@@ -6,7 +6,7 @@
 //! reads the flow from that descriptor and answers with the `SecurityInfo` (whole for root;
 //! for other callers without what they may not read, see `redact`) or the error (protocol:
 //! `socksec::broker::proto`). The socksec library, its C ABI and the CLI use it by
-//! themselves when they lack the privilege (`socksec::mode`).
+//! themselves when they lack the privilege (`SOCKSEC_MODE`, `SOCKSEC_BROKER`; see `socksec::query`).
 
 mod closer;
 mod limits;
@@ -28,7 +28,7 @@ use clap::Parser;
 #[command(name = "socksecd", version)]
 struct Args {
     /// The Unix socket to listen on (ignored under systemd socket activation).
-    #[arg(long, default_value = socksec::mode::DEFAULT_BROKER)]
+    #[arg(long, default_value = socksec::broker::DEFAULT_BROKER)]
     socket: PathBuf,
     /// Permission bits of the socket, in octal (default: any local user may connect; a caller
     /// can only ask about sockets it holds).
@@ -132,11 +132,11 @@ fn run(args: &Args) -> Result<(), String> {
 /// Where the answers' snapshots come from: one cache for the daemon's life, kept current by
 /// the kernel's XFRM notifications and charon's events (cold, reading per query, if it cannot
 /// subscribe; the log says why).
-fn sources() -> Box<dyn socksec::engine::Sources> {
-    let cache = socksec::cache::Cache::start();
+fn sources() -> Box<dyn socksec::Sources> {
+    let cache = socksec::Cache::start();
     match cache.status() {
-        socksec::cache::CacheStatus::Warm => eprintln!("socksecd: cache warm"),
-        socksec::cache::CacheStatus::Cold { reason } => eprintln!("socksecd: cache cold: {reason}"),
+        socksec::CacheStatus::Warm => eprintln!("socksecd: cache warm"),
+        socksec::CacheStatus::Cold { reason } => eprintln!("socksecd: cache cold: {reason}"),
     }
     Box::new(cache)
 }

@@ -177,8 +177,8 @@ fn redact_reason(reason: &mut Reason) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use socksec::model::xfrm::model::PolicyDir;
     use socksec::report::{Direction, Mechanism, Protection, SocketDescription};
-    use socksec::xfrm::model::PolicyDir;
     use socksec::{Flags, Ipsec2Info, SecurityProtocol};
 
     fn policy() -> PolicyRef {
@@ -225,9 +225,9 @@ mod tests {
             Some(missing.clone()),
         );
         q.policy = Some(policy());
-        let detail = Detail::Wireguard(socksec::wireguard::WgDetail {
+        let detail = Detail::Wireguard(socksec::model::wireguard::WgDetail {
             interface: "wg0".into(),
-            peer: socksec::wireguard::WgPeer {
+            peer: socksec::model::wireguard::WgPeer {
                 public_key: "HIgo9xNzJMWLKASShiTqIybxZ0U3wGLiUeJ1PKf8ykw=".into(),
                 endpoint: Some("203.0.113.5:51820".parse().unwrap()),
                 last_handshake: Some(1_700_000_000),

@@ -23,8 +23,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rustix::net::{RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags};
+use socksec::Sources;
 use socksec::broker::proto::{self, FrameKind, HEADER_LEN, ProtoError, Request, Response};
-use socksec::engine::Sources;
 use socksec::{Error, ErrorKind, SecurityInfo};
 
 use crate::closer::Closer;

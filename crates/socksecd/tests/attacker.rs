@@ -18,7 +18,7 @@ use common::{
     require_root, send_raw, send_with_fds, tcp_pair,
 };
 use socksec::QueryTemplate;
-use socksec::broker::client;
+use socksec::broker as client;
 use socksec::broker::proto::{self, FrameKind, HEADER_LEN, MAX_REQUEST, Request, Response};
 
 /// After every round the daemon's resident memory is back within this much of what it was

@@ -16,9 +16,9 @@ use common::{
     Daemon, connect, expect_error, read_response, request_frame, require_root, send_with_fds,
     tcp_pair,
 };
-use socksec::broker::client::{self, Connection};
+use socksec::ColdSources;
 use socksec::broker::proto::{self, FrameKind, Response};
-use socksec::engine::ColdSources;
+use socksec::broker::{self as client, Connection};
 use socksec::{ErrorKind, QueryTemplate};
 
 fn in_process(

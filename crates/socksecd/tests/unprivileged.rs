@@ -291,7 +291,7 @@ fn a_udp_peer_nobody_names_gets_the_verdict_without_the_policy() {
             let t = socksec::QueryTemplate::for_peer("10.99.0.2:53".parse().unwrap());
             let info = socksec::prepare(std::os::fd::AsFd::as_fd(&u), &t)
                 .unwrap()
-                .run_with(&socksec::engine::ColdSources)
+                .run_with(&socksec::ColdSources)
                 .unwrap();
             serde_json::to_value(info).unwrap()
         })
@@ -303,8 +303,7 @@ fn a_udp_peer_nobody_names_gets_the_verdict_without_the_policy() {
         common::as_user(common::NOBODY, move || {
             let t = socksec::QueryTemplate::for_peer("10.99.0.2:53".parse().unwrap());
             let ask = |u: &std::net::UdpSocket| {
-                let info =
-                    socksec::broker::client::query(&path, std::os::fd::AsFd::as_fd(u), &t).unwrap();
+                let info = socksec::broker::query(&path, std::os::fd::AsFd::as_fd(u), &t).unwrap();
                 serde_json::to_value(info).unwrap()
             };
             // Unconnected: a peer it merely names; then connected to that peer: one it holds.

@@ -4,6 +4,7 @@
 
 pub mod classify;
 pub mod codec;
+pub mod events;
 #[cfg(test)]
 pub(crate) mod fixtures;
 pub mod index;

@@ -288,7 +288,7 @@ pub fn while_querying<T: Send>(
     broker: Option<&std::path::Path>,
     body: impl FnOnce(&AtomicUsize) -> T + Send,
 ) -> Result<Option<Querying<T>>> {
-    use socksec::cache::{Cache, CacheOptions, CacheStatus};
+    use socksec::{Cache, CacheOptions, CacheStatus};
     use std::sync::atomic::AtomicBool;
 
     ns.run(|| {
@@ -302,10 +302,7 @@ pub fn while_querying<T: Send>(
         }
         let mut connection = broker
             .map(|path| {
-                socksec::broker::client::Connection::connect(
-                    path,
-                    socksec::broker::client::DEFAULT_TIMEOUT,
-                )
+                socksec::broker::Connection::connect(path, socksec::broker::DEFAULT_TIMEOUT)
             })
             .transpose()
             .map_err(|e| crate::error::Error::msg(format!("connecting to socksecd: {e}")))?;
@@ -415,29 +412,35 @@ impl SaTimeline {
 /// at the start, then every change.
 #[cfg(feature = "query")]
 pub fn record_sas(stop: &std::sync::atomic::AtomicBool) -> Result<SaTimeline> {
-    use socksec::xfrm::dump::XfrmDumper;
-    use socksec::xfrm::events::{XfrmEvent, XfrmEvents};
+    use socksec::events::{Change, XfrmEvent};
+    use socksec::{Cache, CacheOptions, Sources};
     use std::sync::atomic::Ordering;
 
-    let mut events =
-        XfrmEvents::subscribe().map_err(|e| crate::error::Error::msg(e.to_string()))?;
-    let _ = events.set_receive_buffer(8 << 20);
+    // A cache of this namespace's tables, followed through its subscription: subscribed
+    // before its snapshot is read, so that no change falls between the two.
+    let cache = Cache::start_with(CacheOptions {
+        receive_buffer: Some(8 << 20),
+        vici: false,
+        ..CacheOptions::default()
+    });
+    let changes = cache
+        .subscribe()
+        .map_err(|e| crate::error::Error::msg(e.to_string()))?;
     let mut t = SaTimeline::default();
-    let states = XfrmDumper::open()
-        .and_then(|mut d| d.states())
+    let tables = cache
+        .xfrm()
         .map_err(|e| crate::error::Error::msg(e.to_string()))?;
     let now = Instant::now();
-    for s in states.iter().filter(|s| !s.is_larval()) {
+    for s in tables.states.iter().filter(|s| !s.is_larval()) {
         t.spans.insert(s.spi, (now, None));
     }
     while !stop.load(Ordering::Relaxed) {
-        let event = events
-            .next_event(Some(std::time::Duration::from_millis(50)))
-            .map_err(|e| crate::error::Error::msg(e.to_string()))?;
-        let Some(event) = event else { continue };
+        let Some(Change::Kernel(event)) = changes.next(std::time::Duration::from_millis(50)) else {
+            continue;
+        };
         let now = Instant::now();
         t.events += 1;
-        match event {
+        match *event {
             XfrmEvent::NewState(s) | XfrmEvent::UpdatedState(s) if !s.is_larval() => {
                 t.spans.entry(s.spi).or_insert((now, None));
             }

@@ -7,7 +7,7 @@
 //!
 //! * **XFRM.** The thread joins the notification groups *before* the first dump, so no change
 //!   falls between the two; changes are applied to a private copy of the tables and published
-//!   as a new immutable snapshot (with its [lookup index](crate::xfrm::index)) in one pointer
+//!   as a new immutable snapshot (with its [lookup index](socksec_core::xfrm::index)) in one pointer
 //!   swap, after the events queued at that moment have all been applied: a query always sees one
 //!   consistent snapshot. Nothing stale is answered: a change whose request has returned has
 //!   its notification queued, and from the moment the thread takes it out of the queue until
@@ -47,8 +47,15 @@ use crate::xfrm::dump::{DumpError, XfrmDumper};
 use crate::xfrm::events::{XfrmEvent, XfrmEvents};
 use crate::xfrm::model::{Policy, PolicyDir, State, XfrmSnapshot};
 
+mod notify;
+use notify::Notifier;
+pub use notify::{Change, IkeDaemon, Subscription};
+
 /// The VICI events after which charon's SAs are listed again.
 pub const VICI_EVENTS: [&str; 4] = ["ike-updown", "child-updown", "ike-rekey", "child-rekey"];
+
+/// How long the cache waits before it tries the IKE daemon again when it cannot be asked.
+pub const IKE_RETRY: Duration = Duration::from_secs(1);
 
 /// How long a query waits for notifications already queued to be published before it reads
 /// the kernel itself.
@@ -119,6 +126,8 @@ struct Shared {
     /// subscribes afresh.
     lost: AtomicBool,
     stop: AtomicBool,
+    /// The subscribers to the changes the threads see.
+    notify: Arc<Notifier>,
     generations: AtomicU64,
     events: AtomicU64,
     resyncs: AtomicU64,
@@ -134,6 +143,8 @@ pub struct Cache {
     /// the threads that keep it current.
     pid: u32,
     threads: Vec<JoinHandle<()>>,
+    /// A thread follows the IKE daemon.
+    follows_ike: bool,
 }
 
 impl std::fmt::Debug for Cache {
@@ -179,6 +190,7 @@ impl Cache {
             busy: AtomicBool::new(false),
             lost: AtomicBool::new(false),
             stop: AtomicBool::new(false),
+            notify: Arc::default(),
             generations: AtomicU64::new(0),
             events: AtomicU64::new(0),
             resyncs: AtomicU64::new(0),
@@ -190,6 +202,7 @@ impl Cache {
             netns: current_netns(),
             pid: std::process::id(),
             threads: Vec::new(),
+            follows_ike: false,
         };
         match XfrmWatcher::new(shared.clone(), &options) {
             Ok(watcher) => {
@@ -213,6 +226,7 @@ impl Cache {
                 .spawn(move || vici_thread(ike, period))
             {
                 cache.threads.push(handle);
+                cache.follows_ike = true;
             }
         }
         cache
@@ -226,6 +240,26 @@ impl Cache {
     /// Whether queries are answered from memory, and why not.
     pub fn status(&self) -> &CacheStatus {
         &self.status
+    }
+
+    /// Subscribes to the changes this cache sees from now on: the kernel's notifications as
+    /// it applies them, the IKE daemon's events as they arrive, and its connection to the daemon
+    /// coming and going. Fails when the cache is cold (it follows nothing) or is a forked copy.
+    pub fn subscribe(&self) -> Result<Subscription, Error> {
+        match &self.status {
+            CacheStatus::Cold { reason } => Err(Error::new(
+                crate::error::ErrorKind::PermissionDenied,
+                reason.clone(),
+            )),
+            CacheStatus::Warm if !self.usable() => Err(Error::new(
+                crate::error::ErrorKind::System,
+                "the cache's threads belong to the process that forked this one",
+            )),
+            CacheStatus::Warm => Ok(Subscription::new(
+                self.shared.notify.clone(),
+                self.follows_ike,
+            )),
+        }
     }
 
     /// Counters since the start.
@@ -605,6 +639,9 @@ impl XfrmWatcher {
 
     fn apply(&mut self, event: XfrmEvent, dirty: &mut Dirty) {
         self.shared.events.fetch_add(1, Ordering::Relaxed);
+        self.shared
+            .notify
+            .send(|| Change::Kernel(Box::new(event.clone())));
         let t = &mut self.tables;
         match event {
             XfrmEvent::NewPolicy(p) | XfrmEvent::UpdatedPolicy(p) => {
@@ -697,24 +734,32 @@ fn vici_thread(shared: Arc<Shared>, period: Duration) {
             events.subscribe(&VICI_EVENTS)?;
             let mut requests = connect()?;
             *lock(&shared.ike) = Some(Arc::new(requests.list_sas()?));
+            shared.notify.ike_daemon(IkeDaemon::Reachable);
+            let notify = |(name, message)| shared.notify.send(|| Change::Ike { name, message });
             loop {
                 if shared.stop.load(Ordering::Relaxed) {
                     return Ok(());
                 }
-                if events.next_event(Some(period))?.is_some() {
+                if let Some(event) = events.next_event(Some(period))? {
+                    notify(event);
                     // Let a burst (both SAs of a rekey, several children) arrive, then list.
-                    while events.next_event(Some(Duration::from_millis(5)))?.is_some() {}
+                    while let Some(event) = events.next_event(Some(Duration::from_millis(5)))? {
+                        notify(event);
+                    }
                     *lock(&shared.ike) = Some(Arc::new(requests.list_sas()?));
                 }
             }
         })();
         *lock(&shared.ike) = None;
-        if session.is_ok() {
-            return;
-        }
-        let _: Result<(), crate::vici::client::ViciError> = session;
+        let error: crate::vici::client::ViciError = match session {
+            Ok(()) => return,
+            Err(e) => e,
+        };
+        shared
+            .notify
+            .ike_daemon(IkeDaemon::Unreachable(error.to_string()));
         // charon is not there (yet): try again shortly.
-        let until = Instant::now() + Duration::from_secs(1);
+        let until = Instant::now() + IKE_RETRY;
         while Instant::now() < until && !shared.stop.load(Ordering::Relaxed) {
             std::thread::sleep(Duration::from_millis(50));
         }

@@ -69,19 +69,12 @@ pub enum ViciError {
     /// charon does not know the event (`EVENT_UNKNOWN`).
     #[error("charon does not know the VICI event {0:?}")]
     UnknownEvent(String),
-    /// The command ran and reported failure (`success = no`).
-    #[error("VICI command {command:?} failed: {message}")]
-    CommandFailed {
-        /// The command.
-        command: String,
-        /// charon's `errmsg`, if any.
-        message: String,
-    },
     /// A response or event did not have the expected fields.
     #[error(transparent)]
     Model(#[from] ModelError),
 }
 
+#[cfg(test)]
 /// charon's answer to `version`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DaemonVersion {
@@ -132,11 +125,6 @@ fn describe(p: &Packet) -> String {
 }
 
 impl ViciClient {
-    /// Connects to charon's default socket with the default timeout.
-    pub fn connect_default() -> Result<Self, ViciError> {
-        Self::connect(DEFAULT_SOCKET, DEFAULT_TIMEOUT)
-    }
-
     /// Connects to the socket at `path`; `timeout` bounds the connect and each later read or
     /// write.
     pub fn connect(path: impl AsRef<Path>, timeout: Duration) -> Result<Self, ViciError> {
@@ -168,12 +156,14 @@ impl ViciClient {
         })
     }
 
+    #[cfg(test)]
     /// Starts recording every raw segment (length header included) sent and received, for
     /// fixtures and debugging. Restarting discards what was recorded.
     pub fn start_recording(&mut self) {
         self.recording = Some(Vec::new());
     }
 
+    #[cfg(test)]
     /// Stops recording and returns the recorded segments.
     pub fn take_recording(&mut self) -> Vec<(Direction, Vec<u8>)> {
         self.recording.take().unwrap_or_default()
@@ -278,6 +268,7 @@ impl ViciClient {
         }
     }
 
+    #[cfg(test)]
     /// Sends a command and returns charon's response message as is (no `success` check).
     pub fn request(&mut self, command: &str, args: &Message) -> Result<Message, ViciError> {
         self.send(&Packet::CmdRequest {
@@ -286,19 +277,6 @@ impl ViciClient {
         })?;
         let reply = self.recv_reply()?;
         Self::response(command, reply)
-    }
-
-    /// Like [`request`](Self::request), and fails with [`ViciError::CommandFailed`] when the
-    /// response says `success = no`.
-    pub fn request_checked(&mut self, command: &str, args: &Message) -> Result<Message, ViciError> {
-        let m = self.request(command, args)?;
-        if m.get_str("success") == Some("no") {
-            return Err(ViciError::CommandFailed {
-                command: command.to_owned(),
-                message: m.get_str("errmsg").unwrap_or("").to_owned(),
-            });
-        }
-        Ok(m)
     }
 
     /// Runs a streaming command: registers `event`, sends `command`, collects the `event`
@@ -368,6 +346,7 @@ impl ViciClient {
         Ok(out)
     }
 
+    #[cfg(test)]
     /// charon's `version`.
     pub fn version(&mut self) -> Result<DaemonVersion, ViciError> {
         let m = self.request("version", &Message::new())?;
@@ -399,6 +378,7 @@ impl ViciClient {
         Ok(())
     }
 
+    #[cfg(test)]
     /// Unregisters from events.
     pub fn unsubscribe(&mut self, names: &[&str]) -> Result<(), ViciError> {
         for &name in names {

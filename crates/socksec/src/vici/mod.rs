@@ -13,19 +13,17 @@ pub mod certs;
 pub mod client;
 pub use socksec_core::vici::{codec, model};
 
-pub use client::{ViciClient, ViciError};
-pub use codec::{CodecError, Message, Packet, Value};
-pub use model::{ChildSa, Identity, IdentityKind, IkeSa, ModelError};
+#[cfg(test)]
+mod host_tests;
 
-/// Bytes captured from a real charon 5.9.8 (Debian 12) by `tests/host_vici.rs` with
+/// Bytes captured from a real charon 5.9.8 (Debian 12) by the host tests in `src/vici/host_tests.rs` with
 /// `SOCKSEC_VICI_CAPTURE=1`: two peers, `moon` (initiator) and `sun`, with connections `fq`
 /// (ids `moon.example` / `sun.example`) and `dn` (ids `C=CH, O=socksec, CN=moon` /
 /// `carol@sun.example`), IKEv2 with PSK, no CHILD SAs (the host kernel has no ESP).
 #[cfg(test)]
 mod fixture_tests {
-    use super::codec::{self, Packet};
+    use super::codec::{self, Message, Packet};
     use super::model::{IdentityKind, IkeSa};
-    use super::*;
 
     const LIST_INITIATOR: &[u8] =
         include_bytes!("../../tests/fixtures/vici/list-sas-initiator.bin");

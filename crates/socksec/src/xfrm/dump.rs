@@ -114,6 +114,7 @@ pub fn snapshot() -> Result<XfrmSnapshot, DumpError> {
     XfrmDumper::open()?.snapshot()
 }
 
+#[cfg(test)]
 /// Reads the SPD counters of the caller's network namespace.
 pub fn spd_info() -> Result<SpdInfo, DumpError> {
     XfrmDumper::open()?.spd_info()

@@ -2,7 +2,7 @@
 //! [`socksec_core::xfrm`] (re-exported here); this module is the netlink edge that fills
 //! snapshots ([`dump`]) and keeps them current ([`events`]).
 
-pub use socksec_core::xfrm::{classify, codec, index, model, resolve};
+pub use socksec_core::xfrm::{codec, model};
 
 pub mod dump;
 pub mod events;

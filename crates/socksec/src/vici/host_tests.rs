@@ -15,10 +15,10 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use socksec::vici::certs;
-use socksec::vici::client::{Direction, ViciClient, ViciError};
-use socksec::vici::codec::{self, Message, Packet};
-use socksec::vici::model::{IdentityKind, IkeSa};
+use crate::vici::certs;
+use crate::vici::client::{Direction, ViciClient, ViciError};
+use crate::vici::codec::{self, Message, Packet};
+use crate::vici::model::{IdentityKind, IkeSa};
 
 const CHARON: &str = "/usr/lib/ipsec/charon";
 
