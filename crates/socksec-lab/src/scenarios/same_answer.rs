@@ -64,5 +64,39 @@ pub(crate) fn check_ls_equals_query(ns: &str, socket: &impl AsRawFd) -> Result<(
         "`socksec ls --json` and `socksec query --json` differ for {local} -> {peer} in {ns}:\n\
          ls:    {listed}\nquery: {query}"
     );
+    check_ipsec2_ids(ns, &args, &listed)
+}
+
+/// When the listed answer names the IKE peer, the IPSEC2 answer for the same socket carries
+/// the same ids: `MmSaId` is the listed IKE SA's unique id and `QmSaId` its CHILD SA's, both
+/// set (non-zero), with the same flags as the listing.
+fn check_ipsec2_ids(ns: &str, query_args: &[&str], listed: &Value) -> Result<()> {
+    let ids = &listed["peer"];
+    if !ids["ike_sa_id"].is_u64() {
+        return Ok(());
+    }
+    let text = sh(
+        "ip",
+        query_args
+            .iter()
+            .copied()
+            .chain(["--protocol", "ipsec2", "--json"]),
+    )
+    .with_context(|| format!("running `socksec query --protocol ipsec2` in {ns}"))?;
+    let ipsec2: Value = serde_json::from_str(&text).context("parsing the IPSEC2 answer")?;
+    let (mm, qm) = (&ipsec2["ipsec2"]["mm_sa_id"], &ipsec2["ipsec2"]["qm_sa_id"]);
+    ensure!(
+        mm == &ids["ike_sa_id"]
+            && qm == &ids["child_sa_id"]
+            && mm.as_u64().is_some_and(|id| id != 0)
+            && qm.as_u64().is_some_and(|id| id != 0)
+            && ipsec2["flags"] == listed["flags"],
+        "the IPSEC2 answer's ids (mm_sa_id {mm}, qm_sa_id {qm}, flags {}) are not the listed \
+         IKE and CHILD SA ({}, {}, flags {}) in {ns}",
+        ipsec2["flags"],
+        ids["ike_sa_id"],
+        ids["child_sa_id"],
+        listed["flags"]
+    );
     Ok(())
 }
