@@ -3,7 +3,7 @@
 //! Everything that decides an answer and nothing that reads one: the Winsock contract
 //! ([`contract`]) and the detailed answer ([`report`]), the [`flow`] a socket's traffic is, the
 //! snapshots the kernel and the IKE daemon are read into ([`xfrm::model`], [`vici::model`],
-//! [`sock_diag`], [`ktls`], [`wireguard`]), every codec (netlink framing and XFRM in
+//! [`sock_diag`], [`ktls`], [`wireguard`]), every codec ([`netlink`] framing, XFRM in
 //! [`xfrm::codec`], sock_diag, WireGuard's generic netlink, VICI, the [`broker`] protocol) and
 //! the resolution ([`xfrm::resolve`], [`peer`]).
 //!
@@ -19,6 +19,7 @@ pub mod contract;
 pub mod error;
 pub mod flow;
 pub mod ktls;
+pub mod netlink;
 pub mod peer;
 pub mod report;
 pub mod rtnetlink;

@@ -5,7 +5,7 @@
 //!
 //! The messages are tiny (`struct rtmsg`, `struct ifinfomsg`, `struct ifaddrmsg` plus a handful
 //! of fixed-size attributes) and their framing is XFRM's, so they reuse
-//! [`crate::xfrm::codec`]'s [`Request`] builder and [`Attrs`] walker. `netlink-packet-route`
+//! [`crate::netlink`]'s [`Request`] builder and [`Attrs`] walker. `netlink-packet-route`
 //! would parse every link attribute (statistics, AF_SPEC, …) into owned structures we then
 //! throw away, and would add a second framing layer beside ours, for four requests.
 
@@ -13,7 +13,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use serde::{Deserialize, Serialize};
 
-use crate::xfrm::codec::{Attrs, CodecError, Request, nl};
+use crate::netlink::{Attrs, CodecError, Request, nl};
 
 const AF_INET: u8 = nl::AF_INET;
 const AF_INET6: u8 = nl::AF_INET6;
@@ -336,7 +336,7 @@ pub fn parse_addr(payload: &[u8]) -> Result<(u32, Option<IpAddr>), CodecError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::xfrm::codec::Messages;
+    use crate::netlink::Messages;
 
     fn nested(kind: u16, parts: &[Vec<u8>]) -> Vec<u8> {
         attr(kind, &parts.concat())

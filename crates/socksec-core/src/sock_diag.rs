@@ -5,7 +5,7 @@
 //! inet_diag replies are the `struct inet_diag_msg` of `linux/inet_diag.h` followed by
 //! attributes; [`parse_socket`] keeps the attributes it knows and skips the rest, so a new one
 //! (e.g. `INET_DIAG_MD5SIG`) is one more match arm and one more field of [`DiagSocket`]. The
-//! framing is the one XFRM and rtnetlink use ([`crate::xfrm::codec`]). Tested on bytes captured
+//! framing is the one XFRM and rtnetlink use ([`crate::netlink`]). Tested on bytes captured
 //! from a real kernel.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -14,7 +14,7 @@ use serde::Serialize;
 
 use crate::flow::{Transport, normalize};
 use crate::ktls::{KtlsState, parse_crypto_info};
-use crate::xfrm::codec::{Attrs, CodecError, Request, nl};
+use crate::netlink::{Attrs, CodecError, Request, nl};
 
 /// `SOCK_DIAG_BY_FAMILY`: the request and reply type of inet_diag dumps.
 pub const SOCK_DIAG_BY_FAMILY: u16 = 20;
@@ -382,7 +382,7 @@ pub fn socket_inode(link: &str) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::xfrm::codec::{Messages, ReplyError, Step, expect_kind, reply_step};
+    use crate::netlink::{Messages, ReplyError, Step, expect_kind, reply_step};
 
     /// A dump of IPv4 TCP sockets captured in a fresh namespace: a listener on 127.0.0.1:7001,
     /// a client bound to 127.0.0.1:7003 with SO_MARK 0x42 connected to it, and the accepted

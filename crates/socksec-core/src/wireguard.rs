@@ -28,8 +28,8 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use crate::flow::{Flow, RoutingFacts, Transport, normalize, prefix_contains};
+use crate::netlink::{Attrs, CodecError, NlMsg, Request, nl};
 pub use crate::report::{WgDetail, WgPeer, WgTunnel};
-use crate::xfrm::codec::{Attrs, CodecError, NlMsg, Request, nl};
 use crate::xfrm::model::XfrmSnapshot;
 
 /// `REJECT_AFTER_TIME`: a session older than this is not used any more.

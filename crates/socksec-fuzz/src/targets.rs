@@ -2,11 +2,12 @@
 
 use socksec_core::broker::{self, FrameKind};
 use socksec_core::flow::Transport;
+use socksec_core::netlink::{Attrs, Messages, NlMsg, error_code};
 use socksec_core::sa::SaLookupContext;
 use socksec_core::sock_diag;
 use socksec_core::vici::codec::{self as vici, Message, Packet};
 use socksec_core::wireguard;
-use socksec_core::xfrm::codec::{self, Attrs, Messages, NlMsg, USERSA_INFO_LEN, xfrm};
+use socksec_core::xfrm::codec::{self, USERSA_INFO_LEN, xfrm};
 
 use crate::keys::{KEY, assert_no_key, assert_value_has_no_key};
 
@@ -124,7 +125,7 @@ pub fn netlink_framing(data: &[u8]) {
                 "attributes longer than the payload"
             );
         }
-        let _ = codec::error_code(msg.payload);
+        let _ = error_code(msg.payload);
     }
 }
 

@@ -16,7 +16,7 @@ use serde::Serialize;
 use crate::error::{Error, ErrorKind};
 use crate::flow::Transport;
 use crate::netlink::{NlConn, NlError};
-use crate::xfrm::codec::{NlMsg, expect_kind};
+use socksec_core::netlink::{NlMsg, expect_kind};
 
 pub use socksec_core::sock_diag::*;
 

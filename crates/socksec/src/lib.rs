@@ -160,7 +160,7 @@ mod tests {
         for (core, libc) in pairs {
             assert_eq!(core, libc);
         }
-        use crate::xfrm::codec::nl;
+        use socksec_core::netlink::nl;
         assert_eq!(i32::from(nl::AF_INET), libc::AF_INET);
         assert_eq!(i32::from(nl::AF_INET6), libc::AF_INET6);
     }

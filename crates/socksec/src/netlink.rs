@@ -14,7 +14,7 @@ use netlink_sys::{Socket, SocketAddr};
 use thiserror::Error;
 use zeroize::Zeroize;
 
-use crate::xfrm::codec::{self, CodecError, NlMsg, ReplyError, Step};
+use socksec_core::netlink::{CodecError, NlMsg, ReplyError, Step, reply_step};
 
 /// Initial receive buffer: twice the largest datagram a netlink dump produces.
 pub(crate) const RECV_BUF_LEN: usize = 64 * 1024;
@@ -214,7 +214,7 @@ impl NlConn {
                 self.buf = Vec::with_capacity(received.next_power_of_two());
                 return Err(Retry::Again);
             }
-            let step = codec::reply_step(&self.buf, self.seq, dump, &mut *on_msg);
+            let step = reply_step(&self.buf, self.seq, dump, &mut *on_msg);
             self.wipe();
             match step {
                 Ok(Step::More) => {}

@@ -20,7 +20,7 @@ use std::path::Path;
 use netlink_sys::protocols::NETLINK_ROUTE;
 
 use crate::netlink::NlConn;
-use crate::xfrm::codec::{CodecError, NlMsg, Request, expect_kind, nl};
+use socksec_core::netlink::{CodecError, NlMsg, Request, expect_kind, nl};
 
 pub use socksec_core::rtnetlink::*;
 

@@ -6,7 +6,7 @@ use netlink_sys::protocols::NETLINK_GENERIC;
 
 use crate::error::{Error, ErrorKind};
 use crate::netlink::{NlConn, NlError};
-use crate::xfrm::codec::NlMsg;
+use socksec_core::netlink::NlMsg;
 
 pub use socksec_core::wireguard::*;
 

@@ -2,10 +2,10 @@
 //! the netlink messages of the groups `XFRMNLGRP_SA`, `POLICY`, `EXPIRE` and `ACQUIRE`. The
 //! socket that joins the groups is the `socksec` crate's.
 
-use super::codec::{
-    self, CodecError, NlMsg, SELECTOR_LEN, USERPOLICY_INFO_LEN, USERSA_INFO_LEN, nl, xfrm,
-};
+use super::codec::{self, SELECTOR_LEN, USERPOLICY_INFO_LEN, USERSA_INFO_LEN, xfrm};
+
 use super::model::{IpsecProto, Policy, PolicyType, Selector, State, XfrmAddr};
+use crate::netlink::{Attrs, CodecError, NlMsg, nl};
 
 /// `sizeof(struct xfrm_usersa_id)`.
 const USERSA_ID_LEN: usize = 24;
@@ -201,7 +201,7 @@ fn decode_payload(kind: u16, p: &[u8]) -> Result<XfrmEvent, CodecError> {
         }
         xfrm::XFRM_MSG_FLUSHPOLICY => {
             let mut ptype = PolicyType::Main;
-            for attr in codec::Attrs::new(p) {
+            for attr in Attrs::new(p) {
                 let (k, data) = attr?;
                 if k == xfrm::XFRMA_POLICY_TYPE && data.first() == Some(&1) {
                     ptype = PolicyType::Sub;
@@ -227,7 +227,7 @@ fn tail<'a>(what: &'static str, p: &'a [u8], len: usize) -> Result<&'a [u8], Cod
 
 /// The payload of the attribute `kind`, which must be present.
 fn nested<'a>(attrs: &'a [u8], kind: u16, what: &'static str) -> Result<&'a [u8], CodecError> {
-    for attr in codec::Attrs::new(attrs) {
+    for attr in Attrs::new(attrs) {
         let (k, data) = attr?;
         if k == kind {
             return Ok(data);

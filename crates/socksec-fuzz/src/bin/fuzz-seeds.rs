@@ -10,7 +10,7 @@ use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 
 use socksec_core::broker::{self, Request, Response};
-use socksec_core::xfrm::codec::{self, nl};
+use socksec_core::netlink::{self, nl};
 use socksec_fuzz::targets::nla;
 
 fn root() -> PathBuf {
@@ -34,7 +34,7 @@ fn rtnl_dump(kind: u16, family: u8) -> Vec<u8> {
     unsafe {
         let fd = libc::socket(libc::AF_NETLINK, libc::SOCK_RAW, libc::NETLINK_ROUTE);
         assert!(fd >= 0, "a NETLINK_ROUTE socket");
-        let req = codec::Request::new(kind, nl::NLM_F_DUMP, 0)
+        let req = netlink::Request::new(kind, nl::NLM_F_DUMP, 0)
             .raw(&[family, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0])
             .finish();
         libc::send(fd, req.as_ptr().cast(), req.len(), 0);
@@ -147,7 +147,7 @@ fn main() {
     write(
         "wireguard_genl",
         "message",
-        &codec::Request::new(0x20, 0, 0).raw(&device).finish(),
+        &netlink::Request::new(0x20, 0, 0).raw(&device).finish(),
     );
     // The SaLookupContext GUID, as bytes and as text.
     write("sa_context_guid", "bytes", &(1..=16).collect::<Vec<u8>>());

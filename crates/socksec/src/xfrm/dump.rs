@@ -8,8 +8,10 @@
 
 use netlink_sys::protocols::NETLINK_XFRM;
 
-use super::codec::{self, CodecError, SpdInfo, expect_kind, xfrm};
+use super::codec::{self, SpdInfo, xfrm};
+
 use super::model::{DefaultPolicy, Policy, State, XfrmSnapshot};
+use socksec_core::netlink::{CodecError, expect_kind};
 
 pub use crate::netlink::NetlinkError as DumpError;
 use crate::netlink::{NlConn, NlError};
@@ -176,13 +178,12 @@ mod tests {
 
     use netlink_sys::{Socket, SocketAddr};
 
-    use crate::netlink::RECV_BUF_LEN;
-    use crate::xfrm::codec::Step;
+    use socksec_core::netlink::{Messages, Step, nl, reply_step};
 
     use super::fixtures;
     use super::testenv::{in_private_netns, ip};
     use super::*;
-    use crate::xfrm::codec::{Messages, nl};
+    use crate::netlink::RECV_BUF_LEN;
 
     /// A `struct xfrm_userpolicy_info` for `setsockopt(IP_XFRM_POLICY)`: IPv4, zero selector,
     /// infinite lifetimes, allow, direction `dir` (0 in, 1 out), no templates.
@@ -209,7 +210,7 @@ mod tests {
             let mut buf = Vec::with_capacity(RECV_BUF_LEN);
             sock.recv(&mut buf, 0).unwrap();
             all.extend_from_slice(&buf);
-            if codec::reply_step(&buf, seq, dump, |_| Ok(())).unwrap() == Step::Done {
+            if reply_step(&buf, seq, dump, |_| Ok(())).unwrap() == Step::Done {
                 return all;
             }
         }

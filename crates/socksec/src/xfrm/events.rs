@@ -34,8 +34,10 @@ use std::time::Duration;
 use netlink_sys::{Socket, protocols::NETLINK_XFRM};
 use zeroize::Zeroize;
 
-use super::codec::{Messages, xfrm};
+use super::codec::xfrm;
+
 use super::dump::DumpError;
+use socksec_core::netlink::Messages;
 pub use socksec_core::xfrm::events::{XfrmEvent, decode};
 
 /// Receive buffer: one notification per datagram, far below this.
