@@ -67,12 +67,13 @@ pub(crate) fn check_ls_equals_query(ns: &str, socket: &impl AsRawFd) -> Result<(
     check_ipsec2_ids(ns, &args, &listed)
 }
 
-/// When the listed answer names the IKE peer, the IPSEC2 answer for the same socket carries
-/// the same ids: `MmSaId` is the listed IKE SA's unique id and `QmSaId` its CHILD SA's, both
-/// set (non-zero), with the same flags as the listing.
+/// When the listed answer names an IKE SA (a WireGuard peer has none: its ids are 0), the
+/// IPSEC2 answer for the same socket carries the same ids: `MmSaId` is the listed IKE SA's
+/// unique id and `QmSaId` its CHILD SA's, both set (non-zero), with the same flags as the
+/// listing.
 fn check_ipsec2_ids(ns: &str, query_args: &[&str], listed: &Value) -> Result<()> {
     let ids = &listed["peer"];
-    if !ids["ike_sa_id"].is_u64() {
+    if ids["ike_sa_id"].as_u64().is_none_or(|id| id == 0) {
         return Ok(());
     }
     let text = sh(
