@@ -7,8 +7,9 @@
 //! that owns its key in a `Vec<u8>`, freed later without being wiped. socksec needs only the
 //! algorithm *names* and bit lengths, and promises that key material never leaves the parser
 //! (DESIGN.md, "Privilege model"). So this module reads the few fields it needs straight out of
-//! the receive buffer, never copies a key byte, and the I/O side (`socksec::xfrm::dump`) wipes the
-//! buffer once a datagram is parsed. The messages are few and fixed-size, so the code is short.
+//! the receive buffer, never copies a key byte, and the I/O side (`socksec/src/xfrm/dump.rs`)
+//! wipes the buffer once a datagram is parsed. The messages are few and fixed-size, so the code
+//! is short.
 //!
 //! # Layouts
 //! Offsets are those of `include/uapi/linux/xfrm.h` on x86-64, checked with `offsetof` against

@@ -1,7 +1,7 @@
 //! What the fixtures under `tests/fixtures/` were captured from, and what they must parse to.
 //!
-//! The host test in `socksec::xfrm::dump` installs exactly these policies and states in a fresh
-//! network namespace (where policy indexes are deterministic), compares the live dump with
+//! The host test in `socksec/src/xfrm/dump.rs` installs exactly these policies and states in a
+//! fresh network namespace (where policy indexes are deterministic), compares the live dump with
 //! [`expected_policies`] and [`expected_states`], and rewrites the fixtures when
 //! `SOCKSEC_WRITE_FIXTURES` is set.
 //!
