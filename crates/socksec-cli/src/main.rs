@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand, ValueEnum};
 use socksec::SecurityProtocol;
 
+mod connect;
 mod ls;
 mod pid;
 mod query;
@@ -94,6 +95,35 @@ Exit codes: 0 found, 1 the SAs are gone or the lookup failed, 2 usage error.")]
         #[arg(long)]
         json: bool,
     },
+    /// Connect to ADDR:PORT like netcat (stdin to the peer, the peer to stdout); with
+    /// --secure, over IPsec that charon negotiates first, the peer authenticated as --target.
+    #[command(
+        after_help = "The query's answer for the connection goes to standard error. With \
+--secure nothing is sent in clear: the socket requires ESP before it connects, a failed \
+negotiation fails the command, and a connection that is not reported secured (or encrypted, \
+with --encrypt) is closed. Needs CAP_NET_ADMIN, charon's VICI socket ($SOCKSEC_VICI) and \
+/etc/socksec/secure.toml ($SOCKSEC_SECURE_CONFIG; docs/secure-sockets.md).\n\n\
+Examples:\n  \
+echo hello | socksec connect --secure --target host/sun.example 10.1.0.2:6000\n  \
+socksec connect --secure --target 'C=CH, O=example, CN=sun' --raw-name --encrypt 10.1.0.2:6000\n  \
+socksec connect --json 10.1.0.2:6000     plain TCP, and what protects it\n\n\
+Exit codes: 0 the connection ended normally, 1 it could not be made or was refused, 2 usage \
+error."
+    )]
+    Connect(connect::ConnectArgs),
+    /// Listen on PORT like netcat and serve one connection; with --secure, only connections
+    /// that arrive over IPsec that charon negotiated (others never reach the socket).
+    #[command(
+        after_help = "The query's answer for the accepted connection goes to standard \
+error. With --secure the listener requires ESP before it binds, so a connection attempt in clear \
+is dropped by the kernel; charon answers any peer that authenticates with the profile's \
+credentials (accept_id narrows it).\n\n\
+Examples:\n  \
+socksec listen --secure 6000\n  \
+socksec listen --secure --encrypt --json --addr 10.1.0.2 6000\n\n\
+Exit codes: 0 the connection ended normally, 1 listening failed, 2 usage error."
+    )]
+    Listen(connect::ListenArgs),
     /// Open a TCP connection and a UDP exchange over loopback and query them: shows what this
     /// host's kernel reports without any setup.
     #[command(after_help = "Examples:\n  socksec selftest\n  socksec selftest --json")]
@@ -168,5 +198,7 @@ fn main() -> ExitCode {
         Command::Watch(args) => watch::run(&args),
         Command::Selftest { json } => selftest::run(json),
         Command::Sa { guid, json } => sa::run(&guid, json),
+        Command::Connect(args) => connect::connect(&args),
+        Command::Listen(args) => connect::listen(&args),
     }
 }

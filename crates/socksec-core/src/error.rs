@@ -26,6 +26,10 @@ pub mod wsa {
     pub const WSAECONNRESET: i32 = 10054;
     /// `WSAEISCONN`: the socket is already connected.
     pub const WSAEISCONN: i32 = 10056;
+    /// `WSAECONNABORTED`: the connection was aborted by this side.
+    pub const WSAECONNABORTED: i32 = 10053;
+    /// `WSAECONNREFUSED`: the connection was refused.
+    pub const WSAECONNREFUSED: i32 = 10061;
     /// `WSAENOTCONN`: the socket is not connected.
     pub const WSAENOTCONN: i32 = 10057;
     /// `WSASYSCALLFAILURE`: a system call that should not fail failed (also: an internal
@@ -88,6 +92,8 @@ pub mod errno {
     pub const ETIMEDOUT: i32 = 110;
     /// `ECONNREFUSED`.
     pub const ECONNREFUSED: i32 = 111;
+    /// `EISCONN`.
+    pub const EISCONN: i32 = 106;
     /// `EHOSTUNREACH`.
     pub const EHOSTUNREACH: i32 = 113;
 }
@@ -126,6 +132,14 @@ pub enum ErrorKind {
     InvalidArgument,
     /// A system call or kernel interface failed unexpectedly (`WSASYSCALLFAILURE`).
     System,
+    /// Security was asked for a socket that is already connected or bound (`WSAEISCONN`).
+    AlreadyConnected,
+    /// The IKE daemon could not negotiate the protection asked for with the peer, or no
+    /// profile allows it (`WSAECONNREFUSED`): nothing was sent to the peer in clear.
+    NegotiationFailed,
+    /// The connection was made but is not protected as asked (e.g. not encrypted under
+    /// `GUARANTEE_ENCRYPTION`); socksec closed it (`WSAECONNABORTED`).
+    NotProtected,
 }
 
 /// An error from a query: kind, errno, Winsock code and a message for people.
@@ -153,6 +167,9 @@ impl Error {
             ErrorKind::PermissionDenied => (errno::EPERM, wsa::WSAEACCES),
             ErrorKind::InvalidArgument => (errno::EINVAL, wsa::WSAEINVAL),
             ErrorKind::System => (errno::EIO, wsa::WSASYSCALLFAILURE),
+            ErrorKind::AlreadyConnected => (errno::EISCONN, wsa::WSAEISCONN),
+            ErrorKind::NegotiationFailed => (errno::ECONNREFUSED, wsa::WSAECONNREFUSED),
+            ErrorKind::NotProtected => (errno::ECONNABORTED, wsa::WSAECONNABORTED),
         };
         Self {
             kind,

@@ -24,6 +24,7 @@ pub mod peer;
 pub mod report;
 pub mod rtnetlink;
 pub mod sa;
+pub mod secure;
 pub mod sock_diag;
 pub mod vici;
 pub mod winerr;

@@ -2,7 +2,7 @@
 
 use std::ffi::CString;
 use std::io;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
@@ -150,4 +150,66 @@ pub fn install_ktls(sock: &impl AsRawFd, tx: bool, rx: bool) -> io::Result<()> {
 pub unsafe fn set_env_single_threaded(key: &str, value: &str) {
     // SAFETY: the caller guarantees that no other thread runs.
     unsafe { std::env::set_var(key, value) }
+}
+
+/// A packet socket that receives every frame of interface `ifindex` (both directions), with
+/// receive calls that give up after `timeout`. It belongs to the calling thread's namespace.
+pub fn packet_socket(ifindex: u32, timeout: std::time::Duration) -> io::Result<OwnedFd> {
+    let all = (libc::ETH_P_ALL as u16).to_be();
+    // SAFETY: plain socket(2) call with constant arguments.
+    let fd = unsafe {
+        libc::socket(
+            libc::AF_PACKET,
+            libc::SOCK_RAW | libc::SOCK_CLOEXEC,
+            all.into(),
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `fd` was just returned by socket(2) and is owned by nothing else.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    // SAFETY: an all-zero sockaddr_ll is a valid value of the plain C struct.
+    let mut addr: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+    addr.sll_family = libc::AF_PACKET as u16;
+    addr.sll_protocol = all;
+    addr.sll_ifindex = ifindex as i32;
+    // SAFETY: `addr` is a valid sockaddr_ll of the length passed, alive for the call.
+    let rc = unsafe {
+        libc::bind(
+            fd.as_raw_fd(),
+            std::ptr::from_ref(&addr).cast(),
+            std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t,
+        )
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let tv = libc::timeval {
+        tv_sec: timeout.as_secs() as libc::time_t,
+        tv_usec: timeout.subsec_micros() as libc::suseconds_t,
+    };
+    // SAFETY: a timeval is the value SO_RCVTIMEO takes, of the length passed.
+    let value = unsafe {
+        std::slice::from_raw_parts(
+            std::ptr::from_ref(&tv).cast::<u8>(),
+            std::mem::size_of::<libc::timeval>(),
+        )
+    };
+    setsockopt_bytes(&fd, libc::SOL_SOCKET, libc::SO_RCVTIMEO, value)?;
+    Ok(fd)
+}
+
+/// One frame from a [`packet_socket`] into `buf` (`Ok(0)` when the timeout passed).
+pub fn recv_frame(fd: &OwnedFd, buf: &mut [u8]) -> io::Result<usize> {
+    // SAFETY: `buf` is writable for its length, alive for the call.
+    let n = unsafe { libc::recv(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+    if n < 0 {
+        let e = io::Error::last_os_error();
+        return match e.kind() {
+            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => Ok(0),
+            _ => Err(e),
+        };
+    }
+    Ok(n as usize)
 }

@@ -81,8 +81,10 @@ impl Prepared<'_> {
     /// own facts from its descriptor) and answers: fd → [`Flow`] → [`Snapshots`] →
     /// [`socksec_core::answer::answer`].
     pub fn run_with(self, sources: &dyn Sources) -> Result<SecurityInfo, Error> {
-        let (flow, routing) = self.flow_and_routing()?;
+        let (mut flow, routing) = self.flow_and_routing()?;
         let xfrm = sources.xfrm()?;
+        flow.own_policy_reqid =
+            gather::own_policy_reqid(&xfrm, || crate::secure::cookie(self.fd).ok());
         let snapshots = Snapshots {
             xfrm: &xfrm,
             ike: &gather::Ike(sources),

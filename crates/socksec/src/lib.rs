@@ -69,6 +69,7 @@ mod mode;
 mod netlink;
 mod route;
 mod sa;
+pub mod secure;
 mod socket;
 mod sources;
 mod sys;
@@ -155,6 +156,7 @@ mod tests {
             (errno::ENOTCONN, libc::ENOTCONN),
             (errno::ETIMEDOUT, libc::ETIMEDOUT),
             (errno::ECONNREFUSED, libc::ECONNREFUSED),
+            (errno::EISCONN, libc::EISCONN),
             (errno::EHOSTUNREACH, libc::EHOSTUNREACH),
         ];
         for (core, libc) in pairs {

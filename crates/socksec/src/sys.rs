@@ -105,3 +105,22 @@ pub fn getsockopt_bytes(
     }
     Ok((len as usize).min(buf.len()))
 }
+
+/// `setsockopt(2)` from a byte buffer, for options that no safe wrapper sets (a socket's own
+/// IPsec policy, `IP_XFRM_POLICY`, whose value is a kernel structure).
+pub fn setsockopt_bytes(
+    fd: BorrowedFd<'_>,
+    level: libc::c_int,
+    name: libc::c_int,
+    value: &[u8],
+) -> io::Result<()> {
+    let len = libc::socklen_t::try_from(value.len())
+        .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+    // SAFETY: `value` is readable for `len` bytes; the kernel copies at most `len` bytes from it
+    // and keeps no pointer to it.
+    let rc = unsafe { libc::setsockopt(fd.as_raw_fd(), level, name, value.as_ptr().cast(), len) };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}

@@ -107,6 +107,10 @@ pub fn resolve(flow: &Flow, snap: &XfrmSnapshot, now: u64, strict: bool) -> Ipse
             Some(positions) => positions.iter().map(|&i| &snap.policies[i]).collect(),
             None => snap.policies.iter().filter(|p| p.dir == sock_dir).collect(),
         };
+        let socket_policies: Vec<&Policy> = socket_policies
+            .into_iter()
+            .filter(|p| !is_own(p, flow.own_policy_reqid))
+            .collect();
         if socket_policies.is_empty() {
             continue;
         }
@@ -137,6 +141,15 @@ pub fn resolve(flow: &Flow, snap: &XfrmSnapshot, now: u64, strict: bool) -> Ipse
         caveats,
         strict_reasons,
     }
+}
+
+/// Whether `policy` is one of the socket's own policies socksec recorded: a socket policy
+/// whose every template carries `own` as its request id.
+fn is_own(policy: &Policy, own: Option<u32>) -> bool {
+    matches!(policy.dir, PolicyDir::SocketIn | PolicyDir::SocketOut)
+        && own.is_some_and(|reqid| {
+            !policy.templates.is_empty() && policy.templates.iter().all(|t| t.reqid == reqid)
+        })
 }
 
 /// A three-valued match: the kernel's answer may depend on facts we lack.
@@ -284,6 +297,28 @@ impl<'a> Ctx<'a> {
         Pick::None
     }
 
+    /// The socket policy of `direction` that socksec installed with `reqid` and that matches
+    /// the flow as `xfrm_sk_policy_lookup` matches (family, selector, mark, if_id).
+    fn own_socket_policy(
+        &self,
+        direction: Direction,
+        reqid: u32,
+        fl: &DirectedFlow,
+    ) -> Option<&'a Policy> {
+        let dir = match direction {
+            Direction::Outbound => PolicyDir::SocketOut,
+            Direction::Inbound => PolicyDir::SocketIn,
+        };
+        self.snap.policies.iter().find(|p| {
+            p.dir == dir
+                && is_own(p, Some(reqid))
+                && p.family() == Some(self.family)
+                && p.mark.matches(self.flow.mark)
+                && p.if_id == self.flow.if_id
+                && selector_match(&p.selector, fl) == Tri::Yes
+        })
+    }
+
     fn direction(&self, direction: Direction) -> Protection {
         let fl = self.directed(direction);
         let (dir, exempt) = match direction {
@@ -313,9 +348,30 @@ impl<'a> Ctx<'a> {
             return protection;
         }
 
-        // Sub policies first; an allowing sub policy continues with the main one.
+        // A socket's own policies take precedence over the global ones (`xfrm_lookup` and
+        // `__xfrm_policy_check` look at `sk->sk_policy[dir]` first); socksec knows them only
+        // for the secure sockets it made (`Flow::own_policy_reqid`).
         let mut chosen: Vec<&Policy> = Vec::new();
+        if let Some(reqid) = self.flow.own_policy_reqid {
+            match self.own_socket_policy(direction, reqid, &fl) {
+                Some(p) => chosen.push(p),
+                None => {
+                    protection.reason = Some(Reason::Unknown {
+                        direction,
+                        detail: format!(
+                            "socksec recorded socket policies with reqid {reqid} for this \
+                             socket, but the kernel lists none that matches its flow"
+                        ),
+                    });
+                    return protection;
+                }
+            }
+        }
+        // Sub policies first; an allowing sub policy continues with the main one.
         for ptype in [PolicyType::Sub, PolicyType::Main] {
+            if !chosen.is_empty() {
+                break;
+            }
             match self.pick(dir, ptype, &fl) {
                 Pick::None => {}
                 Pick::Unknown(detail) => {

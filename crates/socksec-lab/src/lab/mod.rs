@@ -1,6 +1,7 @@
 //! Scenario infrastructure: the per-scenario context ([`Lab`]), namespaces, charon, parsers of
 //! the kernel's and charon's views, sockets, and the socket query.
 
+pub mod capture;
 pub mod charon;
 pub mod daemon;
 pub mod netns;

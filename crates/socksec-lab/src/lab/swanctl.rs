@@ -175,6 +175,20 @@ impl Round {
     }
 }
 
+/// A swanctl.conf with credentials and no connection: what a host that lets socksec load
+/// connections on request (secure sockets) gives charon.
+pub fn credentials_only(me: &Netns, secrets: &[Secret]) -> String {
+    let secrets: String = secrets
+        .iter()
+        .enumerate()
+        .map(|(i, s)| s.render(i + 1))
+        .collect();
+    format!(
+        "# socksec lab: {} (generated): credentials only\nsecrets {{\n{secrets}}}\n",
+        me.name
+    )
+}
+
 /// One entry of swanctl.conf's `secrets` section.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Secret {

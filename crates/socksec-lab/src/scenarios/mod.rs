@@ -13,6 +13,7 @@ pub mod manual;
 pub mod operator;
 pub mod plain_tcp;
 pub mod same_answer;
+pub mod secure;
 pub mod soak;
 pub mod wireguard;
 
@@ -146,6 +147,11 @@ pub const ALL: &[Scenario] = &[
         name: "broker-unprivileged",
         about: "socksecd in moon: nobody's answer for an ESP-GCM connection equals root's in-process one",
         run: broker::unprivileged,
+    },
+    Scenario {
+        name: "secure-connect-psk",
+        about: "socksec connect/listen --secure: charon negotiates ESP for the socket (flags 3 both ends, peer = target), only ESP+IKE on the wire, wrong target refused, plain client never accepted, nothing left after close",
+        run: secure::connect_psk,
     },
     Scenario {
         name: "operator-ls-watch",

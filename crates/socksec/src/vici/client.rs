@@ -69,6 +69,14 @@ pub enum ViciError {
     /// charon does not know the event (`EVENT_UNKNOWN`).
     #[error("charon does not know the VICI event {0:?}")]
     UnknownEvent(String),
+    /// The command ran and reported failure (`success = no`).
+    #[error("VICI command {command:?} failed: {message}")]
+    CommandFailed {
+        /// The command.
+        command: String,
+        /// charon's `errmsg`, if any.
+        message: String,
+    },
     /// A response or event did not have the expected fields.
     #[error(transparent)]
     Model(#[from] ModelError),
@@ -268,7 +276,6 @@ impl ViciClient {
         }
     }
 
-    #[cfg(test)]
     /// Sends a command and returns charon's response message as is (no `success` check).
     pub fn request(&mut self, command: &str, args: &Message) -> Result<Message, ViciError> {
         self.send(&Packet::CmdRequest {
@@ -277,6 +284,19 @@ impl ViciClient {
         })?;
         let reply = self.recv_reply()?;
         Self::response(command, reply)
+    }
+
+    /// Like [`request`](Self::request), and fails with [`ViciError::CommandFailed`] when the
+    /// response says `success = no` (what secure sockets' `load-conn` needs).
+    pub fn request_checked(&mut self, command: &str, args: &Message) -> Result<Message, ViciError> {
+        let m = self.request(command, args)?;
+        if m.get_str("success") == Some("no") {
+            return Err(ViciError::CommandFailed {
+                command: command.to_owned(),
+                message: m.get_str("errmsg").unwrap_or("").to_owned(),
+            });
+        }
+        Ok(m)
     }
 
     /// Runs a streaming command: registers `event`, sends `command`, collects the `event`

@@ -1,0 +1,627 @@
+//! Secure sockets on request: what socksec asks of the kernel and of the IKE daemon when an
+//! application asks for a protected connection (`WSASetSocketSecurity`, peer target names).
+//!
+//! Everything here is pure: the [`Settings`] an application gives, the [`Profile`] an
+//! administrator writes (`docs/secure-sockets.md`), the peer's identity taken from a target
+//! name, the bytes of the socket policies that make the socket fail closed, and the VICI
+//! messages that have charon negotiate the SA. `socksec::secure` does the I/O in this order:
+//!
+//! 1. the socket gets an outbound and an inbound policy of its own (`IP_XFRM_POLICY`) that
+//!    require ESP in transport mode with a request id no one else uses; from then on nothing of
+//!    it leaves or arrives in clear (a `connect()` fails with `EAGAIN` while no SA exists);
+//! 2. charon is given a connection whose CHILD_SA carries that request id and installs no
+//!    policies of its own (`policies = no`), then asked to initiate it (client) or to answer
+//!    for it (server);
+//! 3. the socket connects (or accepts), and a query must report it protected as asked;
+//! 4. when the socket is done, the connection is terminated and unloaded.
+
+use std::net::IpAddr;
+
+use serde::Deserialize;
+
+use crate::error::{Error, ErrorKind};
+use crate::vici::codec::Message;
+use crate::xfrm::codec::{SELECTOR_LEN, USER_TMPL_LEN, USERPOLICY_INFO_LEN};
+
+/// What an application asks for (`SOCKET_SECURITY_SETTINGS` and its IPsec extension).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Settings {
+    /// `SOCKET_SETTINGS_ALLOW_INSECURE`: traffic may go in clear when no SA can be had (the
+    /// socket's policies are optional templates).
+    pub allow_insecure: bool,
+    /// `SOCKET_SETTINGS_GUARANTEE_ENCRYPTION`: only ESP proposals with a cipher, and the
+    /// connection is refused unless a query reports it ENCRYPTED.
+    pub guarantee_encryption: bool,
+    /// The profile to use; `None` for the default one.
+    pub profile: Option<String>,
+}
+
+/// How charon authenticates one side of the IKE SA.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Auth {
+    /// A pre-shared key that charon holds for the two identities.
+    Psk,
+    /// A certificate and its private key that charon holds.
+    Pubkey,
+}
+
+impl Auth {
+    fn vici(self) -> &'static str {
+        match self {
+            Self::Psk => "psk",
+            Self::Pubkey => "pubkey",
+        }
+    }
+}
+
+/// One profile of the secure-sockets configuration file: how this host authenticates and
+/// what it proposes. Credentials stay in charon (`swanctl --load-creds`); a profile names them.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Profile {
+    /// This host's IKE identity (e.g. `moon.example`, a DN, `user@domain`); charon's default
+    /// (the address, or the certificate's subject) when absent.
+    #[serde(default)]
+    pub local_id: Option<String>,
+    /// How this host proves its identity.
+    pub auth: Auth,
+    /// How the peer must prove its identity; the same as `auth` when absent.
+    #[serde(default)]
+    pub remote_auth: Option<Auth>,
+    /// With `auth = "pubkey"`: the certificate file(s) charon loads from its `x509` folder.
+    #[serde(default)]
+    pub certs: Vec<String>,
+    /// A server's accepted peer identities (a charon identity, wildcards allowed);
+    /// any authenticated peer when absent.
+    #[serde(default)]
+    pub accept_id: Option<String>,
+    /// IKE proposals, charon's syntax; charon's defaults when absent.
+    #[serde(default)]
+    pub ike_proposals: Vec<String>,
+    /// ESP proposals, charon's syntax.
+    #[serde(default = "default_esp")]
+    pub esp_proposals: Vec<String>,
+    /// How long a negotiation may take, in seconds.
+    #[serde(default = "default_timeout")]
+    pub timeout_secs: u32,
+}
+
+fn default_esp() -> Vec<String> {
+    vec![
+        "aes256gcm16-aes128gcm16".into(),
+        "aes256-aes128-sha256".into(),
+    ]
+}
+
+fn default_timeout() -> u32 {
+    10
+}
+
+/// The secure-sockets configuration file: profiles by name (`[profile.NAME]`), `default`
+/// being the one an application gets when it names none.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// The profiles.
+    pub profile: std::collections::BTreeMap<String, Profile>,
+}
+
+impl Config {
+    /// Parses the configuration file's text; the error names the line and what is wrong.
+    pub fn parse(text: &str) -> Result<Self, Error> {
+        let config: Self = toml::from_str(text).map_err(|e| {
+            Error::new(
+                ErrorKind::InvalidArgument,
+                format!("secure-sockets configuration: {}", e.to_string().trim_end()),
+            )
+        })?;
+        for (name, profile) in &config.profile {
+            profile.check(name)?;
+        }
+        Ok(config)
+    }
+
+    /// The profile `settings` name (or `default`).
+    pub fn profile(&self, settings: &Settings) -> Result<&Profile, Error> {
+        let name = settings.profile.as_deref().unwrap_or("default");
+        self.profile.get(name).ok_or_else(|| {
+            Error::new(
+                ErrorKind::NegotiationFailed,
+                format!("no secure-sockets profile {name:?} is configured"),
+            )
+        })
+    }
+}
+
+impl Profile {
+    fn check(&self, name: &str) -> Result<(), Error> {
+        let bad = |why: String| {
+            Err(Error::new(
+                ErrorKind::InvalidArgument,
+                format!("secure-sockets profile {name:?}: {why}"),
+            ))
+        };
+        if self.esp_proposals.is_empty() {
+            return bad("esp_proposals is empty".into());
+        }
+        if self.timeout_secs == 0 || self.timeout_secs > 300 {
+            return bad(format!(
+                "timeout_secs {} is not within 1..=300",
+                self.timeout_secs
+            ));
+        }
+        let texts = self
+            .local_id
+            .iter()
+            .chain(&self.accept_id)
+            .chain(&self.certs)
+            .chain(&self.ike_proposals)
+            .chain(&self.esp_proposals);
+        for text in texts {
+            check_text(text).or_else(&bad)?;
+        }
+        Ok(())
+    }
+
+    /// The ESP proposals to offer under `settings`: with `guarantee_encryption` only those
+    /// whose every algorithm list includes a cipher (no `null`, no GMAC, which authenticates
+    /// only); an error when none is left.
+    pub fn esp_proposals(&self, settings: &Settings) -> Result<Vec<String>, Error> {
+        if !settings.guarantee_encryption {
+            return Ok(self.esp_proposals.clone());
+        }
+        let encrypting: Vec<String> = self
+            .esp_proposals
+            .iter()
+            .filter(|p| proposal_encrypts(p))
+            .cloned()
+            .collect();
+        if encrypting.is_empty() {
+            return Err(Error::new(
+                ErrorKind::NegotiationFailed,
+                format!(
+                    "encryption is guaranteed but the profile proposes no ESP cipher: {:?}",
+                    self.esp_proposals
+                ),
+            ));
+        }
+        Ok(encrypting)
+    }
+}
+
+/// Whether an ESP proposal (charon's syntax, algorithms joined by `-`) can only yield an
+/// encrypting SA: it names no `null` cipher and no GMAC (integrity only), and at least one
+/// cipher.
+pub fn proposal_encrypts(proposal: &str) -> bool {
+    let tokens: Vec<String> = proposal.split('-').map(str::to_ascii_lowercase).collect();
+    let integrity_only = |t: &str| t == "null" || t.ends_with("gmac");
+    let cipher = |t: &str| {
+        [
+            "aes", "3des", "cast", "blowfish", "camellia", "chacha20", "serpent", "twofish",
+        ]
+        .iter()
+        .any(|c| t.starts_with(c))
+            && !t.ends_with("gmac")
+            && !t.starts_with("aesxcbc")
+            && !t.starts_with("aescmac")
+    };
+    !tokens.iter().any(|t| integrity_only(t)) && tokens.iter().any(|t| cipher(t))
+}
+
+/// Refuses text that would change the meaning of a VICI message or a log line.
+fn check_text(text: &str) -> Result<(), String> {
+    if text.is_empty() || text.len() > 255 {
+        return Err(format!("{text:?} must hold 1 to 255 bytes"));
+    }
+    if text.chars().any(char::is_control) {
+        return Err(format!("{text:?} holds a control character"));
+    }
+    Ok(())
+}
+
+/// The peer's IKE identity for a target name: an SPN (`service/host[:port][/name]`, e.g.
+/// `host/sun.example`) gives its host; with `raw` (`SOCKET_SETTINGS_IPSEC_PEER_NAME_IS_RAW_FORMAT`)
+/// the name is the identity as it is (an FQDN, a DN, `user@domain`).
+pub fn peer_identity(target: &str, raw: bool) -> Result<String, Error> {
+    let invalid = |why: String| {
+        Error::new(
+            ErrorKind::InvalidArgument,
+            format!("peer target name {target:?}: {why}"),
+        )
+    };
+    check_text(target).map_err(invalid)?;
+    if raw {
+        return Ok(target.to_owned());
+    }
+    let Some((_service, rest)) = target.split_once('/') else {
+        return Err(invalid(
+            "not an SPN (service/host); pass it in raw format to use it as the identity".into(),
+        ));
+    };
+    let host = rest.split('/').next().unwrap_or_default();
+    let host = match host.rsplit_once(':') {
+        Some((name, port)) if port.parse::<u16>().is_ok() && !name.contains(':') => name,
+        _ => host,
+    };
+    if host.is_empty() {
+        return Err(invalid("the SPN names no host".into()));
+    }
+    Ok(host.to_owned())
+}
+
+/// A policy direction for a socket policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PolicyDirection {
+    /// What the socket receives.
+    In,
+    /// What the socket sends.
+    Out,
+}
+
+/// `IPPROTO_ESP`.
+const IPPROTO_ESP: u8 = 50;
+/// `XFRM_MODE_TRANSPORT`.
+const XFRM_MODE_TRANSPORT: u8 = 0;
+/// The socket option's level and name for `family`: `(SOL_IP, IP_XFRM_POLICY)` or
+/// `(SOL_IPV6, IPV6_XFRM_POLICY)`.
+pub fn socket_policy_option(v6: bool) -> (i32, i32) {
+    if v6 { (41, 35) } else { (0, 17) }
+}
+
+/// The bytes of `setsockopt(IP_XFRM_POLICY)` (or `IPV6_XFRM_POLICY`) that make the socket's
+/// traffic in `direction` require ESP in transport mode with `reqid`: a `struct
+/// xfrm_userpolicy_info` whose selector matches every flow of the family, followed by one
+/// `struct xfrm_user_tmpl` (any SPI, any algorithm). `optional` makes the template optional
+/// (`level use`): traffic without an SA passes in clear.
+pub fn socket_policy(v6: bool, direction: PolicyDirection, reqid: u32, optional: bool) -> Vec<u8> {
+    let family: u16 = if v6 { 10 } else { 2 };
+    let mut b = vec![0u8; USERPOLICY_INFO_LEN + USER_TMPL_LEN];
+    // xfrm_selector.family at 40; every prefix and port 0 matches every flow.
+    b[40..42].copy_from_slice(&family.to_ne_bytes());
+    const { assert!(SELECTOR_LEN == 56) };
+    // xfrm_lifetime_cfg at 56: byte and packet limits unlimited (XFRM_INF), no expiry.
+    for at in [56, 64, 72, 80] {
+        b[at..at + 8].copy_from_slice(&u64::MAX.to_ne_bytes());
+    }
+    // dir at 160 (XFRM_POLICY_IN 0, OUT 1), action 161 (allow 0).
+    b[160] = match direction {
+        PolicyDirection::In => 0,
+        PolicyDirection::Out => 1,
+    };
+    let t = &mut b[USERPOLICY_INFO_LEN..];
+    t[20] = IPPROTO_ESP;
+    t[24..26].copy_from_slice(&family.to_ne_bytes());
+    t[44..48].copy_from_slice(&reqid.to_ne_bytes());
+    t[48] = XFRM_MODE_TRANSPORT;
+    t[50] = u8::from(optional);
+    for at in [52, 56, 60] {
+        t[at..at + 4].copy_from_slice(&u32::MAX.to_ne_bytes());
+    }
+    b
+}
+
+/// The request ids socksec gives secure sockets lie in this range (charon allocates its own
+/// from 1 upwards); the I/O side draws one at random.
+pub const REQID_RANGE: std::ops::RangeInclusive<u32> = 0x5000_0000..=0x5fff_ffff;
+
+/// Whether any socket in the snapshot has policies socksec may have installed (a socket
+/// policy with a request id in [`REQID_RANGE`]): only then is socksec's record of secure
+/// sockets worth reading for a query.
+pub fn may_have_own_policies(snap: &crate::xfrm::model::XfrmSnapshot) -> bool {
+    use crate::xfrm::model::{Policy, PolicyDir};
+    let ours = |p: &Policy| p.templates.iter().any(|t| REQID_RANGE.contains(&t.reqid));
+    match snap.policy_index() {
+        Some(index) => [PolicyDir::SocketIn, PolicyDir::SocketOut]
+            .into_iter()
+            .filter_map(|dir| index.socket_policies(dir))
+            .flatten()
+            .any(|&i| ours(&snap.policies[i])),
+        None => snap
+            .policies
+            .iter()
+            .any(|p| matches!(p.dir, PolicyDir::SocketIn | PolicyDir::SocketOut) && ours(p)),
+    }
+}
+
+/// Which side of the connection this host takes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Role {
+    /// The client: charon initiates to `peer` before the socket connects to `port` there,
+    /// and the peer must prove `identity`.
+    Initiator {
+        /// The peer's address.
+        peer: IpAddr,
+        /// The peer's TCP port.
+        port: u16,
+        /// The identity the peer must prove (from the target name).
+        identity: String,
+    },
+    /// The server: charon answers any peer that authenticates for TCP to `port` here.
+    Responder {
+        /// The local TCP port.
+        port: u16,
+    },
+}
+
+/// One negotiation socksec asks charon for: the connection's name, the request id that ties
+/// its CHILD_SA to the socket's policies, and the side.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Negotiation {
+    /// The request id (from [`REQID_RANGE`]).
+    pub reqid: u32,
+    /// The side this host takes.
+    pub role: Role,
+}
+
+impl Negotiation {
+    /// The name of the IKE connection and of its CHILD_SA in charon.
+    pub fn name(&self) -> String {
+        format!("socksec-{:08x}", self.reqid)
+    }
+
+    /// The `load-conn` message: transport-mode ESP for TCP to or from the port, with the
+    /// request id, no policies of charon's own and no automatic start, closing or restart.
+    pub fn load_conn(&self, profile: &Profile, settings: &Settings) -> Result<Message, Error> {
+        let name = self.name();
+        let esp = profile.esp_proposals(settings)?;
+        let remote_auth = profile.remote_auth.unwrap_or(profile.auth);
+        let mut local = Message::new().with_str("auth", profile.auth.vici());
+        if let Some(id) = &profile.local_id {
+            local = local.with_str("id", id);
+        }
+        if !profile.certs.is_empty() {
+            local = local.with_list("certs", profile.certs.iter());
+        }
+        let mut remote = Message::new().with_str("auth", remote_auth.vici());
+        let (local_ts, remote_ts, remote_addrs) = match &self.role {
+            Role::Initiator {
+                peer,
+                port,
+                identity,
+            } => {
+                remote = remote.with_str("id", identity);
+                (
+                    "dynamic[tcp]".to_owned(),
+                    format!("{peer}[tcp/{port}]"),
+                    peer.to_string(),
+                )
+            }
+            Role::Responder { port } => {
+                if let Some(id) = &profile.accept_id {
+                    remote = remote.with_str("id", id);
+                }
+                (
+                    format!("dynamic[tcp/{port}]"),
+                    "dynamic[tcp]".to_owned(),
+                    "%any".to_owned(),
+                )
+            }
+        };
+        let child = Message::new()
+            .with_str("mode", "transport")
+            .with_list("local_ts", [local_ts])
+            .with_list("remote_ts", [remote_ts])
+            .with_list("esp_proposals", esp.iter())
+            .with_str("policies", "no")
+            .with_str("reqid", self.reqid.to_string())
+            .with_str("start_action", "none")
+            .with_str("dpd_action", "clear")
+            .with_str("close_action", "none");
+        let mut conn = Message::new()
+            .with_str("version", "2")
+            .with_list("remote_addrs", [remote_addrs])
+            .with_section("local", local)
+            .with_section("remote", remote)
+            .with_section("children", Message::new().with_section(&name, child));
+        if !profile.ike_proposals.is_empty() {
+            conn = conn.with_list("proposals", profile.ike_proposals.iter());
+        }
+        Ok(Message::new().with_section(&name, conn))
+    }
+
+    /// The `initiate` message: this connection's CHILD_SA, waiting at most `timeout_secs`.
+    pub fn initiate(&self, profile: &Profile) -> Message {
+        let name = self.name();
+        Message::new()
+            .with_str("child", &name)
+            .with_str("ike", &name)
+            .with_str(
+                "timeout",
+                (u64::from(profile.timeout_secs) * 1000).to_string(),
+            )
+            .with_str("init-limits", "no")
+            .with_str("loglevel", "1")
+    }
+
+    /// The `terminate` message: every IKE SA of this connection, at once.
+    pub fn terminate(&self) -> Message {
+        Message::new()
+            .with_str("ike", self.name())
+            .with_str("force", "yes")
+            .with_str("timeout", "-1")
+            .with_str("loglevel", "-1")
+    }
+
+    /// The `unload-conn` message.
+    pub fn unload(&self) -> Message {
+        Message::new().with_str("name", self.name())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::xfrm::codec::{parse_policy_parts, parse_template};
+    use crate::xfrm::model::{IpsecProto, Mode, PolicyDir};
+
+    #[test]
+    fn target_names_give_identities() {
+        assert_eq!(
+            peer_identity("host/sun.example", false).unwrap(),
+            "sun.example"
+        );
+        assert_eq!(
+            peer_identity("host/sun.example:443", false).unwrap(),
+            "sun.example"
+        );
+        assert_eq!(
+            peer_identity("HTTP/sun.example/svc", false).unwrap(),
+            "sun.example"
+        );
+        assert_eq!(
+            peer_identity("C=CH, O=strongSwan, CN=sun", true).unwrap(),
+            "C=CH, O=strongSwan, CN=sun"
+        );
+        assert_eq!(
+            peer_identity("user@example.com", true).unwrap(),
+            "user@example.com"
+        );
+        for bad in ["sun.example", "host/", "", "host/sun\n.example"] {
+            let e = peer_identity(bad, false).unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::InvalidArgument, "{bad:?}");
+        }
+        assert!(peer_identity("a\0b", true).is_err());
+    }
+
+    #[test]
+    fn only_cipher_proposals_encrypt() {
+        for p in [
+            "aes128gcm16-modp2048",
+            "aes256-sha256",
+            "chacha20poly1305",
+            "3des-sha1",
+        ] {
+            assert!(proposal_encrypts(p), "{p}");
+        }
+        for p in [
+            "null-sha256",
+            "aes128gmac",
+            "aes256gmac-modp2048",
+            "sha256",
+            "aes128-null",
+        ] {
+            assert!(!proposal_encrypts(p), "{p}");
+        }
+    }
+
+    fn profile(esp: &[&str]) -> Profile {
+        Profile {
+            local_id: Some("moon.example".into()),
+            auth: Auth::Psk,
+            remote_auth: None,
+            certs: vec![],
+            accept_id: None,
+            ike_proposals: vec![],
+            esp_proposals: esp.iter().map(|s| s.to_string()).collect(),
+            timeout_secs: 10,
+        }
+    }
+
+    #[test]
+    fn guaranteed_encryption_keeps_only_ciphers() {
+        let p = profile(&["null-sha256", "aes128gcm16"]);
+        let plain = Settings::default();
+        let strict = Settings {
+            guarantee_encryption: true,
+            ..Settings::default()
+        };
+        assert_eq!(p.esp_proposals(&plain).unwrap().len(), 2);
+        assert_eq!(p.esp_proposals(&strict).unwrap(), ["aes128gcm16"]);
+        let e = profile(&["null-sha256", "aes128gmac"])
+            .esp_proposals(&strict)
+            .unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::NegotiationFailed);
+    }
+
+    #[test]
+    fn the_socket_policy_parses_back() {
+        for (v6, dir, optional) in [
+            (false, PolicyDirection::Out, false),
+            (true, PolicyDirection::In, true),
+        ] {
+            let b = socket_policy(v6, dir, 0x5000_0001, optional);
+            let policy = parse_policy_parts(&b[..USERPOLICY_INFO_LEN], &[]).unwrap();
+            assert_eq!(policy.selector.family, if v6 { 10 } else { 2 });
+            assert_eq!(policy.selector.prefixlen_d, 0);
+            let expected = match dir {
+                PolicyDirection::In => PolicyDir::In,
+                PolicyDirection::Out => PolicyDir::Out,
+            };
+            assert_eq!(policy.dir, expected);
+            let t = parse_template(&b[USERPOLICY_INFO_LEN..]).unwrap();
+            assert_eq!(t.proto, IpsecProto::Esp);
+            assert_eq!(t.mode, Mode::Transport);
+            assert_eq!(t.reqid, 0x5000_0001);
+            assert_eq!(t.optional, optional);
+            assert!(t.all_algs());
+        }
+    }
+
+    #[test]
+    fn the_connection_pins_the_reqid_and_installs_no_policy() {
+        let n = Negotiation {
+            reqid: 0x5000_00ab,
+            role: Role::Initiator {
+                peer: "10.1.0.2".parse().unwrap(),
+                port: 6000,
+                identity: "sun.example".into(),
+            },
+        };
+        let m = n
+            .load_conn(&profile(&["aes128gcm16"]), &Settings::default())
+            .unwrap();
+        let conn = m.get_section("socksec-500000ab").unwrap();
+        assert_eq!(
+            conn.get_list("remote_addrs").unwrap(),
+            [b"10.1.0.2".to_vec()]
+        );
+        assert_eq!(
+            conn.get_section("remote").unwrap().get_str("id"),
+            Some("sun.example")
+        );
+        assert_eq!(
+            conn.get_section("local").unwrap().get_str("id"),
+            Some("moon.example")
+        );
+        let child = conn
+            .get_section("children")
+            .unwrap()
+            .get_section("socksec-500000ab")
+            .unwrap();
+        assert_eq!(child.get_str("policies"), Some("no"));
+        assert_eq!(child.get_str("reqid"), Some("1342177451"));
+        assert_eq!(child.get_str("mode"), Some("transport"));
+        assert_eq!(
+            child.get_list("remote_ts").unwrap(),
+            [b"10.1.0.2[tcp/6000]".to_vec()]
+        );
+        // The message round-trips through the codec charon reads.
+        let bytes = m.encode().unwrap();
+        assert_eq!(Message::decode(&bytes).unwrap(), m);
+    }
+
+    #[test]
+    fn the_configuration_is_checked() {
+        let c = Config::parse(
+            "[profile.default]\nlocal_id = \"moon.example\"\nauth = \"psk\"\n\
+             esp_proposals = [\"aes128gcm16\"]\n",
+        )
+        .unwrap();
+        assert_eq!(c.profile(&Settings::default()).unwrap().auth, Auth::Psk);
+        let named = Settings {
+            profile: Some("db".into()),
+            ..Settings::default()
+        };
+        assert_eq!(
+            c.profile(&named).unwrap_err().kind(),
+            ErrorKind::NegotiationFailed
+        );
+        let e = Config::parse("[profile.default]\nauth = \"kerberos\"\n").unwrap_err();
+        assert!(e.message().contains("line 2"), "{}", e.message());
+        let e = Config::parse("[profile.default]\nauth = \"psk\"\ncolour = 1\n").unwrap_err();
+        assert!(e.message().contains("colour"), "{}", e.message());
+        let e = Config::parse("[profile.x]\nauth = \"psk\"\nlocal_id = \"a\\nb\"\n").unwrap_err();
+        assert!(e.message().contains("control"), "{}", e.message());
+    }
+}

@@ -1,0 +1,431 @@
+//! Secure sockets on request, in this process (which needs CAP_NET_ADMIN and charon's control
+//! socket): a TCP connection or listener whose traffic is protected by IPsec that charon
+//! negotiates for it, and that never carries a byte in clear unless the caller allows it.
+//!
+//! The steps and why they fail closed are in [`socksec_core::secure`]; this module does the
+//! I/O: the socket's own policies (`IP_XFRM_POLICY`), charon's connection over VICI, the
+//! query that checks the result, and the record of which socket carries which request id
+//! (`/run/socksec/secure/COOKIE`, so that a query can tell this socket's policies from other
+//! sockets'). The profiles come from `/etc/socksec/secure.toml` (or `SOCKSEC_SECURE_CONFIG`);
+//! `docs/secure-sockets.md` documents both.
+
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::fd::{AsFd, BorrowedFd};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use socket2::{Domain, Protocol, Socket, Type};
+pub use socksec_core::secure::{Auth, Config, Profile, Settings, peer_identity};
+use socksec_core::secure::{
+    Negotiation, PolicyDirection, REQID_RANGE, Role, socket_policy, socket_policy_option,
+};
+
+use crate::contract::{QueryTemplate, SecurityInfo};
+use crate::error::{Error, ErrorKind};
+use crate::vici::client::{ViciClient, ViciError};
+
+/// Where the secure-sockets configuration is read from, unless `SOCKSEC_SECURE_CONFIG` names
+/// another file.
+pub const CONFIG_PATH: &str = "/etc/socksec/secure.toml";
+
+/// The folder of socksec's record of secure sockets: one file per socket, named by its cookie,
+/// holding the request id of its policies. Socket cookies are never reused while the system
+/// runs, and `/run` is emptied at boot, so a stale file can never name another socket.
+pub const REGISTRY_DIR: &str = "/run/socksec/secure";
+
+/// The configuration file in effect, parsed.
+pub fn config() -> Result<Config, Error> {
+    let path = std::env::var_os("SOCKSEC_SECURE_CONFIG")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(CONFIG_PATH));
+    let text = std::fs::read_to_string(&path).map_err(|e| {
+        Error::new(
+            ErrorKind::NegotiationFailed,
+            format!(
+                "cannot read the secure-sockets configuration {}: {e} (see \
+                 docs/secure-sockets.md)",
+                path.display()
+            ),
+        )
+    })?;
+    Config::parse(&text)
+        .map_err(|e| Error::new(e.kind(), format!("{}: {}", path.display(), e.message())))
+}
+
+/// The socket's cookie (`SO_COOKIE`): unique among all sockets while the system runs.
+pub fn cookie(fd: BorrowedFd<'_>) -> io::Result<u64> {
+    let mut buf = [0u8; 8];
+    let n = crate::sys::getsockopt_bytes(fd, libc::SOL_SOCKET, libc::SO_COOKIE, &mut buf)?;
+    if n != 8 {
+        return Err(io::Error::from_raw_os_error(libc::EINVAL));
+    }
+    Ok(u64::from_ne_bytes(buf))
+}
+
+fn registry_file(cookie: u64) -> PathBuf {
+    PathBuf::from(REGISTRY_DIR).join(cookie.to_string())
+}
+
+/// Records that the socket `fd` carries socksec's policies with `reqid` (from
+/// [`require_ipsec`]), so that queries attribute them to it; [`forget`] undoes it.
+pub fn record_secure_socket(fd: BorrowedFd<'_>, reqid: u32) -> Result<u64, Error> {
+    let cookie = cookie(fd).map_err(|e| Error::system("reading SO_COOKIE", &e))?;
+    record(cookie, reqid)
+        .map_err(|e| Error::system("recording the secure socket in /run/socksec", &e))?;
+    Ok(cookie)
+}
+
+/// Removes socksec's record of the socket with `cookie`.
+pub fn forget(cookie: u64) {
+    let _ = std::fs::remove_file(registry_file(cookie));
+}
+
+fn record(cookie: u64, reqid: u32) -> io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o755)
+        .create(REGISTRY_DIR)?;
+    std::fs::write(registry_file(cookie), reqid.to_string())
+}
+
+/// The request id socksec recorded for the socket with `cookie`, if any. A record that is not
+/// a number in [`REQID_RANGE`] is ignored.
+pub fn recorded_reqid(cookie: u64) -> Option<u32> {
+    let text = std::fs::read_to_string(registry_file(cookie)).ok()?;
+    text.trim().parse().ok().filter(|r| REQID_RANGE.contains(r))
+}
+
+/// A request id from [`REQID_RANGE`], drawn from the kernel's random source.
+fn fresh_reqid() -> Result<u32, Error> {
+    let mut b = [0u8; 4];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut b))
+        .map_err(|e| Error::system("reading /dev/urandom", &e))?;
+    let span = REQID_RANGE.end() - REQID_RANGE.start();
+    Ok(REQID_RANGE.start() + u32::from_ne_bytes(b) % span)
+}
+
+/// Makes the socket `fd` (not yet connected) require ESP in transport mode for everything it
+/// sends and receives, with a fresh request id (returned): from now on a `connect()` fails
+/// with `EAGAIN` until an SA with that request id exists, and nothing arrives unprotected.
+/// With `settings.allow_insecure` the requirement is optional: traffic without an SA passes
+/// in clear. Needs CAP_NET_ADMIN.
+pub fn require_ipsec(fd: BorrowedFd<'_>, v6: bool, settings: &Settings) -> Result<u32, Error> {
+    let reqid = fresh_reqid()?;
+    protect(fd, v6, reqid, settings.allow_insecure)?;
+    Ok(reqid)
+}
+
+/// Gives the socket its own outbound and inbound policies: ESP in transport mode with `reqid`,
+/// optional templates when `optional`.
+fn protect(fd: BorrowedFd<'_>, v6: bool, reqid: u32, optional: bool) -> Result<(), Error> {
+    let (level, name) = socket_policy_option(v6);
+    for direction in [PolicyDirection::Out, PolicyDirection::In] {
+        let value = socket_policy(v6, direction, reqid, optional);
+        crate::sys::setsockopt_bytes(fd, level, name, &value).map_err(|e| {
+            let what = "setting the socket's own IPsec policy (IP_XFRM_POLICY; needs \
+                        CAP_NET_ADMIN)";
+            match e.raw_os_error() {
+                Some(libc::EPERM | libc::EACCES) => {
+                    Error::new(ErrorKind::PermissionDenied, format!("{what}: {e}"))
+                }
+                _ => Error::system(what, &e),
+            }
+        })?;
+    }
+    Ok(())
+}
+
+fn vici_error(what: &str, e: ViciError) -> Error {
+    Error::new(ErrorKind::NegotiationFailed, format!("{what}: {e}"))
+}
+
+/// What socksec loaded into charon for one secure socket (or listener): terminated and
+/// unloaded when the last socket that uses it is dropped.
+#[derive(Debug)]
+struct Session {
+    negotiation: Negotiation,
+    vici: PathBuf,
+}
+
+impl Session {
+    fn client(&self) -> Result<ViciClient, ViciError> {
+        ViciClient::connect(&self.vici, Duration::from_secs(5))
+    }
+
+    /// Loads the connection into charon and, for a client, initiates it, waiting at most the
+    /// profile's timeout.
+    fn load(negotiation: Negotiation, config: &Config, settings: &Settings) -> Result<Self, Error> {
+        let profile = config.profile(settings)?;
+        let message = negotiation.load_conn(profile, settings)?;
+        let vici = crate::sources::vici_socket();
+        let timeout = Duration::from_secs(u64::from(profile.timeout_secs) + 5);
+        let mut client = ViciClient::connect(&vici, timeout)
+            .map_err(|e| vici_error("reaching charon's control socket", e))?;
+        client
+            .request_checked("load-conn", &message)
+            .map_err(|e| vici_error("loading the connection into charon", e))?;
+        let session = Self { negotiation, vici };
+        if matches!(session.negotiation.role, Role::Initiator { .. }) {
+            let (logs, reply) = client
+                .streamed_request(
+                    "initiate",
+                    "control-log",
+                    &session.negotiation.initiate(profile),
+                )
+                .map_err(|e| vici_error("asking charon to negotiate", e))?;
+            if reply.get_str("success") != Some("yes") {
+                // charon's own words for why: its log lines that say what failed.
+                let said: Vec<&str> = logs
+                    .iter()
+                    .filter_map(|m| m.get_str("msg"))
+                    .filter(|msg| {
+                        let m = msg.to_ascii_lowercase();
+                        ["fail", "error", "notify", "no ", "not ", "unacceptable"]
+                            .iter()
+                            .any(|w| m.contains(w))
+                    })
+                    .collect();
+                let tail = said[said.len().saturating_sub(3)..].join("; ");
+                return Err(Error::new(
+                    ErrorKind::NegotiationFailed,
+                    format!(
+                        "charon could not negotiate IPsec with the peer: {}{}",
+                        reply.get_str("errmsg").unwrap_or("no reason given"),
+                        if tail.is_empty() {
+                            String::new()
+                        } else {
+                            format!(" ({tail})")
+                        }
+                    ),
+                ));
+            }
+        }
+        Ok(session)
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        // Best effort: charon may be gone; nothing of the socket outlives it either way.
+        if let Ok(mut client) = self.client() {
+            let _ = client.request("terminate", &self.negotiation.terminate());
+            let _ = client.request("unload-conn", &self.negotiation.unload());
+        }
+    }
+}
+
+/// A connection socksec negotiated protection for; reads and writes go to the socket. The IKE
+/// connection and the record of the socket go when it is dropped.
+#[derive(Debug)]
+pub struct SecureStream {
+    stream: TcpStream,
+    info: SecurityInfo,
+    cookie: u64,
+    _session: Option<Arc<Session>>,
+}
+
+impl SecureStream {
+    /// The socket.
+    pub fn stream(&self) -> &TcpStream {
+        &self.stream
+    }
+
+    /// The answer of the query made when the connection was established.
+    pub fn info(&self) -> &SecurityInfo {
+        &self.info
+    }
+}
+
+impl Read for SecureStream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.stream.read(buf)
+    }
+}
+
+impl Write for SecureStream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.stream.write(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.stream.flush()
+    }
+}
+
+impl AsFd for SecureStream {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.stream.as_fd()
+    }
+}
+
+impl Drop for SecureStream {
+    fn drop(&mut self) {
+        forget(self.cookie);
+    }
+}
+
+/// A socket with its own ESP-requiring policies, recorded.
+fn protected_socket(addr: &SocketAddr, settings: &Settings) -> Result<(Socket, u32), Error> {
+    let socket = Socket::new(
+        Domain::for_address(*addr),
+        Type::STREAM.cloexec(),
+        Some(Protocol::TCP),
+    )
+    .map_err(|e| Error::system("creating a TCP socket", &e))?;
+    let reqid = fresh_reqid()?;
+    protect(
+        socket.as_fd(),
+        addr.is_ipv6(),
+        reqid,
+        settings.allow_insecure,
+    )?;
+    Ok((socket, reqid))
+}
+
+/// Checks that a connection is protected as `settings` ask, by a query; records it first so
+/// that the query attributes the socket's policies to it. A connection that fails the check is
+/// shut down and forgotten.
+fn checked(
+    stream: TcpStream,
+    reqid: u32,
+    settings: &Settings,
+    session: Option<Arc<Session>>,
+) -> Result<SecureStream, Error> {
+    let cookie = record_secure_socket(stream.as_fd(), reqid)?;
+    match verify(&stream, settings) {
+        Ok(info) => Ok(SecureStream {
+            stream,
+            info,
+            cookie,
+            _session: session,
+        }),
+        Err(e) => {
+            let _ = stream.shutdown(std::net::Shutdown::Both);
+            forget(cookie);
+            Err(e)
+        }
+    }
+}
+
+/// The query's answer for `stream`, or why it is not protected as `settings` ask.
+fn verify(stream: &TcpStream, settings: &Settings) -> Result<SecurityInfo, Error> {
+    let template = QueryTemplate {
+        peer_token_access_mask: 1,
+        ..QueryTemplate::default()
+    };
+    let info = crate::query(stream, &template)?;
+    let refused = if !settings.allow_insecure && !info.is_secured() {
+        "not secured"
+    } else if settings.guarantee_encryption && !info.is_encrypted() {
+        "not encrypted, and encryption is guaranteed"
+    } else {
+        return Ok(info);
+    };
+    let reasons: Vec<String> = info.reasons.iter().map(ToString::to_string).collect();
+    let peer = stream
+        .peer_addr()
+        .map_or_else(|_| "the peer".into(), |a| a.to_string());
+    Err(Error::new(
+        ErrorKind::NotProtected,
+        format!(
+            "the connection to {peer} is {refused}; closed ({})",
+            reasons.join("; ")
+        ),
+    ))
+}
+
+/// Connects to `addr` over IPsec that charon negotiates first, with the peer authenticated as
+/// `target` (an SPN such as `host/sun.example`, or with `raw` the identity itself). Nothing
+/// is sent in clear: the socket's policies require ESP before it connects, a failed
+/// negotiation fails here, and a connection that a query does not report protected as
+/// `settings` ask is closed and refused.
+pub fn connect(
+    addr: SocketAddr,
+    target: &str,
+    raw: bool,
+    settings: &Settings,
+) -> Result<SecureStream, Error> {
+    let identity = peer_identity(target, raw)?;
+    let config = config()?;
+    let (socket, reqid) = protected_socket(&addr, settings)?;
+    let negotiation = Negotiation {
+        reqid,
+        role: Role::Initiator {
+            peer: addr.ip(),
+            port: addr.port(),
+            identity,
+        },
+    };
+    // A failed negotiation unloads what it loaded (`Session`'s drop); with `allow_insecure`
+    // the socket's optional policies let the connection go in clear, and the query says so.
+    let session = match Session::load(negotiation, &config, settings) {
+        Ok(session) => Some(Arc::new(session)),
+        Err(e) if settings.allow_insecure && e.kind() == ErrorKind::NegotiationFailed => None,
+        Err(e) => return Err(e),
+    };
+    socket
+        .connect(&addr.into())
+        .map_err(|e| Error::system(&format!("connecting to {addr}"), &e))?;
+    checked(socket.into(), reqid, settings, session)
+}
+
+/// A listening socket whose connections must arrive over IPsec that charon negotiates
+/// (unless `settings` allow clear traffic): the listener's own policies require ESP, so a
+/// connection attempt in clear is dropped by the kernel before it is accepted.
+#[derive(Debug)]
+pub struct SecureListener {
+    listener: TcpListener,
+    reqid: u32,
+    settings: Settings,
+    session: Arc<Session>,
+}
+
+impl SecureListener {
+    /// The listening socket.
+    pub fn listener(&self) -> &TcpListener {
+        &self.listener
+    }
+
+    /// Accepts the next connection and checks it as [`connect`] does; a connection that is
+    /// not protected as asked is closed and reported as [`ErrorKind::NotProtected`] (accept
+    /// again for the next one).
+    pub fn accept(&self) -> Result<SecureStream, Error> {
+        let (stream, _) = self
+            .listener
+            .accept()
+            .map_err(|e| Error::system("accepting a connection", &e))?;
+        checked(
+            stream,
+            self.reqid,
+            &self.settings,
+            Some(self.session.clone()),
+        )
+    }
+}
+
+/// Listens on `addr` for connections protected by IPsec: charon is given a responder
+/// connection for the port before the socket binds.
+pub fn listen(addr: SocketAddr, settings: &Settings) -> Result<SecureListener, Error> {
+    let config = config()?;
+    let (socket, reqid) = protected_socket(&addr, settings)?;
+    let negotiation = Negotiation {
+        reqid,
+        role: Role::Responder { port: addr.port() },
+    };
+    let session = Arc::new(Session::load(negotiation, &config, settings)?);
+    socket
+        .set_reuse_address(true)
+        .and_then(|()| socket.bind(&addr.into()))
+        .and_then(|()| socket.listen(128))
+        .map_err(|e| Error::system(&format!("listening on {addr}"), &e))?;
+    Ok(SecureListener {
+        listener: socket.into(),
+        reqid,
+        settings: settings.clone(),
+        session,
+    })
+}
