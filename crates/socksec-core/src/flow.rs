@@ -66,11 +66,11 @@ pub struct Flow {
     pub out_xfrm_disabled: bool,
     /// The input device has `disable_policy` set: inbound packets skip the policy check.
     pub in_policy_disabled: bool,
-    /// The request id of the socket's own IPsec policies (`IP_XFRM_POLICY`), when socksec
-    /// installed them on a secure socket and recorded it: those policies are then this
-    /// socket's, and decide its traffic instead of the global ones (see [`crate::secure`]).
+    /// The socket's own IPsec policies (`IP_XFRM_POLICY`), when socksec installed them on a
+    /// secure socket and recorded them: they decide its traffic instead of the global ones
+    /// (see [`crate::secure`]).
     #[serde(default)]
-    pub own_policy_reqid: Option<u32>,
+    pub own_policies: Option<crate::secure::OwnPolicies>,
 }
 
 impl Flow {
@@ -89,7 +89,7 @@ impl Flow {
             if_id: 0,
             out_xfrm_disabled: false,
             in_policy_disabled: false,
-            own_policy_reqid: None,
+            own_policies: None,
         }
     }
 

@@ -269,12 +269,60 @@ pub fn socket_policy_option(v6: bool) -> (i32, i32) {
     if v6 { (41, 35) } else { (0, 17) }
 }
 
+/// Which socket policies are one socket's own: socksec gives each secure socket policies with
+/// the request id of its CHILD_SA and a priority that no other socket's policies carry (the
+/// kernel does not order socket policies by priority, so the field is free to name them).
+/// A listener's accepted sockets inherit its policies; each is given a tag of its own at
+/// accept, so that policies left by one socket are never taken for another's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, Deserialize)]
+pub struct OwnPolicies {
+    /// The request id of the templates (and of the SAs charon installs for them).
+    pub reqid: u32,
+    /// The priority field of both policies: this socket's tag.
+    pub tag: u32,
+}
+
+impl OwnPolicies {
+    /// Whether `policy` is one of these: a socket policy with this tag as its priority whose
+    /// every template carries this request id.
+    pub fn owns(&self, policy: &crate::xfrm::model::Policy) -> bool {
+        use crate::xfrm::model::PolicyDir;
+        matches!(policy.dir, PolicyDir::SocketIn | PolicyDir::SocketOut)
+            && policy.priority == self.tag
+            && !policy.templates.is_empty()
+            && policy.templates.iter().all(|t| t.reqid == self.reqid)
+    }
+
+    /// The text of socksec's record of a secure socket: `REQID TAG`.
+    pub fn to_record(self) -> String {
+        format!("{} {}\n", self.reqid, self.tag)
+    }
+
+    /// Reads a record written by [`to_record`](Self::to_record); anything else is `None`.
+    pub fn from_record(text: &str) -> Option<Self> {
+        let mut words = text.split_whitespace();
+        let reqid = words
+            .next()?
+            .parse()
+            .ok()
+            .filter(|r| REQID_RANGE.contains(r))?;
+        let tag = words.next()?.parse().ok()?;
+        words.next().is_none().then_some(Self { reqid, tag })
+    }
+}
+
 /// The bytes of `setsockopt(IP_XFRM_POLICY)` (or `IPV6_XFRM_POLICY`) that make the socket's
-/// traffic in `direction` require ESP in transport mode with `reqid`: a `struct
-/// xfrm_userpolicy_info` whose selector matches every flow of the family, followed by one
-/// `struct xfrm_user_tmpl` (any SPI, any algorithm). `optional` makes the template optional
-/// (`level use`): traffic without an SA passes in clear.
-pub fn socket_policy(v6: bool, direction: PolicyDirection, reqid: u32, optional: bool) -> Vec<u8> {
+/// traffic in `direction` require ESP in transport mode with `own.reqid`: a `struct
+/// xfrm_userpolicy_info` whose selector matches every flow of the family and whose priority is
+/// `own.tag`, followed by one `struct xfrm_user_tmpl` (any SPI, any algorithm). `optional`
+/// makes the template optional (`level use`): traffic without an SA passes in clear.
+pub fn socket_policy(
+    v6: bool,
+    direction: PolicyDirection,
+    own: OwnPolicies,
+    optional: bool,
+) -> Vec<u8> {
+    let reqid = own.reqid;
     let family: u16 = if v6 { 10 } else { 2 };
     let mut b = vec![0u8; USERPOLICY_INFO_LEN + USER_TMPL_LEN];
     // xfrm_selector.family at 40; every prefix and port 0 matches every flow.
@@ -284,7 +332,8 @@ pub fn socket_policy(v6: bool, direction: PolicyDirection, reqid: u32, optional:
     for at in [56, 64, 72, 80] {
         b[at..at + 8].copy_from_slice(&u64::MAX.to_ne_bytes());
     }
-    // dir at 160 (XFRM_POLICY_IN 0, OUT 1), action 161 (allow 0).
+    // priority at 152; dir at 160 (XFRM_POLICY_IN 0, OUT 1), action 161 (allow 0).
+    b[152..156].copy_from_slice(&own.tag.to_ne_bytes());
     b[160] = match direction {
         PolicyDirection::In => 0,
         PolicyDirection::Out => 1,
@@ -540,7 +589,11 @@ mod tests {
             (false, PolicyDirection::Out, false),
             (true, PolicyDirection::In, true),
         ] {
-            let b = socket_policy(v6, dir, 0x5000_0001, optional);
+            let own = OwnPolicies {
+                reqid: 0x5000_0001,
+                tag: 77,
+            };
+            let b = socket_policy(v6, dir, own, optional);
             let policy = parse_policy_parts(&b[..USERPOLICY_INFO_LEN], &[]).unwrap();
             assert_eq!(policy.selector.family, if v6 { 10 } else { 2 });
             assert_eq!(policy.selector.prefixlen_d, 0);
@@ -549,12 +602,38 @@ mod tests {
                 PolicyDirection::Out => PolicyDir::Out,
             };
             assert_eq!(policy.dir, expected);
+            assert_eq!(policy.priority, 77);
             let t = parse_template(&b[USERPOLICY_INFO_LEN..]).unwrap();
             assert_eq!(t.proto, IpsecProto::Esp);
             assert_eq!(t.mode, Mode::Transport);
             assert_eq!(t.reqid, 0x5000_0001);
             assert_eq!(t.optional, optional);
             assert!(t.all_algs());
+            // As a dump lists it: a socket policy, with its template.
+            let mut with = policy.clone();
+            with.templates = vec![t];
+            assert!(!own.owns(&with), "a global policy is never a socket's own");
+            with.dir = match dir {
+                PolicyDirection::In => PolicyDir::SocketIn,
+                PolicyDirection::Out => PolicyDir::SocketOut,
+            };
+            assert!(own.owns(&with));
+            assert!(!OwnPolicies { tag: 78, ..own }.owns(&with));
+            assert!(
+                !OwnPolicies {
+                    reqid: 0x5000_0002,
+                    ..own
+                }
+                .owns(&with)
+            );
+        }
+        let own = OwnPolicies {
+            reqid: 0x5000_0001,
+            tag: 9,
+        };
+        assert_eq!(OwnPolicies::from_record(&own.to_record()), Some(own));
+        for bad in ["", "1 2", "1342177281", "1342177281 9 9", "x 9"] {
+            assert_eq!(OwnPolicies::from_record(bad), None, "{bad:?}");
         }
     }
 

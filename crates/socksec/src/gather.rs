@@ -250,15 +250,15 @@ fn tunnel(
     }
 }
 
-/// The request id of the socket's own IPsec policies, when socksec made it a secure socket
-/// (`crate::secure`): read from socksec's record only when the kernel lists a socket policy
-/// that socksec may have installed, so other queries pay nothing for it.
-pub fn own_policy_reqid(
+/// The socket's own IPsec policies, when socksec made it a secure socket (`crate::secure`):
+/// read from socksec's record only when the kernel lists a socket policy that socksec may have
+/// installed, so other queries pay nothing for it.
+pub fn own_policies(
     snapshot: &socksec_core::xfrm::model::XfrmSnapshot,
     cookie: impl FnOnce() -> Option<u64>,
-) -> Option<u32> {
+) -> Option<socksec_core::secure::OwnPolicies> {
     if !socksec_core::secure::may_have_own_policies(snapshot) {
         return None;
     }
-    cookie().and_then(crate::secure::recorded_reqid)
+    cookie().and_then(crate::secure::recorded)
 }

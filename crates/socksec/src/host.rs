@@ -171,7 +171,7 @@ fn answer_socket(
         uid: s.uid,
     };
     gather::complete_flow(&mut flow, &routing)?;
-    flow.own_policy_reqid = gather::own_policy_reqid(snapshot, || Some(s.cookie));
+    flow.own_policies = gather::own_policies(snapshot, || Some(s.cookie));
     let snapshots = Snapshots {
         xfrm: snapshot,
         ike,

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use socket2::{Domain, Protocol, Socket, Type};
-pub use socksec_core::secure::{Auth, Config, Profile, Settings, peer_identity};
+pub use socksec_core::secure::{Auth, Config, OwnPolicies, Profile, Settings, peer_identity};
 use socksec_core::secure::{
     Negotiation, PolicyDirection, REQID_RANGE, Role, socket_policy, socket_policy_option,
 };
@@ -68,11 +68,11 @@ fn registry_file(cookie: u64) -> PathBuf {
     PathBuf::from(REGISTRY_DIR).join(cookie.to_string())
 }
 
-/// Records that the socket `fd` carries socksec's policies with `reqid` (from
-/// [`require_ipsec`]), so that queries attribute them to it; [`forget`] undoes it.
-pub fn record_secure_socket(fd: BorrowedFd<'_>, reqid: u32) -> Result<u64, Error> {
+/// Records that the socket `fd` carries socksec's policies `own` (from [`require_ipsec`]),
+/// so that queries attribute them to it; [`forget`] undoes it.
+pub fn record_secure_socket(fd: BorrowedFd<'_>, own: OwnPolicies) -> Result<u64, Error> {
     let cookie = cookie(fd).map_err(|e| Error::system("reading SO_COOKIE", &e))?;
-    record(cookie, reqid)
+    record(cookie, own)
         .map_err(|e| Error::system("recording the secure socket in /run/socksec", &e))?;
     Ok(cookie)
 }
@@ -82,49 +82,61 @@ pub fn forget(cookie: u64) {
     let _ = std::fs::remove_file(registry_file(cookie));
 }
 
-fn record(cookie: u64, reqid: u32) -> io::Result<()> {
+fn record(cookie: u64, own: OwnPolicies) -> io::Result<()> {
     use std::os::unix::fs::DirBuilderExt;
     std::fs::DirBuilder::new()
         .recursive(true)
         .mode(0o755)
         .create(REGISTRY_DIR)?;
-    std::fs::write(registry_file(cookie), reqid.to_string())
+    std::fs::write(registry_file(cookie), own.to_record())
 }
 
-/// The request id socksec recorded for the socket with `cookie`, if any. A record that is not
-/// a number in [`REQID_RANGE`] is ignored.
-pub fn recorded_reqid(cookie: u64) -> Option<u32> {
+/// The policies socksec recorded for the socket with `cookie`, if any (a record in another
+/// form is ignored).
+pub fn recorded(cookie: u64) -> Option<OwnPolicies> {
     let text = std::fs::read_to_string(registry_file(cookie)).ok()?;
-    text.trim().parse().ok().filter(|r| REQID_RANGE.contains(r))
+    OwnPolicies::from_record(&text)
 }
 
-/// A request id from [`REQID_RANGE`], drawn from the kernel's random source.
-fn fresh_reqid() -> Result<u32, Error> {
+/// A number from the kernel's random source.
+fn random_u32() -> Result<u32, Error> {
     let mut b = [0u8; 4];
     std::fs::File::open("/dev/urandom")
         .and_then(|mut f| f.read_exact(&mut b))
         .map_err(|e| Error::system("reading /dev/urandom", &e))?;
+    Ok(u32::from_ne_bytes(b))
+}
+
+/// Fresh policies for a new secure socket: a request id from [`REQID_RANGE`] and a tag.
+fn fresh_policies() -> Result<OwnPolicies, Error> {
     let span = REQID_RANGE.end() - REQID_RANGE.start();
-    Ok(REQID_RANGE.start() + u32::from_ne_bytes(b) % span)
+    Ok(OwnPolicies {
+        reqid: REQID_RANGE.start() + random_u32()? % span,
+        tag: random_u32()?,
+    })
 }
 
 /// Makes the socket `fd` (not yet connected) require ESP in transport mode for everything it
-/// sends and receives, with a fresh request id (returned): from now on a `connect()` fails
-/// with `EAGAIN` until an SA with that request id exists, and nothing arrives unprotected.
-/// With `settings.allow_insecure` the requirement is optional: traffic without an SA passes
-/// in clear. Needs CAP_NET_ADMIN.
-pub fn require_ipsec(fd: BorrowedFd<'_>, v6: bool, settings: &Settings) -> Result<u32, Error> {
-    let reqid = fresh_reqid()?;
-    protect(fd, v6, reqid, settings.allow_insecure)?;
-    Ok(reqid)
+/// sends and receives, with a fresh request id and tag (returned): from now on a `connect()`
+/// fails with `EAGAIN` until an SA with that request id exists, and nothing arrives
+/// unprotected. With `settings.allow_insecure` the requirement is optional: traffic without an
+/// SA passes in clear. Needs CAP_NET_ADMIN.
+pub fn require_ipsec(
+    fd: BorrowedFd<'_>,
+    v6: bool,
+    settings: &Settings,
+) -> Result<OwnPolicies, Error> {
+    let own = fresh_policies()?;
+    protect(fd, v6, own, settings.allow_insecure)?;
+    Ok(own)
 }
 
-/// Gives the socket its own outbound and inbound policies: ESP in transport mode with `reqid`,
+/// Gives the socket its own outbound and inbound policies `own` (replacing any it had),
 /// optional templates when `optional`.
-fn protect(fd: BorrowedFd<'_>, v6: bool, reqid: u32, optional: bool) -> Result<(), Error> {
+fn protect(fd: BorrowedFd<'_>, v6: bool, own: OwnPolicies, optional: bool) -> Result<(), Error> {
     let (level, name) = socket_policy_option(v6);
     for direction in [PolicyDirection::Out, PolicyDirection::In] {
-        let value = socket_policy(v6, direction, reqid, optional);
+        let value = socket_policy(v6, direction, own, optional);
         crate::sys::setsockopt_bytes(fd, level, name, &value).map_err(|e| {
             let what = "setting the socket's own IPsec policy (IP_XFRM_POLICY; needs \
                         CAP_NET_ADMIN)";
@@ -269,21 +281,18 @@ impl Drop for SecureStream {
 }
 
 /// A socket with its own ESP-requiring policies, recorded.
-fn protected_socket(addr: &SocketAddr, settings: &Settings) -> Result<(Socket, u32), Error> {
+fn protected_socket(
+    addr: &SocketAddr,
+    settings: &Settings,
+) -> Result<(Socket, OwnPolicies), Error> {
     let socket = Socket::new(
         Domain::for_address(*addr),
         Type::STREAM.cloexec(),
         Some(Protocol::TCP),
     )
     .map_err(|e| Error::system("creating a TCP socket", &e))?;
-    let reqid = fresh_reqid()?;
-    protect(
-        socket.as_fd(),
-        addr.is_ipv6(),
-        reqid,
-        settings.allow_insecure,
-    )?;
-    Ok((socket, reqid))
+    let own = require_ipsec(socket.as_fd(), addr.is_ipv6(), settings)?;
+    Ok((socket, own))
 }
 
 /// Checks that a connection is protected as `settings` ask, by a query; records it first so
@@ -291,11 +300,11 @@ fn protected_socket(addr: &SocketAddr, settings: &Settings) -> Result<(Socket, u
 /// shut down and forgotten.
 fn checked(
     stream: TcpStream,
-    reqid: u32,
+    own: OwnPolicies,
     settings: &Settings,
     session: Option<Arc<Session>>,
 ) -> Result<SecureStream, Error> {
-    let cookie = record_secure_socket(stream.as_fd(), reqid)?;
+    let cookie = record_secure_socket(stream.as_fd(), own)?;
     match verify(&stream, settings) {
         Ok(info) => Ok(SecureStream {
             stream,
@@ -351,9 +360,9 @@ pub fn connect(
 ) -> Result<SecureStream, Error> {
     let identity = peer_identity(target, raw)?;
     let config = config()?;
-    let (socket, reqid) = protected_socket(&addr, settings)?;
+    let (socket, own) = protected_socket(&addr, settings)?;
     let negotiation = Negotiation {
-        reqid,
+        reqid: own.reqid,
         role: Role::Initiator {
             peer: addr.ip(),
             port: addr.port(),
@@ -370,7 +379,7 @@ pub fn connect(
     socket
         .connect(&addr.into())
         .map_err(|e| Error::system(&format!("connecting to {addr}"), &e))?;
-    checked(socket.into(), reqid, settings, session)
+    checked(socket.into(), own, settings, session)
 }
 
 /// A listening socket whose connections must arrive over IPsec that charon negotiates
@@ -379,7 +388,8 @@ pub fn connect(
 #[derive(Debug)]
 pub struct SecureListener {
     listener: TcpListener,
-    reqid: u32,
+    own: OwnPolicies,
+    v6: bool,
     settings: Settings,
     session: Arc<Session>,
 }
@@ -398,12 +408,14 @@ impl SecureListener {
             .listener
             .accept()
             .map_err(|e| Error::system("accepting a connection", &e))?;
-        checked(
-            stream,
-            self.reqid,
-            &self.settings,
-            Some(self.session.clone()),
-        )
+        // The accepted socket inherited the listener's policies; it gets a tag of its own (the
+        // same requirement, so there is no moment without one).
+        let own = OwnPolicies {
+            tag: random_u32()?,
+            ..self.own
+        };
+        protect(stream.as_fd(), self.v6, own, self.settings.allow_insecure)?;
+        checked(stream, own, &self.settings, Some(self.session.clone()))
     }
 }
 
@@ -411,9 +423,9 @@ impl SecureListener {
 /// connection for the port before the socket binds.
 pub fn listen(addr: SocketAddr, settings: &Settings) -> Result<SecureListener, Error> {
     let config = config()?;
-    let (socket, reqid) = protected_socket(&addr, settings)?;
+    let (socket, own) = protected_socket(&addr, settings)?;
     let negotiation = Negotiation {
-        reqid,
+        reqid: own.reqid,
         role: Role::Responder { port: addr.port() },
     };
     let session = Arc::new(Session::load(negotiation, &config, settings)?);
@@ -424,7 +436,8 @@ pub fn listen(addr: SocketAddr, settings: &Settings) -> Result<SecureListener, E
         .map_err(|e| Error::system(&format!("listening on {addr}"), &e))?;
     Ok(SecureListener {
         listener: socket.into(),
-        reqid,
+        own,
+        v6: addr.is_ipv6(),
         settings: settings.clone(),
         session,
     })

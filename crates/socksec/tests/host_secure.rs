@@ -78,13 +78,13 @@ fn allow_insecure_connects_in_clear_and_the_answer_says_so() {
             ..Settings::default()
         };
         let socket = tcp_socket();
-        let reqid = require_ipsec(socket.as_fd(), false, &settings).expect("socket policies");
+        let own = require_ipsec(socket.as_fd(), false, &settings).expect("socket policies");
         socket
             .connect(&server.into())
             .expect("optional: clear allowed");
         let template = QueryTemplate::default();
         let unrecorded = socksec::query(&socket, &template).expect("query");
-        let cookie = record_secure_socket(socket.as_fd(), reqid).expect("record");
+        let cookie = record_secure_socket(socket.as_fd(), own).expect("record");
         let recorded = socksec::query(&socket, &template).expect("query");
         // A plain socket beside it is not given the secure socket's policies.
         let plain = std::net::TcpStream::connect(server).expect("plain connect");

@@ -1281,3 +1281,58 @@ mod answer {
         assert_eq!(info.protections.len(), 2);
     }
 }
+
+/// A secure socket's own policies (socksec's reqid, its tag as priority) decide its traffic
+/// only when socksec recorded them for it: another socket's copy (another tag) is not taken
+/// for its own, and an unrecorded socket sees the global SPD and a caveat.
+#[test]
+fn own_socket_policies_decide_only_for_their_socket() {
+    use socksec::secure::OwnPolicies;
+    const R: u32 = 0x5000_0042;
+    let own = OwnPolicies {
+        reqid: R,
+        tag: 4242,
+    };
+    let mut snap = XfrmSnapshot::default();
+    for dir in [PolicyDir::SocketOut, PolicyDir::SocketIn] {
+        snap.policies.push(policy(
+            dir,
+            any_selector(2),
+            own.tag,
+            vec![esp_transport(R)],
+        ));
+    }
+    snap.states = vec![
+        state("10.1.0.1", "10.1.0.2", 0x1001, R, gcm()),
+        state("10.1.0.2", "10.1.0.1", 0x1002, R, gcm()),
+    ];
+    let mut flow = tcp_flow();
+    // Not recorded: the (empty) global SPD decides; the socket policies are a caveat.
+    let v = resolve(&flow, &snap, NOW, false);
+    assert_eq!(
+        out_reason(&v),
+        Reason::NoPolicy {
+            direction: Direction::Outbound
+        }
+    );
+    assert!(
+        v.caveats
+            .iter()
+            .any(|c| matches!(c, Caveat::UnattributedSocketPolicies { .. }))
+    );
+    // Recorded: its own policies and their SAs; no caveat about them.
+    flow.own_policies = Some(own);
+    let v = resolve(&flow, &snap, NOW, false);
+    assert!(v.encrypted(), "{v:?}");
+    assert!(v.caveats.is_empty(), "{v:?}");
+    // Recorded with another tag (its policies were removed; a sibling's remain): unknown.
+    flow.own_policies = Some(OwnPolicies { tag: 7, ..own });
+    let v = resolve(&flow, &snap, NOW, false);
+    assert!(!v.secured(), "{v:?}");
+    assert!(matches!(out_reason(&v), Reason::Unknown { .. }), "{v:?}");
+    // Its SAs gone: SA missing, not secured.
+    flow.own_policies = Some(own);
+    snap.states.clear();
+    let v = resolve(&flow, &snap, NOW, false);
+    assert!(matches!(out_reason(&v), Reason::SaMissing { .. }), "{v:?}");
+}

@@ -40,6 +40,7 @@ use super::model::{
 };
 use crate::flow::{DirectedFlow, Flow};
 use crate::report::{Caveat, Direction, Mechanism, PolicyRef, Protection, Reason, SaInfo};
+use crate::secure::OwnPolicies;
 
 /// The IPsec part of an answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -109,7 +110,7 @@ pub fn resolve(flow: &Flow, snap: &XfrmSnapshot, now: u64, strict: bool) -> Ipse
         };
         let socket_policies: Vec<&Policy> = socket_policies
             .into_iter()
-            .filter(|p| !is_own(p, flow.own_policy_reqid))
+            .filter(|p| !flow.own_policies.is_some_and(|own| own.owns(p)))
             .collect();
         if socket_policies.is_empty() {
             continue;
@@ -141,15 +142,6 @@ pub fn resolve(flow: &Flow, snap: &XfrmSnapshot, now: u64, strict: bool) -> Ipse
         caveats,
         strict_reasons,
     }
-}
-
-/// Whether `policy` is one of the socket's own policies socksec recorded: a socket policy
-/// whose every template carries `own` as its request id.
-fn is_own(policy: &Policy, own: Option<u32>) -> bool {
-    matches!(policy.dir, PolicyDir::SocketIn | PolicyDir::SocketOut)
-        && own.is_some_and(|reqid| {
-            !policy.templates.is_empty() && policy.templates.iter().all(|t| t.reqid == reqid)
-        })
 }
 
 /// A three-valued match: the kernel's answer may depend on facts we lack.
@@ -297,12 +289,12 @@ impl<'a> Ctx<'a> {
         Pick::None
     }
 
-    /// The socket policy of `direction` that socksec installed with `reqid` and that matches
-    /// the flow as `xfrm_sk_policy_lookup` matches (family, selector, mark, if_id).
+    /// The socket's own policy of `direction` as socksec recorded it, if the kernel lists it and
+    /// it matches the flow as `xfrm_sk_policy_lookup` matches (family, selector, mark, if_id).
     fn own_socket_policy(
         &self,
         direction: Direction,
-        reqid: u32,
+        own: OwnPolicies,
         fl: &DirectedFlow,
     ) -> Option<&'a Policy> {
         let dir = match direction {
@@ -311,7 +303,7 @@ impl<'a> Ctx<'a> {
         };
         self.snap.policies.iter().find(|p| {
             p.dir == dir
-                && is_own(p, Some(reqid))
+                && own.owns(p)
                 && p.family() == Some(self.family)
                 && p.mark.matches(self.flow.mark)
                 && p.if_id == self.flow.if_id
@@ -350,17 +342,18 @@ impl<'a> Ctx<'a> {
 
         // A socket's own policies take precedence over the global ones (`xfrm_lookup` and
         // `__xfrm_policy_check` look at `sk->sk_policy[dir]` first); socksec knows them only
-        // for the secure sockets it made (`Flow::own_policy_reqid`).
+        // for the secure sockets it made (`Flow::own_policies`).
         let mut chosen: Vec<&Policy> = Vec::new();
-        if let Some(reqid) = self.flow.own_policy_reqid {
-            match self.own_socket_policy(direction, reqid, &fl) {
+        if let Some(own) = self.flow.own_policies {
+            match self.own_socket_policy(direction, own, &fl) {
                 Some(p) => chosen.push(p),
                 None => {
                     protection.reason = Some(Reason::Unknown {
                         direction,
                         detail: format!(
-                            "socksec recorded socket policies with reqid {reqid} for this \
-                             socket, but the kernel lists none that matches its flow"
+                            "socksec recorded socket policies (reqid {}, tag {}) for this \
+                             socket, but the kernel lists none that matches its flow",
+                            own.reqid, own.tag
                         ),
                     });
                     return protection;
@@ -368,10 +361,12 @@ impl<'a> Ctx<'a> {
             }
         }
         // Sub policies first; an allowing sub policy continues with the main one.
-        for ptype in [PolicyType::Sub, PolicyType::Main] {
-            if !chosen.is_empty() {
-                break;
-            }
+        let global = if chosen.is_empty() {
+            &[PolicyType::Sub, PolicyType::Main][..]
+        } else {
+            &[]
+        };
+        for &ptype in global {
             match self.pick(dir, ptype, &fl) {
                 Pick::None => {}
                 Pick::Unknown(detail) => {
