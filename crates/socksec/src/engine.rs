@@ -83,7 +83,8 @@ impl Prepared<'_> {
     pub fn run_with(self, sources: &dyn Sources) -> Result<SecurityInfo, Error> {
         let (mut flow, routing) = self.flow_and_routing()?;
         let xfrm = sources.xfrm()?;
-        flow.own_policies = gather::own_policies(&xfrm, || crate::secure::cookie(self.fd).ok());
+        flow.own_policies =
+            gather::own_policies(&xfrm, || crate::secure_sockets::cookie(self.fd).ok());
         let snapshots = Snapshots {
             xfrm: &xfrm,
             ike: &gather::Ike(sources),

@@ -250,7 +250,7 @@ fn tunnel(
     }
 }
 
-/// The socket's own IPsec policies, when socksec made it a secure socket (`crate::secure`):
+/// The socket's own IPsec policies, when socksec made it a secure socket (`crate::secure_sockets`):
 /// read from socksec's record only when the kernel lists a socket policy that socksec may have
 /// installed, so other queries pay nothing for it.
 pub fn own_policies(
@@ -260,5 +260,5 @@ pub fn own_policies(
     if !socksec_core::secure::may_have_own_policies(snapshot) {
         return None;
     }
-    cookie().and_then(crate::secure::recorded)
+    cookie().and_then(crate::secure_sockets::recorded)
 }

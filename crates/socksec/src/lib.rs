@@ -55,6 +55,19 @@ pub mod model {
     pub use socksec_core::{answer, broker, ktls, rtnetlink, sa, sock_diag, vici, wireguard, xfrm};
 }
 
+/// Secure sockets on request (`docs/secure-sockets.md`): a TCP connection or listener whose
+/// traffic is protected by IPsec that charon negotiates for it, and that never carries a byte
+/// in clear unless the caller allows it; the settings, profiles and target names
+/// (`socksec_core::secure`), and the record that lets a query tell a secure socket's own
+/// policies from other sockets'.
+pub mod secure {
+    pub use crate::secure_sockets::{
+        Auth, CONFIG_PATH, Config, OwnPolicies, Profile, REGISTRY_DIR, SecureListener,
+        SecureStream, Settings, config, connect, forget, listen, peer_identity,
+        record_secure_socket, recorded, require_ipsec,
+    };
+}
+
 pub mod broker;
 mod cache;
 mod diag;
@@ -69,7 +82,7 @@ mod mode;
 mod netlink;
 mod route;
 mod sa;
-pub mod secure;
+mod secure_sockets;
 mod socket;
 mod sources;
 mod sys;

@@ -91,11 +91,7 @@ impl PskConnection {
                 rounds += &r.render(&format!("{side}-{}", i + 1));
             }
         }
-        let secrets: String = secrets
-            .iter()
-            .enumerate()
-            .map(|(i, s)| s.render(i + 1))
-            .collect();
+        let secrets = render_secrets(secrets);
         format!(
             "# socksec lab: {me_name} (generated)\n\
              connections {{\n  {name} {{\n    version = 2\n    local_addrs = {local_addr}\n    \
@@ -178,15 +174,20 @@ impl Round {
 /// A swanctl.conf with credentials and no connection: what a host that lets socksec load
 /// connections on request (secure sockets) gives charon.
 pub fn credentials_only(me: &Netns, secrets: &[Secret]) -> String {
-    let secrets: String = secrets
-        .iter()
-        .enumerate()
-        .map(|(i, s)| s.render(i + 1))
-        .collect();
+    let secrets = render_secrets(secrets);
     format!(
         "# socksec lab: {} (generated): credentials only\nsecrets {{\n{secrets}}}\n",
         me.name
     )
+}
+
+/// The entries of a `secrets` section, numbered from 1.
+fn render_secrets(secrets: &[Secret]) -> String {
+    secrets
+        .iter()
+        .enumerate()
+        .map(|(i, s)| s.render(i + 1))
+        .collect()
 }
 
 /// One entry of swanctl.conf's `secrets` section.

@@ -64,6 +64,13 @@ fn socksec(ns: &Netns, conf: &Path, args: &[&str], input: &Path) -> Command {
     cmd
 }
 
+/// `socksec connect --secure --target TARGET --json ADDR` in moon.
+fn secure_connect(lab: &Lab, conf: &Path, target: &str, addr: SocketAddr, input: &Path) -> Command {
+    let addr = addr.to_string();
+    let args = ["connect", "--secure", "--target", target, "--json", &addr];
+    socksec(lab.moon(), conf, &args, input)
+}
+
 /// A `socksec listen` running in the background, its output in files.
 struct Listener {
     child: Child,
@@ -231,21 +238,9 @@ pub fn connect_psk(lab: &mut Lab) -> Result<()> {
 
     // The real one.
     let started = Instant::now();
-    let right = socksec(
-        lab.moon(),
-        &moon_conf,
-        &[
-            "connect",
-            "--secure",
-            "--target",
-            &target,
-            "--json",
-            &server.to_string(),
-        ],
-        &ping,
-    )
-    .output()
-    .context("socksec connect")?;
+    let right = secure_connect(lab, &moon_conf, &target, server, &ping)
+        .output()
+        .context("socksec connect")?;
     let elapsed = started.elapsed();
     let (moon_out, moon_err) = text(&right);
     lab.evidence("connect --secure (moon): stderr", moon_err.clone());
@@ -289,21 +284,9 @@ pub fn connect_psk(lab: &mut Lab) -> Result<()> {
         plain.is_err(),
         "a plain connection to the secure listener was established"
     );
-    let after = socksec(
-        lab.moon(),
-        &moon_conf,
-        &[
-            "connect",
-            "--secure",
-            "--target",
-            &target,
-            "--json",
-            &plain_addr.to_string(),
-        ],
-        &ping,
-    )
-    .output()
-    .context("socksec connect after the plain attempt")?;
+    let after = secure_connect(lab, &moon_conf, &target, plain_addr, &ping)
+        .output()
+        .context("socksec connect after the plain attempt")?;
     let (served, _, stderr) = plain_listener.finish(Duration::from_secs(30))?;
     lab.evidence(
         "listen --secure after a plain attempt (sun): stderr",

@@ -2,7 +2,8 @@
 //! socket): a TCP connection or listener whose traffic is protected by IPsec that charon
 //! negotiates for it, and that never carries a byte in clear unless the caller allows it.
 //!
-//! The steps and why they fail closed are in [`socksec_core::secure`]; this module does the
+//! Public as [`crate::secure`]. The steps and why they fail closed are in
+//! [`socksec_core::secure`]; this module does the
 //! I/O: the socket's own policies (`IP_XFRM_POLICY`), charon's connection over VICI, the
 //! query that checks the result, and the record of which socket carries which request id
 //! (`/run/socksec/secure/COOKIE`, so that a query can tell this socket's policies from other
