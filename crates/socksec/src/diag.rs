@@ -13,7 +13,7 @@ use std::net::SocketAddr;
 use netlink_sys::protocols::NETLINK_SOCK_DIAG;
 use serde::Serialize;
 
-use crate::error::{Error, ErrorKind};
+use crate::error::Error;
 use crate::flow::Transport;
 use crate::netlink::{NlConn, NlError};
 use socksec_core::netlink::{NlMsg, expect_kind};
@@ -108,15 +108,7 @@ fn nl_error(family: u8, transport: Transport, e: NlError) -> Error {
         },
         transport.name()
     );
-    match e {
-        NlError::Io(e) => Error::system(&what, &e),
-        NlError::Kernel(errno) => Error::system(&what, &std::io::Error::from_raw_os_error(errno)),
-        NlError::Malformed(e) => Error::new(ErrorKind::System, format!("{what}: {e}")),
-        NlError::Interrupted(n) => Error::new(
-            ErrorKind::System,
-            format!("{what} was interrupted {n} times in a row"),
-        ),
-    }
+    e.into_error(&what)
 }
 
 /// Every socket of the given transports, IPv4 and IPv6, in every state.

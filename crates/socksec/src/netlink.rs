@@ -102,6 +102,22 @@ impl NlError {
         }
     }
 
+    /// The query error for a failed `what` (a phrase naming the request): a kernel refusal or a
+    /// failed socket call by its errno, anything else a system error. One mapping for every
+    /// source that reports a netlink failure as a query error (sock_diag, WireGuard).
+    pub(crate) fn into_error(self, what: &str) -> crate::error::Error {
+        use crate::error::{Error, ErrorKind};
+        match self {
+            Self::Io(e) => Error::system(what, &e),
+            Self::Kernel(errno) => Error::system(what, &io::Error::from_raw_os_error(errno)),
+            Self::Malformed(e) => Error::new(ErrorKind::System, format!("{what}: {e}")),
+            Self::Interrupted(n) => Error::new(
+                ErrorKind::System,
+                format!("{what} was interrupted {n} times in a row"),
+            ),
+        }
+    }
+
     /// The error of `request`, the kernel's errno kept as it is.
     pub(crate) fn named(self, request: &'static str) -> NetlinkError {
         match self {

@@ -22,9 +22,7 @@ fn nl_err(what: &str, e: NlError) -> Error {
             ErrorKind::PermissionDenied,
             format!("{what}: reading WireGuard devices needs CAP_NET_ADMIN"),
         ),
-        NlError::Kernel(errno) => Error::system(what, &std::io::Error::from_raw_os_error(errno)),
-        NlError::Io(e) => Error::system(what, &e),
-        other => Error::new(ErrorKind::System, format!("{what}: {other:?}")),
+        other => other.into_error(what),
     }
 }
 
