@@ -19,8 +19,8 @@ use crate::sources::Sources;
 /// Queries the security of the connection on `fd`: the Rust form of `WSAQuerySocketSecurity`.
 ///
 /// With CAP_NET_ADMIN the answer is computed in this process, from the process-wide
-/// event-driven cache ([`crate::cache::process`]); without it the socket is passed to the
-/// broker, `socksecd` ([`crate::mode`]: `SOCKSEC_MODE`, `SOCKSEC_BROKER`). With neither, the
+/// event-driven [`Cache`](crate::Cache); without it the socket is passed to the broker,
+/// `socksecd` (`SOCKSEC_MODE` and `SOCKSEC_BROKER` choose). With neither, the
 /// error says so ([`ErrorKind::PermissionDenied`](crate::ErrorKind::PermissionDenied)).
 pub fn query(fd: &impl AsFd, template: &QueryTemplate) -> Result<SecurityInfo, Error> {
     prepare(fd.as_fd(), template)?.run()

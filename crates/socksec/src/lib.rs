@@ -28,11 +28,12 @@
 //! - **list** — [`list`] answers every TCP and UDP socket of the host, as `socksec ls` shows
 //!   them ([`HostSocket`]); [`peer_label`] reads a label only a descriptor can give;
 //! - **describe** — [`sa_details`] describes the SAs an IPSEC2 answer names;
-//! - **follow** — [`events`] hands out the changes the process-wide cache sees (what
+//! - **follow** — [`events()`] hands out the changes the process-wide cache sees (what
 //!   `socksec watch` prints);
 //! - **serve** — a broker answers for a descriptor a client passed with [`prepare`] and
 //!   [`Prepared::run_with`] on its [`Cache`]; the wire protocol and the client are in
-//!   [`broker`].
+//!   [`broker`];
+//! - **secure** — [`secure`] gives a socket IPsec on request.
 //!
 //! The answer and the data it is made of are pure types from the `socksec-core` crate:
 //! [`contract`] (the flags and their semantics), [`report`], [`error`] (errors and their

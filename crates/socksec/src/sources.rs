@@ -18,7 +18,8 @@ pub trait Sources: Send + Sync {
     /// carries a [`Caveat::PeerUnknown`](crate::report::Caveat::PeerUnknown)).
     fn ike_sas(&self) -> Result<Arc<Vec<IkeSa>>, String>;
     /// The certificate the peer of `ike` authenticated with, if any: asked of the IKE daemon
-    /// at [`vici_socket`] once per IKE SA and remembered for the process.
+    /// (at `SOCKSEC_VICI` or strongSwan's default socket) once per IKE SA and remembered for the
+    /// process.
     fn peer_certificate(&self, ike: &IkeSa) -> Result<Option<CertNames>, String> {
         let path = vici_socket();
         crate::vici::certs::peer_certificate_memo(&path, ike, || {

@@ -134,7 +134,10 @@ struct Shared {
     overruns: AtomicU64,
 }
 
-/// A cache of the kernel's IPsec tables and of charon's SAs; see the [module](self) docs.
+/// A cache of the kernel's IPsec tables and of charon's SAs, kept current by the kernel's XFRM
+/// notifications and charon's VICI events, one thread each; a query never sees a change half
+/// applied nor misses one that completed before it. Without CAP_NET_ADMIN it is cold: every
+/// query reads the tables itself, as [`ColdSources`] does ([`Cache::status`] says why).
 pub struct Cache {
     shared: Arc<Shared>,
     status: CacheStatus,
@@ -277,8 +280,8 @@ impl Cache {
     ///
     /// Changes that completed before the call are in it: the kernel queues its notification
     /// before the change's own netlink request returns, so while a notification is queued, or
-    /// taken and not yet published, this waits for the XFRM thread (at most
-    /// [`FRESH_WAIT`], after which the caller reads the kernel itself: `None`).
+    /// taken and not yet published, this waits for the XFRM thread (at most `FRESH_WAIT`,
+    /// 20 ms, after which the caller reads the kernel itself: `None`).
     pub fn snapshot(&self) -> Option<Arc<XfrmSnapshot>> {
         if !self.usable() || current_netns() != self.netns {
             return None;

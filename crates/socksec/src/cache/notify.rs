@@ -1,5 +1,5 @@
 //! The cache's subscriptions: every change its threads see, handed to whoever follows them
-//! (`socksec watch`, through [`crate::events`]).
+//! (`socksec watch`, through [`crate::events()`]).
 //!
 //! The XFRM thread passes on each kernel notification as it applies it (and
 //! [`XfrmEvent::Overrun`] when notifications were lost and it reads the tables again); the
@@ -95,7 +95,7 @@ impl Notifier {
     }
 }
 
-/// A subscription to the changes a [`Cache`](crate::Cache) sees: see [`crate::events`].
+/// A subscription to the changes a [`Cache`](crate::Cache) sees: see [`crate::events()`].
 #[derive(Debug)]
 pub struct Subscription {
     notifier: Arc<Notifier>,
