@@ -545,7 +545,7 @@ use super::fixtures;
 mod tests {
     use super::super::model::*;
     use super::*;
-    use crate::netlink::{Messages, NlMsg, ReplyError, Step, align4, reply_step};
+    use crate::netlink::{Messages, Step, align4, message, reply_step};
 
     const POLICY_DUMP: &[u8] = include_bytes!("../../../socksec/tests/fixtures/policy_dump.bin");
     const STATE_DUMP: &[u8] =
@@ -944,86 +944,6 @@ mod tests {
         let m = Messages::new(&r).next().unwrap().unwrap();
         let attrs: Vec<_> = Attrs::new(&m.payload[12..]).map(Result::unwrap).collect();
         assert_eq!(attrs, vec![(1, &[192, 0, 2, 1][..]), (27, &[6][..])]);
-    }
-
-    fn message(kind: u16, flags: u16, seq: u32, payload: &[u8]) -> Vec<u8> {
-        let mut v = Request::new(kind, 0, seq).raw(payload).finish();
-        v[6..8].copy_from_slice(&flags.to_ne_bytes());
-        v
-    }
-
-    #[test]
-    fn reply_control_messages() {
-        let eperm = message(nl::NLMSG_ERROR, 0, 5, &(-1i32).to_ne_bytes());
-        assert_eq!(
-            reply_step(&eperm, 5, true, |_| Ok(())),
-            Err(ReplyError::Kernel(crate::error::errno::EPERM))
-        );
-        // Another request's leftovers are skipped.
-        assert_eq!(reply_step(&eperm, 6, true, |_| Ok(())), Ok(Step::More));
-        let ack = message(nl::NLMSG_ERROR, 0, 5, &0i32.to_ne_bytes());
-        assert_eq!(reply_step(&ack, 5, false, |_| Ok(())), Ok(Step::Done));
-        let done = message(nl::NLMSG_DONE, nl::NLM_F_MULTI, 5, &0i32.to_ne_bytes());
-        assert_eq!(reply_step(&done, 5, true, |_| Ok(())), Ok(Step::Done));
-        let failed = message(nl::NLMSG_DONE, nl::NLM_F_MULTI, 5, &(-4i32).to_ne_bytes());
-        assert_eq!(
-            reply_step(&failed, 5, true, |_| Ok(())),
-            Err(ReplyError::Kernel(4))
-        );
-        let intr = message(19, nl::NLM_F_MULTI | nl::NLM_F_DUMP_INTR, 5, &[]);
-        assert_eq!(
-            reply_step(&intr, 5, true, |_| Ok(())),
-            Err(ReplyError::Interrupted)
-        );
-
-        // Two data messages then DONE in one datagram; a single reply ends at its message.
-        let mut dgram = message(19, nl::NLM_F_MULTI, 5, &[1]);
-        dgram.extend(message(19, nl::NLM_F_MULTI, 5, &[2]));
-        let mut more = dgram.clone();
-        more.extend(done.clone());
-        let mut n = 0;
-        let mut count = |_: NlMsg<'_>| {
-            n += 1;
-            Ok(())
-        };
-        assert_eq!(reply_step(&dgram, 5, true, &mut count), Ok(Step::More));
-        assert_eq!(reply_step(&more, 5, true, &mut count), Ok(Step::Done));
-        assert_eq!(reply_step(&dgram, 5, false, &mut count), Ok(Step::Done));
-        assert_eq!(n, 5);
-        let err = reply_step(&dgram, 5, true, |m| {
-            Err(CodecError::UnexpectedMessage(m.kind))
-        });
-        assert_eq!(
-            err,
-            Err(ReplyError::Malformed(CodecError::UnexpectedMessage(19)))
-        );
-    }
-
-    #[test]
-    fn framing_rejects_bad_lengths() {
-        let mut m = message(19, 0, 1, &[0; 8]);
-        m[0..4].copy_from_slice(&8u32.to_ne_bytes());
-        assert!(matches!(
-            Messages::new(&m).next(),
-            Some(Err(CodecError::Malformed { .. }))
-        ));
-        m[0..4].copy_from_slice(&100u32.to_ne_bytes());
-        assert!(matches!(
-            Messages::new(&m).next(),
-            Some(Err(CodecError::Truncated { .. }))
-        ));
-        assert!(Messages::new(&m[..10]).next().unwrap().is_err());
-        assert!(matches!(
-            Attrs::new(&[2, 0, 1, 0]).next(),
-            Some(Err(CodecError::Malformed { .. }))
-        ));
-        assert!(matches!(
-            Attrs::new(&[9, 0, 1, 0, 0]).next(),
-            Some(Err(CodecError::Truncated { .. }))
-        ));
-        assert!(Attrs::new(&[1, 2]).next().unwrap().is_err());
-        // Errors end the iteration.
-        assert_eq!(Attrs::new(&[1, 2]).count(), 1);
     }
 
     /// Every parser on every prefix of real and synthetic messages: errors, never panics, and
