@@ -473,3 +473,45 @@ fn a_change_is_seen_by_the_next_query(options: CacheOptions, port: u16, rounds: 
         }
     });
 }
+
+/// A subscriber sees each kernel change the cache applies, and by the time it sees it, the
+/// next query's snapshot holds it (what `socksec watch` relies on: a sweep after the event
+/// answers from the changed tables).
+#[test]
+fn host_subscribers_see_kernel_changes_as_the_cache_applies_them() {
+    use socksec::events::{Change, XfrmEvent};
+    if !require_root("host_subscribers_see_kernel_changes_as_the_cache_applies_them") {
+        return;
+    }
+    let pair = Pair::new();
+    let ns = pair.a.clone();
+    pair.run_in(&pair.a.clone(), move || {
+        let cache = Cache::start_with(options());
+        let changes = cache.subscribe().expect("a warm cache takes subscribers");
+        // No VICI thread in these options: nothing to say of the IKE daemon.
+        assert_eq!(changes.ike_daemon(Duration::from_millis(10)), None);
+        let sel = "src 10.99.0.1/32 dst 10.99.0.2/32 proto tcp dport 5199";
+        xfrm_in(&ns, &format!("policy add {sel} dir out priority 10"));
+        let next_kernel = |what: &str| loop {
+            match changes.next(Duration::from_secs(2)) {
+                Some(Change::Kernel(event)) => return *event,
+                Some(_) => continue,
+                None => panic!("no kernel change within 2 s after {what}"),
+            }
+        };
+        let XfrmEvent::NewPolicy(added) = next_kernel("policy add") else {
+            panic!("the first change is not the new policy");
+        };
+        // What a query reads: the cache's snapshot, or the kernel while it is being published.
+        let snapshot = cache.xfrm().unwrap();
+        assert!(snapshot.policies.iter().any(|p| p.index == added.index));
+
+        xfrm_in(&ns, &format!("policy delete {sel} dir out"));
+        let XfrmEvent::DeletedPolicy(deleted) = next_kernel("policy delete") else {
+            panic!("the next change is not the deletion");
+        };
+        assert_eq!(deleted.index, added.index);
+        let snapshot = cache.xfrm().unwrap();
+        assert!(!snapshot.policies.iter().any(|p| p.index == added.index));
+    });
+}
