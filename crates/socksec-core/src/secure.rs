@@ -383,8 +383,9 @@ pub enum Role {
         peer: IpAddr,
         /// The peer's TCP port.
         port: u16,
-        /// The identity the peer must prove (from the target name).
-        identity: String,
+        /// The identity the peer must prove (from the target name); without one, the profile's
+        /// `accept_id`, else any identity its credentials authenticate.
+        identity: Option<String>,
     },
     /// The server: charon answers any peer that authenticates for TCP to `port` here.
     Responder {
@@ -429,7 +430,9 @@ impl Negotiation {
                 port,
                 identity,
             } => {
-                remote = remote.with_str("id", identity);
+                if let Some(id) = identity.as_ref().or(profile.accept_id.as_ref()) {
+                    remote = remote.with_str("id", id);
+                }
                 (
                     "dynamic[tcp]".to_owned(),
                     format!("{peer}[tcp/{port}]"),
@@ -644,7 +647,7 @@ mod tests {
             role: Role::Initiator {
                 peer: "10.1.0.2".parse().unwrap(),
                 port: 6000,
-                identity: "sun.example".into(),
+                identity: Some("sun.example".into()),
             },
         };
         let m = n

@@ -19,6 +19,8 @@ pub const CLI_FILE: &str = "socksec";
 pub const SOCKSECD_FILE: &str = "socksecd";
 /// The C ABI probe (`host/wsa_probe.c`), compiled into the share by the host.
 pub const WSA_PROBE_FILE: &str = "wsa-probe";
+/// The Windows-style secure connection (`host/secure_flow.c`), compiled into the share.
+pub const SECURE_FLOW_FILE: &str = "secure-flow";
 
 /// The outcome of one scenario.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

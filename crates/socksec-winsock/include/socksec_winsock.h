@@ -106,9 +106,11 @@ struct sockaddr; /* Windows or Linux layout: the family is a 16-bit value at off
 #define WSAEMSGSIZE       10040 /* template or buffer too small */
 #define WSAEOPNOTSUPP     10045 /* not supported on Linux yet */
 #define WSAEAFNOSUPPORT   10047 /* peer address family not IPv4/IPv6 or not reachable */
+#define WSAECONNABORTED   10053 /* a secure connection not protected as asked was shut down */
 #define WSAECONNRESET     10054 /* connection reset (or pending ICMP error on UDP) */
 #define WSAEISCONN        10056 /* not permitted on a connected socket */
 #define WSAENOTCONN       10057 /* TCP socket not connected */
+#define WSAECONNREFUSED   10061 /* refused; for a secure socket: IPsec could not be negotiated */
 #define WSASYSCALLFAILURE 10107 /* a system call failed unexpectedly, or an internal error */
 #define WSA_IO_PENDING    997   /* never reported by socksec */
 #define WSA_INVALID_HANDLE 6    /* a token handle that is not open */
@@ -376,8 +378,11 @@ int WSAAPI WSAQuerySocketSecurity(SOCKET Socket,
 /*
  * Validates (WSAENOTSOCK; WSAEFAULT for NULL settings with a length; WSAEINVAL for the
  * family/type, an invalid protocol or unknown flags; WSAEMSGSIZE for short settings;
- * WSAEISCONN on a connected socket), then fails with WSAEOPNOTSUPP: socksec cannot yet
- * require protection for a socket on Linux.
+ * WSAEISCONN on a connected socket; WSAEINVAL on a bound socket or a second call), then
+ * makes the TCP socket require ESP for everything it sends and receives: nothing goes in
+ * clear unless SOCKET_SETTINGS_ALLOW_INSECURE. WSAConnect or WSAAccept then has charon
+ * negotiate (docs/secure-sockets.md). Needs CAP_NET_ADMIN in the calling process for now
+ * (WSAEACCES otherwise); UDP sockets: WSAEOPNOTSUPP.
  */
 int WSAAPI WSASetSocketSecurity(SOCKET Socket, const SOCKET_SECURITY_SETTINGS *SecuritySettings,
                                 ULONG SecuritySettingsLen, LPWSAOVERLAPPED Overlapped,
@@ -387,8 +392,10 @@ int WSAAPI WSASetSocketSecurity(SOCKET Socket, const SOCKET_SECURITY_SETTINGS *S
  * Validates (WSAENOTSOCK; WSAEFAULT for NULL; WSAEINVAL for the family/type, an invalid
  * protocol, or an all-zero peer on a connectionless socket; WSAEMSGSIZE when the structure or
  * the name does not fit in PeerTargetNameLen; WSAEAFNOSUPPORT for a connectionless peer that
- * is not IPv4/IPv6; WSAEISCONN on a connected socket), then fails with WSAEOPNOTSUPP: peer
- * names cannot be bound to a socket's IKE negotiation on Linux yet.
+ * is not IPv4/IPv6; WSAEISCONN on a connected socket), then keeps the name (UTF-16, no NUL;
+ * PeerTargetNameStringLen in characters or bytes) as the identity the peer must prove when
+ * WSAConnect negotiates: an SPN's host (host/sun.example), or the name as it is with
+ * SOCKET_SETTINGS_IPSEC_PEER_NAME_IS_RAW_FORMAT. WSAEINVAL before WSASetSocketSecurity.
  */
 int WSAAPI WSASetSocketPeerTargetName(SOCKET Socket, const SOCKET_PEER_TARGET_NAME *PeerTargetName,
                                       ULONG PeerTargetNameLen, LPWSAOVERLAPPED Overlapped,
@@ -397,12 +404,30 @@ int WSAAPI WSASetSocketPeerTargetName(SOCKET Socket, const SOCKET_PEER_TARGET_NA
 /*
  * Validates (WSAENOTSOCK; WSAEFAULT for NULL; WSAEINVAL for the family/type;
  * WSAEAFNOSUPPORT for a family other than IPv4/IPv6; WSAEMSGSIZE for a short address), then
- * fails with WSAEOPNOTSUPP (no peer name can be set, so none can be deleted). PeerAddr may be
- * a Windows SOCKADDR_IN/SOCKADDR_IN6 or a Linux struct sockaddr_in/sockaddr_in6.
+ * forgets the socket's target name. PeerAddr may be a Windows SOCKADDR_IN/SOCKADDR_IN6 or a
+ * Linux struct sockaddr_in/sockaddr_in6.
  */
 int WSAAPI WSADeleteSocketPeerTargetName(SOCKET Socket, const struct sockaddr *PeerAddr,
                                          ULONG PeerAddrLen, LPWSAOVERLAPPED Overlapped,
                                          LPWSAOVERLAPPED_COMPLETION_ROUTINE CompletionRoutine);
+
+/*
+ * connect(), and for a socket that asked for security (WSASetSocketSecurity) the negotiation
+ * first: charon negotiates IPsec with the peer (authenticated as the target name when one was
+ * set) before anything is sent. A failed negotiation: WSAECONNREFUSED, nothing sent in clear;
+ * a connection not protected as asked: shut down, WSAECONNABORTED. lpCallerData,
+ * lpCalleeData, lpSQOS and lpGQOS must be NULL (WSAEOPNOTSUPP otherwise).
+ */
+int WSAAPI WSAConnect(SOCKET s, const struct sockaddr *name, int namelen, void *lpCallerData,
+                      void *lpCalleeData, void *lpSQOS, void *lpGQOS);
+
+/*
+ * accept(), and on a listener that asked for security (WSASetSocketSecurity before bind) only
+ * connections that arrived protected as asked (charon answers for the port from the first
+ * call on). lpfnCondition must be NULL (WSAEOPNOTSUPP otherwise). INVALID_SOCKET on failure.
+ */
+SOCKET WSAAPI WSAAccept(SOCKET s, struct sockaddr *addr, int *addrlen, void *lpfnCondition,
+                        uintptr_t dwCallbackData);
 
 /*
  * Validates (WSAENOTSOCK; WSAEINVAL for the family/type; for a connectionless socket

@@ -226,8 +226,10 @@ fn refuse_connected(connected: bool) -> Result<(), Error> {
     Ok(())
 }
 
-/// `WSASetSocketSecurity`: validates and then refuses with `WSAEOPNOTSUPP`, because socksec
-/// cannot yet install IPsec policy for a socket (no IP_XFRM_POLICY/IKE integration).
+/// `WSASetSocketSecurity`: validates, then makes the TCP socket require ESP from now on and
+/// keeps the settings for `WSAConnect`/`WSAAccept` (`socksec::secure::set_security`; needs
+/// CAP_NET_ADMIN in this process for now). A bound socket is refused (`WSAEINVAL`), as is a
+/// second call; UDP is not supported yet (`WSAEOPNOTSUPP`).
 ///
 /// `settings` is `None` for NULL, else the first `min(len, 4096)` bytes; `connected` reports
 /// whether the socket has a peer.
@@ -244,18 +246,34 @@ pub fn set_socket_security(
             "SecuritySettings is NULL but SecuritySettingsLen is not 0",
         ));
     }
-    facts?;
+    let facts = facts?;
     if let Some(settings) = settings {
         translate::check_settings(settings, len)?;
     }
     refuse_connected(connected(fd)?)?;
-    Err(not_supported(
-        "WSASetSocketSecurity (socksec reports protection; it cannot yet require it for a socket)",
-    ))
+    if facts.transport != Transport::Tcp {
+        return Err(not_supported(
+            "WSASetSocketSecurity on a UDP socket (secure sockets are TCP only so far)",
+        ));
+    }
+    let bound = socket2::SockRef::from(&fd)
+        .local_addr()
+        .ok()
+        .and_then(|a| a.as_socket())
+        .is_some_and(|a| a.port() != 0);
+    if bound {
+        return Err(Error::new(
+            ErrorKind::InvalidArgument,
+            "WSASetSocketSecurity must come before bind (and connect)",
+        ));
+    }
+    let (settings, raw) = translate::decode_settings(settings.unwrap_or_default(), len);
+    socksec::secure::set_security(fd, facts.ipv6, &settings, raw)?;
+    Ok(0)
 }
 
-/// `WSASetSocketPeerTargetName`: validates and then refuses with `WSAEOPNOTSUPP` (no IKE
-/// integration yet to bind a peer name to a socket).
+/// `WSASetSocketPeerTargetName`: validates, then keeps the name as the identity the peer must
+/// prove when `WSAConnect` negotiates (after `WSASetSocketSecurity`; `WSAEINVAL` without it).
 ///
 /// `name` is `None` for NULL, else the first `min(len, 65536)` bytes.
 pub fn set_socket_peer_target_name(
@@ -271,13 +289,12 @@ pub fn set_socket_peer_target_name(
     let facts = facts?;
     translate::check_peer_target_name(facts.transport == Transport::Tcp, name, len)?;
     refuse_connected(connected(fd)?)?;
-    Err(not_supported(
-        "WSASetSocketPeerTargetName (peer names cannot be bound to a socket's IKE negotiation)",
-    ))
+    let name = translate::decode_peer_target_name(name, len)?;
+    socksec::secure::set_peer_target(fd, &name)?;
+    Ok(0)
 }
 
-/// `WSADeleteSocketPeerTargetName`: validates and then refuses with `WSAEOPNOTSUPP` (since no
-/// name can be set, there is never one to delete).
+/// `WSADeleteSocketPeerTargetName`: validates, then forgets the socket's target name.
 ///
 /// `addr` is `None` for NULL, else the first `min(len, 128)` bytes.
 pub fn delete_socket_peer_target_name(
@@ -285,15 +302,38 @@ pub fn delete_socket_peer_target_name(
     addr: Option<&[u8]>,
     len: u32,
 ) -> Result<usize, Error> {
-    let (_, facts) = socket(fd)?;
+    let (fd, facts) = socket(fd)?;
     let Some(addr) = addr else {
         return Err(Error::new(ErrorKind::Fault, "PeerAddr is NULL"));
     };
     facts?;
     translate::decode_sockaddr(&addr[..addr.len().min(len as usize)])?;
-    Err(not_supported(
-        "WSADeleteSocketPeerTargetName (peer names cannot be bound to a socket yet)",
-    ))
+    socksec::secure::delete_peer_target(fd)?;
+    Ok(0)
+}
+
+/// `WSAConnect`: connects; for a socket that asked for security, charon negotiates IPsec for
+/// the connection first and the connection is checked (`socksec::secure::connect_socket`).
+/// `addr` is a Linux `struct sockaddr_in`/`sockaddr_in6` (or a Windows one).
+pub fn connect(fd: Option<BorrowedFd<'_>>, addr: Option<&[u8]>) -> Result<usize, Error> {
+    let (fd, facts) = socket(fd)?;
+    facts?;
+    let Some(addr) = addr else {
+        return Err(Error::new(ErrorKind::Fault, "name is NULL"));
+    };
+    let addr = translate::decode_sockaddr(addr)?;
+    socksec::secure::connect_socket(fd, addr)?;
+    Ok(0)
+}
+
+/// `WSAAccept` (without a condition function): accepts the next connection; on a listener that
+/// asked for security, only one that arrived protected as asked.
+pub fn accept(
+    fd: Option<BorrowedFd<'_>>,
+) -> Result<(std::os::fd::OwnedFd, std::net::SocketAddr), Error> {
+    let (fd, facts) = socket(fd)?;
+    facts?;
+    socksec::secure::accept_socket(fd)
 }
 
 /// `WSAImpersonateSocketPeer`: validates and then refuses with `WSAEOPNOTSUPP`: Linux has no

@@ -218,8 +218,10 @@ pub unsafe extern "C" fn WSAQuerySocketSecurity(
 
 /// `WSASetSocketSecurity`: validated (`WSAENOTSOCK`; `WSAEFAULT` for NULL settings with a
 /// length; `WSAEINVAL` for the family/type, an invalid protocol or unknown flag bits;
-/// `WSAEMSGSIZE` for short settings; `WSAEISCONN` on a connected socket), then refused with
-/// `WSAEOPNOTSUPP`: socksec cannot yet require protection for a socket on Linux.
+/// `WSAEMSGSIZE` for short settings; `WSAEISCONN` on a connected socket; `WSAEINVAL` on a
+/// bound socket or a second call), then the TCP socket requires ESP for everything it sends
+/// and receives, and `WSAConnect`/`WSAAccept` have charon negotiate (docs/secure-sockets.md).
+/// Needs CAP_NET_ADMIN in this process for now (`WSAEACCES`); UDP: `WSAEOPNOTSUPP`.
 ///
 /// # Safety
 /// `SecuritySettings`, when not NULL, must be readable for `SecuritySettingsLen` bytes;
@@ -233,6 +235,7 @@ pub unsafe extern "C" fn WSASetSocketSecurity(
     CompletionRoutine: LPWSAOVERLAPPED_COMPLETION_ROUTINE,
 ) -> c_int {
     let result = guarded(|| {
+        release_at_exit();
         let mut buf = [0u8; 4096];
         // SAFETY: the caller guarantees the settings' bytes (see "# Safety").
         let settings = unsafe { read_bytes(SecuritySettings, SecuritySettingsLen, &mut buf) };
@@ -246,12 +249,29 @@ pub unsafe extern "C" fn WSASetSocketSecurity(
     finish(result, Overlapped, CompletionRoutine)
 }
 
+/// Has the process unload, when it exits normally, the IKE connections it negotiated for
+/// secure sockets (a C program closes its sockets and returns from `main`; the watcher thread
+/// that would notice may not run again before the exit).
+fn release_at_exit() {
+    extern "C" fn release() {
+        // No panic may unwind out of an atexit handler.
+        let _ = catch_unwind(socksec::secure::release_all);
+    }
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        // SAFETY: `release` is a plain `extern "C" fn()` that lives as long as the program
+        // (the library is never unloaded while registered: atexit handlers of a dlclose'd
+        // library are run by glibc at dlclose).
+        unsafe { libc::atexit(release) };
+    });
+}
+
 /// `WSASetSocketPeerTargetName`: validated (`WSAENOTSOCK`; `WSAEFAULT` for NULL; `WSAEINVAL`
 /// for the family/type or an invalid protocol, and for a connectionless socket with an
 /// all-zero peer; `WSAEMSGSIZE` when the structure or its name does not fit in the length;
 /// `WSAEAFNOSUPPORT` for a connectionless peer that is not IPv4/IPv6; `WSAEISCONN` on a
-/// connected socket), then refused with `WSAEOPNOTSUPP`: socksec cannot yet bind a peer name
-/// to a socket's IKE negotiation.
+/// connected socket), then the name is the identity the peer must prove when `WSAConnect`
+/// negotiates (`WSAEINVAL` before `WSASetSocketSecurity`).
 ///
 /// # Safety
 /// `PeerTargetName`, when not NULL, must be readable for `PeerTargetNameLen` bytes;
@@ -265,9 +285,9 @@ pub unsafe extern "C" fn WSASetSocketPeerTargetName(
     CompletionRoutine: LPWSAOVERLAPPED_COMPLETION_ROUTINE,
 ) -> c_int {
     let result = guarded(|| {
-        let mut buf = [0u8; PEER_TARGET_NAME_SIZE];
-        // SAFETY: the caller guarantees the structure's bytes (see "# Safety"); only the
-        // fixed part is copied, the name itself is never read.
+        // The structure and its name, up to 64 KiB.
+        let mut buf = vec![0u8; PEER_TARGET_NAME_SIZE.max(65_536)];
+        // SAFETY: the caller guarantees the structure's bytes (see "# Safety").
         let name = unsafe { read_bytes(PeerTargetName, PeerTargetNameLen, &mut buf) };
         calls::set_socket_peer_target_name(
             borrow_socket(Socket),
@@ -279,10 +299,101 @@ pub unsafe extern "C" fn WSASetSocketPeerTargetName(
     finish(result, Overlapped, CompletionRoutine)
 }
 
+/// `WSAConnect`: connects `Socket` to `name`. For a socket that asked for security
+/// (`WSASetSocketSecurity`), charon first negotiates IPsec with the peer, authenticated as the
+/// target name if one was set; a failed negotiation fails with `WSAECONNREFUSED` and nothing is
+/// sent in clear (the socket keeps requiring ESP); a connection that a query does not report
+/// protected as asked is shut down (`WSAECONNABORTED`). Caller and callee data and QoS are not
+/// supported and must be NULL (`WSAEOPNOTSUPP` otherwise).
+///
+/// # Safety
+/// `name`, when not NULL, must be readable for `namelen` bytes.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn WSAConnect(
+    Socket: SOCKET,
+    name: *const libc::sockaddr,
+    namelen: c_int,
+    lpCallerData: *mut std::ffi::c_void,
+    lpCalleeData: *mut std::ffi::c_void,
+    lpSQOS: *mut std::ffi::c_void,
+    lpGQOS: *mut std::ffi::c_void,
+) -> c_int {
+    let result = guarded(|| {
+        if [lpCallerData, lpCalleeData, lpSQOS, lpGQOS]
+            .iter()
+            .any(|p| !p.is_null())
+        {
+            return Err(Error::new(
+                ErrorKind::InvalidArgument,
+                "WSAConnect: caller/callee data and QoS are not supported",
+            )
+            .with_wsa(socksec::error::wsa::WSAEOPNOTSUPP));
+        }
+        let mut buf = [0u8; 128];
+        let len = u32::try_from(namelen).unwrap_or(0);
+        // SAFETY: the caller guarantees `namelen` readable bytes at `name` (see "# Safety").
+        let addr = unsafe { read_bytes(name, len, &mut buf) };
+        calls::connect(borrow_socket(Socket), addr)
+    });
+    plain(result)
+}
+
+/// `WSAAccept` without a condition function: accepts the next connection on `Socket`. On a
+/// listener that asked for security (`WSASetSocketSecurity` before `bind`), charon answers for
+/// its port from the first call on, and only connections that arrived protected as asked are
+/// returned (others are closed and waited past). Writes the peer's address to `addr` (a Linux
+/// `struct sockaddr`) when it is not NULL. Returns the new socket, or `INVALID_SOCKET` with the
+/// last error set; a condition function is not supported (`WSAEOPNOTSUPP`).
+///
+/// # Safety
+/// `addr`, when not NULL, must be writable for `*addrlen` bytes and `addrlen` valid.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn WSAAccept(
+    Socket: SOCKET,
+    addr: *mut libc::sockaddr,
+    addrlen: *mut c_int,
+    lpfnCondition: *mut std::ffi::c_void,
+    dwCallbackData: usize,
+) -> SOCKET {
+    let _ = dwCallbackData;
+    let mut accepted = None;
+    let result = guarded(|| {
+        if !lpfnCondition.is_null() {
+            return Err(Error::new(
+                ErrorKind::InvalidArgument,
+                "WSAAccept: a condition function is not supported",
+            )
+            .with_wsa(socksec::error::wsa::WSAEOPNOTSUPP));
+        }
+        if !addr.is_null() && addrlen.is_null() {
+            return Err(Error::new(ErrorKind::Fault, "addrlen is NULL"));
+        }
+        let (fd, peer) = calls::accept(borrow_socket(Socket))?;
+        if !addr.is_null() {
+            let peer = socket2::SockAddr::from(peer);
+            // SAFETY: `addrlen` is valid (checked non-NULL above; see "# Safety").
+            let room = usize::try_from(unsafe { *addrlen }).unwrap_or(0);
+            let n = room.min(peer.len() as usize);
+            // SAFETY: `addr` is writable for `*addrlen` bytes and `n` is at most that; the
+            // source is this function's own address value.
+            unsafe {
+                ptr::copy_nonoverlapping(peer.as_ptr().cast::<u8>(), addr.cast::<u8>(), n);
+                *addrlen = peer.len() as c_int;
+            }
+        }
+        accepted = Some(fd);
+        Ok(0)
+    });
+    match (plain(result), accepted) {
+        (0, Some(fd)) => std::os::fd::IntoRawFd::into_raw_fd(fd) as SOCKET,
+        _ => INVALID_SOCKET,
+    }
+}
+
 /// `WSADeleteSocketPeerTargetName`: validated (`WSAENOTSOCK`; `WSAEFAULT` for NULL;
 /// `WSAEINVAL` for the family/type; `WSAEAFNOSUPPORT` for a family other than IPv4/IPv6;
-/// `WSAEMSGSIZE` for a length too short for the family), then refused with `WSAEOPNOTSUPP`
-/// (no peer name can be set, so none can be deleted).
+/// `WSAEMSGSIZE` for a length too short for the family), then the socket's target name is
+/// forgotten.
 ///
 /// `PeerAddr` may be a Windows `SOCKADDR_IN`/`SOCKADDR_IN6` or a Linux
 /// `struct sockaddr_in`/`sockaddr_in6`.

@@ -537,6 +537,54 @@ pub fn check_peer_target_name(tcp: bool, b: &[u8], len: u32) -> Result<(), Error
     Ok(())
 }
 
+/// The settings of a `SOCKET_SECURITY_SETTINGS` (or `_IPSEC`) that [`check_settings`]
+/// accepted, as socksec takes them, and whether target names are raw
+/// (`SOCKET_SETTINGS_IPSEC_PEER_NAME_IS_RAW_FORMAT`). Length 0 (NULL) is the default profile.
+pub fn decode_settings(b: &[u8], len: u32) -> (socksec::secure::Settings, bool) {
+    type S = SOCKET_SECURITY_SETTINGS_IPSEC;
+    let mut settings = socksec::secure::Settings::default();
+    if len == 0 || b.len() < SETTINGS_SIZE {
+        return (settings, false);
+    }
+    let flags = u32_at(b, offset_of!(S, SecurityFlags));
+    settings.allow_insecure = flags & SOCKET_SETTINGS_ALLOW_INSECURE != 0;
+    settings.guarantee_encryption = flags & SOCKET_SETTINGS_GUARANTEE_ENCRYPTION != 0;
+    let raw = len as usize >= SETTINGS_IPSEC_SIZE
+        && b.len() >= SETTINGS_IPSEC_SIZE
+        && u32_at(b, offset_of!(S, IpsecFlags)) & SOCKET_SETTINGS_IPSEC_PEER_NAME_IS_RAW_FORMAT
+            != 0;
+    (settings, raw)
+}
+
+/// The target name of a `SOCKET_PEER_TARGET_NAME` that [`check_peer_target_name`] accepted:
+/// UTF-16 in `AllStrings`, without a terminating NUL.
+///
+/// `PeerTargetNameStringLen` is documented in bytes, but Microsoft's own samples pass the
+/// number of characters (`wcslen`): a length whose characters fit in the bytes given is read
+/// as characters, any other as bytes; trailing NULs are dropped either way.
+pub fn decode_peer_target_name(b: &[u8], len: u32) -> Result<String, Error> {
+    type P = SOCKET_PEER_TARGET_NAME;
+    let start = offset_of!(P, AllStrings);
+    let stated = u32_at(b, offset_of!(P, PeerTargetNameStringLen)) as usize;
+    let given = (len as usize).min(b.len()).saturating_sub(start);
+    let bytes = if stated.saturating_mul(2) <= given {
+        stated * 2
+    } else {
+        stated.min(given) & !1
+    };
+    let units: Vec<u16> = b[start..start + bytes]
+        .chunks_exact(2)
+        .map(|c| u16::from_le_bytes([c[0], c[1]]))
+        .collect();
+    let name = String::from_utf16(&units).map_err(|_| {
+        Error::new(
+            ErrorKind::InvalidArgument,
+            "the peer target name is not valid UTF-16",
+        )
+    })?;
+    Ok(name.trim_end_matches('\0').to_owned())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -551,6 +599,32 @@ mod tests {
             Flags: 0,
             FieldMask: 0,
         }
+    }
+
+    fn target_name(name: &str, stated: u32) -> Vec<u8> {
+        let start = offset_of!(SOCKET_PEER_TARGET_NAME, AllStrings);
+        let mut b = vec![0u8; start];
+        b[..4].copy_from_slice(&1i32.to_ne_bytes());
+        let at = offset_of!(SOCKET_PEER_TARGET_NAME, PeerTargetNameStringLen);
+        b[at..at + 4].copy_from_slice(&stated.to_ne_bytes());
+        b.extend(name.encode_utf16().flat_map(u16::to_le_bytes));
+        b
+    }
+
+    #[test]
+    fn target_names_in_characters_or_bytes() {
+        let name = "host/sun.example";
+        let chars = target_name(name, name.len() as u32);
+        let bytes = target_name(name, 2 * name.len() as u32);
+        for b in [&chars, &bytes] {
+            let len = b.len() as u32;
+            check_peer_target_name(true, b, len).unwrap();
+            assert_eq!(decode_peer_target_name(b, len).unwrap(), name);
+        }
+        let mut bad = target_name("", 1);
+        bad.extend([0x00, 0xd8]); // a lone high surrogate
+        let len = bad.len() as u32;
+        assert!(decode_peer_target_name(&bad, len).is_err());
     }
 
     fn peer4() -> SocketAddr {

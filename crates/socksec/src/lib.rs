@@ -63,9 +63,10 @@ pub mod model {
 /// policies from other sockets'.
 pub mod secure {
     pub use crate::secure_sockets::{
-        Auth, CONFIG_PATH, Config, OwnPolicies, Profile, REGISTRY_DIR, SecureListener,
-        SecureStream, Settings, config, connect, forget, listen, peer_identity,
-        record_secure_socket, recorded, require_ipsec,
+        Auth, CONFIG_PATH, Config, OwnPolicies, Profile, REAP_PERIOD, REGISTRY_DIR, SecureListener,
+        SecureStream, Settings, accept_socket, config, connect, connect_socket, delete_peer_target,
+        forget, listen, peer_identity, record_secure_socket, recorded, release_all, require_ipsec,
+        set_peer_target, set_security,
     };
 }
 

@@ -367,7 +367,7 @@ pub fn connect(
         role: Role::Initiator {
             peer: addr.ip(),
             port: addr.port(),
-            identity,
+            identity: Some(identity),
         },
     };
     // A failed negotiation unloads what it loaded (`Session`'s drop); with `allow_insecure`
@@ -443,3 +443,324 @@ pub fn listen(addr: SocketAddr, settings: &Settings) -> Result<SecureListener, E
         session,
     })
 }
+
+/// The Winsock way: settings and a target name are attached to a socket first
+/// (`WSASetSocketSecurity`, `WSASetSocketPeerTargetName`), the negotiation happens in
+/// `WSAConnect` or `WSAAccept`, and the application closes the descriptor itself. What was
+/// attached waits here, by socket cookie; what was negotiated lives while the descriptor still
+/// names the same socket (a watcher thread checks every [`REAP_PERIOD`] and unloads the
+/// connection of a socket that is gone).
+mod winsock_flow {
+    use std::collections::HashMap;
+    use std::net::SocketAddr;
+    use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
+    use std::sync::{Arc, Mutex, MutexGuard, Once};
+    use std::time::Duration;
+
+    use super::*;
+
+    /// How often sockets negotiated the Winsock way are checked for having been closed.
+    pub const REAP_PERIOD: Duration = Duration::from_secs(2);
+
+    /// A socket that asked for security and has not negotiated yet.
+    struct Pending {
+        fd: RawFd,
+        own: OwnPolicies,
+        settings: Settings,
+        raw_names: bool,
+        v6: bool,
+        target: Option<String>,
+    }
+
+    /// A socket that negotiated (or a listener that answers): its descriptor, as the
+    /// application holds it, and what socksec loaded for it.
+    struct Live {
+        fd: RawFd,
+        session: Option<Arc<Session>>,
+    }
+
+    #[derive(Default)]
+    struct Table {
+        pending: HashMap<u64, Pending>,
+        live: HashMap<u64, Live>,
+    }
+
+    static TABLE: Mutex<Option<Table>> = Mutex::new(None);
+    static REAPER: Once = Once::new();
+
+    fn table() -> MutexGuard<'static, Option<Table>> {
+        // A panic while the lock was held leaves plain data behind; it is still consistent.
+        TABLE.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn with<T>(f: impl FnOnce(&mut Table) -> T) -> T {
+        f(table().get_or_insert_with(Table::default))
+    }
+
+    fn socket_cookie(fd: BorrowedFd<'_>) -> Result<u64, Error> {
+        cookie(fd).map_err(|e| Error::system("reading SO_COOKIE", &e))
+    }
+
+    /// Drops what belongs to sockets whose descriptor no longer names them.
+    fn reap() {
+        let gone: Vec<(u64, Live)> = with(|t| {
+            t.pending
+                .retain(|c, p| crate::sys::cookie_of_raw(p.fd) == Some(*c));
+            let closed: Vec<u64> = t
+                .live
+                .iter()
+                // The number may name another descriptor now: a different cookie (or none)
+                // means the socket is gone.
+                .filter(|(c, l)| crate::sys::cookie_of_raw(l.fd) != Some(**c))
+                .map(|(c, _)| *c)
+                .collect();
+            closed
+                .into_iter()
+                .filter_map(|c| t.live.remove(&c).map(|l| (c, l)))
+                .collect()
+        });
+        for (cookie, live) in gone {
+            forget(cookie);
+            drop(live.session);
+        }
+    }
+
+    fn keep(cookie: u64, fd: RawFd, session: Option<Arc<Session>>) {
+        start_reaper();
+        with(|t| t.live.insert(cookie, Live { fd, session }));
+    }
+
+    fn start_reaper() {
+        REAPER.call_once(|| {
+            let _ = std::thread::Builder::new()
+                .name("socksec-reaper".into())
+                .spawn(|| {
+                    loop {
+                        std::thread::sleep(REAP_PERIOD);
+                        reap();
+                    }
+                });
+        });
+    }
+
+    /// `WSASetSocketSecurity`: the socket (not connected, not bound) requires ESP from now on
+    /// (see [`require_ipsec`]); the negotiation waits for [`connect`] or [`accept`]. A second
+    /// call on the same socket is refused.
+    pub fn set_security(
+        fd: BorrowedFd<'_>,
+        v6: bool,
+        settings: &Settings,
+        raw_names: bool,
+    ) -> Result<(), Error> {
+        let cookie = socket_cookie(fd)?;
+        if with(|t| t.pending.contains_key(&cookie) || t.live.contains_key(&cookie)) {
+            return Err(Error::new(
+                ErrorKind::InvalidArgument,
+                "security was already set for this socket (it can be set once)",
+            ));
+        }
+        let own = require_ipsec(fd, v6, settings)?;
+        start_reaper();
+        with(|t| {
+            t.pending.insert(
+                cookie,
+                Pending {
+                    fd: fd.as_raw_fd(),
+                    own,
+                    settings: settings.clone(),
+                    raw_names,
+                    v6,
+                    target: None,
+                },
+            )
+        });
+        Ok(())
+    }
+
+    /// Unloads everything this process negotiated the Winsock way and forgets its sockets:
+    /// for a process that is exiting (the C ABI calls it from `atexit`), whose sockets close
+    /// with it.
+    pub fn release_all() {
+        let table = table().take();
+        if let Some(table) = table {
+            for (cookie, live) in table.live {
+                forget(cookie);
+                drop(live.session);
+            }
+        }
+    }
+
+    /// `WSASetSocketPeerTargetName`: the identity the peer must prove, from `name` (an SPN,
+    /// or as it is when the settings said the names are raw).
+    pub fn set_peer_target(fd: BorrowedFd<'_>, name: &str) -> Result<(), Error> {
+        let cookie = socket_cookie(fd)?;
+        with(|t| {
+            let Some(pending) = t.pending.get_mut(&cookie) else {
+                return Err(Error::new(
+                    ErrorKind::InvalidArgument,
+                    "no security was set for this socket: call WSASetSocketSecurity first",
+                ));
+            };
+            pending.target = Some(peer_identity(name, pending.raw_names)?);
+            Ok(())
+        })
+    }
+
+    /// `WSADeleteSocketPeerTargetName`: forgets the target name.
+    pub fn delete_peer_target(fd: BorrowedFd<'_>) -> Result<(), Error> {
+        let cookie = socket_cookie(fd)?;
+        with(|t| {
+            if let Some(p) = t.pending.get_mut(&cookie) {
+                p.target = None;
+            }
+        });
+        Ok(())
+    }
+
+    /// `WSAConnect`: for a socket that asked for security, the negotiation, the connect and
+    /// the check of [`super::connect`]; for any other, a plain `connect()`.
+    pub fn connect_socket(fd: BorrowedFd<'_>, addr: SocketAddr) -> Result<(), Error> {
+        let sock = socket2::SockRef::from(&fd);
+        let cookie = socket_cookie(fd)?;
+        let Some(pending) = with(|t| t.pending.remove(&cookie)) else {
+            return sock
+                .connect(&addr.into())
+                .map_err(|e| Error::system(&format!("connecting to {addr}"), &e));
+        };
+        let negotiation = Negotiation {
+            reqid: pending.own.reqid,
+            role: Role::Initiator {
+                peer: addr.ip(),
+                port: addr.port(),
+                identity: pending.target.clone(),
+            },
+        };
+        let session = match config()
+            .and_then(|config| Session::load(negotiation, &config, &pending.settings))
+        {
+            Ok(session) => Some(Arc::new(session)),
+            Err(e)
+                if pending.settings.allow_insecure && e.kind() == ErrorKind::NegotiationFailed =>
+            {
+                None
+            }
+            Err(e) => {
+                // The socket keeps its policies: it can never connect in clear.
+                with(|t| t.pending.insert(cookie, pending));
+                return Err(e);
+            }
+        };
+        sock.connect(&addr.into())
+            .map_err(|e| Error::system(&format!("connecting to {addr}"), &e))?;
+        record(cookie, pending.own)
+            .map_err(|e| Error::system("recording the secure socket in /run/socksec", &e))?;
+        keep(cookie, fd.as_raw_fd(), session);
+        let stream = sock.try_clone().map(TcpStream::from);
+        match stream {
+            Ok(stream) => verify(&stream, &pending.settings)
+                .map(drop)
+                .inspect_err(|_| {
+                    let _ = stream.shutdown(std::net::Shutdown::Both);
+                }),
+            Err(e) => Err(Error::system("duplicating the socket", &e)),
+        }
+    }
+
+    /// `WSAAccept`: for a listener that asked for security, charon answers for its port (from
+    /// the first call on), and the accepted socket gets its own tag and is checked as
+    /// [`super::SecureListener::accept`] does; for any other listener, a plain `accept()`.
+    pub fn accept_socket(fd: BorrowedFd<'_>) -> Result<(std::os::fd::OwnedFd, SocketAddr), Error> {
+        let sock = socket2::SockRef::from(&fd);
+        let cookie = socket_cookie(fd)?;
+        let plain = |sock: &socket2::SockRef<'_>| {
+            sock.accept()
+                .map_err(|e| Error::system("accepting a connection", &e))
+                .map(|(s, a)| (s, a.as_socket()))
+        };
+        let Some(pending) = with(|t| t.pending.remove(&cookie)) else {
+            let listener = with(|t| t.live.get(&cookie).map(|l| l.session.clone()));
+            return match listener {
+                None => plain(&sock).and_then(|(s, a)| Ok((s.into(), peer(a)?))),
+                Some(session) => accept_checked(&sock, cookie, session),
+            };
+        };
+        let port = sock
+            .local_addr()
+            .ok()
+            .and_then(|a| a.as_socket())
+            .map(|a| a.port())
+            .filter(|p| *p != 0)
+            .ok_or_else(|| {
+                Error::new(
+                    ErrorKind::InvalidArgument,
+                    "the socket is not bound and listening",
+                )
+            })?;
+        let negotiation = Negotiation {
+            reqid: pending.own.reqid,
+            role: Role::Responder { port },
+        };
+        let session = config()
+            .and_then(|config| Session::load(negotiation, &config, &pending.settings))
+            .map(Arc::new)?;
+        // The listener's record: its own policies and settings, for the accepted sockets.
+        let _ = record(cookie, pending.own);
+        with(|t| t.pending.insert(cookie, pending));
+        keep(cookie, fd.as_raw_fd(), Some(session.clone()));
+        accept_checked(&sock, cookie, Some(session))
+    }
+
+    fn peer(addr: Option<SocketAddr>) -> Result<SocketAddr, Error> {
+        addr.ok_or_else(|| Error::new(ErrorKind::UnsupportedSocket, "not an IP socket"))
+    }
+
+    fn accept_checked(
+        sock: &socket2::SockRef<'_>,
+        listener: u64,
+        session: Option<Arc<Session>>,
+    ) -> Result<(std::os::fd::OwnedFd, SocketAddr), Error> {
+        let (own, settings, v6) = with(|t| {
+            t.pending
+                .get(&listener)
+                .map(|p| (p.own, p.settings.clone(), p.v6))
+        })
+        .ok_or_else(|| {
+            Error::new(
+                ErrorKind::InvalidArgument,
+                "the listener's settings are gone",
+            )
+        })?;
+        loop {
+            let (accepted, addr) = sock
+                .accept()
+                .map_err(|e| Error::system("accepting a connection", &e))?;
+            let addr = peer(addr.as_socket())?;
+            let own = OwnPolicies {
+                tag: random_u32()?,
+                ..own
+            };
+            protect(accepted.as_fd(), v6, own, settings.allow_insecure)?;
+            let stream = TcpStream::from(accepted);
+            let cookie = record_secure_socket(stream.as_fd(), own)?;
+            match verify(&stream, &settings) {
+                Ok(_) => {
+                    let fd: std::os::fd::OwnedFd = stream.into();
+                    keep(cookie, fd.as_raw_fd(), session.clone());
+                    return Ok((fd, addr));
+                }
+                // Not protected as asked: closed, and the next one is waited for, as a
+                // Windows server never sees a connection its policy refused.
+                Err(e) if e.kind() == ErrorKind::NotProtected => forget(cookie),
+                Err(e) => {
+                    forget(cookie);
+                    return Err(e);
+                }
+            }
+        }
+    }
+}
+
+pub use winsock_flow::{
+    REAP_PERIOD, accept_socket, connect_socket, delete_peer_target, release_all, set_peer_target,
+    set_security,
+};

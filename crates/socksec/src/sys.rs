@@ -124,3 +124,23 @@ pub fn setsockopt_bytes(
     }
     Ok(())
 }
+
+/// The `SO_COOKIE` of whatever descriptor number `fd` names now, if it is a socket. For a
+/// descriptor that another part of the process owns and may close at any time (secure sockets
+/// negotiated the Winsock way, watched until their application closes them).
+pub fn cookie_of_raw(fd: RawFd) -> Option<u64> {
+    let mut value = [0u8; 8];
+    let mut len = value.len() as libc::socklen_t;
+    // SAFETY: the call only reads the descriptor number, which the kernel checks (EBADF for a
+    // closed one, ENOTSOCK for another file); `value` is writable for `len` bytes.
+    let rc = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_COOKIE,
+            value.as_mut_ptr().cast(),
+            &mut len,
+        )
+    };
+    (rc == 0 && len as usize == value.len()).then(|| u64::from_ne_bytes(value))
+}

@@ -150,6 +150,7 @@ pub fn run(opts: &RunOptions) -> Result<RunReport> {
             let _ = fs::remove_file(dir.join(crate::results::CLI_FILE));
             let _ = fs::remove_file(dir.join(crate::results::SOCKSECD_FILE));
             let _ = fs::remove_file(dir.join(crate::results::WSA_PROBE_FILE));
+            let _ = fs::remove_file(dir.join(crate::results::SECURE_FLOW_FILE));
             dir.clone()
         }
         None => share,

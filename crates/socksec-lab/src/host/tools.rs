@@ -8,10 +8,12 @@ use std::process::Command;
 
 use crate::cmd::run;
 use crate::error::{Context, Result, bail};
-use crate::results::{CLI_FILE, SOCKSECD_FILE, WSA_PROBE_FILE};
+use crate::results::{CLI_FILE, SECURE_FLOW_FILE, SOCKSECD_FILE, WSA_PROBE_FILE};
 
 /// The C source of the probe.
 const WSA_PROBE_C: &str = include_str!("wsa_probe.c");
+/// The C source of the Windows-style secure connection (client and server).
+const SECURE_FLOW_C: &str = include_str!("secure_flow.c");
 
 fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
@@ -54,22 +56,30 @@ fn artefacts(exe: &Path) -> Result<PathBuf> {
     Ok(release)
 }
 
-/// Copies the CLI and the broker into `share` and compiles the C ABI probe there.
+/// Copies the CLI and the broker into `share` and compiles the C programs there against the
+/// shipped header and static library.
 pub fn prepare(exe: &Path, share: &Path) -> Result<()> {
     let dir = artefacts(exe)?;
     fs::copy(dir.join("socksec"), share.join(CLI_FILE)).context("copying the socksec CLI")?;
     fs::copy(dir.join("socksecd"), share.join(SOCKSECD_FILE)).context("copying socksecd")?;
-    let src = share.join("wsa_probe.c");
-    fs::write(&src, WSA_PROBE_C)?;
-    let include = workspace().join("crates/socksec-winsock/include");
-    let mut cmd = Command::new("gcc");
-    cmd.arg("-std=c11")
-        .arg("-Wall")
-        .arg("-I")
-        .arg(&include)
-        .arg(&src)
-        .arg(dir.join("libsocksec_winsock.a"))
-        .args(["-lpthread", "-ldl", "-lm", "-o"])
-        .arg(share.join(WSA_PROBE_FILE));
-    run(&mut cmd).context("compiling the C ABI probe")
+    for (name, source, out) in [
+        ("wsa_probe.c", WSA_PROBE_C, WSA_PROBE_FILE),
+        ("secure_flow.c", SECURE_FLOW_C, SECURE_FLOW_FILE),
+    ] {
+        let src = share.join(name);
+        fs::write(&src, source)?;
+        let include = workspace().join("crates/socksec-winsock/include");
+        let mut cmd = Command::new("gcc");
+        cmd.arg("-std=c11")
+            .arg("-Wall")
+            .arg("-Werror")
+            .arg("-I")
+            .arg(&include)
+            .arg(&src)
+            .arg(dir.join("libsocksec_winsock.a"))
+            .args(["-lpthread", "-ldl", "-lm", "-o"])
+            .arg(share.join(out));
+        run(&mut cmd).with_context(|| format!("compiling {name}"))?;
+    }
+    Ok(())
 }

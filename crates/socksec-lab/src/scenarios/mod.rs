@@ -154,6 +154,11 @@ pub const ALL: &[Scenario] = &[
         run: secure::connect_psk,
     },
     Scenario {
+        name: "secure-winsock-c-flow",
+        about: "a C program the Windows way (WSASetSocketSecurity, WSASetSocketPeerTargetName, WSAConnect; server: Set, bind, listen, WSAAccept) against the shipped header and library: flags 3 both ends; wrong target: WSAECONNREFUSED",
+        run: secure::winsock_c_flow,
+    },
+    Scenario {
         name: "operator-ls-watch",
         about: "socksec ls: ESP connection secured (SPIs, peer) beside a plaintext one; watch sees the rekey",
         run: operator::run,

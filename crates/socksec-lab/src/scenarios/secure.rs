@@ -21,7 +21,7 @@ use crate::lab::capture::Capture;
 use crate::lab::charon::Charon;
 use crate::lab::netns::Netns;
 use crate::lab::swanctl::{Secret, credentials_only};
-use crate::results::CLI_FILE;
+use crate::results::{CLI_FILE, SECURE_FLOW_FILE};
 use crate::scenarios::ikev2::START;
 
 /// The port of the secure exchange.
@@ -186,8 +186,9 @@ fn leftovers(charon: &Charon, ns: &Netns) -> Result<Vec<String>> {
     Ok(left)
 }
 
-/// The whole flow: see the module's documentation.
-pub fn connect_psk(lab: &mut Lab) -> Result<()> {
+/// charon in moon and sun with the lab's pre-shared key and no connection, and each side's
+/// secure-sockets configuration.
+fn peers(lab: &Lab) -> Result<(Charon, Charon, PathBuf, PathBuf)> {
     let secrets = [Secret::lab_psk(&[&lab.moon().id, &lab.sun().id])];
     let mut moon = Charon::spawn(
         lab.moon(),
@@ -198,6 +199,12 @@ pub fn connect_psk(lab: &mut Lab) -> Result<()> {
     moon.ready(START)?;
     sun.ready(START)?;
     let (moon_conf, sun_conf) = (config(lab, lab.moon())?, config(lab, lab.sun())?);
+    Ok((moon, sun, moon_conf, sun_conf))
+}
+
+/// The whole flow: see the module's documentation.
+pub fn connect_psk(lab: &mut Lab) -> Result<()> {
+    let (moon, sun, moon_conf, sun_conf) = peers(lab)?;
     let (ping, pong) = (lab.dir.join("ping.txt"), lab.dir.join("pong.txt"));
     std::fs::write(&ping, "ping from moon\n")?;
     std::fs::write(&pong, "pong from sun\n")?;
@@ -314,5 +321,124 @@ pub fn connect_psk(lab: &mut Lab) -> Result<()> {
         counts.esp,
         counts.ike
     ));
+    Ok(())
+}
+
+/// `secure-flow` (host/secure_flow.c) in `ns` with its charon and configuration.
+fn secure_flow(ns: &Netns, conf: &Path, args: &[&str]) -> Command {
+    let mut cmd = Command::new("ip");
+    cmd.args(["netns", "exec", &ns.name, "env"])
+        .arg(format!("SOCKSEC_VICI=/run/socksec-lab/{}.vici", ns.name))
+        .arg(format!("SOCKSEC_SECURE_CONFIG={}", conf.display()))
+        .arg(Path::new(crate::guest::SHARE).join(SECURE_FLOW_FILE))
+        .args(args);
+    cmd
+}
+
+/// The Windows way, in C against the shipped header and library: the server sets security
+/// before bind and accepts with WSAAccept; the client sets security and the target name and
+/// connects with WSAConnect; both query (flags 3) and the bytes cross. Then a wrong target
+/// name: WSAConnect fails with WSAECONNREFUSED.
+pub fn winsock_c_flow(lab: &mut Lab) -> Result<()> {
+    const C_PORT: u16 = 6002;
+    let (moon, sun, moon_conf, sun_conf) = peers(lab)?;
+    let port = C_PORT.to_string();
+    let (out, err) = (
+        lab.dir.join("secure-flow-server.out"),
+        lab.dir.join("secure-flow-server.err"),
+    );
+    let mut server = secure_flow(lab.sun(), &sun_conf, &["server", &port])
+        .stdout(File::create(&out)?)
+        .stderr(File::create(&err)?)
+        .spawn()
+        .context("starting secure-flow server in sun")?;
+    // charon answers for the port once the server is in WSAAccept.
+    let t = Instant::now();
+    while !sun.swanctl(&["--list-conns"])?.contains("socksec-") {
+        if let Some(status) = server.try_wait()? {
+            bail!(
+                "secure-flow server exited ({status}): {}",
+                std::fs::read_to_string(&out).unwrap_or_default()
+            );
+        }
+        ensure!(
+            t.elapsed() < Duration::from_secs(20),
+            "the server's responder connection was not loaded within 20 s"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let server_addr = lab.sun().v4.to_string();
+    let target = format!("host/{}", lab.sun().id);
+    let client = secure_flow(
+        lab.moon(),
+        &moon_conf,
+        &["client", &server_addr, &port, &target],
+    )
+    .output()
+    .context("running secure-flow client in moon")?;
+    let (client_out, client_err) = text(&client);
+    let t = Instant::now();
+    let status = loop {
+        if let Some(status) = server.try_wait()? {
+            break status;
+        }
+        if t.elapsed() > Duration::from_secs(30) {
+            let _ = server.kill();
+            bail!("the secure-flow server did not finish");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let server_out = std::fs::read_to_string(&out).unwrap_or_default();
+    lab.evidence(
+        "secure-flow client (moon)",
+        format!("{client_out}{client_err}"),
+    );
+    lab.evidence("secure-flow server (sun)", server_out.clone());
+    ensure!(
+        client.status.success()
+            && client_out.contains("flags=3")
+            && client_out.contains("received=pong"),
+        "the C client: {client_out}{client_err}"
+    );
+    ensure!(
+        status.success() && server_out.contains("flags=3") && server_out.contains("received=ping"),
+        "the C server: {server_out}"
+    );
+
+    // A wrong target: WSAConnect fails, and the socket still cannot connect in clear.
+    let wrong = secure_flow(
+        lab.moon(),
+        &moon_conf,
+        &["client", &server_addr, &port, "host/wrong.example"],
+    )
+    .output()
+    .context("running secure-flow client with a wrong target")?;
+    let (wrong_out, _) = text(&wrong);
+    lab.evidence("secure-flow client, wrong target (moon)", wrong_out.clone());
+    ensure!(
+        !wrong.status.success() && wrong_out.contains("WSAConnect rc=-1 err=10061"),
+        "a wrong target should fail WSAConnect with WSAECONNREFUSED: {wrong_out}"
+    );
+    // The programs have exited: what they loaded into charon was unloaded at exit. (Their
+    // sockets' policies go with the sockets, which the kernel may keep a while after close.)
+    let conns: Vec<String> = [(&moon, "moon"), (&sun, "sun")]
+        .into_iter()
+        .filter_map(|(charon, name)| {
+            charon
+                .swanctl(&["--list-conns"])
+                .ok()
+                .filter(|c| c.contains("socksec-"))
+                .map(|c| format!("{name}: {c}"))
+        })
+        .collect();
+    ensure!(
+        conns.is_empty(),
+        "connections left in charon after the C programs exited: {}",
+        conns.join("\n")
+    );
+    lab.note(
+        "C, the Windows way (Set, target name, WSAConnect / Set, bind, listen, WSAAccept): \
+         both ends flags 3, bytes crossed; wrong target: WSAConnect WSAECONNREFUSED",
+    );
     Ok(())
 }

@@ -68,6 +68,10 @@ static void expect_error(const char *what, int rc, int want) {
           what, rc, got, want);
 }
 
+static void expect_ok(const char *what, int rc) {
+    check(rc == 0, "%s: rc=%d WSAGetLastError=%d (want 0)", what, rc, WSAGetLastError());
+}
+
 static void expect_len(const char *what, ULONG got, ULONG want) {
     check(got == want, "%s: *SecurityQueryInfoLen=%u (want %u)", what, (unsigned)got,
           (unsigned)want);
@@ -356,11 +360,16 @@ static void unprivileged_checks(void) {
                  WSASetSocketSecurity(sock(fresh), &settings, sizeof settings, NULL, NULL),
                  WSAEINVAL);
     settings.SecurityProtocol = SOCKET_SECURITY_PROTOCOL_DEFAULT;
-    expect_error("WSASetSocketSecurity(fresh TCP) -> WSAEOPNOTSUPP",
-                 WSASetSocketSecurity(sock(fresh), &settings, sizeof settings, NULL, NULL),
-                 WSAEOPNOTSUPP);
-    expect_error("WSASetSocketSecurity(fresh TCP, default settings) -> WSAEOPNOTSUPP",
-                 WSASetSocketSecurity(sock(fresh), NULL, 0, NULL, NULL), WSAEOPNOTSUPP);
+    /* Root may give a socket its own IPsec policies; anyone else is told it needs that. */
+    int root = geteuid() == 0;
+    rc = WSASetSocketSecurity(sock(fresh), &settings, sizeof settings, NULL, NULL);
+    if (root)
+        expect_ok("WSASetSocketSecurity(fresh TCP) -> 0", rc);
+    else
+        expect_error("WSASetSocketSecurity(fresh TCP, no root) -> WSAEACCES", rc, WSAEACCES);
+    expect_error("WSASetSocketSecurity(fresh TCP, second call) -> WSAEINVAL or WSAEACCES",
+                 WSASetSocketSecurity(sock(fresh), NULL, 0, NULL, NULL),
+                 root ? WSAEINVAL : WSAEACCES);
     listener = tcp_pair(AF_INET, &client, &server);
     expect_error("WSASetSocketSecurity(connected TCP) -> WSAEISCONN",
                  WSASetSocketSecurity(sock(client), &settings, sizeof settings, NULL, NULL),
@@ -370,13 +379,17 @@ static void unprivileged_checks(void) {
     memset(ptn_buf, 0, sizeof ptn_buf);
     SOCKET_PEER_TARGET_NAME *ptn = (SOCKET_PEER_TARGET_NAME *)(void *)ptn_buf;
     ptn->PeerTargetNameStringLen = 8; /* characters, as Microsoft's sample passes */
+    for (int i = 0; i < 8; i++)
+        ptn->AllStrings[i] = (wchar_t)"host/sun"[i];
     expect_error("WSASetSocketPeerTargetName(NULL) -> WSAEFAULT",
                  WSASetSocketPeerTargetName(sock(fresh), NULL, 0, NULL, NULL), WSAEFAULT);
     expect_error("WSASetSocketPeerTargetName(len 100) -> WSAEMSGSIZE",
                  WSASetSocketPeerTargetName(sock(fresh), ptn, 100, NULL, NULL), WSAEMSGSIZE);
-    expect_error("WSASetSocketPeerTargetName(fresh TCP) -> WSAEOPNOTSUPP",
-                 WSASetSocketPeerTargetName(sock(fresh), ptn, sizeof ptn_buf, NULL, NULL),
-                 WSAEOPNOTSUPP);
+    rc = WSASetSocketPeerTargetName(sock(fresh), ptn, sizeof ptn_buf, NULL, NULL);
+    if (root)
+        expect_ok("WSASetSocketPeerTargetName(fresh TCP, after Set) -> 0", rc);
+    else
+        expect_error("WSASetSocketPeerTargetName(fresh TCP, no Set) -> WSAEINVAL", rc, WSAEINVAL);
     expect_error("WSASetSocketPeerTargetName(connected TCP) -> WSAEISCONN",
                  WSASetSocketPeerTargetName(sock(client), ptn, sizeof ptn_buf, NULL, NULL),
                  WSAEISCONN);
@@ -396,10 +409,40 @@ static void unprivileged_checks(void) {
                  WSADeleteSocketPeerTargetName(sock(udp), (struct sockaddr *)&peer4, 8, NULL,
                                                NULL),
                  WSAEMSGSIZE);
-    expect_error("WSADeleteSocketPeerTargetName(UDP peer) -> WSAEOPNOTSUPP",
-                 WSADeleteSocketPeerTargetName(sock(udp), (struct sockaddr *)&peer4,
-                                               sizeof peer4, NULL, NULL),
-                 WSAEOPNOTSUPP);
+    expect_ok("WSADeleteSocketPeerTargetName(UDP peer) -> 0",
+              WSADeleteSocketPeerTargetName(sock(udp), (struct sockaddr *)&peer4, sizeof peer4,
+                                            NULL, NULL));
+
+    /* A socket that asked for security never connects in clear: a plain connect() fails
+     * at once (no SA), and WSAConnect fails without a negotiation (no profile here). */
+    if (root) {
+        struct sockaddr_storage to;
+        socklen_t to_len = sizeof to;
+        check(getsockname(listener, (struct sockaddr *)&to, &to_len) == 0, "getsockname");
+        errno = 0;
+        check(connect(fresh, (struct sockaddr *)&to, to_len) < 0 && errno == EAGAIN,
+              "connect() after WSASetSocketSecurity fails with EAGAIN (errno %d)", errno);
+        setenv("SOCKSEC_SECURE_CONFIG", "/nonexistent/secure.toml", 1);
+        WSASetLastError(0);
+        expect_error("WSAConnect(secured socket, no profile) -> WSAECONNREFUSED",
+                     WSAConnect(sock(fresh), (struct sockaddr *)&to, (int)to_len, NULL, NULL, NULL,
+                                NULL),
+                     WSAECONNREFUSED);
+        errno = 0;
+        check(connect(fresh, (struct sockaddr *)&to, to_len) < 0 && errno == EAGAIN,
+              "connect() after a failed WSAConnect still fails with EAGAIN (errno %d)", errno);
+        int plain = socket(AF_INET, SOCK_STREAM, 0);
+        expect_ok("WSAConnect(plain socket) -> 0",
+                  WSAConnect(sock(plain), (struct sockaddr *)&to, (int)to_len, NULL, NULL, NULL,
+                             NULL));
+        struct sockaddr_storage from;
+        int from_len = sizeof from;
+        SOCKET took = WSAAccept(sock(listener), (struct sockaddr *)&from, &from_len, NULL, 0);
+        check(took != INVALID_SOCKET && from_len > 0, "WSAAccept(plain listener) accepts");
+        if (took != INVALID_SOCKET)
+            close((int)took);
+        close(plain);
+    }
 
     expect_error("WSAImpersonateSocketPeer(UDP, NULL) -> WSAEFAULT",
                  WSAImpersonateSocketPeer(sock(udp), NULL, 0), WSAEFAULT);
