@@ -50,6 +50,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("cert_names", targets::cert_names),
     ("c_abi", c_abi::c_abi),
     ("resolution", targets::resolution),
+    ("secure_settings", targets::secure_settings),
 ];
 
 /// The target called `name`.

@@ -330,3 +330,48 @@ pub fn cert_names(data: &[u8]) {
 pub fn resolution(data: &[u8]) {
     crate::snapshot::check(data);
 }
+
+/// Secure sockets' inputs: the configuration file (TOML), target names (SPN or raw), and the
+/// C ABI's `SOCKET_PEER_TARGET_NAME` bytes. A parsed configuration only ever offers
+/// encrypting proposals when encryption is guaranteed, and its connection message round-trips
+/// through the VICI codec; an identity is never empty and holds no control character.
+pub fn secure_settings(data: &[u8]) {
+    use socksec_core::secure::{
+        Config, Negotiation, Role, Settings, peer_identity, proposal_encrypts,
+    };
+    let _ = socksec_winsock::translate::decode_peer_target_name(data, data.len() as u32);
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    for raw in [false, true] {
+        if let Ok(id) = peer_identity(text, raw) {
+            assert!(
+                !id.is_empty() && !id.chars().any(char::is_control),
+                "{id:?}"
+            );
+        }
+    }
+    let Ok(config) = Config::parse(text) else {
+        return;
+    };
+    let strict = Settings {
+        guarantee_encryption: true,
+        ..Settings::default()
+    };
+    for profile in config.profile.values() {
+        if let Ok(proposals) = profile.esp_proposals(&strict) {
+            assert!(
+                proposals.iter().all(|p| proposal_encrypts(p)),
+                "{proposals:?}"
+            );
+        }
+        let negotiation = Negotiation {
+            reqid: 0x5000_0001,
+            role: Role::Responder { port: 443 },
+        };
+        if let Ok(message) = negotiation.load_conn(profile, &Settings::default()) {
+            let bytes = message.encode().expect("a loaded profile encodes");
+            assert_eq!(Message::decode(&bytes).expect("its own encoding"), message);
+        }
+    }
+}

@@ -565,6 +565,15 @@ pub fn decode_settings(b: &[u8], len: u32) -> (socksec::secure::Settings, bool) 
 pub fn decode_peer_target_name(b: &[u8], len: u32) -> Result<String, Error> {
     type P = SOCKET_PEER_TARGET_NAME;
     let start = offset_of!(P, AllStrings);
+    if b.len() < start {
+        return Err(Error::new(
+            ErrorKind::BufferTooSmall,
+            format!(
+                "a SOCKET_PEER_TARGET_NAME needs {start} bytes, {} were given",
+                b.len()
+            ),
+        ));
+    }
     let stated = u32_at(b, offset_of!(P, PeerTargetNameStringLen)) as usize;
     let given = (len as usize).min(b.len()).saturating_sub(start);
     let bytes = if stated.saturating_mul(2) <= given {
@@ -621,6 +630,10 @@ mod tests {
             check_peer_target_name(true, b, len).unwrap();
             assert_eq!(decode_peer_target_name(b, len).unwrap(), name);
         }
+        assert!(
+            decode_peer_target_name(&[0; 8], 8).is_err(),
+            "short input is an error"
+        );
         let mut bad = target_name("", 1);
         bad.extend([0x00, 0xd8]); // a lone high surrogate
         let len = bad.len() as u32;

@@ -156,6 +156,16 @@ fn main() {
         "text",
         b"{01020304-0506-0708-090a-0b0c0d0e0f10}",
     );
+    // Secure sockets: a configuration, target names.
+    write(
+        "secure_settings",
+        "config",
+        b"[profile.default]\nlocal_id = \"moon.example\"\nauth = \"psk\"\n\
+          esp_proposals = [\"aes128gcm16\", \"null-sha256\"]\n\
+          [profile.db]\nauth = \"pubkey\"\ncerts = [\"a.pem\"]\naccept_id = \"*.example\"\n",
+    );
+    write("secure_settings", "spn", b"host/sun.example:443");
+    write("secure_settings", "dn", b"C=CH, O=example, CN=sun");
     // A certificate with a DN and subjectAltNames, made by openssl when it is installed.
     let dir = std::env::temp_dir().join(format!("socksec-seed-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
