@@ -159,6 +159,11 @@ pub const ALL: &[Scenario] = &[
         run: secure::winsock_c_flow,
     },
     Scenario {
+        name: "secure-variants",
+        about: "secure sockets: --encrypt vs an ESP-NULL-only server refused (without it flags 1), --allow-insecure vs a server without IPsec in clear (flags 0, said so), IPv6 flags 3",
+        run: secure::variants,
+    },
+    Scenario {
         name: "operator-ls-watch",
         about: "socksec ls: ESP connection secured (SPIs, peer) beside a plaintext one; watch sees the rekey",
         run: operator::run,

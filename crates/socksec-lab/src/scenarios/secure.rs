@@ -43,8 +43,17 @@ fn config(lab: &Lab, ns: &Netns) -> Result<PathBuf> {
             "# socksec lab: secure sockets in {} (generated)\n\
              [profile.default]\nlocal_id = \"{}\"\nauth = \"psk\"\n\
              ike_proposals = [\"aes128-sha256-modp2048\"]\n\
-             esp_proposals = [\"aes128gcm16-modp2048\"]\ntimeout_secs = 20\n",
-            ns.name, ns.id
+             esp_proposals = [\"aes128gcm16-modp2048\"]\ntimeout_secs = 20\n\
+             [profile.nullonly]\nlocal_id = \"{id}\"\nauth = \"psk\"\n\
+             ike_proposals = [\"aes128-sha256-modp2048\"]\n\
+             esp_proposals = [\"null-sha256-modp2048\"]\ntimeout_secs = 20\n\
+             [profile.mixed]\nlocal_id = \"{id}\"\nauth = \"psk\"\n\
+             ike_proposals = [\"aes128-sha256-modp2048\"]\n\
+             esp_proposals = [\"aes128gcm16-modp2048\", \"null-sha256-modp2048\"]\n\
+             timeout_secs = 20\n",
+            ns.name,
+            ns.id,
+            id = ns.id
         ),
     )?;
     Ok(path)
@@ -80,11 +89,25 @@ struct Listener {
 
 impl Listener {
     fn start(lab: &Lab, conf: &Path, port: u16, input: &Path) -> Result<Self> {
+        Self::start_with(lab, conf, port, input, &["--secure"])
+    }
+
+    /// `socksec listen --json OPTIONS PORT` in sun.
+    fn start_with(
+        lab: &Lab,
+        conf: &Path,
+        port: u16,
+        input: &Path,
+        options: &[&str],
+    ) -> Result<Self> {
         let sun = lab.sun();
         let stdout = lab.dir.join(format!("listen-{port}.stdout"));
         let stderr = lab.dir.join(format!("listen-{port}.stderr"));
         let port = port.to_string();
-        let child = socksec(sun, conf, &["listen", "--secure", "--json", &port], input)
+        let mut args = vec!["listen", "--json"];
+        args.extend(options);
+        args.push(&port);
+        let child = socksec(sun, conf, &args, input)
             .stdout(File::create(&stdout)?)
             .stderr(File::create(&stderr)?)
             .spawn()
@@ -439,6 +462,151 @@ pub fn winsock_c_flow(lab: &mut Lab) -> Result<()> {
     lab.note(
         "C, the Windows way (Set, target name, WSAConnect / Set, bind, listen, WSAAccept): \
          both ends flags 3, bytes crossed; wrong target: WSAConnect WSAECONNREFUSED",
+    );
+    Ok(())
+}
+
+/// `socksec connect --json OPTIONS ADDR` in moon, standard input `input`.
+fn moon_connect(
+    lab: &Lab,
+    conf: &Path,
+    options: &[&str],
+    addr: SocketAddr,
+    input: &Path,
+) -> Output {
+    let addr = addr.to_string();
+    let mut args = vec!["connect", "--json"];
+    args.extend(options);
+    args.push(&addr);
+    socksec(lab.moon(), conf, &args, input)
+        .output()
+        .unwrap_or_else(|e| Output {
+            status: std::os::unix::process::ExitStatusExt::from_raw(255 << 8),
+            stdout: Vec::new(),
+            stderr: e.to_string().into_bytes(),
+        })
+}
+
+/// The settings' variants against peers that cannot give what is asked, and IPv6:
+/// GUARANTEE_ENCRYPTION against a server that offers only ESP-NULL (refused; without it:
+/// secured, not encrypted, flags 1), ALLOW_INSECURE against a server without IPsec (the
+/// connection goes in clear and the answer says so), and the secure connection over IPv6.
+pub fn variants(lab: &mut Lab) -> Result<()> {
+    let (_moon, _sun, moon_conf, sun_conf) = peers(lab)?;
+    let (ping, pong) = (lab.dir.join("ping.txt"), lab.dir.join("pong.txt"));
+    std::fs::write(&ping, "ping from moon\n")?;
+    std::fs::write(&pong, "pong from sun\n")?;
+    let target = format!("host/{}", lab.sun().id);
+    let sun_v4 = lab.sun().v4;
+    let v4 = |port| SocketAddr::new(sun_v4.into(), port);
+
+    // GUARANTEE_ENCRYPTION against ESP-NULL only.
+    let null = Listener::start_with(
+        lab,
+        &sun_conf,
+        6010,
+        &pong,
+        &["--secure", "--profile", "nullonly"],
+    )?;
+    let strict = moon_connect(
+        lab,
+        &moon_conf,
+        &[
+            "--secure",
+            "--encrypt",
+            "--profile",
+            "mixed",
+            "--target",
+            &target,
+        ],
+        v4(6010),
+        &ping,
+    );
+    let (_, strict_err) = text(&strict);
+    lab.evidence("--encrypt against ESP-NULL only (moon)", strict_err.clone());
+    ensure!(
+        !strict.status.success() && json_line(&strict_err)?["error"]["errno"] == "ECONNREFUSED",
+        "--encrypt against a server offering only ESP-NULL must be refused: {strict_err}"
+    );
+    let integrity = moon_connect(
+        lab,
+        &moon_conf,
+        &["--secure", "--profile", "mixed", "--target", &target],
+        v4(6010),
+        &ping,
+    );
+    let (_, integrity_err) = text(&integrity);
+    let (served, _, null_err) = null.finish(Duration::from_secs(30))?;
+    lab.evidence("ESP-NULL, no --encrypt (moon)", integrity_err.clone());
+    for (end, answer) in [
+        ("moon", json_line(&integrity_err)?),
+        ("sun", json_line(&null_err)?),
+    ] {
+        ensure!(
+            answer["flags"] == 1 && answer["secured"] == true && answer["encrypted"] == false,
+            "ESP-NULL: {end} should be secured and not encrypted (flags 1): {answer:#}"
+        );
+    }
+    ensure!(
+        integrity.status.success() && served,
+        "the ESP-NULL exchange failed"
+    );
+
+    // ALLOW_INSECURE against a server without IPsec.
+    let plain = Listener::start_with(lab, &sun_conf, 6011, &pong, &[])?;
+    let insecure = moon_connect(
+        lab,
+        &moon_conf,
+        &["--secure", "--allow-insecure", "--target", &target],
+        v4(6011),
+        &ping,
+    );
+    let (insecure_out, insecure_err) = text(&insecure);
+    let (served, _, _) = plain.finish(Duration::from_secs(30))?;
+    lab.evidence(
+        "--allow-insecure against no IPsec (moon)",
+        insecure_err.clone(),
+    );
+    let answer = json_line(&insecure_err)?;
+    ensure!(
+        insecure.status.success()
+            && served
+            && insecure_out == "pong from sun\n"
+            && answer["flags"] == 0
+            && answer["reasons_text"].to_string().contains("optional"),
+        "--allow-insecure against a peer without IPsec should connect in clear and say so \
+         (not secured, optional templates): {insecure_err}"
+    );
+
+    // IPv6.
+    let v6 = SocketAddr::new(lab.sun().v6.into(), 6012);
+    let six = Listener::start_with(lab, &sun_conf, 6012, &pong, &["--secure", "--addr", "::"])?;
+    let client = moon_connect(
+        lab,
+        &moon_conf,
+        &["--secure", "--target", &target],
+        v6,
+        &ping,
+    );
+    let (client_out, client_err) = text(&client);
+    let (served, _, six_err) = six.finish(Duration::from_secs(30))?;
+    lab.evidence("IPv6 (moon)", client_err.clone());
+    for (end, answer) in [
+        ("moon", json_line(&client_err)?),
+        ("sun", json_line(&six_err)?),
+    ] {
+        ensure!(
+            answer["flags"] == 3,
+            "IPv6: {end} should be secured and encrypted: {answer:#}"
+        );
+    }
+    ensure!(
+        client.status.success() && served && client_out == "pong from sun\n",
+        "the IPv6 exchange failed: {client_err}"
+    );
+    lab.note(
+        "--encrypt vs ESP-NULL refused, ESP-NULL without it flags 1 both ends; \
+         --allow-insecure vs no IPsec: clear, flags 0, optional templates; IPv6 flags 3 both ends",
     );
     Ok(())
 }
