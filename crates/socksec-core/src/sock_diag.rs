@@ -341,8 +341,15 @@ pub fn parse_ulp_info(data: &[u8]) -> Result<KtlsState, CodecError> {
 pub const EXT_INFO: u8 = 1 << 1;
 
 /// Encodes a lookup of the one TCP socket with these endpoints (`inet_diag_find_one_icsk`):
-/// no dump flag, the socket id filled in, any cookie, with [`EXT_INFO`].
-pub fn encode_lookup(local: SocketAddr, remote: SocketAddr, ifindex: u32, seq: u32) -> Vec<u8> {
+/// no dump flag, the socket id filled in, with [`EXT_INFO`]; with `cookie`, only the socket
+/// that has it (`SO_COOKIE`), else any.
+pub fn encode_lookup(
+    local: SocketAddr,
+    remote: SocketAddr,
+    ifindex: u32,
+    cookie: Option<u64>,
+    seq: u32,
+) -> Vec<u8> {
     let mut req = [0u8; REQ_V2_LEN];
     let family = if local.is_ipv4() {
         nl::AF_INET
@@ -367,8 +374,15 @@ pub fn encode_lookup(local: SocketAddr, remote: SocketAddr, ifindex: u32, seq: u
     id[4..20].copy_from_slice(&octets(local.ip()));
     id[20..36].copy_from_slice(&octets(remote.ip()));
     id[36..40].copy_from_slice(&ifindex.to_ne_bytes());
-    // INET_DIAG_NOCOOKIE: any socket with these endpoints.
-    id[40..48].copy_from_slice(&[0xff; 8]);
+    match cookie {
+        // The kernel answers `ESTALE` when the socket with these endpoints has another cookie.
+        Some(cookie) => {
+            id[40..44].copy_from_slice(&(cookie as u32).to_ne_bytes());
+            id[44..48].copy_from_slice(&((cookie >> 32) as u32).to_ne_bytes());
+        }
+        // INET_DIAG_NOCOOKIE: any socket with these endpoints.
+        None => id[40..48].copy_from_slice(&[0xff; 8]),
+    }
     Request::new(SOCK_DIAG_BY_FAMILY, 0, seq).raw(&req).finish()
 }
 /// The inode of a `/proc/<pid>/fd/<n>` link target such as `socket:[12345]`.

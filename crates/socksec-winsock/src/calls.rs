@@ -112,7 +112,7 @@ pub fn query(fd: Option<BorrowedFd<'_>>, args: &QueryArgs<'_>) -> QueryOutcome {
     };
     let mut template = decoded.template;
     template.strict |= args.strict;
-    let prepared = match socksec::prepare(fd, &template) {
+    let prepared = match socksec::prepare_inspected(fd, facts, &template) {
         Ok(p) => p,
         Err(e) => return QueryOutcome::failed(e),
     };

@@ -69,13 +69,15 @@ impl Diag {
 }
 
 impl Diag {
-    /// The TCP socket with exactly these endpoints (and bound interface), with its TCP-MD5
-    /// keys when the caller has CAP_NET_ADMIN; `None` when the kernel has no such socket.
+    /// The TCP socket with exactly these endpoints (and bound interface; with `cookie`, only
+    /// the socket that has it), with its TCP-MD5 keys and mark when the caller has
+    /// CAP_NET_ADMIN; `None` when the kernel has no such socket.
     pub fn tcp_socket(
         &mut self,
         local: SocketAddr,
         remote: SocketAddr,
         ifindex: u32,
+        cookie: Option<u64>,
     ) -> Result<Option<DiagSocket>, Error> {
         let family = if local.is_ipv4() {
             libc::AF_INET as u8
@@ -83,7 +85,7 @@ impl Diag {
             libc::AF_INET6 as u8
         };
         let found = self.conn.transact(
-            |seq| encode_lookup(local, remote, ifindex, seq),
+            |seq| encode_lookup(local, remote, ifindex, cookie, seq),
             false,
             |msg: NlMsg<'_>| {
                 expect_kind(&msg, SOCK_DIAG_BY_FAMILY)?;
@@ -91,8 +93,13 @@ impl Diag {
             },
         );
         match found {
-            Ok(mut sockets) => Ok(sockets.pop()),
-            Err(NlError::Kernel(errno)) if errno == libc::ENOENT => Ok(None),
+            Ok(mut sockets) => Ok(sockets
+                .pop()
+                .filter(|s| cookie.is_none_or(|c| s.cookie == c))),
+            // ESTALE: a socket with these endpoints, and another cookie.
+            Err(NlError::Kernel(errno)) if errno == libc::ENOENT || errno == libc::ESTALE => {
+                Ok(None)
+            }
             Err(e) => Err(nl_error(family, Transport::Tcp, e)),
         }
     }

@@ -13,6 +13,7 @@ use crate::contract::{QueryTemplate, SecurityInfo};
 use crate::error::Error;
 use crate::flow::Flow;
 use crate::gather;
+use crate::lookups::ThreadLookups;
 use crate::socket::{self, SocketFacts};
 use crate::sources::Sources;
 
@@ -47,7 +48,18 @@ pub struct Prepared<'fd> {
 
 /// Validates the descriptor and the template (decision-table rows 1, 3, 4 and 5).
 pub fn prepare<'fd>(fd: BorrowedFd<'fd>, template: &QueryTemplate) -> Result<Prepared<'fd>, Error> {
-    let facts = socket::inspect(fd)?;
+    prepare_inspected(fd, socket::inspect(fd)?, template)
+}
+
+/// [`prepare`] for a caller that has just read the descriptor's kind itself with
+/// [`socket::inspect`] (the C ABI does, to report its errors in Winsock's order): the same
+/// checks, without the three system calls of reading it again. `facts` must be what
+/// `socket::inspect(fd)` returned.
+pub fn prepare_inspected<'fd>(
+    fd: BorrowedFd<'fd>,
+    facts: SocketFacts,
+    template: &QueryTemplate,
+) -> Result<Prepared<'fd>, Error> {
     socket::check_template(&facts, template)?;
     socket::check_scope(&facts, template)?;
     Ok(Prepared {
@@ -81,14 +93,17 @@ impl Prepared<'_> {
     /// own facts from its descriptor) and answers: fd → [`Flow`] → [`Snapshots`] →
     /// [`socksec_core::answer::answer`].
     pub fn run_with(self, sources: &dyn Sources) -> Result<SecurityInfo, Error> {
-        let (mut flow, routing) = self.flow_and_routing()?;
-        let xfrm = sources.xfrm()?;
-        flow.own_policies =
-            gather::own_policies(&xfrm, || crate::secure_sockets::cookie(self.fd).ok());
+        let netns = ThreadLookups::current_netns()?;
+        let (mut flow, report) = gather::flow_from_fd(netns, self.fd, &self.facts, &self.template)?;
+        let xfrm = sources.xfrm_in(netns)?;
+        let cookie = report.cookie();
+        flow.own_policies = gather::own_policies(&xfrm, || {
+            cookie.or_else(|| crate::secure_sockets::cookie(self.fd).ok())
+        });
         let snapshots = Snapshots {
             xfrm: &xfrm,
             ike: &gather::Ike(sources),
-            socket: gather::socket_from_fd(self.fd, &self.facts, &routing)?,
+            socket: gather::socket_from_fd(self.fd, &self.facts, report)?,
             wireguard: gather::wireguard(&flow),
         };
         Ok(answer(
@@ -101,15 +116,7 @@ impl Prepared<'_> {
 
     /// The flow of the connection: endpoints, mark, route facts.
     pub fn flow(&self) -> Result<Flow, Error> {
-        self.flow_and_routing().map(|(flow, _)| flow)
-    }
-
-    fn flow_and_routing(&self) -> Result<(Flow, socket::RoutingFacts), Error> {
-        let (local, remote) = socket::endpoints(self.fd, &self.facts, &self.template)?;
-        let routing = socket::routing_facts(self.fd)?;
-        let mut flow = Flow::new(self.facts.transport, local, remote);
-        flow.mark = routing.mark;
-        gather::complete_flow(&mut flow, &routing)?;
-        Ok((flow, routing))
+        let netns = ThreadLookups::current_netns()?;
+        gather::flow_from_fd(netns, self.fd, &self.facts, &self.template).map(|(flow, _)| flow)
     }
 }

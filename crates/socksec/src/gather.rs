@@ -8,13 +8,14 @@
 //! label, TCP-MD5 keys, kTLS) from [`socket_from_fd`] or [`socket_from_diag`]; WireGuard from
 //! [`wireguard`].
 
+use std::net::SocketAddr;
 use std::os::fd::BorrowedFd;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use socksec_core::answer::{IkeDaemon, SocketSnapshot, WireguardFacts};
 
-use crate::diag::{DiagSocket, Md5Key};
+use crate::diag::DiagSocket;
 use crate::error::{Error, ErrorKind};
 use crate::flow::{Flow, RoutingFacts, SocketFacts, Transport, normalize};
 use crate::ktls::KtlsState;
@@ -40,20 +41,112 @@ impl IkeDaemon for Ike<'_> {
     }
 }
 
-/// The socket's own facts, read from its descriptor: the peer's label, and for TCP the
-/// TCP-MD5 keys (through sock_diag; when they cannot be read the answer says so in a caveat)
-/// and the kTLS state.
+/// What sock_diag reported about a queried TCP socket, looked up by its endpoints and checked
+/// by its cookie ([`flow_from_fd`]).
+#[derive(Debug)]
+pub enum TcpReport {
+    /// Not a TCP socket: nothing was asked.
+    NotTcp,
+    /// The socket's report: mark, bound interface, uid, TCP-MD5 keys, kTLS.
+    Found(Box<DiagSocket>),
+    /// The kernel has no socket with these endpoints and this cookie (it just closed).
+    Missing,
+    /// The lookup failed, for this reason.
+    Failed(String),
+}
+
+impl TcpReport {
+    /// The socket's cookie, when sock_diag reported the socket.
+    pub fn cookie(&self) -> Option<u64> {
+        match self {
+            Self::Found(s) => Some(s.cookie),
+            _ => None,
+        }
+    }
+}
+
+/// The flow of the connection on `fd` (endpoints, mark, bound interface, uid, completed with
+/// the kernel's route lookups) and, for TCP, sock_diag's report of the socket, which carries
+/// the mark, the bound interface, the uid, the TCP-MD5 keys and the kTLS state in one round
+/// trip (the socket options are read one by one only when it has none of them). `netns` is
+/// the calling thread's network namespace, read once per query
+/// ([`ThreadLookups::current_netns`]).
+pub fn flow_from_fd(
+    netns: (u64, u64),
+    fd: BorrowedFd<'_>,
+    facts: &SocketFacts,
+    template: &crate::contract::QueryTemplate,
+) -> Result<(Flow, TcpReport), Error> {
+    let (local, remote) = socket::raw_endpoints(fd, facts, template)?;
+    ThreadLookups::with_in(netns, |lookups| {
+        let report = match facts.transport {
+            Transport::Tcp => tcp_report(lookups, fd, local, remote),
+            _ => TcpReport::NotTcp,
+        };
+        let routing = match &report {
+            TcpReport::Found(s) => socket::routing_from_diag(fd, s)?,
+            _ => socket::routing_facts(fd)?,
+        };
+        let mut flow = Flow::new(facts.transport, normalize(local), normalize(remote));
+        flow.mark = routing.mark;
+        complete_flow_with(lookups, &mut flow, &routing)?;
+        Ok((flow, report))
+    })
+}
+
+/// sock_diag's report of the TCP socket `fd` with these raw endpoints: looked up with its
+/// cookie, so that it is this socket's and no other's; first as if unbound (the usual case:
+/// no system call to read the bound interface), then, when that finds nothing, with the
+/// interface it is bound to (a bound socket is found only with it).
+fn tcp_report(
+    lookups: &mut ThreadLookups,
+    fd: BorrowedFd<'_>,
+    local: SocketAddr,
+    remote: SocketAddr,
+) -> TcpReport {
+    let report = (|| {
+        let cookie = Some(
+            crate::secure_sockets::cookie(fd)
+                .map_err(|e| Error::system("getsockopt(SO_COOKIE)", &e))?,
+        );
+        if let Some(found) = lookups.diag()?.tcp_socket(local, remote, 0, cookie)? {
+            return Ok(Some(found));
+        }
+        match socket::bound_ifindex(fd)? {
+            0 => Ok(None),
+            ifindex => lookups.diag()?.tcp_socket(local, remote, ifindex, cookie),
+        }
+    })();
+    match report {
+        Ok(Some(found)) => TcpReport::Found(Box::new(found)),
+        Ok(None) => TcpReport::Missing,
+        Err(e) => {
+            // A socket that saw a failure is not reused.
+            lookups.forget_diag();
+            TcpReport::Failed(e.to_string())
+        }
+    }
+}
+
+/// The socket's own facts: the peer's label (asked only when an LSM that labels TCP peers is
+/// active, [`socket::lsm_labels_peers_here`]), and for TCP the TCP-MD5 keys and the kTLS
+/// state from sock_diag's `report` (when the keys cannot be read the answer says so in a
+/// caveat; the kTLS state is then read with `getsockopt`).
 pub fn socket_from_fd(
     fd: BorrowedFd<'_>,
     facts: &SocketFacts,
-    routing: &RoutingFacts,
+    report: TcpReport,
 ) -> Result<SocketSnapshot, Error> {
-    let peer_label = socket::peer_label(fd)?;
-    let (tcp_md5, ktls) = if facts.transport == Transport::Tcp {
-        let keys = socket_keys(fd, routing.bound_ifindex.unwrap_or(0)).map_err(|e| e.to_string());
-        (keys, crate::ktls::read(fd)?)
+    let peer_label = if socket::lsm_labels_peers_here() {
+        socket::peer_label(fd)?
     } else {
-        (Ok(Vec::new()), KtlsState::default())
+        None
+    };
+    let (tcp_md5, ktls) = match report {
+        TcpReport::NotTcp => (Ok(Vec::new()), KtlsState::default()),
+        TcpReport::Found(s) => (Ok(s.md5_keys), s.ktls),
+        TcpReport::Missing => (Ok(Vec::new()), crate::ktls::read(fd)?),
+        TcpReport::Failed(e) => (Err(e), crate::ktls::read(fd)?),
     };
     Ok(SocketSnapshot {
         facts: *facts,
@@ -153,26 +246,6 @@ fn complete_flow_with(
     }
     flow.iif = lookups.local_address_ifindex(flow.local.ip())?;
     Ok(())
-}
-
-/// The TCP-MD5 keys of the connected TCP socket `fd` (empty when it has none), through the
-/// thread's sock_diag socket ([`ThreadLookups`], kept per thread and network namespace).
-pub fn socket_keys(fd: BorrowedFd<'_>, bound_ifindex: u32) -> Result<Vec<Md5Key>, Error> {
-    let sock = socket2::SockRef::from(&fd);
-    let addr = |a: std::io::Result<socket2::SockAddr>, what: &str| {
-        a.map_err(|e| Error::system(what, &e))?
-            .as_socket()
-            .ok_or_else(|| Error::new(crate::ErrorKind::System, format!("{what}: not IP")))
-    };
-    let local = addr(sock.local_addr(), "getsockname")?;
-    let remote = addr(sock.peer_addr(), "getpeername")?;
-    ThreadLookups::with(|lookups| {
-        Ok(lookups
-            .diag()?
-            .tcp_socket(local, remote, bound_ifindex)?
-            .map(|s| s.md5_keys)
-            .unwrap_or_default())
-    })
 }
 
 /// WireGuard interface `ifindex` (listen port, fwmark, peers), through the thread's generic

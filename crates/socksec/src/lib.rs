@@ -95,7 +95,7 @@ mod xfrm;
 pub use cache::{Cache, CacheOptions, CacheStats, CacheStatus};
 pub use contract::{Flags, Ipsec2Info, QueryTemplate, SecurityInfo, SecurityProtocol};
 pub use diag::{DiagSocket, Owner, SockState};
-pub use engine::{Prepared, QuerySecurity, prepare, query};
+pub use engine::{Prepared, QuerySecurity, prepare, prepare_inspected, query};
 pub use error::{Error, ErrorKind};
 pub use events::events;
 pub use flow::SocketFacts;

@@ -37,6 +37,9 @@ pub struct LinkCache {
     links: HashMap<u32, LinkInfo>,
     /// Per family (`AF_INET`, `AF_INET6`): every address and the interface that holds it.
     addresses: HashMap<bool, Vec<(u32, Option<IpAddr>)>>,
+    /// The notifications were looked for since [`LinkCache::unchecked`]: within one query,
+    /// once is enough.
+    checked: bool,
 }
 
 impl std::fmt::Debug for LinkCache {
@@ -61,12 +64,16 @@ impl LinkCache {
             events,
             links: HashMap::new(),
             addresses: HashMap::new(),
+            checked: false,
         })
     }
 
     /// Drops everything kept when a notification is queued (taking them all) or some were
     /// lost; never blocks.
     fn forget_if_changed(&mut self) -> io::Result<()> {
+        if self.checked {
+            return Ok(());
+        }
         let mut changed = false;
         // Each receive takes one whole notification; only its first bytes are copied.
         let mut probe = Vec::with_capacity(16);
@@ -87,7 +94,14 @@ impl LinkCache {
             self.links.clear();
             self.addresses.clear();
         }
+        self.checked = true;
         Ok(())
+    }
+
+    /// Starts a query (or any other use of [`crate::lookups::ThreadLookups`]): the next
+    /// lookup looks for notifications again, so a change completed before it is seen.
+    pub fn unchecked(&mut self) {
+        self.checked = false;
     }
 
     /// [`Rtnl::link`], from what is kept when nothing changed since it was read.
@@ -160,6 +174,8 @@ mod tests {
                 ip(&format!("addr add 10.40.{i}.1/24 dev d0"));
             }
             ip("link set d0 name d9");
+            // A new query looks for notifications again.
+            cache.unchecked();
             assert_eq!(cache.link(&mut rtnl, d0).unwrap().name, "d9");
             assert_eq!(
                 cache

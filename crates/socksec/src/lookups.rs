@@ -8,6 +8,7 @@ use std::fs;
 use std::io;
 use std::net::IpAddr;
 use std::path::Path;
+use std::time::{Duration, Instant};
 
 use crate::diag::Diag;
 use crate::error::Error;
@@ -28,8 +29,7 @@ fn opened<T, E>(slot: &mut Option<T>, open: impl FnOnce() -> Result<T, E>) -> Re
 /// Lookups that one thread keeps open between queries: its rtnetlink socket, the interfaces and
 /// addresses it read until the kernel announces a change ([`crate::links::LinkCache`]), its
 /// sock_diag and WireGuard (generic netlink) sockets, and the `/proc/sys/net` files of the
-/// IPsec switches (re-read with `pread` each time, so values are always current; only the path
-/// walk of `open` is saved). All belong to the network namespace the thread was in when they
+/// IPsec switches (re-read with `pread` when the value is older than [`SWITCH_STALENESS`]). All belong to the network namespace the thread was in when they
 /// were opened, so they are dropped when the thread is found in another one.
 pub struct ThreadLookups {
     netns: (u64, u64),
@@ -37,11 +37,26 @@ pub struct ThreadLookups {
     /// `None` until first used; `Some(None)` when the notification groups cannot be joined
     /// (every lookup then asks the kernel).
     links: Option<Option<crate::links::LinkCache>>,
-    sysctls: std::collections::HashMap<std::path::PathBuf, fs::File>,
+    sysctls: std::collections::HashMap<std::path::PathBuf, Switch>,
     /// The thread's sock_diag socket (TCP-MD5 keys of one socket, UDP sockets on a port).
     diag: Option<Diag>,
     /// The thread's generic netlink socket for WireGuard devices.
     wireguard: Option<WgSocket>,
+}
+
+/// How old an interface's IPsec switch (`disable_xfrm`, `disable_policy` in
+/// `/proc/sys/net/ipv{4,6}/conf/`) may be when a query uses it. The kernel announces no change
+/// of them (netconf notifications carry other settings), so each thread re-reads a switch when
+/// its value is older than this: a flip is in every answer that starts this long after it
+/// (tested by `host_a_switch_flip_is_seen_within_its_bound`), and reading them costs no system
+/// call on the other queries.
+pub const SWITCH_STALENESS: Duration = Duration::from_millis(200);
+
+/// A sysctl file kept open, with the value last read from it and when.
+struct Switch {
+    file: fs::File,
+    value: bool,
+    read_at: Instant,
 }
 
 thread_local! {
@@ -53,10 +68,25 @@ impl ThreadLookups {
     /// Runs `f` with this thread's lookups (opened on first use, reopened after a namespace
     /// change or a socket error).
     pub fn with<T, E: From<RouteError>>(f: impl FnOnce(&mut Self) -> Result<T, E>) -> Result<T, E> {
-        let netns = thread_netns().map_err(|source| RouteError::Io {
+        Self::with_in(Self::current_netns()?, f)
+    }
+
+    /// The calling thread's network namespace (one `statx` of `/proc/thread-self/ns/net`): a
+    /// query reads it once and hands it to [`ThreadLookups::with_in`] and to its sources.
+    pub fn current_netns() -> Result<(u64, u64), RouteError> {
+        thread_netns().map_err(|source| RouteError::Io {
             request: "reading the thread's network namespace",
             source,
-        })?;
+        })
+    }
+
+    /// [`ThreadLookups::with`] for a caller that has just read the thread's network namespace
+    /// ([`ThreadLookups::current_netns`]; no other code ran on the thread since, so it cannot
+    /// have moved). Each call looks once for link and address notifications.
+    pub fn with_in<T, E: From<RouteError>>(
+        netns: (u64, u64),
+        f: impl FnOnce(&mut Self) -> Result<T, E>,
+    ) -> Result<T, E> {
         LOOKUPS.with(|cell| {
             let mut slot = cell.borrow_mut();
             if slot.as_ref().is_none_or(|l| l.netns != netns) {
@@ -70,6 +100,9 @@ impl ThreadLookups {
                 });
             }
             let lookups = slot.as_mut().expect("just filled");
+            if let Some(Some(links)) = lookups.links.as_mut() {
+                links.unchecked();
+            }
             let result = f(lookups);
             if result.is_err() {
                 // A socket that saw a failure is not reused.
@@ -90,6 +123,11 @@ impl ThreadLookups {
     /// The thread's sock_diag socket.
     pub fn diag(&mut self) -> Result<&mut Diag, Error> {
         opened(&mut self.diag, Diag::open)
+    }
+
+    /// Drops the thread's sock_diag socket (after a failure it is not reused).
+    pub fn forget_diag(&mut self) {
+        self.diag = None;
     }
 
     /// The thread's generic netlink socket for WireGuard devices.
@@ -129,17 +167,26 @@ impl ThreadLookups {
         Ok((rtnl, links))
     }
 
-    /// [`crate::route::xfrm_switches`] through the kept files.
+    /// [`crate::route::xfrm_switches`] through the kept files, each value at most
+    /// [`SWITCH_STALENESS`] old.
     pub fn xfrm_switches(&mut self, dev: &str) -> io::Result<XfrmSwitches> {
         switches_with(dev, |path| self.read_flag(path))
     }
 
     fn read_flag(&mut self, path: &Path) -> io::Result<bool> {
         use std::os::unix::fs::FileExt;
-        if let Some(file) = self.sysctls.get(path) {
+        let now = Instant::now();
+        if let Some(kept) = self.sysctls.get_mut(path) {
+            if now.duration_since(kept.read_at) < SWITCH_STALENESS {
+                return Ok(kept.value);
+            }
             let mut buf = [0u8; 32];
-            match file.read_at(&mut buf, 0) {
-                Ok(n) => return parse_flag(path, &buf[..n]),
+            match kept.file.read_at(&mut buf, 0) {
+                Ok(n) => {
+                    kept.value = parse_flag(path, &buf[..n])?;
+                    kept.read_at = now;
+                    return Ok(kept.value);
+                }
                 // The device went away or was renamed: its entries were re-registered.
                 Err(_) => {
                     self.sysctls.remove(path);
@@ -149,12 +196,19 @@ impl ThreadLookups {
         let file = fs::File::open(path)?;
         let mut buf = [0u8; 32];
         let n = file.read_at(&mut buf, 0)?;
-        let flag = parse_flag(path, &buf[..n])?;
+        let value = parse_flag(path, &buf[..n])?;
         if self.sysctls.len() > 256 {
             self.sysctls.clear();
         }
-        self.sysctls.insert(path.to_owned(), file);
-        Ok(flag)
+        self.sysctls.insert(
+            path.to_owned(),
+            Switch {
+                file,
+                value,
+                read_at: now,
+            },
+        );
+        Ok(value)
     }
 }
 
@@ -211,5 +265,52 @@ mod tests {
                 assert_eq!(gone.errno(), Some(libc::ENODEV));
             },
         );
+    }
+
+    /// The interface switches raise no event: a flip is in every answer asked
+    /// [`SWITCH_STALENESS`] after it, and (kept files, values polled) in none later than that.
+    #[test]
+    fn host_a_switch_flip_is_seen_within_its_bound() {
+        in_private_netns("host_a_switch_flip_is_seen_within_its_bound", || {
+            ip("link add d0 type veth peer name x0");
+            let switches = || {
+                ThreadLookups::with(|l| {
+                    l.xfrm_switches("d0").map_err(|source| RouteError::Io {
+                        request: "reading the switches",
+                        source,
+                    })
+                })
+                .unwrap()
+            };
+            let sysctl = |name: &str, value: &str| {
+                std::fs::write(format!("/proc/sys/net/ipv4/conf/d0/{name}"), value).unwrap();
+            };
+            let before = switches();
+            assert!(!before.disable_policy && !before.disable_xfrm, "{before:?}");
+            for (name, on) in [("disable_policy", true), ("disable_xfrm", true)] {
+                sysctl(name, if on { "1" } else { "0" });
+                let flipped = Instant::now();
+                loop {
+                    let now = switches();
+                    let seen = match name {
+                        "disable_policy" => now.disable_policy,
+                        _ => now.disable_xfrm,
+                    };
+                    if seen == on {
+                        break;
+                    }
+                    // Asked after the bound: it must have been seen.
+                    assert!(
+                        flipped.elapsed() < SWITCH_STALENESS,
+                        "{name} flipped {:?} ago and not seen",
+                        flipped.elapsed()
+                    );
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+            }
+            sysctl("disable_policy", "0");
+            std::thread::sleep(SWITCH_STALENESS);
+            assert!(!switches().disable_policy, "seen at once after the bound");
+        });
     }
 }

@@ -120,13 +120,16 @@ pub fn check_scope(facts: &SocketFacts, template: &QueryTemplate) -> Result<(), 
     }
 }
 
-/// Row 9 and the connection state: the socket's local address and the peer, normalised.
+/// Row 9 and the connection state: the socket's local address and the peer.
 ///
 /// A pending socket error (a reset TCP connection, a UDP send that drew an ICMP port
 /// unreachable) is detected with `poll` and then read with `SO_ERROR`, which delivers it to
 /// the caller the way the next `recv` would have: the answer is `ECONNRESET` and the
 /// application learns that the connection is gone.
-pub fn endpoints(
+///
+/// The addresses are as the socket holds them (an IPv4 peer of an IPv6 socket IPv4-mapped),
+/// as sock_diag looks sockets up; the flow normalises them.
+pub fn raw_endpoints(
     fd: BorrowedFd<'_>,
     facts: &SocketFacts,
     template: &QueryTemplate,
@@ -167,7 +170,7 @@ pub fn endpoints(
             )
         })?,
     };
-    Ok((normalize(local), normalize(remote)))
+    Ok((local, remote))
 }
 
 fn pending_error(errno: i32, err: &io::Error) -> Error {
@@ -190,9 +193,7 @@ fn pending_error(errno: i32, err: &io::Error) -> Error {
 /// Reads the socket options that take part in route and policy lookups.
 pub fn routing_facts(fd: BorrowedFd<'_>) -> Result<RoutingFacts, Error> {
     let sock = SockRef::from(&fd);
-    let mark = sock
-        .mark()
-        .map_err(|e| Error::system("getsockopt(SO_MARK)", &e))?;
+    let mark = mark(fd)?;
     let bound_ifindex = sock
         .device()
         .map_err(|e| Error::system("getsockopt(SO_BINDTODEVICE)", &e))?
@@ -203,6 +204,49 @@ pub fn routing_facts(fd: BorrowedFd<'_>) -> Result<RoutingFacts, Error> {
         bound_ifindex,
         uid,
     })
+}
+
+/// The same facts from what sock_diag reported for this very socket (its cookie checked):
+/// the bound interface and the uid the kernel routes as, and the mark (read with
+/// `getsockopt` when the report lacks it: the kernel reports marks only to CAP_NET_ADMIN).
+pub fn routing_from_diag(
+    fd: BorrowedFd<'_>,
+    socket: &crate::diag::DiagSocket,
+) -> Result<RoutingFacts, Error> {
+    Ok(RoutingFacts {
+        mark: match socket.mark {
+            Some(mark) => mark,
+            None => mark(fd)?,
+        },
+        bound_ifindex: (socket.bound_ifindex != 0).then_some(socket.bound_ifindex),
+        uid: socket.uid,
+    })
+}
+
+fn mark(fd: BorrowedFd<'_>) -> Result<u32, Error> {
+    SockRef::from(&fd)
+        .mark()
+        .map_err(|e| Error::system("getsockopt(SO_MARK)", &e))
+}
+
+/// The index of the interface the socket is bound to (`SO_BINDTOIFINDEX`), 0 when unbound.
+pub fn bound_ifindex(fd: BorrowedFd<'_>) -> Result<u32, Error> {
+    let mut buf = [0u8; 4];
+    match sys::getsockopt_bytes(fd, libc::SOL_SOCKET, libc::SO_BINDTOIFINDEX, &mut buf) {
+        Ok(4) => Ok(u32::from_ne_bytes(buf)),
+        Ok(n) => Err(Error::new(
+            ErrorKind::System,
+            format!("getsockopt(SO_BINDTOIFINDEX) gave {n} bytes"),
+        )),
+        Err(e) => Err(Error::system("getsockopt(SO_BINDTOIFINDEX)", &e)),
+    }
+}
+
+/// [`lsm_labels_peers`], asked once per process: the kernel's LSMs are fixed at boot, so the
+/// answer cannot change while the process runs.
+pub fn lsm_labels_peers_here() -> bool {
+    static LABELS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *LABELS.get_or_init(lsm_labels_peers)
 }
 
 /// Whether an active LSM can give a TCP connection a peer label: SELinux or Smack among the

@@ -14,6 +14,13 @@ use crate::xfrm::model::XfrmSnapshot;
 pub trait Sources: Send + Sync {
     /// The kernel's SPD and SAD.
     fn xfrm(&self) -> Result<Arc<XfrmSnapshot>, Error>;
+    /// [`Sources::xfrm`] for a query whose thread is in network namespace `netns` (read once
+    /// per query, [`crate::lookups::ThreadLookups::current_netns`]), which a cache of one
+    /// namespace compares with its own instead of reading it again.
+    fn xfrm_in(&self, netns: (u64, u64)) -> Result<Arc<XfrmSnapshot>, Error> {
+        let _ = netns;
+        self.xfrm()
+    }
     /// The IKE daemon's IKE SAs, or why they cannot be had (not an error: the answer then
     /// carries a [`Caveat::PeerUnknown`](crate::report::Caveat::PeerUnknown)).
     fn ike_sas(&self) -> Result<Arc<Vec<IkeSa>>, String>;

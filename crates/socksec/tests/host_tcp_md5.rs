@@ -219,3 +219,53 @@ fn a_listing_answers_a_signed_connection_as_a_query_does() {
         serde_json::to_value(&queried).unwrap()
     );
 }
+
+/// The keys, the mark and the bound interface come from one sock_diag lookup of the socket
+/// (by its endpoints and cookie) in each query, never kept: a key added to an established
+/// connection, a mark set on it and a device it is bound to afterwards are each in the very
+/// next answer — the bound socket found by the lookup that names its interface.
+#[test]
+fn key_mark_and_bound_device_set_after_connect_are_in_the_next_answer() {
+    if !require_root("key_mark_and_bound_device_set_after_connect_are_in_the_next_answer") {
+        return;
+    }
+    let pair = Pair::new();
+    let listener = pair.run_in(&pair.b, || TcpListener::bind("10.99.0.2:0").unwrap());
+    let to = listener.local_addr().unwrap();
+    pair.run_in(&pair.a, move || {
+        let client = TcpStream::connect(to).unwrap();
+        let (_server, _) = listener.accept().unwrap();
+        let before = query(&client);
+        assert_eq!(before.flags.bits(), 0, "{before:#?}");
+        assert!(md5_prefixes(&before).is_empty());
+        assert_eq!(before.socket.mark, 0);
+
+        add_key(&client, to, None);
+        let keyed = query(&client);
+        assert_eq!(
+            keyed.flags.bits(),
+            1,
+            "the key is in the next answer: {keyed:#?}"
+        );
+        assert_eq!(
+            md5_prefixes(&keyed),
+            ["outbound 10.99.0.2/32", "inbound 10.99.0.2/32"]
+        );
+
+        let sock = socket2::SockRef::from(&client);
+        sock.set_mark(0x42).unwrap();
+        let marked = query(&client);
+        assert_eq!(marked.socket.mark, 0x42, "{marked:#?}");
+
+        // Bound after connect: sock_diag finds it only with the interface's index.
+        sock.bind_device(Some(b"va")).unwrap();
+        let bound = query(&client);
+        assert_eq!(bound.socket.interface.as_deref(), Some("va"), "{bound:#?}");
+        assert_eq!(
+            bound.flags.bits(),
+            1,
+            "the bound socket's key is read: {bound:#?}"
+        );
+        assert_eq!(bound.socket.mark, 0x42);
+    });
+}

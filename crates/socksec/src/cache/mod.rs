@@ -283,7 +283,13 @@ impl Cache {
     /// taken and not yet published, this waits for the XFRM thread (at most `FRESH_WAIT`,
     /// 20 ms, after which the caller reads the kernel itself: `None`).
     pub fn snapshot(&self) -> Option<Arc<XfrmSnapshot>> {
-        if !self.usable() || current_netns() != self.netns {
+        self.snapshot_in(current_netns())
+    }
+
+    /// [`Cache::snapshot`] for a thread in network namespace `netns` (as the caller just
+    /// read it).
+    fn snapshot_in(&self, netns: Option<(u64, u64)>) -> Option<Arc<XfrmSnapshot>> {
+        if !self.usable() || netns != self.netns {
             return None;
         }
         let deadline = Instant::now() + FRESH_WAIT;
@@ -342,6 +348,13 @@ impl Drop for Cache {
 impl Sources for Cache {
     fn xfrm(&self) -> Result<Arc<XfrmSnapshot>, Error> {
         match self.snapshot() {
+            Some(snap) => Ok(snap),
+            None => ColdSources.xfrm(),
+        }
+    }
+
+    fn xfrm_in(&self, netns: (u64, u64)) -> Result<Arc<XfrmSnapshot>, Error> {
+        match self.snapshot_in(Some(netns)) {
             Some(snap) => Ok(snap),
             None => ColdSources.xfrm(),
         }
