@@ -135,6 +135,14 @@ pub fn sa_details(context: &SaLookupContext) -> Result<SaDetails, Error> {
     sa::details_with(context, &sources::ColdSources)
 }
 
+/// Closes what the calling thread keeps open between queries (its rtnetlink, sock_diag and
+/// WireGuard sockets, the sysctl files of the interface switches); the thread's next query
+/// opens them again. A server thread that waits for its next client calls it, so that idle
+/// threads hold no descriptors.
+pub fn release_thread() {
+    lookups::ThreadLookups::release();
+}
+
 /// Whether this process can read the kernel's IPsec tables itself (CAP_NET_ADMIN).
 pub fn has_privilege() -> bool {
     sys::has_cap_net_admin()

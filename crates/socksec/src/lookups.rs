@@ -115,6 +115,11 @@ impl ThreadLookups {
         })
     }
 
+    /// Closes this thread's lookups (every socket and file); the next use opens them again.
+    pub fn release() {
+        LOOKUPS.with(|cell| cell.borrow_mut().take());
+    }
+
     /// The thread's rtnetlink socket.
     pub fn rtnl(&mut self) -> Result<&mut Rtnl, RouteError> {
         opened(&mut self.rtnl, Rtnl::open)

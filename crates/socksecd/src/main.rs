@@ -12,6 +12,7 @@ mod closer;
 mod limits;
 mod listen;
 mod logline;
+mod pool;
 mod redact;
 mod server;
 mod sys;

@@ -1,8 +1,10 @@
 //! The server: accepts clients, reads each request under a deadline, answers for the
 //! descriptor that came with it, and never lets a client take the daemon down.
 //!
-//! One thread per client (at most [`Config::max_clients`], and [`Config::max_clients_per_uid`]
-//! of one uid; more are told the daemon is busy), and at most [`Config::max_running`] queries
+//! One thread per client while it is connected (at most [`Config::max_clients`], and
+//! [`Config::max_clients_per_uid`] of one uid; more are told the daemon is busy), taken from
+//! the threads whose clients have gone ([`crate::pool`]: a connection starts no thread while
+//! one is idle), and at most [`Config::max_running`] queries
 //! reading the kernel at once ([`Config::max_running_per_uid`] of one uid). A request must
 //! arrive whole within [`Config::client_timeout`] of the daemon starting to wait for it; a
 //! client that sends nothing is disconnected when that time is up, one that stops inside a
@@ -30,6 +32,7 @@ use socksec::{Error, ErrorKind, SecurityInfo};
 use crate::closer::Closer;
 use crate::limits::{Full, Quota};
 use crate::logline::{Limiter, escape};
+use crate::pool::Pool;
 use crate::redact::{Standing, redact};
 
 /// Descriptors one read makes room for: the kernel's `SCM_MAX_FD`, the most one message can
@@ -63,6 +66,8 @@ pub struct Server {
     running: Quota,
     closer: Closer,
     logs: Limiter,
+    /// The client threads, kept for the next client when theirs has gone.
+    threads: Pool,
 }
 
 impl std::fmt::Debug for Server {
@@ -77,7 +82,13 @@ impl std::fmt::Debug for Server {
 /// Writes one log line to stderr (the journal, under systemd). Text a client controls goes
 /// through [`Server::note`] instead.
 macro_rules! log {
-    ($($arg:tt)*) => { eprintln!("socksecd: {}", format_args!($($arg)*)) };
+    ($($arg:tt)*) => { crate::server::log_line(&format!("socksecd: {}\n", format_args!($($arg)*))) };
+}
+
+/// Writes a whole log line with one `write` (`eprintln!` writes each piece on its own: five
+/// system calls per line, and pieces of lines from other threads could come between them).
+pub fn log_line(line: &str) {
+    let _ = io::stderr().lock().write_all(line.as_bytes());
 }
 
 /// Who a client is, from the kernel (`SO_PEERCRED` at connect time).
@@ -116,6 +127,7 @@ impl Server {
             running: Quota::new(config.max_running, config.max_running_per_uid),
             closer: Closer::start()?,
             logs: Limiter::default(),
+            threads: Pool::new("socksecd-client", CLIENT_STACK),
             config,
             sources,
             netns,
@@ -170,14 +182,14 @@ impl Server {
             };
             let slot = Slot(Arc::clone(&self), client.uid);
             let me = Arc::clone(&self);
-            let spawned = std::thread::Builder::new()
-                .name("socksecd-client".into())
-                .stack_size(CLIENT_STACK)
-                .spawn(move || {
-                    let _slot = slot;
-                    me.handle(stream, &client);
-                });
-            if let Err(e) = spawned {
+            // On a thread whose client has gone, when one is idle (see `crate::pool`).
+            let ran = self.threads.run(Box::new(move || {
+                let _slot = slot;
+                me.handle(stream, &client);
+                // An idle thread holds no descriptors.
+                socksec::release_thread();
+            }));
+            if let Err(e) = ran {
                 log!("cannot start a client thread: {e}");
             }
             self.closer.close(spare);
