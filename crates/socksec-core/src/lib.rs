@@ -18,6 +18,7 @@ pub mod broker;
 pub mod contract;
 pub mod error;
 pub mod flow;
+pub mod impersonation;
 pub mod ktls;
 pub mod netlink;
 pub mod peer;

@@ -432,12 +432,17 @@ SOCKET WSAAPI WSAAccept(SOCKET s, struct sockaddr *addr, int *addrlen, void *lpf
 /*
  * Validates (WSAENOTSOCK; WSAEINVAL for the family/type; for a connectionless socket
  * WSAEFAULT for NULL PeerAddr, WSAEAFNOSUPPORT / WSAEMSGSIZE for a bad one; TCP ignores
- * PeerAddr), then fails with WSAEOPNOTSUPP: Linux has no access tokens to impersonate.
+ * PeerAddr), then the calling thread (only it) takes the effective uid, gid and groups of
+ * the local account that the root-owned /etc/socksec/impersonation.toml maps the
+ * connection's authenticated peer to. WSAEOPNOTSUPP without that file (and for UDP);
+ * WSAEACCES for a peer that is not secured, not named or not mapped, or a caller without
+ * CAP_SETUID/CAP_SETGID. Call WSARevertImpersonation when done.
  */
 int WSAAPI WSAImpersonateSocketPeer(SOCKET Socket, const struct sockaddr *PeerAddr,
                                     ULONG PeerAddrLen);
 
-/* Returns 0: no thread can be impersonating a socket peer, and reverting is then a no-op. */
+/* The calling thread's own credentials back; 0 also when it was not impersonating;
+ * SOCKET_ERROR with WSASYSCALLFAILURE when the kernel refused. */
 int WSAAPI WSARevertImpersonation(void);
 
 /* The calling thread's last Winsock error code. */

@@ -336,8 +336,11 @@ pub fn accept(
     socksec::secure::accept_socket(fd)
 }
 
-/// `WSAImpersonateSocketPeer`: validates and then refuses with `WSAEOPNOTSUPP`: Linux has no
-/// access tokens to impersonate, and socksec does not return peer identities yet.
+/// `WSAImpersonateSocketPeer`: validates, then the calling thread takes the credentials of the
+/// local account that `/etc/socksec/impersonation.toml` maps the connection's authenticated
+/// peer to (`socksec::secure::impersonate_peer`). `WSAEOPNOTSUPP` without that file,
+/// `WSAEACCES` for an unsecured, unauthenticated or unmapped peer or a caller that cannot
+/// switch; UDP sockets: `WSAEOPNOTSUPP`.
 ///
 /// `PeerAddr` is ignored for TCP; for UDP a NULL one is `WSAEFAULT` (contract Q4).
 pub fn impersonate_socket_peer(
@@ -345,7 +348,7 @@ pub fn impersonate_socket_peer(
     addr: Option<&[u8]>,
     len: u32,
 ) -> Result<usize, Error> {
-    let (_, facts) = socket(fd)?;
+    let (fd, facts) = socket(fd)?;
     let facts = facts?;
     if facts.transport != Transport::Tcp {
         let Some(addr) = addr else {
@@ -355,10 +358,20 @@ pub fn impersonate_socket_peer(
             ));
         };
         translate::decode_sockaddr(&addr[..addr.len().min(len as usize)])?;
+        return Err(not_supported(
+            "WSAImpersonateSocketPeer on a UDP socket (impersonation is TCP only so far)",
+        ));
     }
-    Err(not_supported(
-        "WSAImpersonateSocketPeer (Linux has no access tokens to impersonate)",
-    ))
+    socksec::secure::impersonate_peer(fd)?;
+    Ok(0)
+}
+
+/// `WSARevertImpersonation`: the calling thread's own credentials back (nothing to do when it
+/// does not impersonate); a failure is `WSASYSCALLFAILURE`, as documented.
+pub fn revert_impersonation() -> Result<usize, Error> {
+    socksec::secure::revert_impersonation()
+        .map(|()| 0)
+        .map_err(|e| e.with_wsa(socksec::error::wsa::WSASYSCALLFAILURE))
 }
 
 #[cfg(test)]

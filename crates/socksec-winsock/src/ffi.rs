@@ -421,7 +421,11 @@ pub unsafe extern "C" fn WSADeleteSocketPeerTargetName(
 /// `WSAImpersonateSocketPeer`: validated (`WSAENOTSOCK`; `WSAEINVAL` for the family/type;
 /// for a connectionless socket `WSAEFAULT` for a NULL `PeerAddr`, `WSAEAFNOSUPPORT` for a
 /// family other than IPv4/IPv6 and `WSAEMSGSIZE` for a short one; TCP ignores `PeerAddr`),
-/// then refused with `WSAEOPNOTSUPP`: Linux has no access tokens to impersonate.
+/// then the calling thread (only it) takes the effective uid, gid and groups of the local
+/// account that the root-owned `/etc/socksec/impersonation.toml` maps the connection's
+/// authenticated peer to: its user identity, else its machine identity. `WSAEOPNOTSUPP`
+/// without that file (and for UDP); `WSAEACCES` for a peer that is not secured, not named or
+/// not mapped, or a caller without CAP_SETUID/CAP_SETGID. Never a success that did not switch.
 ///
 /// # Safety
 /// `PeerAddr`, when not NULL, must be readable for `PeerAddrLen` bytes.
@@ -440,12 +444,12 @@ pub unsafe extern "C" fn WSAImpersonateSocketPeer(
     finish(result, ptr::null_mut(), None)
 }
 
-/// `WSARevertImpersonation`: returns 0. No thread can be impersonating a socket peer (see
-/// [`WSAImpersonateSocketPeer`]), and reverting when not impersonating is documented as a
-/// no-op.
+/// `WSARevertImpersonation`: the calling thread takes its own credentials back after
+/// [`WSAImpersonateSocketPeer`]; 0, also when it was not impersonating (documented as a no-op);
+/// `SOCKET_ERROR` with `WSASYSCALLFAILURE` when the kernel refused.
 #[unsafe(no_mangle)]
 pub extern "C" fn WSARevertImpersonation() -> c_int {
-    0
+    plain(guarded(calls::revert_impersonation))
 }
 
 /// `WSAGetLastError`: the calling thread's last Winsock error code.

@@ -59,9 +59,12 @@ pub mod model {
 /// Secure sockets on request (`docs/secure-sockets.md`): a TCP connection or listener whose
 /// traffic is protected by IPsec that charon negotiates for it, and that never carries a byte
 /// in clear unless the caller allows it; the settings, profiles and target names
-/// (`socksec_core::secure`), and the record that lets a query tell a secure socket's own
-/// policies from other sockets'.
+/// (`socksec_core::secure`), the record that lets a query tell a secure socket's own
+/// policies from other sockets', and impersonation of a secure connection's peer.
 pub mod secure {
+    pub use crate::impersonate::{
+        IMPERSONATION_MAP, impersonate_peer, impersonating, revert_impersonation,
+    };
     pub use crate::secure_sockets::{
         Auth, CONFIG_PATH, Config, OwnPolicies, Profile, REAP_PERIOD, REGISTRY_DIR, SecureListener,
         SecureStream, Settings, accept_socket, config, connect, connect_socket, delete_peer_target,
@@ -77,6 +80,7 @@ mod engine;
 pub mod events;
 mod gather;
 mod host;
+mod impersonate;
 mod ktls;
 mod links;
 mod lookups;

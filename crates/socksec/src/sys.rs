@@ -144,3 +144,59 @@ pub fn cookie_of_raw(fd: RawFd) -> Option<u64> {
     };
     (rc == 0 && len as usize == value.len()).then(|| u64::from_ne_bytes(value))
 }
+
+/// The calling thread's effective uid, effective gid and supplementary groups.
+pub fn thread_credentials() -> io::Result<(u32, u32, Vec<u32>)> {
+    // SAFETY: geteuid/getegid take no argument and cannot fail.
+    let (uid, gid) = unsafe { (libc::geteuid(), libc::getegid()) };
+    // SAFETY: with size 0 getgroups only returns the count.
+    let n = unsafe { libc::getgroups(0, std::ptr::null_mut()) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let mut groups = vec![0 as libc::gid_t; n as usize];
+    // SAFETY: `groups` holds `n` writable entries.
+    let n = unsafe { libc::getgroups(n, groups.as_mut_ptr()) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    groups.truncate(n as usize);
+    Ok((uid, gid, groups))
+}
+
+/// Sets the calling thread's (and only its) supplementary groups, effective gid and effective
+/// uid, in that order, with raw system calls: glibc's wrappers would change every thread of the
+/// process. The real and saved ids stay, so that the thread can switch back.
+pub fn set_thread_credentials(uid: u32, gid: u32, groups: &[u32]) -> io::Result<()> {
+    let keep = libc::c_long::from(-1i32);
+    let check = |rc: libc::c_long| {
+        if rc < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(())
+        }
+    };
+    // SAFETY: setgroups reads `groups.len()` gids from the pointer, which holds that many.
+    check(unsafe {
+        libc::syscall(
+            libc::SYS_setgroups,
+            groups.len() as libc::c_long,
+            groups.as_ptr(),
+        )
+    })?;
+    // SAFETY: setresgid/setresuid take plain integers; -1 leaves an id as it is.
+    check(unsafe { libc::syscall(libc::SYS_setresgid, keep, libc::c_long::from(gid), keep) })?;
+    // SAFETY: as above.
+    check(unsafe { libc::syscall(libc::SYS_setresuid, keep, libc::c_long::from(uid), keep) })
+}
+
+/// Sets the calling thread's effective uid alone (raw system call, this thread only).
+pub fn set_thread_euid(uid: u32) -> io::Result<()> {
+    let keep = libc::c_long::from(-1i32);
+    // SAFETY: setresuid takes plain integers; -1 leaves an id as it is.
+    let rc = unsafe { libc::syscall(libc::SYS_setresuid, keep, libc::c_long::from(uid), keep) };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}

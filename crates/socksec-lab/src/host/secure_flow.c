@@ -5,7 +5,8 @@
  *   client: socket, WSASetSocketSecurity, WSASetSocketPeerTargetName, WSAConnect, send,
  *           recv, WSAQuerySocketSecurity, close;
  *   server: socket, WSASetSocketSecurity (before bind), bind, listen, WSAAccept, recv,
- *           WSAQuerySocketSecurity, send, close.
+ *           WSAQuerySocketSecurity, WSAImpersonateSocketPeer, WSARevertImpersonation, send,
+ *           close.
  *
  * Usage: secure-flow client ADDR PORT TARGET | secure-flow server PORT
  * Prints one line per step ("step rc=R err=E") and "flags=F" for the query, and exits 0 only
@@ -92,6 +93,11 @@ static int server(int port) {
     ssize_t got = recv((int)c, buf, sizeof buf - 1, 0);
     printf("received=%s", got > 0 ? buf : "(nothing)\n");
     int flags = query_flags((int)c);
+    /* Act as the client for the access checks, then as ourselves again. */
+    if (step("WSAImpersonateSocketPeer", WSAImpersonateSocketPeer(c, NULL, 0)) == 0)
+        printf("impersonating euid=%d egid=%d\n", (int)geteuid(), (int)getegid());
+    step("WSARevertImpersonation", WSARevertImpersonation());
+    printf("reverted euid=%d egid=%d\n", (int)geteuid(), (int)getegid());
     const char pong[] = "pong\n";
     send((int)c, pong, sizeof pong - 1, 0);
     close((int)c);

@@ -359,18 +359,27 @@ fn secure_flow(ns: &Netns, conf: &Path, args: &[&str]) -> Command {
 }
 
 /// The Windows way, in C against the shipped header and library: the server sets security
-/// before bind and accepts with WSAAccept; the client sets security and the target name and
-/// connects with WSAConnect; both query (flags 3) and the bytes cross. Then a wrong target
-/// name: WSAConnect fails with WSAECONNREFUSED.
+/// before bind, accepts with WSAAccept and impersonates the client (mapped to `nobody`) then
+/// reverts; the client sets security and the target name and connects with WSAConnect; both
+/// query (flags 3) and the bytes cross. Then a wrong target name: WSAConnect fails with
+/// WSAECONNREFUSED.
 pub fn winsock_c_flow(lab: &mut Lab) -> Result<()> {
     const C_PORT: u16 = 6002;
     let (moon, sun, moon_conf, sun_conf) = peers(lab)?;
     let port = C_PORT.to_string();
+    // sun serves moon's connections as `nobody`.
+    let map = lab.dir.join("impersonation.toml");
+    std::fs::write(
+        &map,
+        format!("[[map]]\npeer = \"{}\"\nuser = \"nobody\"\n", lab.moon().id),
+    )?;
     let (out, err) = (
         lab.dir.join("secure-flow-server.out"),
         lab.dir.join("secure-flow-server.err"),
     );
-    let mut server = secure_flow(lab.sun(), &sun_conf, &["server", &port])
+    let mut server = secure_flow(lab.sun(), &sun_conf, &["server", &port]);
+    let mut server = server
+        .env("SOCKSEC_IMPERSONATION_MAP", &map)
         .stdout(File::create(&out)?)
         .stderr(File::create(&err)?)
         .spawn()
@@ -427,6 +436,14 @@ pub fn winsock_c_flow(lab: &mut Lab) -> Result<()> {
         status.success() && server_out.contains("flags=3") && server_out.contains("received=ping"),
         "the C server: {server_out}"
     );
+    // Impersonation: the thread was `nobody` (65534), then itself (root) again.
+    ensure!(
+        server_out.contains("WSAImpersonateSocketPeer rc=0")
+            && server_out.contains("impersonating euid=65534")
+            && server_out.contains("WSARevertImpersonation rc=0")
+            && server_out.contains("reverted euid=0"),
+        "the C server's impersonation of moon as nobody: {server_out}"
+    );
 
     // A wrong target: WSAConnect fails, and the socket still cannot connect in clear.
     let wrong = secure_flow(
@@ -460,8 +477,9 @@ pub fn winsock_c_flow(lab: &mut Lab) -> Result<()> {
         conns.join("\n")
     );
     lab.note(
-        "C, the Windows way (Set, target name, WSAConnect / Set, bind, listen, WSAAccept): \
-         both ends flags 3, bytes crossed; wrong target: WSAConnect WSAECONNREFUSED",
+        "C, the Windows way (Set, target name, WSAConnect / Set, bind, listen, WSAAccept, \
+         impersonate, revert): both ends flags 3, bytes crossed, the server thread was nobody \
+         (moon's mapping) then root again; wrong target: WSAConnect WSAECONNREFUSED",
     );
     Ok(())
 }
