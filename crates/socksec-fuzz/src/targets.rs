@@ -331,8 +331,9 @@ pub fn resolution(data: &[u8]) {
     crate::snapshot::check(data);
 }
 
-/// Secure sockets' inputs: the configuration file (TOML), target names (SPN or raw), and the
-/// C ABI's `SOCKET_PEER_TARGET_NAME` bytes. A parsed configuration only ever offers
+/// Secure sockets' inputs: the configuration file and the impersonation mapping (TOML), target
+/// names (SPN or raw), and the C ABI's `SOCKET_PEER_TARGET_NAME` bytes. A mapping never names
+/// an account with a path separator or a control character. A parsed configuration only ever offers
 /// encrypting proposals when encryption is guaranteed, and its connection message round-trips
 /// through the VICI codec; an identity is never empty and holds no control character.
 pub fn secure_settings(data: &[u8]) {
@@ -348,6 +349,15 @@ pub fn secure_settings(data: &[u8]) {
             assert!(
                 !id.is_empty() && !id.chars().any(char::is_control),
                 "{id:?}"
+            );
+        }
+    }
+    if let Ok(map) = socksec_core::impersonation::ImpersonationMap::parse(text) {
+        for m in &map.map {
+            assert!(!m.user.is_empty() && !m.user.contains(['/', ':']), "{m:?}");
+            assert!(
+                !m.user.chars().chain(m.peer.chars()).any(char::is_control),
+                "{m:?}"
             );
         }
     }

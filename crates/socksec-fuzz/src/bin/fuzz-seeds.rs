@@ -165,6 +165,11 @@ fn main() {
           [profile.db]\nauth = \"pubkey\"\ncerts = [\"a.pem\"]\naccept_id = \"*.example\"\n",
     );
     write("secure_settings", "spn", b"host/sun.example:443");
+    write(
+        "secure_settings",
+        "impersonation",
+        b"[[map]]\npeer = \"moon.example\"\nuser = \"alice\"\n",
+    );
     write("secure_settings", "dn", b"C=CH, O=example, CN=sun");
     // A certificate with a DN and subjectAltNames, made by openssl when it is installed.
     let dir = std::env::temp_dir().join(format!("socksec-seed-{}", std::process::id()));
