@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand, ValueEnum};
 use socksec::SecurityProtocol;
 
+mod check;
 mod connect;
 mod ls;
 mod pid;
@@ -95,6 +96,17 @@ Exit codes: 0 found, 1 the SAs are gone or the lookup failed, 2 usage error.")]
         #[arg(long)]
         json: bool,
     },
+    /// List every connection that a required-protection rule selects and that does not meet
+    /// it, with its process, the rule's name and the answer's reason.
+    #[command(after_help = "The rules file is TOML (docs/rules.md):\n\n  \
+[[rule]]\n  name = \"db-encrypted\"\n  peer = \"10.20.0.0/16\"\n  peer_port = 5432\n  \
+require = \"encrypted\"     # encrypted | secured | peer_id (with peer_id = \"CN=db-*\")\n\n\
+A rule judges the verdict, never the SAs: a rekey is not a violation. Needs CAP_NET_ADMIN.\n\n\
+Examples:\n  socksec check --rules /etc/socksec/rules.toml\n  \
+socksec check --rules rules.toml --json | jq '.[].peer'\n\n\
+Exit codes: 0 no violation, 1 at least one, 2 the rules file cannot be read or is invalid \
+(the line and what is wrong are printed), 3 the connections cannot be listed.")]
+    Check(check::CheckArgs),
     /// Connect to ADDR:PORT like netcat (stdin to the peer, the peer to stdout); with
     /// --secure, over IPsec that charon negotiates first, the peer authenticated as --target.
     #[command(
@@ -198,6 +210,7 @@ fn main() -> ExitCode {
         Command::Watch(args) => watch::run(&args),
         Command::Selftest { json } => selftest::run(json),
         Command::Sa { guid, json } => sa::run(&guid, json),
+        Command::Check(args) => check::run(&args),
         Command::Connect(args) => connect::connect(&args),
         Command::Listen(args) => connect::listen(&args),
     }

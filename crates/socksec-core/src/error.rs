@@ -271,3 +271,14 @@ pub fn errno_name(errno: i32) -> String {
     };
     name.to_string()
 }
+
+/// Parses the text of one of socksec's TOML files (`what` names it in the error); a syntax or
+/// type error names the line and what is wrong, as an [`ErrorKind::InvalidArgument`].
+pub fn from_toml<T: serde::de::DeserializeOwned>(what: &str, text: &str) -> Result<T, Error> {
+    toml::from_str(text).map_err(|e| {
+        Error::new(
+            ErrorKind::InvalidArgument,
+            format!("{what}: {}", e.to_string().trim_end()),
+        )
+    })
+}

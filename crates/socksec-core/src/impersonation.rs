@@ -39,12 +39,7 @@ pub struct ImpersonationMap {
 impl ImpersonationMap {
     /// Parses the file's text; the error names the line and what is wrong.
     pub fn parse(text: &str) -> Result<Self, Error> {
-        let map: Self = toml::from_str(text).map_err(|e| {
-            Error::new(
-                ErrorKind::InvalidArgument,
-                format!("impersonation mapping: {}", e.to_string().trim_end()),
-            )
-        })?;
+        let map: Self = crate::error::from_toml("impersonation mapping", text)?;
         for m in &map.map {
             let bad = |v: &str| v.is_empty() || v.len() > 255 || v.chars().any(char::is_control);
             if bad(&m.peer) || bad(&m.user) || m.user.contains(['/', ':']) {

@@ -24,6 +24,7 @@ pub mod netlink;
 pub mod peer;
 pub mod report;
 pub mod rtnetlink;
+pub mod rules;
 pub mod sa;
 pub mod secure;
 pub mod sock_diag;

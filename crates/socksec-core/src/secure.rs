@@ -110,12 +110,7 @@ pub struct Config {
 impl Config {
     /// Parses the configuration file's text; the error names the line and what is wrong.
     pub fn parse(text: &str) -> Result<Self, Error> {
-        let config: Self = toml::from_str(text).map_err(|e| {
-            Error::new(
-                ErrorKind::InvalidArgument,
-                format!("secure-sockets configuration: {}", e.to_string().trim_end()),
-            )
-        })?;
+        let config: Self = crate::error::from_toml("secure-sockets configuration", text)?;
         for (name, profile) in &config.profile {
             profile.check(name)?;
         }

@@ -331,7 +331,8 @@ pub fn resolution(data: &[u8]) {
     crate::snapshot::check(data);
 }
 
-/// Secure sockets' inputs: the configuration file and the impersonation mapping (TOML), target
+/// socksec's TOML files (the rules of `socksec check`, the secure-sockets configuration, the
+/// impersonation mapping) and the secure sockets' other inputs: target
 /// names (SPN or raw), and the C ABI's `SOCKET_PEER_TARGET_NAME` bytes. A mapping never names
 /// an account with a path separator or a control character. A parsed configuration only ever offers
 /// encrypting proposals when encryption is guaranteed, and its connection message round-trips
@@ -349,6 +350,21 @@ pub fn secure_settings(data: &[u8]) {
             assert!(
                 !id.is_empty() && !id.chars().any(char::is_control),
                 "{id:?}"
+            );
+        }
+    }
+    if let Ok(rules) = socksec_core::rules::Rules::parse(text) {
+        let names: std::collections::HashSet<&str> =
+            rules.rules.iter().map(|r| r.name.as_str()).collect();
+        assert_eq!(names.len(), rules.rules.len(), "rule names are unique");
+        for r in &rules.rules {
+            assert!(
+                !r.name.is_empty()
+                    && r.name
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || "-_.:".contains(c)),
+                "a rule name is a metrics label: {:?}",
+                r.name
             );
         }
     }

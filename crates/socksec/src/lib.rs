@@ -53,7 +53,9 @@ pub use socksec_core::{contract, error, flow, peer, report, winerr};
 /// ([`vici`](model::vici)), WireGuard, kTLS and sock_diag facts, the broker protocol, and the
 /// one [`answer`](model::answer) function.
 pub mod model {
-    pub use socksec_core::{answer, broker, ktls, rtnetlink, sa, sock_diag, vici, wireguard, xfrm};
+    pub use socksec_core::{
+        answer, broker, ktls, rtnetlink, rules, sa, sock_diag, vici, wireguard, xfrm,
+    };
 }
 
 /// Secure sockets on request (`docs/secure-sockets.md`): a TCP connection or listener whose

@@ -167,6 +167,13 @@ fn main() {
     write("secure_settings", "spn", b"host/sun.example:443");
     write(
         "secure_settings",
+        "rules",
+        b"[[rule]]\nname = \"db-encrypted\"\npeer = \"10.20.0.0/16\"\npeer_port = 5432\n\
+          protocol = \"tcp\"\nprocess = \"postgres\"\nrequire = \"peer_id\"\n\
+          peer_id = \"CN=db-*\"\n",
+    );
+    write(
+        "secure_settings",
         "impersonation",
         b"[[map]]\npeer = \"moon.example\"\nuser = \"alice\"\n",
     );

@@ -1,0 +1,79 @@
+//! `socksec check --rules FILE` on the host: a plain connection that a rule selects is a
+//! violation (exit 1, with its process and the answer's reason), a rule that selects nothing
+//! gives exit 0, and a bad file exit 2 with the line.
+
+#[path = "../../socksec/tests/common/mod.rs"]
+mod common;
+
+use std::net::{TcpListener, TcpStream};
+use std::process::{Command, Output};
+
+use common::{Netns, require_root};
+
+const BIN: &str = env!("CARGO_BIN_EXE_socksec");
+
+fn check(ns: &Netns, rules: &str, json: bool) -> Output {
+    let path = std::env::temp_dir().join(format!("socksec-rules-{}-{}.toml", ns.0, json));
+    std::fs::write(&path, rules).unwrap();
+    let mut cmd = Command::new("ip");
+    cmd.args(["netns", "exec", &ns.0, BIN, "check", "--rules"])
+        .arg(&path);
+    if json {
+        cmd.arg("--json");
+    }
+    let out = cmd.output().expect("run socksec check");
+    let _ = std::fs::remove_file(&path);
+    out
+}
+
+#[test]
+fn check_reports_plain_connections_a_rule_selects() {
+    if !require_root("check_reports_plain_connections_a_rule_selects") {
+        return;
+    }
+    let ns = Netns::new();
+    let (_listener, _client, _accepted, port) = ns.run_in(|| {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let c = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        let (a, _) = l.accept().unwrap();
+        (l, c, a, port)
+    });
+    let rule = format!(
+        "[[rule]]\nname = \"loopback-secured\"\npeer = \"127.0.0.0/8\"\npeer_port = {port}\n\
+         protocol = \"tcp\"\nrequire = \"secured\"\n"
+    );
+    let out = check(&ns, &rule, true);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let list = list.as_array().unwrap();
+    // The client end only: the accepted end's peer port is the client's.
+    assert_eq!(list.len(), 1, "{list:?}");
+    let v = &list[0];
+    assert_eq!(v["rule"], "loopback-secured");
+    assert_eq!(v["peer"], format!("127.0.0.1:{port}"));
+    assert_eq!(v["pid"], std::process::id());
+    assert!(
+        v["reason"].as_str().unwrap().starts_with("not secured"),
+        "{v}"
+    );
+
+    let text = check(&ns, &rule, false);
+    assert_eq!(text.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&text.stdout).contains("loopback-secured tcp"));
+
+    let none = check(
+        &ns,
+        "[[rule]]\nname = \"elsewhere\"\npeer = \"192.0.2.0/24\"\nrequire = \"encrypted\"\n",
+        false,
+    );
+    assert_eq!(none.status.code(), Some(0), "{none:?}");
+    assert!(String::from_utf8_lossy(&none.stdout).contains("no violation"));
+
+    let bad = check(&ns, "[[rule]]\nname = \"x\"\nrequire = \"always\"\n", false);
+    assert_eq!(bad.status.code(), Some(2), "{bad:?}");
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("line 3"),
+        "{bad:?}"
+    );
+}
