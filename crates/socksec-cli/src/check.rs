@@ -99,14 +99,6 @@ pub(crate) fn run(args: &CheckArgs) -> ExitCode {
     }
 }
 
-fn protocol(t: Transport) -> &'static str {
-    match t {
-        Transport::Tcp => "tcp",
-        Transport::Udp => "udp",
-        _ => "other",
-    }
-}
-
 fn print(violations: &[Violation], json: bool) {
     if json {
         let list: Vec<_> = violations
@@ -114,7 +106,7 @@ fn print(violations: &[Violation], json: bool) {
             .map(|v| {
                 json!({
                     "rule": v.rule,
-                    "protocol": protocol(v.transport),
+                    "protocol": v.transport.name(),
                     "local": v.local.to_string(),
                     "peer": v.peer.to_string(),
                     "pid": v.pid,
@@ -134,7 +126,7 @@ fn print(violations: &[Violation], json: bool) {
         println!(
             "{} {} {} -> {} pid {} {}: {}",
             v.rule,
-            protocol(v.transport),
+            v.transport.name(),
             v.local,
             v.peer,
             v.pid.map_or_else(|| "-".to_owned(), |p| p.to_string()),

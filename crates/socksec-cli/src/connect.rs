@@ -9,7 +9,7 @@ use std::net::{IpAddr, Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::process::ExitCode;
 
 use socksec::secure::Settings;
-use socksec::{Error, QueryTemplate, SecurityInfo};
+use socksec::{Error, SecurityInfo};
 
 use crate::query::{error_json, info_json};
 
@@ -126,11 +126,7 @@ fn relayed(stream: TcpStream, json: bool) -> ExitCode {
 }
 
 fn plain_answer(stream: &TcpStream, json: bool) {
-    let template = QueryTemplate {
-        peer_token_access_mask: 1,
-        ..QueryTemplate::default()
-    };
-    match socksec::query(stream, &template) {
+    match socksec::query(stream, &socksec::listing_template()) {
         Ok(info) => report(&info, json),
         Err(e) => {
             fail(&e, json);

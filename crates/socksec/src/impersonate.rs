@@ -15,7 +15,6 @@ use std::path::PathBuf;
 
 use socksec_core::impersonation::ImpersonationMap;
 
-use crate::contract::QueryTemplate;
 use crate::error::{Error, ErrorKind, errno, wsa};
 
 /// Where the mapping is read from, unless `SOCKSEC_IMPERSONATION_MAP` names another file
@@ -76,11 +75,7 @@ fn denied(message: String) -> Error {
 /// Impersonating again first reverts the previous impersonation.
 pub fn impersonate_peer(fd: BorrowedFd<'_>) -> Result<String, Error> {
     let map = mapping()?;
-    let template = QueryTemplate {
-        peer_token_access_mask: 1,
-        ..QueryTemplate::default()
-    };
-    let info = crate::query(&fd, &template)?;
+    let info = crate::query(&fd, &crate::listing_template())?;
     if !info.is_secured() {
         return Err(denied(
             "the connection is not secured: its peer is not authenticated".into(),

@@ -23,7 +23,7 @@ use socksec_core::secure::{
     Negotiation, PolicyDirection, REQID_RANGE, Role, socket_policy, socket_policy_option,
 };
 
-use crate::contract::{QueryTemplate, SecurityInfo};
+use crate::contract::SecurityInfo;
 use crate::error::{Error, ErrorKind};
 use crate::vici::client::{ViciClient, ViciError};
 
@@ -306,7 +306,7 @@ fn checked(
     session: Option<Arc<Session>>,
 ) -> Result<SecureStream, Error> {
     let cookie = record_secure_socket(stream.as_fd(), own)?;
-    match verify(&stream, settings) {
+    match verify(stream.as_fd(), settings) {
         Ok(info) => Ok(SecureStream {
             stream,
             info,
@@ -321,13 +321,10 @@ fn checked(
     }
 }
 
-/// The query's answer for `stream`, or why it is not protected as `settings` ask.
-fn verify(stream: &TcpStream, settings: &Settings) -> Result<SecurityInfo, Error> {
-    let template = QueryTemplate {
-        peer_token_access_mask: 1,
-        ..QueryTemplate::default()
-    };
-    let info = crate::query(stream, &template)?;
+/// The query's answer for the connected socket `fd` (with its peer's identity), or why it is
+/// not protected as `settings` ask.
+fn verify(fd: BorrowedFd<'_>, settings: &Settings) -> Result<SecurityInfo, Error> {
+    let info = crate::query(&fd, &crate::listing_template())?;
     let refused = if !settings.allow_insecure && !info.is_secured() {
         "not secured"
     } else if settings.guarantee_encryption && !info.is_encrypted() {
@@ -336,9 +333,11 @@ fn verify(stream: &TcpStream, settings: &Settings) -> Result<SecurityInfo, Error
         return Ok(info);
     };
     let reasons: Vec<String> = info.reasons.iter().map(ToString::to_string).collect();
-    let peer = stream
+    let peer = socket2::SockRef::from(&fd)
         .peer_addr()
-        .map_or_else(|_| "the peer".into(), |a| a.to_string());
+        .ok()
+        .and_then(|a| a.as_socket())
+        .map_or_else(|| "the peer".into(), |a| a.to_string());
     Err(Error::new(
         ErrorKind::NotProtected,
         format!(
@@ -346,6 +345,34 @@ fn verify(stream: &TcpStream, settings: &Settings) -> Result<SecurityInfo, Error
             reasons.join("; ")
         ),
     ))
+}
+
+/// Has charon load `negotiation` (and, for a client, negotiate it) under the configured
+/// profile. A failed negotiation unloads what it loaded (`Session`'s drop); with
+/// `allow_insecure` it is no error (`None`): the socket's optional policies let the connection
+/// go in clear, and the query says so.
+fn negotiate(negotiation: Negotiation, settings: &Settings) -> Result<Option<Arc<Session>>, Error> {
+    match config().and_then(|config| Session::load(negotiation, &config, settings)) {
+        Ok(session) => Ok(Some(Arc::new(session))),
+        Err(e) if settings.allow_insecure && e.kind() == ErrorKind::NegotiationFailed => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Gives a socket that inherited a listener's policies `own` a tag of its own (the same
+/// requirement, so there is no moment without one).
+fn retag(
+    fd: BorrowedFd<'_>,
+    v6: bool,
+    own: OwnPolicies,
+    settings: &Settings,
+) -> Result<OwnPolicies, Error> {
+    let own = OwnPolicies {
+        tag: random_u32()?,
+        ..own
+    };
+    protect(fd, v6, own, settings.allow_insecure)?;
+    Ok(own)
 }
 
 /// Connects to `addr` over IPsec that charon negotiates first, with the peer authenticated as
@@ -360,7 +387,6 @@ pub fn connect(
     settings: &Settings,
 ) -> Result<SecureStream, Error> {
     let identity = peer_identity(target, raw)?;
-    let config = config()?;
     let (socket, own) = protected_socket(&addr, settings)?;
     let negotiation = Negotiation {
         reqid: own.reqid,
@@ -370,13 +396,7 @@ pub fn connect(
             identity: Some(identity),
         },
     };
-    // A failed negotiation unloads what it loaded (`Session`'s drop); with `allow_insecure`
-    // the socket's optional policies let the connection go in clear, and the query says so.
-    let session = match Session::load(negotiation, &config, settings) {
-        Ok(session) => Some(Arc::new(session)),
-        Err(e) if settings.allow_insecure && e.kind() == ErrorKind::NegotiationFailed => None,
-        Err(e) => return Err(e),
-    };
+    let session = negotiate(negotiation, settings)?;
     socket
         .connect(&addr.into())
         .map_err(|e| Error::system(&format!("connecting to {addr}"), &e))?;
@@ -409,13 +429,7 @@ impl SecureListener {
             .listener
             .accept()
             .map_err(|e| Error::system("accepting a connection", &e))?;
-        // The accepted socket inherited the listener's policies; it gets a tag of its own (the
-        // same requirement, so there is no moment without one).
-        let own = OwnPolicies {
-            tag: random_u32()?,
-            ..self.own
-        };
-        protect(stream.as_fd(), self.v6, own, self.settings.allow_insecure)?;
+        let own = retag(stream.as_fd(), self.v6, self.own, &self.settings)?;
         checked(stream, own, &self.settings, Some(self.session.clone()))
     }
 }
@@ -635,15 +649,8 @@ mod winsock_flow {
                 identity: pending.target.clone(),
             },
         };
-        let session = match config()
-            .and_then(|config| Session::load(negotiation, &config, &pending.settings))
-        {
-            Ok(session) => Some(Arc::new(session)),
-            Err(e)
-                if pending.settings.allow_insecure && e.kind() == ErrorKind::NegotiationFailed =>
-            {
-                None
-            }
+        let session = match negotiate(negotiation, &pending.settings) {
+            Ok(session) => session,
             Err(e) => {
                 // The socket keeps its policies: it can never connect in clear.
                 with(|t| t.pending.insert(cookie, pending));
@@ -655,15 +662,9 @@ mod winsock_flow {
         record(cookie, pending.own)
             .map_err(|e| Error::system("recording the secure socket in /run/socksec", &e))?;
         keep(cookie, fd.as_raw_fd(), session);
-        let stream = sock.try_clone().map(TcpStream::from);
-        match stream {
-            Ok(stream) => verify(&stream, &pending.settings)
-                .map(drop)
-                .inspect_err(|_| {
-                    let _ = stream.shutdown(std::net::Shutdown::Both);
-                }),
-            Err(e) => Err(Error::system("duplicating the socket", &e)),
-        }
+        verify(fd, &pending.settings).map(drop).inspect_err(|_| {
+            let _ = sock.shutdown(std::net::Shutdown::Both);
+        })
     }
 
     /// `WSAAccept`: for a listener that asked for security, charon answers for its port (from
@@ -703,8 +704,7 @@ mod winsock_flow {
         let session = config()
             .and_then(|config| Session::load(negotiation, &config, &pending.settings))
             .map(Arc::new)?;
-        // The listener's record: its own policies and settings, for the accepted sockets.
-        let _ = record(cookie, pending.own);
+        // The listener's policies and settings stay, for the accepted sockets.
         with(|t| t.pending.insert(cookie, pending));
         keep(cookie, fd.as_raw_fd(), Some(session.clone()));
         accept_checked(&sock, cookie, Some(session))
@@ -735,16 +735,11 @@ mod winsock_flow {
                 .accept()
                 .map_err(|e| Error::system("accepting a connection", &e))?;
             let addr = peer(addr.as_socket())?;
-            let own = OwnPolicies {
-                tag: random_u32()?,
-                ..own
-            };
-            protect(accepted.as_fd(), v6, own, settings.allow_insecure)?;
-            let stream = TcpStream::from(accepted);
-            let cookie = record_secure_socket(stream.as_fd(), own)?;
-            match verify(&stream, &settings) {
+            let own = retag(accepted.as_fd(), v6, own, &settings)?;
+            let cookie = record_secure_socket(accepted.as_fd(), own)?;
+            match verify(accepted.as_fd(), &settings) {
                 Ok(_) => {
-                    let fd: std::os::fd::OwnedFd = stream.into();
+                    let fd: std::os::fd::OwnedFd = accepted.into();
                     keep(cookie, fd.as_raw_fd(), session.clone());
                     return Ok((fd, addr));
                 }

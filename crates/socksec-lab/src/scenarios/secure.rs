@@ -73,11 +73,21 @@ fn socksec(ns: &Netns, conf: &Path, args: &[&str], input: &Path) -> Command {
     cmd
 }
 
-/// `socksec connect --secure --target TARGET --json ADDR` in moon.
-fn secure_connect(lab: &Lab, conf: &Path, target: &str, addr: SocketAddr, input: &Path) -> Command {
+/// `socksec connect --json OPTIONS ADDR` in moon, standard input `input`.
+fn moon_connect(
+    lab: &Lab,
+    conf: &Path,
+    options: &[&str],
+    addr: SocketAddr,
+    input: &Path,
+) -> Result<Output> {
     let addr = addr.to_string();
-    let args = ["connect", "--secure", "--target", target, "--json", &addr];
+    let mut args = vec!["connect", "--json"];
+    args.extend(options);
+    args.push(&addr);
     socksec(lab.moon(), conf, &args, input)
+        .output()
+        .with_context(|| format!("running socksec {} in moon", args.join(" ")))
 }
 
 /// A `socksec listen` running in the background, its output in files.
@@ -178,19 +188,22 @@ fn text(out: &Output) -> (String, String) {
     )
 }
 
+/// The connections socksec loaded that `charon` still has (`swanctl --list-conns`), if any.
+fn socksec_conns(charon: &Charon, ns: &Netns) -> Result<Option<String>> {
+    let conns = charon.swanctl(&["--list-conns"])?;
+    Ok(conns
+        .contains("socksec-")
+        .then(|| format!("{}: charon still has {conns}", ns.name)))
+}
+
 /// What is left of socksec's connections in `charon`, and of policies and SAs with socksec's
 /// request ids in `ns`.
 fn leftovers(charon: &Charon, ns: &Netns) -> Result<Vec<String>> {
-    let mut left = Vec::new();
-    let conns = charon.swanctl(&["--list-conns"])?;
-    if conns.contains("socksec-") {
-        left.push(format!("{}: charon still has {conns}", ns.name));
-    }
+    let mut left: Vec<String> = socksec_conns(charon, ns)?.into_iter().collect();
     for table in ["policy", "state"] {
         let text = ns.ip(&["xfrm", table])?;
         let ours = text
             .split_whitespace()
-            .skip_while(|w| *w != "reqid")
             .collect::<Vec<_>>()
             .windows(2)
             .any(|w| {
@@ -238,21 +251,13 @@ pub fn connect_psk(lab: &mut Lab) -> Result<()> {
     let capture = Capture::start(lab.sun(), PORT)?;
 
     // A wrong target name: charon cannot authenticate sun as it; nothing of the flow is sent.
-    let wrong = socksec(
-        lab.moon(),
+    let wrong = moon_connect(
+        lab,
         &moon_conf,
-        &[
-            "connect",
-            "--secure",
-            "--target",
-            "host/wrong.example",
-            "--json",
-            &server.to_string(),
-        ],
+        &["--secure", "--target", "host/wrong.example"],
+        server,
         &ping,
-    )
-    .output()
-    .context("socksec connect with a wrong target")?;
+    )?;
     let (_, wrong_err) = text(&wrong);
     lab.evidence(
         "connect --target host/wrong.example (moon)",
@@ -268,9 +273,13 @@ pub fn connect_psk(lab: &mut Lab) -> Result<()> {
 
     // The real one.
     let started = Instant::now();
-    let right = secure_connect(lab, &moon_conf, &target, server, &ping)
-        .output()
-        .context("socksec connect")?;
+    let right = moon_connect(
+        lab,
+        &moon_conf,
+        &["--secure", "--target", &target],
+        server,
+        &ping,
+    )?;
     let elapsed = started.elapsed();
     let (moon_out, moon_err) = text(&right);
     lab.evidence("connect --secure (moon): stderr", moon_err.clone());
@@ -314,9 +323,13 @@ pub fn connect_psk(lab: &mut Lab) -> Result<()> {
         plain.is_err(),
         "a plain connection to the secure listener was established"
     );
-    let after = secure_connect(lab, &moon_conf, &target, plain_addr, &ping)
-        .output()
-        .context("socksec connect after the plain attempt")?;
+    let after = moon_connect(
+        lab,
+        &moon_conf,
+        &["--secure", "--target", &target],
+        plain_addr,
+        &ping,
+    )?;
     let (served, _, stderr) = plain_listener.finish(Duration::from_secs(30))?;
     lab.evidence(
         "listen --secure after a plain attempt (sun): stderr",
@@ -378,19 +391,23 @@ pub fn winsock_c_flow(lab: &mut Lab) -> Result<()> {
         lab.dir.join("secure-flow-server.err"),
     );
     let mut server = secure_flow(lab.sun(), &sun_conf, &["server", &port]);
-    let mut server = server
-        .env("SOCKSEC_IMPERSONATION_MAP", &map)
-        .stdout(File::create(&out)?)
-        .stderr(File::create(&err)?)
-        .spawn()
-        .context("starting secure-flow server in sun")?;
+    let mut server = Listener {
+        child: server
+            .env("SOCKSEC_IMPERSONATION_MAP", &map)
+            .stdout(File::create(&out)?)
+            .stderr(File::create(&err)?)
+            .spawn()
+            .context("starting secure-flow server in sun")?,
+        stdout: out,
+        stderr: err,
+    };
     // charon answers for the port once the server is in WSAAccept.
     let t = Instant::now();
     while !sun.swanctl(&["--list-conns"])?.contains("socksec-") {
-        if let Some(status) = server.try_wait()? {
+        if let Some(status) = server.child.try_wait()? {
             bail!(
                 "secure-flow server exited ({status}): {}",
-                std::fs::read_to_string(&out).unwrap_or_default()
+                std::fs::read_to_string(&server.stdout).unwrap_or_default()
             );
         }
         ensure!(
@@ -409,18 +426,7 @@ pub fn winsock_c_flow(lab: &mut Lab) -> Result<()> {
     .output()
     .context("running secure-flow client in moon")?;
     let (client_out, client_err) = text(&client);
-    let t = Instant::now();
-    let status = loop {
-        if let Some(status) = server.try_wait()? {
-            break status;
-        }
-        if t.elapsed() > Duration::from_secs(30) {
-            let _ = server.kill();
-            bail!("the secure-flow server did not finish");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    let server_out = std::fs::read_to_string(&out).unwrap_or_default();
+    let (served, server_out, _) = server.finish(Duration::from_secs(30))?;
     lab.evidence(
         "secure-flow client (moon)",
         format!("{client_out}{client_err}"),
@@ -433,7 +439,7 @@ pub fn winsock_c_flow(lab: &mut Lab) -> Result<()> {
         "the C client: {client_out}{client_err}"
     );
     ensure!(
-        status.success() && server_out.contains("flags=3") && server_out.contains("received=ping"),
+        served && server_out.contains("flags=3") && server_out.contains("received=ping"),
         "the C server: {server_out}"
     );
     // Impersonation: the thread was `nobody` (65534), then itself (root) again.
@@ -461,16 +467,8 @@ pub fn winsock_c_flow(lab: &mut Lab) -> Result<()> {
     );
     // The programs have exited: what they loaded into charon was unloaded at exit. (Their
     // sockets' policies go with the sockets, which the kernel may keep a while after close.)
-    let conns: Vec<String> = [(&moon, "moon"), (&sun, "sun")]
-        .into_iter()
-        .filter_map(|(charon, name)| {
-            charon
-                .swanctl(&["--list-conns"])
-                .ok()
-                .filter(|c| c.contains("socksec-"))
-                .map(|c| format!("{name}: {c}"))
-        })
-        .collect();
+    let mut conns: Vec<String> = socksec_conns(&moon, lab.moon())?.into_iter().collect();
+    conns.extend(socksec_conns(&sun, lab.sun())?);
     ensure!(
         conns.is_empty(),
         "connections left in charon after the C programs exited: {}",
@@ -482,27 +480,6 @@ pub fn winsock_c_flow(lab: &mut Lab) -> Result<()> {
          (moon's mapping) then root again; wrong target: WSAConnect WSAECONNREFUSED",
     );
     Ok(())
-}
-
-/// `socksec connect --json OPTIONS ADDR` in moon, standard input `input`.
-fn moon_connect(
-    lab: &Lab,
-    conf: &Path,
-    options: &[&str],
-    addr: SocketAddr,
-    input: &Path,
-) -> Output {
-    let addr = addr.to_string();
-    let mut args = vec!["connect", "--json"];
-    args.extend(options);
-    args.push(&addr);
-    socksec(lab.moon(), conf, &args, input)
-        .output()
-        .unwrap_or_else(|e| Output {
-            status: std::os::unix::process::ExitStatusExt::from_raw(255 << 8),
-            stdout: Vec::new(),
-            stderr: e.to_string().into_bytes(),
-        })
 }
 
 /// The settings' variants against peers that cannot give what is asked, and IPv6:
@@ -539,7 +516,7 @@ pub fn variants(lab: &mut Lab) -> Result<()> {
         ],
         v4(6010),
         &ping,
-    );
+    )?;
     let (_, strict_err) = text(&strict);
     lab.evidence("--encrypt against ESP-NULL only (moon)", strict_err.clone());
     ensure!(
@@ -552,7 +529,7 @@ pub fn variants(lab: &mut Lab) -> Result<()> {
         &["--secure", "--profile", "mixed", "--target", &target],
         v4(6010),
         &ping,
-    );
+    )?;
     let (_, integrity_err) = text(&integrity);
     let (served, _, null_err) = null.finish(Duration::from_secs(30))?;
     lab.evidence("ESP-NULL, no --encrypt (moon)", integrity_err.clone());
@@ -578,7 +555,7 @@ pub fn variants(lab: &mut Lab) -> Result<()> {
         &["--secure", "--allow-insecure", "--target", &target],
         v4(6011),
         &ping,
-    );
+    )?;
     let (insecure_out, insecure_err) = text(&insecure);
     let (served, _, _) = plain.finish(Duration::from_secs(30))?;
     lab.evidence(
@@ -605,7 +582,7 @@ pub fn variants(lab: &mut Lab) -> Result<()> {
         &["--secure", "--target", &target],
         v6,
         &ping,
-    );
+    )?;
     let (client_out, client_err) = text(&client);
     let (served, _, six_err) = six.finish(Duration::from_secs(30))?;
     lab.evidence("IPv6 (moon)", client_err.clone());
