@@ -1,6 +1,6 @@
 //! `socksec connect` and `socksec listen`: netcat-like, with IPsec that socksec negotiates
 //! through charon on request (`--secure`). Standard input goes to the connection, what the
-//! peer sends goes to standard output, and the query's answer for the connection goes to
+//! peer sends goes to standard output (the command ends when both are done), and the query's answer for the connection goes to
 //! standard error (one JSON line with `--json`), so that a person can try secure sockets from
 //! a shell and a script can check them.
 
@@ -99,10 +99,11 @@ fn report(info: &SecurityInfo, json: bool) {
 }
 
 /// Copies standard input to `stream` (then half-closes it) and `stream` to standard output,
-/// until the peer closes.
+/// until both are done: the peer has closed and standard input has been sent, so that a peer
+/// that closes first does not cut off what this side still had to send.
 fn relay(mut stream: TcpStream) -> io::Result<()> {
     let mut writer = stream.try_clone()?;
-    std::thread::spawn(move || {
+    let sender = std::thread::spawn(move || {
         let _ = io::copy(&mut io::stdin().lock(), &mut writer);
         let _ = writer.shutdown(Shutdown::Write);
     });
@@ -111,7 +112,9 @@ fn relay(mut stream: TcpStream) -> io::Result<()> {
     loop {
         let n = stream.read(&mut buf)?;
         if n == 0 {
-            return out.flush();
+            out.flush()?;
+            let _ = sender.join();
+            return Ok(());
         }
         out.write_all(&buf[..n])?;
         out.flush()?;
