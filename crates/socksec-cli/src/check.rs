@@ -6,15 +6,16 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use serde_json::json;
+use socksec::HostSocket;
 use socksec::flow::Transport;
-use socksec::model::rules::{Connection, Rules, Verdict};
+use socksec::model::rules::{Answered, Connection, Rules};
 
 /// Exit code: a rule is violated.
 const EXIT_VIOLATION: u8 = 1;
 /// Exit code: the rules file cannot be read or is invalid.
 const EXIT_BAD_FILE: u8 = 2;
 /// Exit code: the connections cannot be listed (e.g. no CAP_NET_ADMIN).
-const EXIT_LIST_FAILED: u8 = 3;
+pub(crate) const EXIT_LIST_FAILED: u8 = 3;
 
 #[derive(clap::Args)]
 pub(crate) struct CheckArgs {
@@ -37,60 +38,86 @@ struct Violation {
     reason: String,
 }
 
+/// Reads and checks the rules file; the error is printed, and the exit code returned.
+pub(crate) fn read_rules(path: &std::path::Path) -> Result<Rules, ExitCode> {
+    let shown = path.display();
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        eprintln!("socksec: cannot read {shown}: {e}");
+        ExitCode::from(EXIT_BAD_FILE)
+    })?;
+    Rules::parse(&text).map_err(|e| {
+        eprintln!("socksec: {shown}: {}", e.message());
+        ExitCode::from(EXIT_BAD_FILE)
+    })
+}
+
+/// Every connection of the namespace (TCP and UDP sockets with a peer), answered as `ls`
+/// answers them: what `check` judges and `metrics` counts.
+pub(crate) fn list_connections() -> Result<Vec<HostSocket>, socksec::Error> {
+    socksec::list(&[Transport::Tcp, Transport::Udp], |s| s.peer().is_some())
+        .map_err(crate::ls::host_wide)
+}
+
+/// The commands of each connection's processes, which [`answered`] borrows.
+pub(crate) fn commands(listed: &[HostSocket]) -> Vec<Vec<&str>> {
+    listed
+        .iter()
+        .map(|h| h.owners.iter().map(|o| o.command.as_str()).collect())
+        .collect()
+}
+
+/// The connections of `listed` as the rules and the metrics see them, each with the socket it
+/// came from (`commands` from [`commands`], in the same order).
+pub(crate) fn answered<'a>(
+    listed: &'a [HostSocket],
+    commands: &'a [Vec<&'a str>],
+) -> (Vec<&'a HostSocket>, Vec<Answered<'a>>) {
+    listed
+        .iter()
+        .zip(commands)
+        .filter_map(|(h, processes)| {
+            let connection = Connection {
+                transport: h.socket.transport,
+                local: h.socket.local,
+                peer: h.socket.peer()?,
+                processes,
+            };
+            let answer = h.answer.as_ref().map_err(ToString::to_string);
+            Some((h, Answered { connection, answer }))
+        })
+        .unzip()
+}
+
 pub(crate) fn run(args: &CheckArgs) -> ExitCode {
-    let path = args.rules.display();
-    let rules = match std::fs::read_to_string(&args.rules) {
-        Ok(text) => Rules::parse(&text),
-        Err(e) => {
-            eprintln!("socksec: cannot read {path}: {e}");
-            return ExitCode::from(EXIT_BAD_FILE);
-        }
-    };
-    let rules = match rules {
+    let rules = match read_rules(&args.rules) {
         Ok(rules) => rules,
-        Err(e) => {
-            eprintln!("socksec: {path}: {}", e.message());
-            return ExitCode::from(EXIT_BAD_FILE);
-        }
+        Err(code) => return code,
     };
-    let listed = match socksec::list(&[Transport::Tcp, Transport::Udp], |s| s.peer().is_some()) {
+    let listed = match list_connections() {
         Ok(listed) => listed,
         Err(e) => {
             eprintln!("socksec: cannot list the connections: {e}");
             return ExitCode::from(EXIT_LIST_FAILED);
         }
     };
-    let mut violations = Vec::new();
-    for h in &listed {
-        let Some(peer) = h.socket.peer() else {
-            continue;
-        };
-        let processes: Vec<&str> = h.owners.iter().map(|o| o.command.as_str()).collect();
-        let connection = Connection {
-            transport: h.socket.transport,
-            local: h.socket.local,
-            peer,
-            processes: &processes,
-        };
-        for rule in rules.rules.iter().filter(|r| r.selects(&connection)) {
-            // A connection that could not be answered cannot be shown to meet the rule.
-            let judged = match &h.answer {
-                Ok(info) => rule.judge(&Verdict::of(info)),
-                Err(e) => Err(format!("not answered: {e}")),
-            };
-            if let Err(reason) = judged {
-                violations.push(Violation {
-                    rule: rule.name.clone(),
-                    transport: h.socket.transport,
-                    local: h.socket.local,
-                    peer,
-                    pid: h.owners.first().map(|o| o.pid),
-                    process: processes.first().copied().unwrap_or("-").to_owned(),
-                    reason,
-                });
+    let commands = commands(&listed);
+    let (sockets, connections) = answered(&listed, &commands);
+    let violations: Vec<Violation> = rules
+        .violations(&connections)
+        .into_iter()
+        .map(|v| {
+            let (h, c) = (sockets[v.connection], &connections[v.connection].connection);
+            Violation {
+                rule: v.rule.name.clone(),
+                transport: c.transport,
+                local: c.local,
+                peer: c.peer,
+                pid: h.owners.first().map(|o| o.pid),
+                process: c.processes.first().copied().unwrap_or("-").to_owned(),
+                reason: v.reason,
             }
-        }
-    }
+        })
+        .collect();
     print(&violations, args.json);
     if violations.is_empty() {
         ExitCode::SUCCESS

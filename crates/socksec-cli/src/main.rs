@@ -10,6 +10,7 @@ use socksec::SecurityProtocol;
 mod check;
 mod connect;
 mod ls;
+mod metrics;
 mod pid;
 mod query;
 mod sa;
@@ -32,6 +33,7 @@ socksec query --connect 192.0.2.10:22 --json       connect, then query that conn
 socksec query --pid 1234 --fd 5                    query descriptor 5 of process 1234\n  \
 socksec ls --insecure                              every connection that is not secured\n  \
 socksec watch --json                               protection changes as JSON lines\n  \
+socksec metrics --textfile /var/lib/prometheus/node-exporter   counts for Prometheus\n  \
 socksec selftest                                   query loopback connections of this host"
 )]
 struct Cli {
@@ -107,6 +109,24 @@ socksec check --rules rules.toml --json | jq '.[].peer'\n\n\
 Exit codes: 0 no violation, 1 at least one, 2 the rules file cannot be read or is invalid \
 (the line and what is wrong are printed), 3 the connections cannot be listed.")]
     Check(check::CheckArgs),
+    /// Count the connections by protocol, protection, mechanism and rule, in Prometheus's
+    /// text format: printed, or written for node_exporter's textfile collector.
+    #[command(
+        after_help = "Metrics (bounded labels, never a series per connection):\n  \
+socksec_connections{protocol=tcp|udp,protection=encrypted|integrity|none}\n  \
+socksec_connections_by_mechanism{mechanism=ipsec|wireguard|ktls|tcp_md5}\n  \
+socksec_connections_unanswered{protocol}\n  \
+socksec_rule_violations{rule} (with --rules: what `socksec check` lists, counted per rule)\n  \
+socksec_scrape_success, socksec_build_info{version}\n\n\
+--textfile DIR writes DIR/socksec.prom atomically (a temporary file renamed); when the \
+connections cannot be listed it still writes socksec_scrape_success 0. Needs CAP_NET_ADMIN. \
+See docs/metrics.md.\n\n\
+Examples:\n  socksec metrics\n  \
+socksec metrics --rules /etc/socksec/rules.toml --textfile /var/lib/prometheus/node-exporter\n\n\
+Exit codes: 0 written, 1 the textfile cannot be written, 2 the rules file cannot be read or is \
+invalid, 3 the connections cannot be listed."
+    )]
+    Metrics(metrics::MetricsArgs),
     /// Connect to ADDR:PORT like netcat (stdin to the peer, the peer to stdout); with
     /// --secure, over IPsec that charon negotiates first, the peer authenticated as --target.
     #[command(
@@ -211,6 +231,7 @@ fn main() -> ExitCode {
         Command::Selftest { json } => selftest::run(json),
         Command::Sa { guid, json } => sa::run(&guid, json),
         Command::Check(args) => check::run(&args),
+        Command::Metrics(args) => metrics::run(&args),
         Command::Connect(args) => connect::connect(&args),
         Command::Listen(args) => connect::listen(&args),
     }

@@ -20,6 +20,7 @@ pub mod error;
 pub mod flow;
 pub mod impersonation;
 pub mod ktls;
+pub mod metrics;
 pub mod netlink;
 pub mod peer;
 pub mod report;

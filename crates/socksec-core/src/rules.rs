@@ -249,6 +249,54 @@ impl Rules {
     }
 }
 
+/// One listed connection with its answer, as [`Rules::violations`] judges it.
+#[derive(Debug, Clone)]
+pub struct Answered<'a> {
+    /// What the rules select on.
+    pub connection: Connection<'a>,
+    /// The answer, or why the connection could not be answered.
+    pub answer: Result<&'a SecurityInfo, String>,
+}
+
+/// One connection that a rule selects and that does not meet it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Violation<'r> {
+    /// The index of the connection in the slice given to [`Rules::violations`].
+    pub connection: usize,
+    /// The rule it violates.
+    pub rule: &'r Rule,
+    /// Why: the answer's reasons, the peer's identity that does not match, or why there is no
+    /// answer.
+    pub reason: String,
+}
+
+impl Rules {
+    /// Every (connection, rule) pair where the rule selects the connection and the connection
+    /// does not meet it, in the order of the connections, then of the rules. A selected
+    /// connection that could not be answered is a violation ("not answered: ..."): it cannot
+    /// be shown to meet the rule. `socksec check` lists these and `socksec metrics` counts
+    /// them per rule, so the two cannot disagree.
+    pub fn violations<'r>(&'r self, connections: &[Answered<'_>]) -> Vec<Violation<'r>> {
+        let mut out = Vec::new();
+        for (index, c) in connections.iter().enumerate() {
+            for rule in self.rules.iter().filter(|r| r.selects(&c.connection)) {
+                let judged = match &c.answer {
+                    Ok(info) => rule.judge(&Verdict::of(info)),
+                    Err(e) => Err(format!("not answered: {e}")),
+                };
+                if let Err(reason) = judged {
+                    out.push(Violation {
+                        connection: index,
+                        rule,
+                        reason,
+                    });
+                }
+            }
+        }
+        out
+    }
+}
+
 impl Rule {
     /// Whether the rule applies to `c`.
     pub fn selects(&self, c: &Connection<'_>) -> bool {
