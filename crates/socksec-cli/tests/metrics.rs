@@ -350,7 +350,15 @@ fn prometheus_scrapes_the_counts_ls_and_check_give() {
     );
 
     // node_exporter and Prometheus in a namespace of their own: fixed ports are free there,
-    // and their connections are not among those counted.
+    // and their connections are not among those counted. node_exporter reads the file
+    // through a link, as dist/tmpfiles.d/socksec-metrics.conf deploys it.
+    let collected = dir.join("node-exporter");
+    std::fs::create_dir(&collected).unwrap();
+    std::os::unix::fs::symlink(
+        textfiles.join("socksec.prom"),
+        collected.join("socksec.prom"),
+    )
+    .unwrap();
     let stack = Netns::new();
     let exporter = spawn_in(
         &stack,
@@ -358,7 +366,7 @@ fn prometheus_scrapes_the_counts_ls_and_check_give() {
         &[
             "--collector.disable-defaults".into(),
             "--collector.textfile".into(),
-            format!("--collector.textfile.directory={}", textfiles.display()),
+            format!("--collector.textfile.directory={}", collected.display()),
             "--web.listen-address=127.0.0.1:9100".into(),
         ],
         &dir.join("node-exporter.log"),
@@ -475,5 +483,49 @@ fn a_failed_listing_writes_scrape_success_0() {
     );
     let prom = std::fs::read_to_string(textfiles.join("socksec.prom")).unwrap();
     assert!(prom.contains("\nsocksec_scrape_success 0\n"), "{prom}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The shipped units pass `systemd-analyze verify` (with the binary's path made to exist).
+#[test]
+fn the_metrics_units_verify() {
+    let units = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../dist/systemd");
+    if Command::new("systemd-analyze")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        let why = "needs systemd-analyze (Debian package systemd)";
+        if std::env::var("CI").as_deref() == Ok("true") {
+            panic!("the_metrics_units_verify: cannot run in CI: {why}");
+        }
+        eprintln!("SKIPPED: the_metrics_units_verify: {why}");
+        return;
+    }
+    let dir = temp_dir("units");
+    for unit in ["socksec-metrics.service", "socksec-metrics.timer"] {
+        let text = std::fs::read_to_string(units.join(unit)).unwrap();
+        std::fs::write(dir.join(unit), text.replace("/usr/local/bin/socksec", BIN)).unwrap();
+    }
+    let out = Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(dir.join("socksec-metrics.service"))
+        .arg(dir.join("socksec-metrics.timer"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success() && out.stderr.is_empty(),
+        "systemd-analyze verify: {out:?}"
+    );
+    let service = std::fs::read_to_string(units.join("socksec-metrics.service")).unwrap();
+    for line in [
+        "DynamicUser=yes",
+        "CapabilityBoundingSet=CAP_NET_ADMIN",
+        "AmbientCapabilities=CAP_NET_ADMIN",
+        "NoNewPrivileges=yes",
+        "Type=oneshot",
+    ] {
+        assert!(service.lines().any(|l| l == line), "{line} missing");
+    }
     let _ = std::fs::remove_dir_all(&dir);
 }
