@@ -140,6 +140,9 @@ pub struct Owner {
     pub pid: u32,
     /// Its command name (`/proc/<pid>/comm`).
     pub command: String,
+    /// The descriptor numbers under which it holds the socket, lowest first (what osquery's
+    /// `process_open_sockets` calls `fd`).
+    pub fds: Vec<i32>,
 }
 
 /// The processes holding each socket inode of `wanted`, lowest pid first, read from
@@ -162,17 +165,23 @@ pub fn owners(wanted: &HashSet<u64>) -> HashMap<u64, Vec<Owner>> {
             continue;
         };
         let mut command = None;
-        let mut seen = HashSet::new();
-        for fd in fds.flatten() {
-            let Ok(target) = fs::read_link(fd.path()) else {
+        let mut held: HashMap<u64, Vec<i32>> = HashMap::new();
+        for entry in fds.flatten() {
+            let Some(fd) = entry.file_name().to_str().and_then(|n| n.parse().ok()) else {
+                continue;
+            };
+            let Ok(target) = fs::read_link(entry.path()) else {
                 continue;
             };
             let Some(inode) = target.to_str().and_then(socket_inode) else {
                 continue;
             };
-            if !wanted.contains(&inode) || !seen.insert(inode) {
-                continue;
+            if wanted.contains(&inode) {
+                held.entry(inode).or_default().push(fd);
             }
+        }
+        for (inode, mut fds) in held {
+            fds.sort_unstable();
             let command = command
                 .get_or_insert_with(|| {
                     fs::read_to_string(format!("/proc/{pid}/comm"))
@@ -180,7 +189,9 @@ pub fn owners(wanted: &HashSet<u64>) -> HashMap<u64, Vec<Owner>> {
                         .unwrap_or_default()
                 })
                 .clone();
-            out.entry(inode).or_default().push(Owner { pid, command });
+            out.entry(inode)
+                .or_default()
+                .push(Owner { pid, command, fds });
         }
     }
     out
@@ -216,5 +227,6 @@ mod tests {
         let owners = owners(&wanted);
         let me = &owners[&mine.inode];
         assert_eq!(me[0].pid, std::process::id());
+        assert_eq!(me[0].fds, [std::os::fd::AsRawFd::as_raw_fd(&client)]);
     }
 }
