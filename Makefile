@@ -17,9 +17,10 @@ test: deps lint build
 deps:
 	./scripts/install-deps
 
-## The shipped artefacts: the CLI, and the C library the C ABI tests link against.
+## The shipped artefacts: the CLI, the broker, the osquery extension, and the C library the C
+## ABI tests link against (the host tests and the Debian package use these release builds).
 build:
-	$(CARGO) build --release -p socksec-cli -p socksec-winsock -p socksecd
+	$(CARGO) build --release -p socksec-cli -p socksec-winsock -p socksecd -p socksec-osquery
 
 lint:
 	$(CARGO) fmt --all -- --check

@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use serde_json::json;
 use socksec::HostSocket;
 use socksec::flow::Transport;
-use socksec::model::rules::{Answered, Connection, Rules};
+use socksec::model::rules::{Answered, Rules};
 
 /// Exit code: a rule is violated.
 const EXIT_VIOLATION: u8 = 1;
@@ -75,16 +75,7 @@ pub(crate) fn answered<'a>(
     listed
         .iter()
         .zip(commands)
-        .filter_map(|(h, processes)| {
-            let connection = Connection {
-                transport: h.socket.transport,
-                local: h.socket.local,
-                peer: h.socket.peer()?,
-                processes,
-            };
-            let answer = h.answer.as_ref().map_err(ToString::to_string);
-            Some((h, Answered { connection, answer }))
-        })
+        .filter_map(|(h, processes)| Some((h, h.answered(processes)?)))
         .unzip()
 }
 

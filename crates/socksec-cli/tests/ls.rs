@@ -306,20 +306,7 @@ fn query_pid_fd_answers_for_another_process_and_says_when_not_permitted() {
 
 /// Another process (python3) holds a TCP-MD5 connection and a plain one in the namespace:
 /// `ls` sees the keys in the dump and answers exactly as `query --pid --fd` on each descriptor.
-const MD5_HOLDER: &str = r#"
-import json, os, socket, struct, sys
-def key(s, peer):
-    addr = struct.pack("=HH4s", socket.AF_INET, 0, socket.inet_aton(peer)).ljust(128, b"\0")
-    k = b"socksec-test-key"
-    s.setsockopt(socket.IPPROTO_TCP, 14, addr + struct.pack("=BBHi", 0, 0, len(k), 0) + k.ljust(80, b"\0"))
-lm = socket.socket(); lm.bind(("127.0.0.1", 0)); key(lm, "127.0.0.1"); lm.listen()
-cm = socket.socket(); key(cm, "127.0.0.1"); cm.connect(lm.getsockname()); am, _ = lm.accept()
-lp = socket.socket(); lp.bind(("127.0.0.1", 0)); lp.listen()
-cp = socket.socket(); cp.connect(lp.getsockname()); ap, _ = lp.accept()
-end = lambda s: {"fd": s.fileno(), "local": "%s:%d" % s.getsockname(), "peer": "%s:%d" % s.getpeername()}
-print(json.dumps({"pid": os.getpid(), "md5": [end(cm), end(am)], "plain": [end(cp), end(ap)]}), flush=True)
-sys.stdin.read()
-"#;
+const MD5_HOLDER: &str = include_str!("../../socksec/tests/common/md5_holder.py");
 
 #[test]
 fn ls_answers_tcp_md5_as_query_pid_does() {

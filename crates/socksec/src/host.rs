@@ -16,6 +16,7 @@ use std::collections::HashSet;
 use std::sync::{Arc, OnceLock};
 
 use socksec_core::answer::{IkeDaemon, Snapshots, answer};
+use socksec_core::rules::{Answered, Connection};
 
 use crate::contract::{QueryTemplate, SecurityInfo, SecurityProtocol};
 use crate::diag::{DiagSocket, Owner, SockState};
@@ -48,6 +49,22 @@ impl HostSocket {
     /// Whether the socket was answered (it has a peer) and the answer is not SECURED.
     pub fn is_insecure(&self) -> bool {
         self.answer.as_ref().is_ok_and(|i| !i.is_secured())
+    }
+
+    /// The connection as the required-protection rules judge it
+    /// ([`Rules::violations`](socksec_core::rules::Rules::violations)), with `processes` the
+    /// commands of its owners; `None` for a socket without a peer: rules are about
+    /// connections. What `socksec check`, `socksec metrics` and the osquery table judge.
+    pub fn answered<'a>(&'a self, processes: &'a [&'a str]) -> Option<Answered<'a>> {
+        Some(Answered {
+            connection: Connection {
+                transport: self.socket.transport,
+                local: self.socket.local,
+                peer: self.socket.peer()?,
+                processes,
+            },
+            answer: self.answer.as_ref().map_err(ToString::to_string),
+        })
     }
 }
 

@@ -14,8 +14,9 @@ use std::path::{Path, PathBuf};
 const PUBLIC_MODULES: [&str; 4] = ["broker", "events", "model", "secure"];
 
 /// The front-end crates, whose sources must name only the facade.
-const FRONT_ENDS: [&str; 6] = [
+const FRONT_ENDS: [&str; 7] = [
     "socksec-cli",
+    "socksec-osquery",
     "socksecd",
     "socksec-winsock",
     "socksec-bench",
