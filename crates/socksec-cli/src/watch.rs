@@ -41,10 +41,11 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 use serde_json::{Value, json};
+use socksec::HostSocket;
 use socksec::events::{Change, IKE_RETRY, IkeDaemon, Message, Subscription, XfrmEvent};
+use socksec::model::change::{Part, ProtectionState, classify, difference};
 use socksec::model::vici::model::{ChildSa, IkeSa};
 use socksec::model::xfrm::model::State;
-use socksec::{HostSocket, Mechanism};
 
 use crate::EXIT_QUERY_FAILED;
 
@@ -414,181 +415,8 @@ fn feed_thread(
     }
 }
 
-/// One mechanism's verdict for one direction of a connection and what carries it: the SAs
-/// (IPsec), the covered prefix (TCP-MD5), the TLS version and cipher (kTLS), the interface and
-/// peer, and the SAs under the tunnel (WireGuard). What moves by itself is left out — a WireGuard handshake's age counts only
-/// when it crosses the 180 s limit, which changes `secured`; a peer's endpoint (roaming) not
-/// at all.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Part {
-    mechanism: Mechanism,
-    direction: String,
-    secured: bool,
-    encrypted: bool,
-    carriers: Vec<String>,
-}
-
-impl Part {
-    fn of(p: &socksec::Protection) -> Self {
-        let mut carriers: Vec<String> = match p.mechanism {
-            Mechanism::Ipsec => p
-                .sas
-                .iter()
-                .map(|sa| format!("{} 0x{:08x}", sa.proto, sa.spi))
-                .collect(),
-            Mechanism::TcpMd5 => p
-                .tcp_md5()
-                .iter()
-                .map(|k| format!("{}/{}", k.addr, k.prefixlen))
-                .collect(),
-            Mechanism::Ktls => p
-                .ktls()
-                .iter()
-                .map(|k| format!("TLS {} {}", k.version, k.cipher))
-                .collect(),
-            Mechanism::Wireguard => p
-                .wireguard()
-                .iter()
-                .map(|w| {
-                    // WireGuard inside IPsec: the SAs that carry the tunnel's packets.
-                    let mut text = format!("{} peer {}", w.interface, w.peer.public_key);
-                    for sa in w.tunnel.iter().flat_map(|t| &t.ipsec).flat_map(|p| &p.sas) {
-                        text += &format!(" over {} 0x{:08x}", sa.proto, sa.spi);
-                    }
-                    text
-                })
-                .collect(),
-        };
-        carriers.sort();
-        Self {
-            mechanism: p.mechanism,
-            direction: p.direction.to_string(),
-            secured: p.secured,
-            encrypted: p.encrypted,
-            carriers,
-        }
-    }
-
-    /// The order parts are kept in.
-    fn key(&self) -> (&str, &str, bool, bool, &[String]) {
-        (
-            self.mechanism.name(),
-            &self.direction,
-            self.secured,
-            self.encrypted,
-            &self.carriers,
-        )
-    }
-
-    /// The part without what carries it: a difference here is a change of protection, a
-    /// difference only in the carriers a rekey.
-    fn verdict(&self) -> (Mechanism, &str, bool, bool) {
-        (
-            self.mechanism,
-            &self.direction,
-            self.secured,
-            self.encrypted,
-        )
-    }
-
-    /// `outbound esp 0x…`, `inbound tcp_md5 10.0.0.2/32`, …
-    fn carrier_text(&self) -> impl Iterator<Item = String> + '_ {
-        self.carriers.iter().map(|c| match self.mechanism {
-            Mechanism::Ipsec => format!("{} {c}", self.direction),
-            m => format!("{} {} {c}", self.direction, m.name()),
-        })
-    }
-}
-
-/// What a connection's protection is, for comparison across listings: the verdict and, per
-/// mechanism and direction, its verdict and carriers (sorted).
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Protection {
-    secured: bool,
-    encrypted: bool,
-    parts: Vec<Part>,
-}
-
-impl Protection {
-    fn of(info: &socksec::SecurityInfo) -> Self {
-        let mut parts: Vec<Part> = info.protections.iter().map(Part::of).collect();
-        parts.sort_by(|a, b| a.key().cmp(&b.key()));
-        Self {
-            secured: info.is_secured(),
-            encrypted: info.is_encrypted(),
-            parts,
-        }
-    }
-
-    /// The parts of `mechanism`.
-    fn parts_of(&self, mechanism: Mechanism) -> impl Iterator<Item = &Part> {
-        self.parts.iter().filter(move |p| p.mechanism == mechanism)
-    }
-
-    fn json(&self) -> Value {
-        let sas: Vec<Value> = self
-            .parts_of(Mechanism::Ipsec)
-            .flat_map(|p| {
-                p.carriers
-                    .iter()
-                    .map(|sa| json!({"direction": p.direction, "sa": sa}))
-            })
-            .collect();
-        let mechanisms: Vec<Value> = self
-            .parts
-            .iter()
-            .map(|p| {
-                json!({
-                    "mechanism": p.mechanism.name(),
-                    "direction": p.direction,
-                    "secured": p.secured,
-                    "encrypted": p.encrypted,
-                    "carriers": p.carriers,
-                })
-            })
-            .collect();
-        json!({
-            "secured": self.secured,
-            "encrypted": self.encrypted,
-            "sas": sas,
-            "mechanisms": mechanisms,
-        })
-    }
-
-    fn verdict_text(&self) -> &'static str {
-        match (self.secured, self.encrypted) {
-            (true, true) => "encrypted",
-            (true, false) => "integrity only",
-            _ => "NOT SECURED",
-        }
-    }
-}
-
-/// The mechanisms whose parts differ between `old` and `new` (in the order of [`Mechanism`]),
-/// and whether only what carries them changed (a rekey) rather than a verdict.
-fn difference(old: &Protection, new: &Protection) -> (Vec<Mechanism>, bool) {
-    let mut changed = Vec::new();
-    let mut verdicts_same = old.secured == new.secured && old.encrypted == new.encrypted;
-    for m in [
-        Mechanism::Ipsec,
-        Mechanism::TcpMd5,
-        Mechanism::Ktls,
-        Mechanism::Wireguard,
-    ] {
-        let (a, b): (Vec<&Part>, Vec<&Part>) =
-            (old.parts_of(m).collect(), new.parts_of(m).collect());
-        if a == b {
-            continue;
-        }
-        changed.push(m);
-        verdicts_same &=
-            a.len() == b.len() && a.iter().zip(&b).all(|(x, y)| x.verdict() == y.verdict());
-    }
-    (changed, verdicts_same)
-}
-
 /// The host's connections (sockets with a peer) and their protection, by socket cookie.
-type Connections = HashMap<u64, (HostSocket, Protection)>;
+type Connections = HashMap<u64, (HostSocket, ProtectionState)>;
 
 fn connections() -> Result<Connections, socksec::Error> {
     let transports = [socksec::flow::Transport::Tcp, socksec::flow::Transport::Udp];
@@ -597,7 +425,7 @@ fn connections() -> Result<Connections, socksec::Error> {
     Ok(listed
         .into_iter()
         .filter_map(|h| {
-            let p = Protection::of(h.answer.as_ref().ok()?);
+            let p = ProtectionState::of(h.answer.as_ref().ok()?);
             Some((h.socket.cookie, (h, p)))
         })
         .collect())
@@ -624,7 +452,8 @@ fn changes(before: &Connections, after: &Connections) -> Vec<Event> {
         } else {
             "connection-protection-changed"
         };
-        let peer = s.peer().map(|p| p.to_string()).unwrap_or_default();
+        let peer_addr = s.peer().map(socksec::flow::normalize);
+        let peer = peer_addr.map(|p| p.to_string()).unwrap_or_default();
         let local = socksec::flow::normalize(s.local);
         let owner = h
             .owners
@@ -651,25 +480,64 @@ fn changes(before: &Connections, after: &Connections) -> Vec<Event> {
             }
         );
         let first = h.owners.first();
-        out.push(Event::new(
-            "connection",
-            event,
-            summary,
-            json!({
-                "socket": {
-                    "protocol": s.transport.name(),
-                    "local": local,
-                    "peer": peer,
-                },
-                "pid": first.map(|o| o.pid),
-                "command": first.map(|o| o.command.clone()),
-                "changed": names,
-                "before": old.json(),
-                "after": new.json(),
-            }),
-        ));
+        let mut details = json!({
+            "socket": {
+                "protocol": s.transport.name(),
+                "local": local,
+                "peer": peer,
+            },
+            "pid": first.map(|o| o.pid),
+            "command": first.map(|o| o.command.clone()),
+            "changed": names,
+            "change": classify(old, new).map(|k| k.name()),
+            "before": old.json(),
+            "after": new.json(),
+        });
+        if let Value::Object(map) = &mut details {
+            map.extend(otel_attributes(
+                s.transport.name(),
+                local,
+                peer_addr,
+                first.map(|o| (o.pid, o.command.as_str())),
+            ));
+        }
+        out.push(Event::new("connection", event, summary, details));
     }
     out
+}
+
+/// OpenTelemetry's semantic-convention attributes of a connection's line, so that a log
+/// collector takes them as they are (docs/watch-json.md has the mapping): `network.transport`,
+/// `network.type` (`ipv4`, `ipv6`), `network.local.address`/`.port`,
+/// `network.peer.address`/`.port`, and the holding process's `process.pid` and
+/// `process.executable.name` (its command, `/proc/PID/comm`). Addresses are as the flow has
+/// them: an IPv4-mapped peer is IPv4.
+fn otel_attributes(
+    transport: &str,
+    local: std::net::SocketAddr,
+    peer: Option<std::net::SocketAddr>,
+    process: Option<(u32, &str)>,
+) -> serde_json::Map<String, Value> {
+    let mut attributes = serde_json::Map::new();
+    let mut put = |k: &str, v: Value| {
+        attributes.insert(k.to_owned(), v);
+    };
+    put("network.transport", json!(transport));
+    put(
+        "network.type",
+        json!(if local.is_ipv4() { "ipv4" } else { "ipv6" }),
+    );
+    put("network.local.address", json!(local.ip().to_string()));
+    put("network.local.port", json!(local.port()));
+    if let Some(peer) = peer {
+        put("network.peer.address", json!(peer.ip().to_string()));
+        put("network.peer.port", json!(peer.port()));
+    }
+    if let Some((pid, command)) = process {
+        put("process.pid", json!(pid));
+        put("process.executable.name", json!(command));
+    }
+    attributes
 }
 
 /// How long the connections wait after the last event of a burst before they are answered
@@ -849,6 +717,7 @@ pub(crate) fn run(args: &WatchArgs) -> ExitCode {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use socksec::Mechanism;
 
     #[test]
     fn times_are_utc_rfc3339() {
@@ -889,14 +758,13 @@ mod tests {
         p
     }
 
-    fn of(parts: &[socksec::Protection]) -> Protection {
-        let mut parts: Vec<Part> = parts.iter().map(Part::of).collect();
-        parts.sort_by(|a, b| a.key().cmp(&b.key()));
-        Protection {
-            secured: parts.iter().any(|p| p.secured),
-            encrypted: parts.iter().any(|p| p.encrypted),
+    fn of(parts: &[socksec::Protection]) -> ProtectionState {
+        let parts: Vec<Part> = parts.iter().map(Part::of).collect();
+        ProtectionState::from_parts(
+            parts.iter().any(|p| p.secured),
+            parts.iter().any(|p| p.encrypted),
             parts,
-        }
+        )
     }
 
     #[test]

@@ -335,6 +335,19 @@ fn watch_sweep_reports_tcp_md5_keys_set_and_removed_on_an_established_connection
         assert_eq!(line["before"]["secured"], false, "{line}");
         assert_eq!(line["after"]["secured"], true, "{line}");
         assert_eq!(line["after"]["encrypted"], false, "integrity only: {line}");
+        assert_eq!(line["change"], "gained", "{line}");
+        // OpenTelemetry's names, beside socksec's own (docs/watch-json.md).
+        let local: SocketAddr = line["socket"]["local"].as_str().unwrap().parse().unwrap();
+        let peer: SocketAddr = line["socket"]["peer"].as_str().unwrap().parse().unwrap();
+        assert_eq!(line["network.transport"], "tcp", "{line}");
+        assert_eq!(line["network.type"], "ipv4", "{line}");
+        assert_eq!(line["network.local.address"], "127.0.0.1", "{line}");
+        assert_eq!(line["network.local.port"], local.port(), "{line}");
+        assert_eq!(line["network.peer.address"], "127.0.0.1", "{line}");
+        assert_eq!(line["network.peer.port"], peer.port(), "{line}");
+        assert_eq!(line["process.pid"], std::process::id(), "{line}");
+        assert_eq!(line["process.pid"], line["pid"], "{line}");
+        assert_eq!(line["process.executable.name"], line["command"], "{line}");
         assert!(md5_parts(&line, "before").is_empty(), "{line}");
         let mut parts = md5_parts(&line, "after");
         parts.sort();
@@ -366,6 +379,7 @@ fn watch_sweep_reports_tcp_md5_keys_set_and_removed_on_an_established_connection
         assert_eq!(line["changed"], serde_json::json!(["tcp_md5"]), "{line}");
         assert_eq!(line["before"]["secured"], true, "{line}");
         assert_eq!(line["after"]["secured"], false, "{line}");
+        assert_eq!(line["change"], "lost", "{line}");
         assert_eq!(md5_parts(&line, "before").len(), 2, "{line}");
         assert!(md5_parts(&line, "after").is_empty(), "{line}");
     }

@@ -15,6 +15,7 @@
 
 pub mod answer;
 pub mod broker;
+pub mod change;
 pub mod contract;
 pub mod error;
 pub mod flow;
