@@ -60,10 +60,7 @@ pub(crate) fn list_connections() -> Result<Vec<HostSocket>, socksec::Error> {
 
 /// The commands of each connection's processes, which [`answered`] borrows.
 pub(crate) fn commands(listed: &[HostSocket]) -> Vec<Vec<&str>> {
-    listed
-        .iter()
-        .map(|h| h.owners.iter().map(|o| o.command.as_str()).collect())
-        .collect()
+    listed.iter().map(HostSocket::commands).collect()
 }
 
 /// The connections of `listed` as the rules and the metrics see them, each with the socket it

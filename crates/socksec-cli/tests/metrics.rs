@@ -14,7 +14,7 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use common::{Netns, require_root};
+use common::{Holder, Netns, require_root};
 
 const BIN: &str = env!("CARGO_BIN_EXE_socksec");
 
@@ -60,59 +60,6 @@ fn socksec(ns: &Netns, args: &[&str]) -> Output {
         .args(args)
         .output()
         .expect("run socksec")
-}
-
-/// A process (python3) in the namespace holding a plain TCP connection (both ends), a
-/// TCP-MD5 one (both ends keyed) and two UDP sockets connected to each other, until its
-/// standard input closes.
-const HOLDER: &str = r#"
-import json, os, socket, struct, sys
-def key(s, peer):
-    addr = struct.pack("=HH4s", socket.AF_INET, 0, socket.inet_aton(peer)).ljust(128, b"\0")
-    k = b"socksec-test-key"
-    s.setsockopt(socket.IPPROTO_TCP, 14, addr + struct.pack("=BBHi", 0, 0, len(k), 0) + k.ljust(80, b"\0"))
-lm = socket.socket(); lm.bind(("127.0.0.1", 0)); key(lm, "127.0.0.1"); lm.listen()
-cm = socket.socket(); key(cm, "127.0.0.1"); cm.connect(lm.getsockname()); am, _ = lm.accept()
-lp = socket.socket(); lp.bind(("127.0.0.1", 0)); lp.listen()
-cp = socket.socket(); cp.connect(lp.getsockname()); ap, _ = lp.accept()
-u1 = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u1.bind(("127.0.0.1", 0))
-u2 = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u2.bind(("127.0.0.1", 0))
-u1.connect(u2.getsockname()); u2.connect(u1.getsockname())
-print(json.dumps({"pid": os.getpid(), "md5_port": lm.getsockname()[1]}), flush=True)
-sys.stdin.read()
-"#;
-
-/// The holder process; ended (stdin closed, then waited for) on drop.
-struct Holder {
-    child: Child,
-    md5_port: u16,
-}
-
-impl Holder {
-    fn start(ns: &Netns) -> Self {
-        let mut child = Command::new("ip")
-            .args(["netns", "exec", &ns.0, "python3", "-c", HOLDER])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("python3");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let held: Value = serde_json::from_str(&line).expect("the holder's sockets");
-        Self {
-            child,
-            md5_port: held["md5_port"].as_u64().unwrap() as u16,
-        }
-    }
-}
-
-impl Drop for Holder {
-    fn drop(&mut self) {
-        drop(self.child.stdin.take());
-        let _ = self.child.wait();
-    }
 }
 
 /// A daemon this test started; killed (by its own pid) and reaped on drop.
@@ -260,7 +207,7 @@ fn prometheus_scrapes_the_counts_ls_and_check_give() {
     let textfiles = dir.join("textfiles");
     std::fs::create_dir(&textfiles).unwrap();
     let ns = Netns::new();
-    let holder = Holder::start(&ns);
+    let holder = Holder::start(&ns.0);
 
     // What socksec says of the connections, three ways, while they stand still.
     let ls: Value = serde_json::from_slice(&socksec(&ns, &["ls", "--json"]).stdout).unwrap();

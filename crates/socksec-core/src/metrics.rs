@@ -409,33 +409,25 @@ mod tests {
         ]);
         assert!(!half.is_secured() && both.is_encrypted());
         let procs: [&str; 0] = [];
-        let conn = |t, peer: &str| Connection {
-            transport: t,
-            local: "10.0.0.1:40000".parse().unwrap(),
-            peer: peer.parse().unwrap(),
-            processes: &procs,
+        let of = |t, peer: &str, answer| Answered {
+            connection: Connection {
+                transport: t,
+                local: "10.0.0.1:40000".parse().unwrap(),
+                peer: peer.parse().unwrap(),
+                processes: &procs,
+            },
+            answer,
         };
         let answered = [
-            Answered {
-                connection: conn(Transport::Tcp, "10.20.0.5:5432"),
-                answer: Ok(&esp),
-            },
-            Answered {
-                connection: conn(Transport::Tcp, "10.20.0.6:5432"),
-                answer: Ok(&md5),
-            },
-            Answered {
-                connection: conn(Transport::Udp, "10.20.0.7:53"),
-                answer: Ok(&half),
-            },
-            Answered {
-                connection: conn(Transport::Tcp, "10.30.0.1:443"),
-                answer: Ok(&both),
-            },
-            Answered {
-                connection: conn(Transport::Udp, "10.20.0.8:53"),
-                answer: Err("connection reset".into()),
-            },
+            of(Transport::Tcp, "10.20.0.5:5432", Ok(&esp)),
+            of(Transport::Tcp, "10.20.0.6:5432", Ok(&md5)),
+            of(Transport::Udp, "10.20.0.7:53", Ok(&half)),
+            of(Transport::Tcp, "10.30.0.1:443", Ok(&both)),
+            of(
+                Transport::Udp,
+                "10.20.0.8:53",
+                Err("connection reset".into()),
+            ),
         ];
         let rules = Rules::parse(
             "[[rule]]\nname = \"db\"\npeer = \"10.20.0.0/16\"\nrequire = \"encrypted\"\n\

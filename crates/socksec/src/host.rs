@@ -51,6 +51,12 @@ impl HostSocket {
         self.answer.as_ref().is_ok_and(|i| !i.is_secured())
     }
 
+    /// The commands of the processes holding it (lowest pid first), for
+    /// [`HostSocket::answered`].
+    pub fn commands(&self) -> Vec<&str> {
+        self.owners.iter().map(|o| o.command.as_str()).collect()
+    }
+
     /// The connection as the required-protection rules judge it
     /// ([`Rules::violations`](socksec_core::rules::Rules::violations)), with `processes` the
     /// commands of its owners; `None` for a socket without a peer: rules are about

@@ -36,6 +36,23 @@ pub trait Sources: Send + Sync {
     }
 }
 
+/// Shared sources (one cache that `socksecd` answers from and counts its metrics with) answer
+/// as the sources themselves.
+impl<T: Sources + ?Sized> Sources for Arc<T> {
+    fn xfrm(&self) -> Result<Arc<XfrmSnapshot>, Error> {
+        (**self).xfrm()
+    }
+    fn xfrm_in(&self, netns: (u64, u64)) -> Result<Arc<XfrmSnapshot>, Error> {
+        (**self).xfrm_in(netns)
+    }
+    fn ike_sas(&self) -> Result<Arc<Vec<IkeSa>>, String> {
+        (**self).ike_sas()
+    }
+    fn peer_certificate(&self, ike: &IkeSa) -> Result<Option<CertNames>, String> {
+        (**self).peer_certificate(ike)
+    }
+}
+
 /// Snapshots read for each query: a full XFRM dump and a VICI `list-sas`. The cold path.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct ColdSources;

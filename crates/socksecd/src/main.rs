@@ -12,6 +12,7 @@ mod closer;
 mod limits;
 mod listen;
 mod logline;
+mod metrics;
 mod pool;
 mod redact;
 mod server;
@@ -56,6 +57,23 @@ struct Args {
     /// client is disconnected after it.
     #[arg(long, default_value_t = 5000)]
     client_timeout_ms: u64,
+    /// Serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9477): the counts of
+    /// `socksec metrics` and socksec_protection_changes_total (docs/metrics.md). Off by
+    /// default.
+    #[arg(long, value_name = "ADDR")]
+    metrics: Option<std::net::SocketAddr>,
+    /// With --metrics: count the violations of each rule of this file (docs/rules.md).
+    #[arg(long, value_name = "FILE", requires = "metrics")]
+    metrics_rules: Option<PathBuf>,
+    /// With --metrics: answer the connections every SECONDS (and after each burst of the
+    /// kernel's and the IKE daemon's changes).
+    #[arg(
+        long,
+        value_name = "SECONDS",
+        default_value_t = 10,
+        requires = "metrics"
+    )]
+    metrics_interval: u64,
 }
 
 fn parse_mode(s: &str) -> Result<u32, String> {
@@ -116,7 +134,23 @@ fn run(args: &Args) -> Result<(), String> {
             .unwrap_or(max_running / 2)
             .clamp(1, max_running),
     };
-    let server = server::Server::new(config, sources()).map_err(|e| e.to_string())?;
+    let cache = cache();
+    if let Some(addr) = args.metrics {
+        let rules = match &args.metrics_rules {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+                let rules = socksec::model::rules::Rules::parse(&text)
+                    .map_err(|e| format!("{}: {}", path.display(), e.message()))?;
+                Some(rules)
+            }
+            None => None,
+        };
+        let interval = Duration::from_secs(args.metrics_interval.max(1));
+        let bound = metrics::start(addr, cache.clone(), rules, interval)?;
+        eprintln!("socksecd: metrics at http://{bound}/metrics");
+    }
+    let server = server::Server::new(config, Box::new(cache)).map_err(|e| e.to_string())?;
     eprintln!(
         "socksecd: listening on {where_} (up to {} clients, {} per uid; {} queries at once, {} \
          per uid; client timeout {:?})",
@@ -132,14 +166,14 @@ fn run(args: &Args) -> Result<(), String> {
 
 /// Where the answers' snapshots come from: one cache for the daemon's life, kept current by
 /// the kernel's XFRM notifications and charon's events (cold, reading per query, if it cannot
-/// subscribe; the log says why).
-fn sources() -> Box<dyn socksec::Sources> {
+/// subscribe; the log says why); the metrics count with it too.
+fn cache() -> Arc<socksec::Cache> {
     let cache = socksec::Cache::start();
     match cache.status() {
         socksec::CacheStatus::Warm => eprintln!("socksecd: cache warm"),
         socksec::CacheStatus::Cold { reason } => eprintln!("socksecd: cache cold: {reason}"),
     }
-    Box::new(cache)
+    Arc::new(cache)
 }
 
 /// Raises the soft descriptor limit to the hard one: each client holds its connection and,

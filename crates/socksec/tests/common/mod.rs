@@ -128,3 +128,80 @@ impl Drop for Netns {
         let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
     }
 }
+
+/// python3: `key(sock, peer, secret)` sets a TCP-MD5 key for IPv4 address `peer` on `sock`
+/// (`TCP_MD5SIG`); an empty secret removes it.
+pub const PY_MD5_KEY: &str = r#"
+import json, os, socket, struct, sys
+def key(s, peer, k=b"socksec-test-key"):
+    addr = struct.pack("=HH4s", socket.AF_INET, 0, socket.inet_aton(peer)).ljust(128, b"\0")
+    s.setsockopt(socket.IPPROTO_TCP, 14, addr + struct.pack("=BBHi", 0, 0, len(k), 0) + k.ljust(80, b"\0"))
+"#;
+
+/// The rest of [`Holder`]'s script: a plain TCP connection (both ends), a TCP-MD5 one (both
+/// ends keyed) and two UDP sockets connected to each other; `unkey` and `key` on standard
+/// input remove and restore the TCP-MD5 keys.
+const HOLDER: &str = r#"
+lm = socket.socket(); lm.bind(("127.0.0.1", 0)); key(lm, "127.0.0.1"); lm.listen()
+cm = socket.socket(); key(cm, "127.0.0.1"); cm.connect(lm.getsockname()); am, _ = lm.accept()
+lp = socket.socket(); lp.bind(("127.0.0.1", 0)); lp.listen()
+cp = socket.socket(); cp.connect(lp.getsockname()); ap, _ = lp.accept()
+u1 = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u1.bind(("127.0.0.1", 0))
+u2 = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u2.bind(("127.0.0.1", 0))
+u1.connect(u2.getsockname()); u2.connect(u1.getsockname())
+print(json.dumps({"pid": os.getpid(), "md5_port": lm.getsockname()[1]}), flush=True)
+for line in sys.stdin:
+    secret = b"" if line.strip() == "unkey" else b"socksec-test-key"
+    for s in (cm, am): key(s, "127.0.0.1", secret)
+    print("ok", flush=True)
+"#;
+
+/// A python3 process in a namespace holding a known set of connections (plain TCP, TCP-MD5,
+/// connected UDP: six connections, two of them integrity-protected); ended on drop.
+pub struct Holder {
+    child: std::process::Child,
+    stdout: std::io::BufReader<std::process::ChildStdout>,
+    /// The TCP-MD5 listener's port.
+    pub md5_port: u16,
+}
+
+impl Holder {
+    /// Starts it in namespace `ns`.
+    pub fn start(ns: &str) -> Self {
+        use std::io::BufRead;
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", ns, "python3", "-c"])
+            .arg(format!("{PY_MD5_KEY}{HOLDER}"))
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("python3");
+        let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        stdout.read_line(&mut line).unwrap();
+        let held: serde_json::Value = serde_json::from_str(&line).expect("the holder's sockets");
+        Self {
+            child,
+            stdout,
+            md5_port: held["md5_port"].as_u64().unwrap() as u16,
+        }
+    }
+
+    /// Removes (`false`) or restores (`true`) the TCP-MD5 connection's keys at both ends.
+    pub fn keyed(&mut self, keyed: bool) {
+        use std::io::{BufRead, Write};
+        let stdin = self.child.stdin.as_mut().unwrap();
+        writeln!(stdin, "{}", if keyed { "key" } else { "unkey" }).unwrap();
+        stdin.flush().unwrap();
+        let mut line = String::new();
+        self.stdout.read_line(&mut line).unwrap();
+        assert_eq!(line.trim(), "ok");
+    }
+}
+
+impl Drop for Holder {
+    fn drop(&mut self) {
+        drop(self.child.stdin.take());
+        let _ = self.child.wait();
+    }
+}
