@@ -23,6 +23,11 @@ pub struct Socksecd {
 impl Socksecd {
     /// Starts the daemon `bin` in `ns`, its standard error in `log`, and waits until it listens.
     pub fn start(ns: &Netns, bin: &Path, log: &Path) -> Result<Self> {
+        Self::start_with(ns, bin, log, &[])
+    }
+
+    /// [`Socksecd::start`] with more arguments (e.g. `--metrics ADDR`).
+    pub fn start_with(ns: &Netns, bin: &Path, log: &Path, args: &[&str]) -> Result<Self> {
         let dir = PathBuf::from("/run/socksecd-lab");
         std::fs::create_dir_all(&dir)?;
         let socket = dir.join(format!("socksecd-{}.sock", ns.name));
@@ -32,6 +37,7 @@ impl Socksecd {
             .arg(bin)
             .arg("--socket")
             .arg(&socket)
+            .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(File::create(log)?)

@@ -10,6 +10,7 @@ pub mod ikev2;
 pub mod ktls;
 pub mod labels;
 pub mod manual;
+pub mod metrics;
 pub mod operator;
 pub mod plain_tcp;
 pub mod same_answer;
@@ -167,6 +168,11 @@ pub const ALL: &[Scenario] = &[
         name: "operator-ls-watch",
         about: "socksec ls: ESP connection secured (SPIs, peer) beside a plaintext one; watch sees the rekey",
         run: operator::run,
+    },
+    Scenario {
+        name: "metrics-esp",
+        about: "socksec metrics: the ESP connection counted encrypted and ipsec, every count equal to ls --json and check --json; socksecd --metrics serves them and counts charon's rekey as rekeyed, never lost",
+        run: metrics::run,
     },
     Scenario {
         name: "labeled-ipsec-peer-label",

@@ -114,17 +114,21 @@ fn spis(e: &Value, direction: &str) -> Vec<u64> {
         .collect()
 }
 
-fn check_operator(lab: &mut Lab, est: &Established<'_>) -> Result<()> {
-    // A plaintext connection beside the secured one: loopback in moon.
-    let (_listener, plain_client, _plain_server) = lab
-        .moon()
+/// A plaintext TCP connection on moon's loopback: its listener, client and server ends.
+pub(crate) fn loopback_in_moon(lab: &Lab) -> Result<(TcpListener, TcpStream, TcpStream)> {
+    lab.moon()
         .run(|| -> std::io::Result<(TcpListener, TcpStream, TcpStream)> {
             let l = TcpListener::bind("127.0.0.1:0")?;
             let c = TcpStream::connect(l.local_addr()?)?;
             let (s, _) = l.accept()?;
             Ok((l, c, s))
         })?
-        .context("a loopback connection in moon")?;
+        .context("a loopback connection in moon")
+}
+
+fn check_operator(lab: &mut Lab, est: &Established<'_>) -> Result<()> {
+    // A plaintext connection beside the secured one: loopback in moon.
+    let (_listener, plain_client, _plain_server) = loopback_in_moon(lab)?;
     // A UDP flow moon -> sun: the transport CHILD_SA covers every protocol between the hosts.
     let sun_udp = SocketAddr::new(lab.sun().v4.into(), est.port + 2);
     let moon_any = SocketAddr::new(lab.moon().v4.into(), 0);
