@@ -180,12 +180,20 @@ fn check_metrics(lab: &mut Lab, est: &Established<'_>) -> Result<()> {
     check_daemon(lab, est, &got)
 }
 
-/// `GET /metrics` from socksecd in moon.
+/// `GET /metrics` from socksecd in moon. The daemon listens for its broker clients before its
+/// cache has read charon's SAs, and for the metrics after: the first fetch waits for them.
 fn fetch(lab: &Lab) -> Result<BTreeMap<String, f64>> {
     let body = lab
         .moon()
         .run(|| -> std::io::Result<String> {
-            let mut s = TcpStream::connect(("127.0.0.1", METRICS_PORT))?;
+            let deadline = Instant::now() + Duration::from_secs(30);
+            let mut s = loop {
+                match TcpStream::connect(("127.0.0.1", METRICS_PORT)) {
+                    Ok(s) => break s,
+                    Err(e) if Instant::now() > deadline => return Err(e),
+                    Err(_) => std::thread::sleep(Duration::from_millis(100)),
+                }
+            };
             s.set_read_timeout(Some(Duration::from_secs(10)))?;
             s.write_all(b"GET /metrics HTTP/1.1\r\nHost: moon\r\n\r\n")?;
             let mut reply = String::new();
