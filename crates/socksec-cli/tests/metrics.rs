@@ -276,25 +276,7 @@ fn prometheus_scrapes_the_counts_ls_and_check_give() {
                     .ends_with(&format!(":{}", holder.md5_port))
     }));
 
-    // promtool: clean.
-    let mut promtool = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    promtool
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(prom.as_bytes())
-        .unwrap();
-    let lint = promtool.wait_with_output().unwrap();
-    assert!(
-        lint.status.success() && lint.stdout.is_empty() && lint.stderr.is_empty(),
-        "promtool check metrics: {lint:?}\n{prom}"
-    );
+    common::promtool_clean(&prom);
 
     // node_exporter and Prometheus in a namespace of their own: fixed ports are free there,
     // and their connections are not among those counted. node_exporter reads the file

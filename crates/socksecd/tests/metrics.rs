@@ -91,35 +91,6 @@ fn until(
     }
 }
 
-/// `promtool check metrics` finds nothing to say of `text` (Debian's `prometheus`; without
-/// it: fails in CI, says SKIPPED elsewhere).
-fn promtool_clean(text: &str) {
-    use std::process::{Command, Stdio};
-    let Ok(mut promtool) = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-    else {
-        let why = "promtool (Debian package prometheus: scripts/install-deps)";
-        assert!(std::env::var("CI").as_deref() != Ok("true"), "needs {why}");
-        eprintln!("SKIPPED: promtool check metrics: needs {why}");
-        return;
-    };
-    promtool
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
-    let out = promtool.wait_with_output().unwrap();
-    assert!(
-        out.status.success() && out.stdout.is_empty() && out.stderr.is_empty(),
-        "promtool check metrics: {out:?}\n{text}"
-    );
-}
-
 #[test]
 fn metrics_count_connections_and_protection_changes() {
     if !require_root("metrics_count_connections_and_protection_changes") {
@@ -132,7 +103,7 @@ fn metrics_count_connections_and_protection_changes() {
         &["--metrics", &addr, "--metrics-interval", "1"],
         Some(&ns.0),
     );
-    promtool_clean(&get(&ns, b"GET /metrics HTTP/1.0\r\n\r\n").1);
+    hosts::promtool_clean(&get(&ns, b"GET /metrics HTTP/1.0\r\n\r\n").1);
     let m = scrape(&ns);
     let series = |protocol: &str, protection: &str| {
         format!("socksec_connections{{protocol=\"{protocol}\",protection=\"{protection}\"}}")

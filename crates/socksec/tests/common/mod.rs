@@ -205,3 +205,33 @@ impl Drop for Holder {
         let _ = self.child.wait();
     }
 }
+
+/// `promtool check metrics` finds nothing to say of `text` (Debian's `prometheus`; without
+/// it: fails in CI, says SKIPPED elsewhere).
+pub fn promtool_clean(text: &str) {
+    use std::io::Write;
+    use std::process::Stdio;
+    let Ok(mut promtool) = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+    else {
+        let why = "promtool (Debian package prometheus: scripts/install-deps)";
+        assert!(std::env::var("CI").as_deref() != Ok("true"), "needs {why}");
+        eprintln!("SKIPPED: promtool check metrics: needs {why}");
+        return;
+    };
+    promtool
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = promtool.wait_with_output().unwrap();
+    assert!(
+        out.status.success() && out.stdout.is_empty() && out.stderr.is_empty(),
+        "promtool check metrics: {out:?}\n{text}"
+    );
+}
