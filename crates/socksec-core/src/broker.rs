@@ -6,7 +6,7 @@
 //! |-------|---------|-------|
 //! | 0..4  | magic   | `b"SKSQ"` |
 //! | 4..6  | version | [`VERSION`], big-endian |
-//! | 6..8  | kind    | [`FrameKind`]: 1 request, 2 response, big-endian |
+//! | 6..8  | kind    | [`FrameKind`]: 1 request, 2 response, 3 secure-socket request, big-endian |
 //! | 8..12 | length  | body length in bytes, big-endian; at most [`MAX_REQUEST`] for a request and [`MAX_RESPONSE`] for a response |
 //!
 //! A request body is a [`Request`] (the query template; the socket itself travels as
@@ -14,14 +14,21 @@
 //! the full [`SecurityInfo`] or the [`Error`] with its kind, errno, Winsock code and message.
 //! A connection may carry any number of request/response exchanges in turn.
 //!
+//! A secure-socket request (kind 3) is a [`SecureRequest`], one step of a secure socket's life
+//! that needs the daemon's privilege (the socket travels the same way); it is answered
+//! [`Response::Done`], or with the query's answer for the steps that check a connection.
+//!
 //! JSON (serde) rather than a hand-made binary body: the answer is a tree of optional and
 //! variable-length parts that serde already describes for the CLI's `--json`, and the size
 //! limits bound the parser's work.
 
 use serde::{Deserialize, Serialize};
 
+use std::net::SocketAddr;
+
 use crate::contract::{QueryTemplate, SecurityInfo};
 use crate::error::{Error, ErrorKind};
+use crate::secure::Settings;
 
 /// The frame magic.
 pub const MAGIC: [u8; 4] = *b"SKSQ";
@@ -41,6 +48,8 @@ pub enum FrameKind {
     Request,
     /// Daemon to client: a [`Response`].
     Response,
+    /// Client to daemon: a [`SecureRequest`] and one descriptor.
+    Secure,
 }
 
 impl FrameKind {
@@ -48,12 +57,13 @@ impl FrameKind {
         match self {
             Self::Request => 1,
             Self::Response => 2,
+            Self::Secure => 3,
         }
     }
 
     fn max(self) -> u32 {
         match self {
-            Self::Request => MAX_REQUEST,
+            Self::Request | Self::Secure => MAX_REQUEST,
             Self::Response => MAX_RESPONSE,
         }
     }
@@ -68,6 +78,36 @@ pub struct Request {
     pub template: QueryTemplate,
 }
 
+/// One step of a secure socket (see `docs/secure-sockets.md`) that `socksecd` takes for the
+/// socket that comes with it. The daemon keeps, by socket cookie, what each step needs from
+/// the ones before (the socket's policies, its settings, what charon loaded); a client names
+/// nothing but the peer and the identity it must prove.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum SecureRequest {
+    /// `WSASetSocketSecurity`: the socket (TCP, neither bound nor connected) requires ESP from
+    /// now on, under the profile the settings name, if the caller may use it.
+    Require {
+        /// What the application asks for.
+        settings: Settings,
+    },
+    /// Before `connect`: charon negotiates with `peer`, which must prove `identity`.
+    Negotiate {
+        /// The address the socket will connect to.
+        peer: SocketAddr,
+        /// The IKE identity the peer must prove (a target name already turned into one).
+        identity: Option<String>,
+    },
+    /// After `connect`: the connection is checked; answered with the query's answer, or
+    /// `NotProtected` when it is not protected as the settings ask.
+    Connected,
+    /// A listening socket that required ESP: charon answers for its port from now on.
+    Respond,
+    /// A socket accepted from such a listener: given a tag of its own, then checked as
+    /// [`SecureRequest::Connected`] is.
+    Accepted,
+}
+
 /// The daemon's answer to one request.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -76,6 +116,8 @@ pub enum Response {
     Answer(Box<SecurityInfo>),
     /// Why there is none.
     Error(Error),
+    /// A secure-socket step that answers nothing was taken.
+    Done,
 }
 
 impl From<Result<SecurityInfo, Error>> for Response {
@@ -92,8 +134,17 @@ impl From<Response> for Result<SecurityInfo, Error> {
         match r {
             Response::Answer(info) => Ok(*info),
             Response::Error(e) => Err(e),
+            Response::Done => Err(unexpected_done()),
         }
     }
+}
+
+fn unexpected_done() -> Error {
+    Error::new(
+        ErrorKind::System,
+        "broker protocol: the daemon answered \"done\" where an answer was due",
+    )
+    .with_errno(crate::error::errno::EPROTO)
 }
 
 /// A frame that breaks the protocol.
@@ -190,6 +241,18 @@ pub fn parse_header(bytes: &[u8; HEADER_LEN], expected: FrameKind) -> Result<Hea
     })
 }
 
+/// Checks the header of a frame a client sends: a query ([`FrameKind::Request`]) or a
+/// secure-socket step ([`FrameKind::Secure`]).
+pub fn parse_client_header(bytes: &[u8; HEADER_LEN]) -> Result<Header, ProtoError> {
+    let kind = u16::from_be_bytes([bytes[6], bytes[7]]);
+    let expected = if kind == FrameKind::Secure.raw() {
+        FrameKind::Secure
+    } else {
+        FrameKind::Request
+    };
+    parse_header(bytes, expected)
+}
+
 /// The header bytes of a frame of `kind` with a body of `len` bytes.
 pub fn header(kind: FrameKind, len: u32) -> [u8; HEADER_LEN] {
     let mut h = [0u8; HEADER_LEN];
@@ -238,6 +301,16 @@ pub fn encode_response(response: &Response) -> Vec<u8> {
             out
         }
     }
+}
+
+/// A whole secure-socket request frame.
+pub fn encode_secure(request: &SecureRequest) -> Result<Vec<u8>, ProtoError> {
+    frame(FrameKind::Secure, to_json(request)?)
+}
+
+/// A secure-socket request body.
+pub fn decode_secure(body: &[u8]) -> Result<SecureRequest, ProtoError> {
+    serde_json::from_slice(body).map_err(|e| ProtoError::Malformed(e.to_string()))
 }
 
 /// A request body.
@@ -381,6 +454,45 @@ mod tests {
         let mut body = f[HEADER_LEN..].to_vec();
         body[1] = b'X';
         assert!(decode_request(&body).is_err());
+    }
+
+    #[test]
+    fn secure_requests_round_trip_and_share_the_request_limits() {
+        let steps = [
+            SecureRequest::Require {
+                settings: Settings {
+                    allow_insecure: false,
+                    guarantee_encryption: true,
+                    profile: Some("web".into()),
+                },
+            },
+            SecureRequest::Negotiate {
+                peer: "[2001:db8::2]:6000".parse().unwrap(),
+                identity: Some("sun.example".into()),
+            },
+            SecureRequest::Connected,
+            SecureRequest::Respond,
+            SecureRequest::Accepted,
+        ];
+        for step in steps {
+            let f = encode_secure(&step).unwrap();
+            let head: &[u8; HEADER_LEN] = f[..HEADER_LEN].try_into().unwrap();
+            let h = parse_client_header(head).unwrap();
+            assert_eq!(h.kind, FrameKind::Secure);
+            let body = decode_frame(&f, FrameKind::Secure).unwrap();
+            assert_eq!(decode_secure(body).unwrap(), step);
+        }
+        let query = encode_request(&request()).unwrap();
+        let head: &[u8; HEADER_LEN] = query[..HEADER_LEN].try_into().unwrap();
+        assert_eq!(parse_client_header(head).unwrap().kind, FrameKind::Request);
+        // A response kind from a client, an oversized step, unknown fields: refused.
+        assert!(parse_client_header(&header(FrameKind::Response, 2)).is_err());
+        assert!(parse_client_header(&header(FrameKind::Secure, MAX_REQUEST + 1)).is_err());
+        assert!(decode_secure(br#"{"connected":null,"uid":0}"#).is_err());
+        assert!(decode_secure(br#"{"require":{"settings":{"allow_insecure":true,"guarantee_encryption":false,"profile":null,"reqid":7}}}"#).is_err());
+        // "done" is no answer to a query.
+        let done: Result<SecurityInfo, Error> = Response::Done.into();
+        assert_eq!(done.unwrap_err().errno(), crate::error::errno::EPROTO);
     }
 
     #[test]

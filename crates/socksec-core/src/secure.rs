@@ -23,8 +23,10 @@ use crate::error::{Error, ErrorKind};
 use crate::vici::codec::Message;
 use crate::xfrm::codec::{SELECTOR_LEN, USER_TMPL_LEN, USERPOLICY_INFO_LEN};
 
-/// What an application asks for (`SOCKET_SECURITY_SETTINGS` and its IPsec extension).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// What an application asks for (`SOCKET_SECURITY_SETTINGS` and its IPsec extension). It
+/// travels to `socksecd` as it is (unknown fields refused).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Settings {
     /// `SOCKET_SETTINGS_ALLOW_INSECURE`: traffic may go in clear when no SA can be had (the
     /// socket's policies are optional templates).
@@ -85,6 +87,26 @@ pub struct Profile {
     /// How long a negotiation may take, in seconds.
     #[serde(default = "default_timeout")]
     pub timeout_secs: u32,
+    /// Who may use this profile through `socksecd` (unprivileged callers): user names, or
+    /// `"*"` for every local user. Root may always; nobody else when both lists are empty.
+    #[serde(default)]
+    pub allow_users: Vec<String>,
+    /// Groups whose members (the caller's primary or supplementary groups) may use this profile
+    /// through `socksecd`.
+    #[serde(default)]
+    pub allow_groups: Vec<String>,
+}
+
+/// Who asks `socksecd` for a secure socket, as the kernel reports the caller
+/// (`SO_PEERCRED`, `SO_PEERGROUPS`) and the user database names it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    /// The caller's uid.
+    pub uid: u32,
+    /// Its user name, if the user database has one.
+    pub user: Option<String>,
+    /// The names of its primary and supplementary groups that the group database has.
+    pub groups: Vec<String>,
 }
 
 fn default_esp() -> Vec<String> {
@@ -108,6 +130,11 @@ pub struct Config {
 }
 
 impl Config {
+    /// The name of the profile `settings` ask for: theirs, or `default`.
+    pub fn profile_name(settings: &Settings) -> &str {
+        settings.profile.as_deref().unwrap_or("default")
+    }
+
     /// Parses the configuration file's text; the error names the line and what is wrong.
     pub fn parse(text: &str) -> Result<Self, Error> {
         let config: Self = crate::error::from_toml("secure-sockets configuration", text)?;
@@ -119,7 +146,7 @@ impl Config {
 
     /// The profile `settings` name (or `default`).
     pub fn profile(&self, settings: &Settings) -> Result<&Profile, Error> {
-        let name = settings.profile.as_deref().unwrap_or("default");
+        let name = Self::profile_name(settings);
         self.profile.get(name).ok_or_else(|| {
             Error::new(
                 ErrorKind::NegotiationFailed,
@@ -130,6 +157,28 @@ impl Config {
 }
 
 impl Profile {
+    /// Whether `caller` may use this profile through `socksecd` (see
+    /// [`Profile::allow_users`]); the error says who may.
+    pub fn permits(&self, name: &str, caller: &Caller) -> Result<(), Error> {
+        let by_user = caller.uid == 0
+            || self.allow_users.iter().any(|u| {
+                u == "*" || caller.user.as_deref() == Some(u) || *u == caller.uid.to_string()
+            });
+        let by_group = self.allow_groups.iter().any(|g| caller.groups.contains(g));
+        if by_user || by_group {
+            return Ok(());
+        }
+        Err(Error::new(
+            ErrorKind::PermissionDenied,
+            format!(
+                "uid {} ({}) may not use the secure-sockets profile {name:?}: its allow_users \
+                 and allow_groups do not name it",
+                caller.uid,
+                caller.user.as_deref().unwrap_or("no user name")
+            ),
+        ))
+    }
+
     fn check(&self, name: &str) -> Result<(), Error> {
         let bad = |why: String| {
             Err(Error::new(
@@ -152,7 +201,9 @@ impl Profile {
             .chain(&self.accept_id)
             .chain(&self.certs)
             .chain(&self.ike_proposals)
-            .chain(&self.esp_proposals);
+            .chain(&self.esp_proposals)
+            .chain(&self.allow_users)
+            .chain(&self.allow_groups);
         for text in texts {
             check_text(text).or_else(&bad)?;
         }
@@ -562,7 +613,53 @@ mod tests {
             ike_proposals: vec![],
             esp_proposals: esp.iter().map(|s| s.to_string()).collect(),
             timeout_secs: 10,
+            allow_users: vec![],
+            allow_groups: vec![],
         }
+    }
+
+    #[test]
+    fn only_named_users_and_groups_may_use_a_profile_through_the_broker() {
+        let caller = |uid: u32, user: &str, groups: &[&str]| Caller {
+            uid,
+            user: Some(user.into()),
+            groups: groups.iter().map(|g| g.to_string()).collect(),
+        };
+        let alice = caller(1000, "alice", &["alice", "staff"]);
+        let root = caller(0, "root", &["root"]);
+        let mut p = profile(&["aes128gcm16"]);
+        // Nobody but root by default.
+        assert_eq!(
+            p.permits("default", &alice).unwrap_err().kind(),
+            ErrorKind::PermissionDenied
+        );
+        assert!(p.permits("default", &root).is_ok());
+        p.allow_groups = vec!["staff".into()];
+        assert!(p.permits("default", &alice).is_ok());
+        assert!(
+            p.permits("default", &caller(1001, "bob", &["bob"]))
+                .is_err()
+        );
+        p.allow_groups.clear();
+        p.allow_users = vec!["1000".into()];
+        assert!(p.permits("default", &alice).is_ok());
+        p.allow_users = vec!["bob".into()];
+        let e = p.permits("web", &alice).unwrap_err();
+        assert!(
+            e.message().contains("\"web\"") && e.message().contains("alice"),
+            "{e}"
+        );
+        p.allow_users = vec!["*".into()];
+        assert!(p.permits("default", &caller(4242, "x", &[])).is_ok());
+        // Keys in the file, checked like every other text.
+        let config = Config::parse(
+            "[profile.default]\nauth = \"psk\"\nallow_users = [\"*\"]\nallow_groups = [\"ipsec\"]\n",
+        )
+        .unwrap();
+        assert_eq!(config.profile["default"].allow_groups, ["ipsec"]);
+        assert!(
+            Config::parse("[profile.default]\nauth = \"psk\"\nallow_users = [\"\"]\n").is_err()
+        );
     }
 
     #[test]

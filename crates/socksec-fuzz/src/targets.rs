@@ -65,14 +65,29 @@ fn state_payload(data: &[u8]) -> Vec<u8> {
     p
 }
 
-/// What `socksecd` reads from a client: the frame header (length limits) and the request
-/// body; whatever decodes encodes back to the same request.
+/// What `socksecd` reads from a client: the frame header (length limits, either request
+/// kind) and the body, a query or a secure-socket step; whatever decodes encodes back to the
+/// same request.
 pub fn broker_request(data: &[u8]) {
     frame_header(data, FrameKind::Request);
+    frame_header(data, FrameKind::Secure);
+    if let Some(head) = data.get(..broker::HEADER_LEN) {
+        let head: &[u8; broker::HEADER_LEN] = head.try_into().expect("HEADER_LEN bytes");
+        if let Ok(h) = broker::parse_client_header(head) {
+            assert!(h.len <= broker::MAX_REQUEST, "{h:?} over the request limit");
+            assert_ne!(h.kind, FrameKind::Response, "a client header of a response");
+        }
+    }
     if let Ok(request) = broker::decode_request(data) {
         let frame = broker::encode_request(&request).expect("a decoded request encodes");
         let body = broker::decode_frame(&frame, FrameKind::Request).expect("its own frame");
         assert_eq!(broker::decode_request(body).ok(), Some(request));
+    }
+    // The secure-socket steps (`SecureRequest`) come the same way.
+    if let Ok(step) = broker::decode_secure(data) {
+        let frame = broker::encode_secure(&step).expect("a decoded step encodes");
+        let body = broker::decode_frame(&frame, FrameKind::Secure).expect("its own frame");
+        assert_eq!(broker::decode_secure(body).ok(), Some(step));
     }
 }
 
@@ -95,7 +110,7 @@ pub fn broker_response(data: &[u8]) {
 /// is an error.
 fn frame_header(data: &[u8], kind: FrameKind) {
     let max = match kind {
-        FrameKind::Request => broker::MAX_REQUEST,
+        FrameKind::Request | FrameKind::Secure => broker::MAX_REQUEST,
         FrameKind::Response => broker::MAX_RESPONSE,
     };
     if let Some(head) = data.get(..broker::HEADER_LEN) {

@@ -33,8 +33,9 @@ enum Command {
         /// Cache folder for the kernel and initramfs [default: lab/work in the repository].
         #[arg(long, value_name = "DIR")]
         work_dir: Option<PathBuf>,
-        /// Give up on the guest after this many seconds.
-        #[arg(long, value_name = "SECS", default_value_t = 900)]
+        /// Give up on the guest after this many seconds (the whole lab takes about 10 minutes
+        /// on an idle 2-core machine under TCG; the default leaves room for a busy one).
+        #[arg(long, value_name = "SECS", default_value_t = 1800)]
         timeout: u64,
     },
     /// Run the scenarios (inside the lab guest only; started by the guest's init).

@@ -69,10 +69,11 @@ pub mod secure {
         IMPERSONATION_MAP, impersonate_peer, impersonating, revert_impersonation,
     };
     pub use crate::secure_sockets::{
-        Auth, CONFIG_PATH, Config, OwnPolicies, Profile, REAP_PERIOD, REGISTRY_DIR, SecureListener,
-        SecureStream, Settings, accept_socket, config, connect, connect_socket, delete_peer_target,
-        forget, listen, peer_identity, record_secure_socket, recorded, release_all, require_ipsec,
-        set_peer_target, set_security,
+        Auth, CONFIG_PATH, Caller, Config, Negotiation, OwnPolicies, Profile, REAP_PERIOD,
+        REGISTRY_DIR, Role, SecureListener, SecureStream, Session, Settings, accept_socket, config,
+        connect, connect_socket, cookie, delete_peer_target, forget, listen, live_tcp_cookies,
+        negotiate, peer_identity, record_secure_socket, recorded, release_all, require_ipsec,
+        retag, set_peer_target, set_security, verify,
     };
 }
 

@@ -18,10 +18,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use socket2::{Domain, Protocol, Socket, Type};
-pub use socksec_core::secure::{Auth, Config, OwnPolicies, Profile, Settings, peer_identity};
-use socksec_core::secure::{
-    Negotiation, PolicyDirection, REQID_RANGE, Role, socket_policy, socket_policy_option,
+pub use socksec_core::secure::{
+    Auth, Caller, Config, Negotiation, OwnPolicies, Profile, Role, Settings, peer_identity,
 };
+use socksec_core::secure::{PolicyDirection, REQID_RANGE, socket_policy, socket_policy_option};
 
 use crate::contract::SecurityInfo;
 use crate::error::{Error, ErrorKind};
@@ -76,6 +76,18 @@ pub fn record_secure_socket(fd: BorrowedFd<'_>, own: OwnPolicies) -> Result<u64,
     record(cookie, own)
         .map_err(|e| Error::system("recording the secure socket in /run/socksec", &e))?;
     Ok(cookie)
+}
+
+/// The cookies of every TCP socket of this network namespace that the kernel lists and that
+/// an application may still hold (`sock_diag`: connecting, connected, listening and closing
+/// sockets; not those that are neither bound to a connection nor listening, and not
+/// `TIME_WAIT` remnants, which no descriptor names): a socket whose cookie is missing is gone.
+pub fn live_tcp_cookies() -> Result<std::collections::HashSet<u64>, Error> {
+    Ok(crate::diag::dump(&[crate::flow::Transport::Tcp])?
+        .into_iter()
+        .filter(|s| s.state != crate::diag::SockState::TimeWait)
+        .map(|s| s.cookie)
+        .collect())
 }
 
 /// Removes socksec's record of the socket with `cookie`.
@@ -159,7 +171,7 @@ fn vici_error(what: &str, e: ViciError) -> Error {
 /// What socksec loaded into charon for one secure socket (or listener): terminated and
 /// unloaded when the last socket that uses it is dropped.
 #[derive(Debug)]
-struct Session {
+pub struct Session {
     negotiation: Negotiation,
     vici: PathBuf,
 }
@@ -232,12 +244,14 @@ impl Drop for Session {
 }
 
 /// A connection socksec negotiated protection for; reads and writes go to the socket. The IKE
-/// connection and the record of the socket go when it is dropped.
+/// connection and the record of the socket go when it is dropped (by `socksecd`, which took
+/// the steps, when it finds the socket gone, for a caller without the privilege).
 #[derive(Debug)]
 pub struct SecureStream {
     stream: TcpStream,
     info: SecurityInfo,
-    cookie: u64,
+    /// The socket's record, when this process made it.
+    cookie: Option<u64>,
     _session: Option<Arc<Session>>,
 }
 
@@ -277,23 +291,20 @@ impl AsFd for SecureStream {
 
 impl Drop for SecureStream {
     fn drop(&mut self) {
-        forget(self.cookie);
+        if let Some(cookie) = self.cookie {
+            forget(cookie);
+        }
     }
 }
 
-/// A socket with its own ESP-requiring policies, recorded.
-fn protected_socket(
-    addr: &SocketAddr,
-    settings: &Settings,
-) -> Result<(Socket, OwnPolicies), Error> {
-    let socket = Socket::new(
+/// A new TCP socket for `addr`'s family.
+fn tcp_socket(addr: &SocketAddr) -> Result<Socket, Error> {
+    Socket::new(
         Domain::for_address(*addr),
         Type::STREAM.cloexec(),
         Some(Protocol::TCP),
     )
-    .map_err(|e| Error::system("creating a TCP socket", &e))?;
-    let own = require_ipsec(socket.as_fd(), addr.is_ipv6(), settings)?;
-    Ok((socket, own))
+    .map_err(|e| Error::system("creating a TCP socket", &e))
 }
 
 /// Checks that a connection is protected as `settings` ask, by a query; records it first so
@@ -310,7 +321,7 @@ fn checked(
         Ok(info) => Ok(SecureStream {
             stream,
             info,
-            cookie,
+            cookie: Some(cookie),
             _session: session,
         }),
         Err(e) => {
@@ -322,8 +333,8 @@ fn checked(
 }
 
 /// The query's answer for the connected socket `fd` (with its peer's identity), or why it is
-/// not protected as `settings` ask.
-fn verify(fd: BorrowedFd<'_>, settings: &Settings) -> Result<SecurityInfo, Error> {
+/// not protected as `settings` ask ([`ErrorKind::NotProtected`]).
+pub fn verify(fd: BorrowedFd<'_>, settings: &Settings) -> Result<SecurityInfo, Error> {
     let info = crate::query(&fd, &crate::listing_template())?;
     let refused = if !settings.allow_insecure && !info.is_secured() {
         "not secured"
@@ -350,8 +361,11 @@ fn verify(fd: BorrowedFd<'_>, settings: &Settings) -> Result<SecurityInfo, Error
 /// Has charon load `negotiation` (and, for a client, negotiate it) under the configured
 /// profile. A failed negotiation unloads what it loaded (`Session`'s drop); with
 /// `allow_insecure` it is no error (`None`): the socket's optional policies let the connection
-/// go in clear, and the query says so.
-fn negotiate(negotiation: Negotiation, settings: &Settings) -> Result<Option<Arc<Session>>, Error> {
+/// go in clear, and the query says so. What it loaded goes when the last `Arc` is dropped.
+pub fn negotiate(
+    negotiation: Negotiation,
+    settings: &Settings,
+) -> Result<Option<Arc<Session>>, Error> {
     match config().and_then(|config| Session::load(negotiation, &config, settings)) {
         Ok(session) => Ok(Some(Arc::new(session))),
         Err(e) if settings.allow_insecure && e.kind() == ErrorKind::NegotiationFailed => Ok(None),
@@ -360,8 +374,8 @@ fn negotiate(negotiation: Negotiation, settings: &Settings) -> Result<Option<Arc
 }
 
 /// Gives a socket that inherited a listener's policies `own` a tag of its own (the same
-/// requirement, so there is no moment without one).
-fn retag(
+/// requirement, so there is no moment without one), and returns its policies.
+pub fn retag(
     fd: BorrowedFd<'_>,
     v6: bool,
     own: OwnPolicies,
@@ -387,7 +401,19 @@ pub fn connect(
     settings: &Settings,
 ) -> Result<SecureStream, Error> {
     let identity = peer_identity(target, raw)?;
-    let (socket, own) = protected_socket(&addr, settings)?;
+    let socket = tcp_socket(&addr)?;
+    if let Agent::Broker(path) = Agent::current()? {
+        via_broker::require(&path, socket.as_fd(), settings)?;
+        via_broker::negotiate(&path, socket.as_fd(), addr, Some(identity))?;
+        let info = via_broker::connect(&path, socket.as_fd(), addr)?;
+        return Ok(SecureStream {
+            stream: socket.into(),
+            info,
+            cookie: None,
+            _session: None,
+        });
+    }
+    let own = require_ipsec(socket.as_fd(), addr.is_ipv6(), settings)?;
     let negotiation = Negotiation {
         reqid: own.reqid,
         role: Role::Initiator {
@@ -409,10 +435,21 @@ pub fn connect(
 #[derive(Debug)]
 pub struct SecureListener {
     listener: TcpListener,
-    own: OwnPolicies,
-    v6: bool,
     settings: Settings,
-    session: Arc<Session>,
+    agent: ListenerAgent,
+}
+
+/// Who took a listener's privileged steps, and does them for the sockets it accepts.
+#[derive(Debug)]
+enum ListenerAgent {
+    /// This process: the listener's policies and what charon loaded for it.
+    Local {
+        own: OwnPolicies,
+        v6: bool,
+        session: Arc<Session>,
+    },
+    /// `socksecd`, at this path.
+    Broker(PathBuf),
 }
 
 impl SecureListener {
@@ -429,33 +466,184 @@ impl SecureListener {
             .listener
             .accept()
             .map_err(|e| Error::system("accepting a connection", &e))?;
-        let own = retag(stream.as_fd(), self.v6, self.own, &self.settings)?;
-        checked(stream, own, &self.settings, Some(self.session.clone()))
+        match &self.agent {
+            ListenerAgent::Local { own, v6, session } => {
+                let own = retag(stream.as_fd(), *v6, *own, &self.settings)?;
+                checked(stream, own, &self.settings, Some(session.clone()))
+            }
+            ListenerAgent::Broker(path) => {
+                let info = via_broker::accepted(path, stream.as_fd())?;
+                Ok(SecureStream {
+                    stream,
+                    info,
+                    cookie: None,
+                    _session: None,
+                })
+            }
+        }
     }
 }
 
 /// Listens on `addr` for connections protected by IPsec: charon is given a responder
 /// connection for the port before the socket binds.
 pub fn listen(addr: SocketAddr, settings: &Settings) -> Result<SecureListener, Error> {
-    let config = config()?;
-    let (socket, own) = protected_socket(&addr, settings)?;
-    let negotiation = Negotiation {
-        reqid: own.reqid,
-        role: Role::Responder { port: addr.port() },
+    let socket = tcp_socket(&addr)?;
+    let bind = |socket: &Socket| {
+        socket
+            .set_reuse_address(true)
+            .and_then(|()| socket.bind(&addr.into()))
+            .and_then(|()| socket.listen(128))
+            .map_err(|e| Error::system(&format!("listening on {addr}"), &e))
     };
-    let session = Arc::new(Session::load(negotiation, &config, settings)?);
-    socket
-        .set_reuse_address(true)
-        .and_then(|()| socket.bind(&addr.into()))
-        .and_then(|()| socket.listen(128))
-        .map_err(|e| Error::system(&format!("listening on {addr}"), &e))?;
+    let agent = match Agent::current()? {
+        Agent::Broker(path) => {
+            via_broker::require(&path, socket.as_fd(), settings)?;
+            bind(&socket)?;
+            via_broker::respond(&path, socket.as_fd())?;
+            ListenerAgent::Broker(path)
+        }
+        Agent::Local => {
+            let config = config()?;
+            let own = require_ipsec(socket.as_fd(), addr.is_ipv6(), settings)?;
+            let negotiation = Negotiation {
+                reqid: own.reqid,
+                role: Role::Responder { port: addr.port() },
+            };
+            let session = Arc::new(Session::load(negotiation, &config, settings)?);
+            bind(&socket)?;
+            ListenerAgent::Local {
+                own,
+                v6: addr.is_ipv6(),
+                session,
+            }
+        }
+    };
     Ok(SecureListener {
         listener: socket.into(),
-        own,
-        v6: addr.is_ipv6(),
         settings: settings.clone(),
-        session,
+        agent,
     })
+}
+
+/// Who takes a secure socket's privileged steps (the socket's policies, charon's connection,
+/// the record): this process when it may read the kernel's tables (see `SOCKSEC_MODE`), else
+/// `socksecd`, which keeps what it loaded until it finds the socket gone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Agent {
+    Local,
+    Broker(PathBuf),
+}
+
+impl Agent {
+    fn current() -> Result<Self, Error> {
+        Ok(match crate::mode::current()? {
+            crate::mode::Mode::Local => Self::Local,
+            crate::mode::Mode::Broker(path) => Self::Broker(path),
+        })
+    }
+}
+
+/// The steps of a secure socket taken by `socksecd` for a caller without the privilege
+/// ([`crate::broker::proto::SecureRequest`]), each on a connection of its own.
+mod via_broker {
+    use std::net::SocketAddr;
+    use std::os::fd::BorrowedFd;
+    use std::path::Path;
+    use std::time::Duration;
+
+    use crate::broker::Connection;
+    use crate::broker::proto::SecureRequest;
+    use crate::contract::SecurityInfo;
+    use crate::error::{Error, ErrorKind};
+
+    /// The longest a negotiation can take: the largest profile timeout, and a margin for
+    /// charon's and the daemon's own steps.
+    const NEGOTIATION_WAIT: Duration = Duration::from_secs(300 + 20);
+
+    fn step(
+        path: &Path,
+        fd: BorrowedFd<'_>,
+        request: &SecureRequest,
+        wait: Duration,
+    ) -> Result<Option<SecurityInfo>, Error> {
+        let mut conn = Connection::connect(path, wait)
+            .map_err(|e| crate::mode::broker_unreachable(e, crate::mode::broker_forced()))?;
+        conn.secure(fd, request)
+    }
+
+    fn answer(
+        path: &Path,
+        fd: BorrowedFd<'_>,
+        request: &SecureRequest,
+    ) -> Result<SecurityInfo, Error> {
+        step(path, fd, request, crate::broker::DEFAULT_TIMEOUT)?.ok_or_else(|| {
+            Error::new(
+                ErrorKind::System,
+                "broker protocol: socksecd answered \"done\" where the connection's answer was \
+                 due",
+            )
+            .with_errno(libc::EPROTO)
+        })
+    }
+
+    /// `socksecd` gives the socket its ESP-requiring policies (see
+    /// [`super::require_ipsec`]) under the profile `settings` name, if this user may use it.
+    pub fn require(
+        path: &Path,
+        fd: BorrowedFd<'_>,
+        settings: &super::Settings,
+    ) -> Result<(), Error> {
+        let request = SecureRequest::Require {
+            settings: settings.clone(),
+        };
+        step(path, fd, &request, crate::broker::DEFAULT_TIMEOUT).map(drop)
+    }
+
+    /// `socksecd` has charon negotiate with `peer`, authenticated as `identity`. On failure
+    /// the socket keeps its policies (it still cannot connect in clear) and may try again.
+    pub fn negotiate(
+        path: &Path,
+        fd: BorrowedFd<'_>,
+        peer: SocketAddr,
+        identity: Option<String>,
+    ) -> Result<(), Error> {
+        let request = SecureRequest::Negotiate { peer, identity };
+        step(path, fd, &request, NEGOTIATION_WAIT).map(drop)
+    }
+
+    /// Connects the negotiated socket and has `socksecd` check the connection; a connection
+    /// that is not protected as asked is shut down.
+    pub fn connect(
+        path: &Path,
+        fd: BorrowedFd<'_>,
+        addr: SocketAddr,
+    ) -> Result<SecurityInfo, Error> {
+        let sock = socket2::SockRef::from(&fd);
+        sock.connect(&addr.into())
+            .map_err(|e| Error::system(&format!("connecting to {addr}"), &e))?;
+        answer(path, fd, &SecureRequest::Connected).inspect_err(|_| {
+            let _ = sock.shutdown(std::net::Shutdown::Both);
+        })
+    }
+
+    /// `socksecd` has charon answer for the listening socket's port.
+    pub fn respond(path: &Path, fd: BorrowedFd<'_>) -> Result<(), Error> {
+        step(
+            path,
+            fd,
+            &SecureRequest::Respond,
+            crate::broker::DEFAULT_TIMEOUT,
+        )
+        .map(drop)
+    }
+
+    /// `socksecd` gives a socket accepted from such a listener a tag of its own and checks it;
+    /// one that is not protected as asked is shut down ([`ErrorKind::NotProtected`]).
+    pub fn accepted(path: &Path, fd: BorrowedFd<'_>) -> Result<SecurityInfo, Error> {
+        answer(path, fd, &SecureRequest::Accepted).inspect_err(|_| {
+            let _ = socket2::SockRef::from(&fd).shutdown(std::net::Shutdown::Both);
+        })
+    }
 }
 
 /// The Winsock way: settings and a target name are attached to a socket first
@@ -479,11 +667,20 @@ mod winsock_flow {
     /// A socket that asked for security and has not negotiated yet.
     struct Pending {
         fd: RawFd,
-        own: OwnPolicies,
+        via: Via,
         settings: Settings,
         raw_names: bool,
         v6: bool,
         target: Option<String>,
+    }
+
+    /// Who gave a socket its policies, and takes its next steps.
+    #[derive(Clone)]
+    enum Via {
+        /// This process: the policies.
+        Local(OwnPolicies),
+        /// `socksecd` at this path, which keeps them.
+        Broker(std::path::PathBuf),
     }
 
     /// A socket that negotiated (or a listener that answers): its descriptor, as the
@@ -573,14 +770,20 @@ mod winsock_flow {
                 "security was already set for this socket (it can be set once)",
             ));
         }
-        let own = require_ipsec(fd, v6, settings)?;
+        let via = match Agent::current()? {
+            Agent::Local => Via::Local(require_ipsec(fd, v6, settings)?),
+            Agent::Broker(path) => {
+                via_broker::require(&path, fd, settings)?;
+                Via::Broker(path)
+            }
+        };
         start_reaper();
         with(|t| {
             t.pending.insert(
                 cookie,
                 Pending {
                     fd: fd.as_raw_fd(),
-                    own,
+                    via,
                     settings: settings.clone(),
                     raw_names,
                     v6,
@@ -641,8 +844,20 @@ mod winsock_flow {
                 .connect(&addr.into())
                 .map_err(|e| Error::system(&format!("connecting to {addr}"), &e));
         };
+        let own = match &pending.via {
+            Via::Local(own) => *own,
+            Via::Broker(path) => {
+                let path = path.clone();
+                if let Err(e) = via_broker::negotiate(&path, fd, addr, pending.target.clone()) {
+                    // The socket keeps its policies: it can never connect in clear.
+                    with(|t| t.pending.insert(cookie, pending));
+                    return Err(e);
+                }
+                return via_broker::connect(&path, fd, addr).map(drop);
+            }
+        };
         let negotiation = Negotiation {
-            reqid: pending.own.reqid,
+            reqid: own.reqid,
             role: Role::Initiator {
                 peer: addr.ip(),
                 port: addr.port(),
@@ -659,7 +874,7 @@ mod winsock_flow {
         };
         sock.connect(&addr.into())
             .map_err(|e| Error::system(&format!("connecting to {addr}"), &e))?;
-        record(cookie, pending.own)
+        record(cookie, own)
             .map_err(|e| Error::system("recording the secure socket in /run/socksec", &e))?;
         keep(cookie, fd.as_raw_fd(), session);
         verify(fd, &pending.settings).map(drop).inspect_err(|_| {
@@ -697,17 +912,26 @@ mod winsock_flow {
                     "the socket is not bound and listening",
                 )
             })?;
-        let negotiation = Negotiation {
-            reqid: pending.own.reqid,
-            role: Role::Responder { port },
+        let session = match &pending.via {
+            Via::Local(own) => {
+                let negotiation = Negotiation {
+                    reqid: own.reqid,
+                    role: Role::Responder { port },
+                };
+                let session = config()
+                    .and_then(|config| Session::load(negotiation, &config, &pending.settings))
+                    .map(Arc::new)?;
+                Some(session)
+            }
+            Via::Broker(path) => {
+                via_broker::respond(path, fd)?;
+                None
+            }
         };
-        let session = config()
-            .and_then(|config| Session::load(negotiation, &config, &pending.settings))
-            .map(Arc::new)?;
         // The listener's policies and settings stay, for the accepted sockets.
         with(|t| t.pending.insert(cookie, pending));
-        keep(cookie, fd.as_raw_fd(), Some(session.clone()));
-        accept_checked(&sock, cookie, Some(session))
+        keep(cookie, fd.as_raw_fd(), session.clone());
+        accept_checked(&sock, cookie, session)
     }
 
     fn peer(addr: Option<SocketAddr>) -> Result<SocketAddr, Error> {
@@ -719,10 +943,10 @@ mod winsock_flow {
         listener: u64,
         session: Option<Arc<Session>>,
     ) -> Result<(std::os::fd::OwnedFd, SocketAddr), Error> {
-        let (own, settings, v6) = with(|t| {
+        let (via, settings, v6) = with(|t| {
             t.pending
                 .get(&listener)
-                .map(|p| (p.own, p.settings.clone(), p.v6))
+                .map(|p| (p.via.clone(), p.settings.clone(), p.v6))
         })
         .ok_or_else(|| {
             Error::new(
@@ -735,21 +959,31 @@ mod winsock_flow {
                 .accept()
                 .map_err(|e| Error::system("accepting a connection", &e))?;
             let addr = peer(addr.as_socket())?;
-            let own = retag(accepted.as_fd(), v6, own, &settings)?;
-            let cookie = record_secure_socket(accepted.as_fd(), own)?;
-            match verify(accepted.as_fd(), &settings) {
-                Ok(_) => {
+            let checked = match &via {
+                Via::Local(own) => {
+                    let own = retag(accepted.as_fd(), v6, *own, &settings)?;
+                    let cookie = record_secure_socket(accepted.as_fd(), own)?;
+                    let checked = verify(accepted.as_fd(), &settings).map(|_| Some(cookie));
+                    if checked.is_err() {
+                        forget(cookie);
+                    }
+                    checked
+                }
+                // socksecd keeps the record, and drops it when the socket is gone.
+                Via::Broker(path) => via_broker::accepted(path, accepted.as_fd()).map(|_| None),
+            };
+            match checked {
+                Ok(cookie) => {
                     let fd: std::os::fd::OwnedFd = accepted.into();
-                    keep(cookie, fd.as_raw_fd(), session.clone());
+                    if let Some(cookie) = cookie {
+                        keep(cookie, fd.as_raw_fd(), session.clone());
+                    }
                     return Ok((fd, addr));
                 }
                 // Not protected as asked: closed, and the next one is waited for, as a
                 // Windows server never sees a connection its policy refused.
-                Err(e) if e.kind() == ErrorKind::NotProtected => forget(cookie),
-                Err(e) => {
-                    forget(cookie);
-                    return Err(e);
-                }
+                Err(e) if e.kind() == ErrorKind::NotProtected => {}
+                Err(e) => return Err(e),
             }
         }
     }

@@ -81,6 +81,13 @@ fn refill(b: &Bucket, now: Instant) -> f64 {
     (b.tokens + now.duration_since(b.last).as_secs_f64() * PER_SECOND).min(BURST)
 }
 
+/// Writes a whole log line with one `write` (`eprintln!` writes each piece on its own: five
+/// system calls per line, and pieces of lines from other threads could come between them).
+pub fn log_line(line: &str) {
+    use std::io::Write;
+    let _ = std::io::stderr().lock().write_all(line.as_bytes());
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -15,6 +15,7 @@ mod logline;
 mod metrics;
 mod pool;
 mod redact;
+mod secure;
 mod server;
 mod sys;
 

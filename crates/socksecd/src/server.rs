@@ -26,7 +26,9 @@ use std::time::{Duration, Instant};
 
 use rustix::net::{RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags};
 use socksec::Sources;
-use socksec::broker::proto::{self, FrameKind, HEADER_LEN, ProtoError, Request, Response};
+use socksec::broker::proto::{
+    self, FrameKind, HEADER_LEN, ProtoError, Request, Response, SecureRequest,
+};
 use socksec::{Error, ErrorKind, SecurityInfo};
 
 use crate::closer::Closer;
@@ -34,6 +36,7 @@ use crate::limits::{Full, Quota};
 use crate::logline::{Limiter, escape};
 use crate::pool::Pool;
 use crate::redact::{Standing, redact};
+use crate::secure::SecureSockets;
 
 /// Descriptors one read makes room for: the kernel's `SCM_MAX_FD`, the most one message can
 /// carry, so that the kernel never drops descriptors itself (its close of a dropped one would
@@ -68,6 +71,8 @@ pub struct Server {
     logs: Limiter,
     /// The client threads, kept for the next client when theirs has gone.
     threads: Pool,
+    /// The secure sockets the daemon took steps for.
+    secure: Arc<SecureSockets>,
 }
 
 impl std::fmt::Debug for Server {
@@ -82,18 +87,14 @@ impl std::fmt::Debug for Server {
 /// Writes one log line to stderr (the journal, under systemd). Text a client controls goes
 /// through [`Server::note`] instead.
 macro_rules! log {
-    ($($arg:tt)*) => { crate::server::log_line(&format!("socksecd: {}\n", format_args!($($arg)*))) };
+    ($($arg:tt)*) => { crate::logline::log_line(&format!("socksecd: {}\n", format_args!($($arg)*))) };
 }
 
-/// Writes a whole log line with one `write` (`eprintln!` writes each piece on its own: five
-/// system calls per line, and pieces of lines from other threads could come between them).
-pub fn log_line(line: &str) {
-    let _ = io::stderr().lock().write_all(line.as_bytes());
-}
 
 /// Who a client is, from the kernel (`SO_PEERCRED` at connect time).
 struct Client {
     uid: u32,
+    gid: u32,
     who: String,
 }
 
@@ -102,6 +103,7 @@ impl Client {
         let c = rustix::net::sockopt::socket_peercred(stream).ok()?;
         Some(Self {
             uid: c.uid.as_raw(),
+            gid: c.gid.as_raw(),
             who: format!(
                 "pid {} uid {} gid {}",
                 c.pid.as_raw_pid(),
@@ -128,10 +130,35 @@ impl Server {
             closer: Closer::start()?,
             logs: Limiter::default(),
             threads: Pool::new("socksecd-client", CLIENT_STACK),
+            secure: SecureSockets::start(),
             config,
             sources,
             netns,
         })
+    }
+
+    /// The client as a secure-socket profile's permissions name it: its user and the names of
+    /// its groups (`SO_PEERGROUPS`, and the primary group of `SO_PEERCRED`).
+    fn caller(client: &Client, stream: &UnixStream) -> socksec::secure::Caller {
+        use nix::unistd::{Gid, Group, Uid, User};
+        let user = User::from_uid(Uid::from_raw(client.uid))
+            .ok()
+            .flatten()
+            .map(|u| u.name);
+        let mut gids = crate::sys::peer_groups(stream.as_fd()).unwrap_or_default();
+        gids.push(client.gid);
+        gids.sort_unstable();
+        gids.dedup();
+        let groups = gids
+            .into_iter()
+            .filter_map(|g| Group::from_gid(Gid::from_raw(g)).ok().flatten())
+            .map(|g| g.name)
+            .collect();
+        socksec::secure::Caller {
+            uid: client.uid,
+            user,
+            groups,
+        }
     }
 
     /// Logs a line about a client, escaped and within the uid's rate.
@@ -234,7 +261,10 @@ impl Server {
                     break;
                 }
                 Read::Request(req, fd) => {
-                    let response = self.answer(client, req, fd);
+                    let response = match req {
+                        Incoming::Query(req) => self.answer(client, req, fd),
+                        Incoming::Secure(req) => self.secure_step(client, stream, req, fd),
+                    };
                     if let Err(e) = write_response(stream, &response) {
                         self.note(client, &format!("cannot send the answer: {e}"));
                         break;
@@ -277,7 +307,7 @@ impl Server {
                 (stop, _) => stop.into_read(got, HEADER_LEN, self.config.client_timeout),
             };
         }
-        let header = match proto::parse_header(&head, FrameKind::Request) {
+        let header = match proto::parse_client_header(&head) {
             Ok(h) => h,
             Err(e) => return Read::Fatal(e.to_error()),
         };
@@ -292,7 +322,11 @@ impl Server {
             );
         }
         // The frame is whole: what follows is the next request, whatever is wrong with this one.
-        let request = match proto::decode_request(&body) {
+        let request = match header.kind {
+            FrameKind::Secure => proto::decode_secure(&body).map(Incoming::Secure),
+            _ => proto::decode_request(&body).map(Incoming::Query),
+        };
+        let request = match request {
             Ok(r) => r,
             Err(e) => return Read::Refused(e.to_error()),
         };
@@ -326,24 +360,64 @@ impl Server {
     fn answer(&self, client: &Client, request: Request, fd: OwnedFd) -> Response {
         let result = self.same_netns(fd.as_fd()).and_then(|()| {
             let _permit = self.running.take(client.uid);
-            catch_unwind(AssertUnwindSafe(|| {
-                socksec::prepare(fd.as_fd(), &request.template)?.run_with(&*self.sources)
-            }))
-            .unwrap_or_else(|_| {
-                Err(Error::new(
-                    ErrorKind::System,
-                    "internal error while answering (a bug in socksec); the daemon carries on",
-                ))
-            })
+            guarded(|| socksec::prepare(fd.as_fd(), &request.template)?.run_with(&*self.sources))
         });
         self.note(client, &summary(&result));
-        let result = result.map(|mut info| {
-            let standing = Standing::of(client.uid, fd.as_fd(), &info);
+        let response = Response::from(self.redacted(client, fd.as_fd(), result));
+        self.closer.close(fd);
+        response
+    }
+
+    /// What an unprivileged client may read of an answer for its socket `fd`.
+    fn redacted(
+        &self,
+        client: &Client,
+        fd: BorrowedFd<'_>,
+        result: Result<SecurityInfo, Error>,
+    ) -> Result<SecurityInfo, Error> {
+        result.map(|mut info| {
+            let standing = Standing::of(client.uid, fd, &info);
             redact(&mut info, standing);
             info
+        })
+    }
+
+    /// One step of a secure socket for the descriptor ([`crate::secure`]); the steps that
+    /// check a connection answer as a query does.
+    fn secure_step(
+        &self,
+        client: &Client,
+        stream: &UnixStream,
+        request: SecureRequest,
+        fd: OwnedFd,
+    ) -> Response {
+        let what = format!("{request:?}");
+        let result = self.same_netns(fd.as_fd()).and_then(|()| {
+            guarded(|| {
+                let caller = || Self::caller(client, stream);
+                self.secure.step(client.uid, caller, fd.as_fd(), request)
+            })
         });
+        let response = match result {
+            Ok(None) => {
+                self.note(client, &format!("secure socket: {what}: done"));
+                Response::Done
+            }
+            Ok(Some(info)) => {
+                let answer = Ok(info);
+                self.note(
+                    client,
+                    &format!("secure socket: {what}: {}", summary(&answer)),
+                );
+                Response::from(self.redacted(client, fd.as_fd(), answer))
+            }
+            Err(e) => {
+                self.note(client, &format!("secure socket: {what}: error: {e}"));
+                Response::Error(e)
+            }
+        };
         self.closer.close(fd);
-        Response::from(result)
+        response
     }
 
     /// The kernel tables the daemon reads are those of its own network namespace; a socket
@@ -365,6 +439,16 @@ impl Server {
             )),
         }
     }
+}
+
+/// Runs `f`; a panic in it (a bug) becomes an error for this client, and the daemon carries on.
+fn guarded<T>(f: impl FnOnce() -> Result<T, Error>) -> Result<T, Error> {
+    catch_unwind(AssertUnwindSafe(f)).unwrap_or_else(|_| {
+        Err(Error::new(
+            ErrorKind::System,
+            "internal error while answering (a bug in socksec); the daemon carries on",
+        ))
+    })
 }
 
 fn summary(result: &Result<SecurityInfo, Error>) -> String {
@@ -402,13 +486,21 @@ enum Read {
     /// The client sent nothing within the timeout.
     Idle,
     /// A whole request and its one descriptor.
-    Request(Request, OwnedFd),
+    Request(Incoming, OwnedFd),
     /// A whole frame that cannot be served; the connection goes on.
     Refused(Error),
     /// The framing is lost (bad header, truncated, too slow); the connection ends.
     Fatal(Error),
     /// The connection failed.
     Gone(io::Error),
+}
+
+/// What a client asks.
+enum Incoming {
+    /// A query.
+    Query(Request),
+    /// A step of a secure socket.
+    Secure(SecureRequest),
 }
 
 /// Why [`recv_full`] stopped short.

@@ -28,6 +28,38 @@ pub fn netns_cookie(fd: BorrowedFd<'_>) -> io::Result<u64> {
     Ok(cookie)
 }
 
+/// The groups of the process at the other end of the Unix socket `fd` when it connected
+/// (`SO_PEERGROUPS`, Linux 4.13): its supplementary groups, as the kernel recorded them.
+pub fn peer_groups(fd: BorrowedFd<'_>) -> io::Result<Vec<u32>> {
+    let mut groups = vec![0 as libc::gid_t; 64];
+    loop {
+        let mut len = (groups.len() * std::mem::size_of::<libc::gid_t>()) as libc::socklen_t;
+        // SAFETY: `fd` is a live descriptor borrowed for the call; `groups` is a writable
+        // buffer of exactly `len` bytes, and `len` is a valid, writable length.
+        let rc = unsafe {
+            libc::getsockopt(
+                fd.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_PEERGROUPS,
+                groups.as_mut_ptr().cast(),
+                &mut len,
+            )
+        };
+        let count = len as usize / std::mem::size_of::<libc::gid_t>();
+        if rc == 0 {
+            groups.truncate(count);
+            return Ok(groups);
+        }
+        let err = io::Error::last_os_error();
+        // ERANGE: the kernel said how much room the list needs.
+        if err.raw_os_error() == Some(libc::ERANGE) && count > groups.len() && count <= 65536 {
+            groups.resize(count, 0);
+            continue;
+        }
+        return Err(err);
+    }
+}
+
 /// The signal that interrupts the closer thread's blocking `close()` (see
 /// [`crate::closer`]); its handler does nothing.
 pub const WAKEUP_SIGNAL: libc::c_int = libc::SIGUSR2;

@@ -107,6 +107,37 @@ fn main() {
     let udp = socksec::QueryTemplate::for_peer("[fe80::1%1]:500".parse().unwrap());
     let request = broker::encode_request(&Request { template: udp }).unwrap();
     write("broker_request", "udp-body", &request[broker::HEADER_LEN..]);
+    // The secure-socket steps, as the client library sends them.
+    let steps = [
+        (
+            "secure-require",
+            broker::SecureRequest::Require {
+                settings: socksec::secure::Settings {
+                    allow_insecure: false,
+                    guarantee_encryption: true,
+                    profile: Some("default".into()),
+                },
+            },
+        ),
+        (
+            "secure-negotiate",
+            broker::SecureRequest::Negotiate {
+                peer: "[2001:db8::2]:6000".parse().unwrap(),
+                identity: Some("C=CH, O=example, CN=sun".into()),
+            },
+        ),
+        ("secure-accepted", broker::SecureRequest::Accepted),
+    ];
+    for (name, step) in steps {
+        let frame = broker::encode_secure(&step).unwrap();
+        write("broker_request", name, &frame[broker::HEADER_LEN..]);
+        write("broker_request", &format!("{name}-frame"), &frame);
+    }
+    write(
+        "broker_response",
+        "done",
+        &broker::encode_response(&Response::Done)[broker::HEADER_LEN..],
+    );
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let stream = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
     let answer: Response = socksec::query(&stream, &template).into();

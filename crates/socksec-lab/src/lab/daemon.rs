@@ -23,11 +23,26 @@ pub struct Socksecd {
 impl Socksecd {
     /// Starts the daemon `bin` in `ns`, its standard error in `log`, and waits until it listens.
     pub fn start(ns: &Netns, bin: &Path, log: &Path) -> Result<Self> {
-        Self::start_with(ns, bin, log, &[])
+        Self::spawn(ns, bin, log, &[], &[])
     }
 
     /// [`Socksecd::start`] with more arguments (e.g. `--metrics ADDR`).
     pub fn start_with(ns: &Netns, bin: &Path, log: &Path, args: &[&str]) -> Result<Self> {
+        Self::spawn(ns, bin, log, args, &[])
+    }
+
+    /// [`Socksecd::start`] with these environment variables set for the daemon.
+    pub fn start_env(ns: &Netns, bin: &Path, log: &Path, env: &[(&str, &Path)]) -> Result<Self> {
+        Self::spawn(ns, bin, log, &[], env)
+    }
+
+    fn spawn(
+        ns: &Netns,
+        bin: &Path,
+        log: &Path,
+        args: &[&str],
+        env: &[(&str, &Path)],
+    ) -> Result<Self> {
         let dir = PathBuf::from("/run/socksecd-lab");
         std::fs::create_dir_all(&dir)?;
         let socket = dir.join(format!("socksecd-{}.sock", ns.name));
@@ -38,6 +53,7 @@ impl Socksecd {
             .arg("--socket")
             .arg(&socket)
             .args(args)
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(File::create(log)?)

@@ -165,6 +165,11 @@ pub const ALL: &[Scenario] = &[
         run: secure::variants,
     },
     Scenario {
+        name: "secure-broker",
+        about: "secure sockets as nobody through socksecd in each peer (C, the Windows way): flags 3 both ends, only ESP+IKE on the wire, impersonation refused, wrong target WSAECONNREFUSED with nothing in clear, charon's connections unloaded after exit",
+        run: secure::broker_flow,
+    },
+    Scenario {
         name: "operator-ls-watch",
         about: "socksec ls: ESP connection secured (SPIs, peer) beside a plaintext one; watch sees the rekey",
         run: operator::run,

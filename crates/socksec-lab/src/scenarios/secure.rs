@@ -19,6 +19,7 @@ use crate::error::{Context, Result, bail, ensure};
 use crate::lab::Lab;
 use crate::lab::capture::Capture;
 use crate::lab::charon::Charon;
+use crate::lab::daemon::Socksecd;
 use crate::lab::netns::Netns;
 use crate::lab::swanctl::{Secret, credentials_only};
 use crate::results::{CLI_FILE, SECURE_FLOW_FILE};
@@ -42,6 +43,7 @@ fn config(lab: &Lab, ns: &Netns) -> Result<PathBuf> {
         format!(
             "# socksec lab: secure sockets in {} (generated)\n\
              [profile.default]\nlocal_id = \"{}\"\nauth = \"psk\"\n\
+             allow_users = [\"nobody\"]\n\
              ike_proposals = [\"aes128-sha256-modp2048\"]\n\
              esp_proposals = [\"aes128gcm16-modp2048\"]\ntimeout_secs = 20\n\
              [profile.nullonly]\nlocal_id = \"{id}\"\nauth = \"psk\"\n\
@@ -369,6 +371,185 @@ fn secure_flow(ns: &Netns, conf: &Path, args: &[&str]) -> Command {
         .arg(Path::new(crate::guest::SHARE).join(SECURE_FLOW_FILE))
         .args(args);
     cmd
+}
+
+/// `secure-flow ARGS` in `ns` as `nobody` (no capability), its secure sockets' steps taken by
+/// the socksecd at `broker`.
+fn secure_flow_as_nobody(ns: &Netns, broker: &Path, args: &[&str]) -> Command {
+    let mut cmd = Command::new("ip");
+    cmd.args(["netns", "exec", &ns.name])
+        .args([
+            "setpriv",
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+        ])
+        .arg("env")
+        .arg(format!("SOCKSEC_BROKER={}", broker.display()))
+        .arg(Path::new(crate::guest::SHARE).join(SECURE_FLOW_FILE))
+        .args(args);
+    cmd
+}
+
+/// Waits until `charon` lists one of socksec's connections (`present`) or none (`!present`).
+fn wait_conns(charon: &Charon, present: bool, within: Duration, what: &str) -> Result<()> {
+    let t = Instant::now();
+    while charon.swanctl(&["--list-conns"])?.contains("socksec-") != present {
+        ensure!(t.elapsed() < within, "{what} within {within:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Ok(())
+}
+
+/// The Windows way as `nobody`, through socksecd in each peer: the same C program, without
+/// any capability, sets security, negotiates, connects, accepts and queries; socksecd takes
+/// the privileged steps (the sockets' policies, charon's connections, the records) and
+/// unloads what it loaded once the sockets are closed. Checked: flags 3 at both ends, the bytes
+/// crossed, only ESP and IKE on sun's veth, impersonation refused (nobody cannot switch
+/// users), a wrong target refused with nothing in clear, and nothing of socksec's left in
+/// charon afterwards, with both daemons still running.
+pub fn broker_flow(lab: &mut Lab) -> Result<()> {
+    const B_PORT: u16 = 6003;
+    let (moon, sun, moon_conf, sun_conf) = peers(lab)?;
+    let bin = Path::new(crate::guest::SHARE).join(crate::results::SOCKSECD_FILE);
+    let daemon = |ns: &Netns, conf: &Path| {
+        let vici = PathBuf::from(format!("/run/socksec-lab/{}.vici", ns.name));
+        let log = lab.dir.join(format!("socksecd-secure-{}.log", ns.name));
+        Socksecd::start_env(
+            ns,
+            &bin,
+            &log,
+            &[("SOCKSEC_VICI", &vici), ("SOCKSEC_SECURE_CONFIG", conf)],
+        )
+        .map(|d| (d, log))
+    };
+    let (mut moon_d, moon_log) = daemon(lab.moon(), &moon_conf)?;
+    let (mut sun_d, sun_log) = daemon(lab.sun(), &sun_conf)?;
+    let port = B_PORT.to_string();
+    let capture = Capture::start(lab.sun(), B_PORT)?;
+    let (out, err) = (
+        lab.dir.join("secure-broker-server.out"),
+        lab.dir.join("secure-broker-server.err"),
+    );
+    let mut server = Listener {
+        child: secure_flow_as_nobody(lab.sun(), &sun_d.socket, &["server", &port])
+            .stdout(File::create(&out)?)
+            .stderr(File::create(&err)?)
+            .spawn()
+            .context("starting secure-flow server as nobody in sun")?,
+        stdout: out,
+        stderr: err,
+    };
+    // sun's socksecd has charon answer for the port once the server is in WSAAccept.
+    wait_conns(
+        &sun,
+        true,
+        Duration::from_secs(20),
+        "sun's socksecd did not load the responder connection",
+    )
+    .with_context(|| std::fs::read_to_string(&sun_log).unwrap_or_default())?;
+    ensure!(
+        server.child.try_wait()?.is_none(),
+        "the server exited early"
+    );
+    let server_addr = lab.sun().v4.to_string();
+    let target = format!("host/{}", lab.sun().id);
+    let client = secure_flow_as_nobody(
+        lab.moon(),
+        &moon_d.socket,
+        &["client", &server_addr, &port, &target],
+    )
+    .output()
+    .context("running secure-flow client as nobody in moon")?;
+    let (client_out, client_err) = text(&client);
+    let (served, server_out, _) = server.finish(Duration::from_secs(30))?;
+    let counts = capture.stop();
+    lab.evidence(
+        "secure-flow client as nobody (moon)",
+        format!("{client_out}{client_err}"),
+    );
+    lab.evidence("secure-flow server as nobody (sun)", server_out.clone());
+    lab.evidence("capture of sun's veth", format!("{counts:?}"));
+    let logs = || {
+        format!(
+            "moon's socksecd:
+{}
+sun's socksecd:
+{}",
+            std::fs::read_to_string(&moon_log).unwrap_or_default(),
+            std::fs::read_to_string(&sun_log).unwrap_or_default()
+        )
+    };
+    ensure!(
+        client.status.success()
+            && client_out.contains("flags=3")
+            && client_out.contains("received=pong"),
+        "the C client as nobody: {client_out}{client_err}
+{}",
+        logs()
+    );
+    ensure!(
+        served && server_out.contains("flags=3") && server_out.contains("received=ping"),
+        "the C server as nobody: {server_out}
+{}",
+        logs()
+    );
+    // nobody has no mapping and cannot switch users: refused, and still itself.
+    ensure!(
+        server_out.contains("WSAImpersonateSocketPeer rc=-1")
+            && server_out.contains("reverted euid=65534"),
+        "impersonation as nobody must be refused: {server_out}"
+    );
+    ensure!(
+        counts.clear_tcp == 0 && counts.esp > 0 && counts.ike > 0,
+        "sun's veth saw {counts:?}: the flow must go only in ESP, after IKE"
+    );
+
+    // A wrong target: refused, and nothing of the flow reaches sun in clear.
+    let wrong_capture = Capture::start(lab.sun(), B_PORT)?;
+    let wrong = secure_flow_as_nobody(
+        lab.moon(),
+        &moon_d.socket,
+        &["client", &server_addr, &port, "host/wrong.example"],
+    )
+    .output()
+    .context("running secure-flow client as nobody with a wrong target")?;
+    let wrong_counts = wrong_capture.stop();
+    let (wrong_out, _) = text(&wrong);
+    lab.evidence(
+        "secure-flow client as nobody, wrong target (moon)",
+        wrong_out.clone(),
+    );
+    ensure!(
+        !wrong.status.success()
+            && wrong_out.contains("WSAConnect rc=-1 err=10061")
+            && wrong_counts.clear_tcp == 0,
+        "a wrong target should fail WSAConnect with WSAECONNREFUSED and send nothing in clear          ({wrong_counts:?}): {wrong_out}"
+    );
+    // The programs have exited: each socksecd finds their sockets gone and unloads what it
+    // loaded for them.
+    wait_conns(
+        &moon,
+        false,
+        Duration::from_secs(20),
+        "moon's socksecd did not unload the closed sockets' connections",
+    )?;
+    wait_conns(
+        &sun,
+        false,
+        Duration::from_secs(20),
+        "sun's socksecd did not unload the listener's connection",
+    )?;
+    ensure!(
+        moon_d.running()? && sun_d.running()?,
+        "a socksecd died: {}",
+        logs()
+    );
+    lab.evidence("socksecd logs", logs());
+    lab.note(
+        "as nobody through socksecd (C, the Windows way): both ends flags 3, bytes crossed,          only ESP+IKE on the wire, impersonation refused; wrong target WSAECONNREFUSED, nothing          in clear; both daemons unloaded charon's connections after the programs exited",
+    );
+    Ok(())
 }
 
 /// The Windows way, in C against the shipped header and library: the server sets security

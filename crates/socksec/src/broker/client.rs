@@ -16,7 +16,7 @@ use std::time::Duration;
 use rustix::net::{SendAncillaryBuffer, SendAncillaryMessage, SendFlags};
 use socket2::{Domain, SockAddr, Socket, Type};
 
-use super::proto::{self, FrameKind, HEADER_LEN, Request, Response};
+use super::proto::{self, FrameKind, HEADER_LEN, Request, Response, SecureRequest};
 use crate::contract::{QueryTemplate, SecurityInfo};
 use crate::error::{Error, ErrorKind};
 
@@ -124,7 +124,29 @@ impl Connection {
             template: template.clone(),
         };
         let frame = proto::encode_request(&request).map_err(|e| e.to_error())?;
-        if let Err(e) = self.send(&frame, fd) {
+        self.exchange(&frame, fd)?.into()
+    }
+
+    /// Has the daemon take one step of a secure socket for `fd` (see
+    /// [`SecureRequest`]): `None` for a step that answers nothing, the query's answer for the
+    /// steps that check a connection. The read waits as long as this connection's timeout,
+    /// which for a negotiation must cover the profile's.
+    pub fn secure(
+        &mut self,
+        fd: BorrowedFd<'_>,
+        request: &SecureRequest,
+    ) -> Result<Option<SecurityInfo>, Error> {
+        let frame = proto::encode_secure(request).map_err(|e| e.to_error())?;
+        match self.exchange(&frame, fd)? {
+            Response::Done => Ok(None),
+            Response::Answer(info) => Ok(Some(*info)),
+            Response::Error(e) => Err(e),
+        }
+    }
+
+    /// Sends `frame` with `fd` and reads the daemon's response.
+    fn exchange(&mut self, frame: &[u8], fd: BorrowedFd<'_>) -> Result<Response, Error> {
+        if let Err(e) = self.send(frame, fd) {
             if !matches!(e.raw_os_error(), Some(libc::EPIPE | libc::ECONNRESET)) {
                 return Err(self.io_error("sending the request", &e));
             }
@@ -133,14 +155,13 @@ impl Connection {
             // not block); one that closed an idle connection says nothing, and since nothing
             // of this request reached it, asking again on a new connection is safe.
             if let Ok(said) = self.receive() {
-                return said.into();
+                return Ok(said);
             }
             *self = Self::connect(&self.path, self.timeout)?;
-            self.send(&frame, fd)
+            self.send(frame, fd)
                 .map_err(|e| self.io_error("sending the request", &e))?;
         }
-        let response = self.receive()?;
-        response.into()
+        self.receive()
     }
 
     /// Writes the frame with `fd` attached to its first byte.

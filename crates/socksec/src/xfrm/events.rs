@@ -1,7 +1,9 @@
 //! The kernel's XFRM change notifications: a typed stream of events from the netlink
 //! multicast groups `XFRMNLGRP_SA`, `POLICY`, `EXPIRE` and `ACQUIRE`.
 //!
-//! ```no_run
+//! (A private module: the example shows its use inside the crate; outside it, [`crate::events`].)
+//!
+//! ```ignore
 //! use std::time::Duration;
 //! use socksec::xfrm::events::{XfrmEvent, XfrmEvents};
 //! let mut events = XfrmEvents::subscribe()?;

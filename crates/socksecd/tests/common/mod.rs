@@ -45,6 +45,11 @@ pub struct Daemon {
 impl Daemon {
     /// Starts the daemon with `extra` arguments, inside network namespace `netns` if given.
     pub fn start(extra: &[&str], netns: Option<&str>) -> Self {
+        Self::start_env(extra, netns, &[])
+    }
+
+    /// [`Daemon::start`] with these environment variables set for the daemon.
+    pub fn start_env(extra: &[&str], netns: Option<&str>, env: &[(&str, &Path)]) -> Self {
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
         let dir = PathBuf::from(format!("/tmp/socksecd-test-{}-{n}", std::process::id()));
         let _ = fs::remove_dir_all(&dir);
@@ -63,6 +68,7 @@ impl Daemon {
             None => Command::new(bin),
         };
         cmd.arg("--socket").arg(&socket).args(extra);
+        cmd.envs(env.iter().map(|(k, v)| (k, v)));
         let child = cmd
             .stdin(Stdio::null())
             .stdout(Stdio::null())
