@@ -381,8 +381,10 @@ int WSAAPI WSAQuerySocketSecurity(SOCKET Socket,
  * WSAEISCONN on a connected socket; WSAEINVAL on a bound socket or a second call), then
  * makes the TCP socket require ESP for everything it sends and receives: nothing goes in
  * clear unless SOCKET_SETTINGS_ALLOW_INSECURE. WSAConnect or WSAAccept then has charon
- * negotiate (docs/secure-sockets.md). Needs CAP_NET_ADMIN in the calling process for now
- * (WSAEACCES otherwise); UDP sockets: WSAEOPNOTSUPP.
+ * negotiate (docs/secure-sockets.md). A process without CAP_NET_ADMIN has socksecd take
+ * these steps for it (SOCKSEC_MODE, SOCKSEC_BROKER), for the profiles its user may use
+ * (WSAEACCES when it may not, or when there is neither privilege nor broker); UDP sockets:
+ * WSAEOPNOTSUPP.
  */
 int WSAAPI WSASetSocketSecurity(SOCKET Socket, const SOCKET_SECURITY_SETTINGS *SecuritySettings,
                                 ULONG SecuritySettingsLen, LPWSAOVERLAPPED Overlapped,

@@ -227,8 +227,8 @@ fn refuse_connected(connected: bool) -> Result<(), Error> {
 }
 
 /// `WSASetSocketSecurity`: validates, then makes the TCP socket require ESP from now on and
-/// keeps the settings for `WSAConnect`/`WSAAccept` (`socksec::secure::set_security`; needs
-/// CAP_NET_ADMIN in this process for now). A bound socket is refused (`WSAEINVAL`), as is a
+/// keeps the settings for `WSAConnect`/`WSAAccept` (`socksec::secure::set_security`: in this
+/// process with CAP_NET_ADMIN, else through socksecd). A bound socket is refused (`WSAEINVAL`), as is a
 /// second call; UDP is not supported yet (`WSAEOPNOTSUPP`).
 ///
 /// `settings` is `None` for NULL, else the first `min(len, 4096)` bytes; `connected` reports

@@ -90,7 +90,6 @@ macro_rules! log {
     ($($arg:tt)*) => { crate::logline::log_line(&format!("socksecd: {}\n", format_args!($($arg)*))) };
 }
 
-
 /// Who a client is, from the kernel (`SO_PEERCRED` at connect time).
 struct Client {
     uid: u32,
