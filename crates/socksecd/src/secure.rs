@@ -74,6 +74,19 @@ struct Entry {
     touched: Instant,
 }
 
+impl Entry {
+    fn new(uid: u32, own: OwnPolicies, settings: Settings, v6: bool, stage: Stage) -> Self {
+        Self {
+            uid,
+            own,
+            settings,
+            v6,
+            stage,
+            touched: Instant::now(),
+        }
+    }
+}
+
 /// The secure sockets the daemon took steps for.
 #[derive(Default)]
 pub struct SecureSockets {
@@ -249,19 +262,20 @@ impl SecureSockets {
             }
         }
         let own = socksec::secure::require_ipsec(fd, v6, &settings)?;
-        socksec::secure::record_secure_socket(fd, own)?;
-        self.lock().insert(
+        self.keep(
+            fd,
             cookie,
-            Entry {
-                uid,
-                own,
-                settings,
-                v6,
-                stage: Stage::Required,
-                touched: Instant::now(),
-            },
-        );
+            Entry::new(uid, own, settings, v6, Stage::Required),
+        )?;
         Ok(None)
+    }
+
+    /// Records the socket `fd` (of `cookie`) with its policies, so that queries attribute them
+    /// to it, and keeps `entry` for its next steps.
+    fn keep(&self, fd: BorrowedFd<'_>, cookie: u64, entry: Entry) -> Result<(), Error> {
+        socksec::secure::record_secure_socket(fd, entry.own)?;
+        self.lock().insert(cookie, entry);
+        Ok(())
     }
 
     /// The entry of `cookie`, if `uid` made it; `f` runs under the lock.
@@ -304,34 +318,53 @@ impl SecureSockets {
                 "the socket is already connected: negotiate before connect",
             ));
         }
-        let (own, settings) = self.with_entry(uid, cookie, |e| {
-            if !matches!(e.stage, Stage::Required) {
-                return Err(invalid("this socket has negotiated already"));
-            }
+        let family = |e: &Entry| {
             if peer.is_ipv6() != e.v6 {
                 return Err(invalid(format!(
                     "the peer {peer} is not of the socket's address family"
                 )));
             }
+            Ok(())
+        };
+        let role = Role::Initiator {
+            peer: peer.ip(),
+            port: peer.port(),
+            identity,
+        };
+        self.charon(uid, cookie, family, role, Stage::Negotiated)
+    }
+
+    /// Has charon load (and for an initiator, negotiate) `role` for the socket of `cookie`,
+    /// which must be at [`Stage::Required`] and pass `check`; its stage becomes `then` of what
+    /// was loaded, or [`Stage::Required`] again on failure (it may try again; it still cannot
+    /// connect in clear). The lock is not held while charon works: that takes up to the
+    /// profile's timeout.
+    fn charon(
+        &self,
+        uid: u32,
+        cookie: u64,
+        check: impl FnOnce(&Entry) -> Result<(), Error>,
+        role: Role,
+        then: impl FnOnce(Option<Arc<Session>>) -> Stage,
+    ) -> Result<Option<SecurityInfo>, Error> {
+        let (own, settings) = self.with_entry(uid, cookie, |e| {
+            if !matches!(e.stage, Stage::Required) {
+                return Err(invalid("charon was asked for this socket already"));
+            }
+            check(e)?;
             e.stage = Stage::Negotiating;
             Ok((e.own, e.settings.clone()))
         })?;
         let negotiation = Negotiation {
             reqid: own.reqid,
-            role: Role::Initiator {
-                peer: peer.ip(),
-                port: peer.port(),
-                identity,
-            },
+            role,
         };
-        // Without the lock: a negotiation takes up to the profile's timeout.
         let result = socksec::secure::negotiate(negotiation, &settings);
         let mut entries = self.lock();
         if let Some(entry) = entries.get_mut(&cookie) {
             entry.touched = Instant::now();
             entry.stage = match &result {
-                Ok(session) => Stage::Negotiated(session.clone()),
-                // It may try again; it still cannot connect in clear.
+                Ok(session) => then(session.clone()),
                 Err(_) => Stage::Required,
             };
         }
@@ -365,29 +398,14 @@ impl SecureSockets {
         let Some(addr) = addresses(fd).0.filter(|a| a.port() != 0 && listening) else {
             return Err(invalid("the socket is not bound and listening"));
         };
-        let (own, settings) = self.with_entry(uid, cookie, |e| {
-            if !matches!(e.stage, Stage::Required) {
-                return Err(invalid("charon answers for this socket already"));
-            }
-            e.stage = Stage::Negotiating;
-            Ok((e.own, e.settings.clone()))
-        })?;
-        let negotiation = Negotiation {
-            reqid: own.reqid,
-            role: Role::Responder { port: addr.port() },
-        };
-        let result = socksec::secure::negotiate(negotiation, &settings);
-        let mut entries = self.lock();
-        if let Some(entry) = entries.get_mut(&cookie) {
-            entry.stage = match &result {
-                Ok(session) => Stage::Listening {
-                    addr,
-                    session: session.clone(),
-                },
-                Err(_) => Stage::Required,
-            };
-        }
-        result.map(|_| None)
+        let role = Role::Responder { port: addr.port() };
+        self.charon(
+            uid,
+            cookie,
+            |_| Ok(()),
+            role,
+            |session| Stage::Listening { addr, session },
+        )
     }
 
     fn accepted(
@@ -424,18 +442,12 @@ impl SecureSockets {
                 })?
         };
         let own = socksec::secure::retag(fd, v6, own, &settings)?;
-        socksec::secure::record_secure_socket(fd, own)?;
-        self.lock().insert(
+        let stage = Stage::Accepted { _session: session };
+        self.keep(
+            fd,
             cookie,
-            Entry {
-                uid,
-                own,
-                settings: settings.clone(),
-                v6,
-                stage: Stage::Accepted { _session: session },
-                touched: Instant::now(),
-            },
-        );
+            Entry::new(uid, own, settings.clone(), v6, stage),
+        )?;
         socksec::secure::verify(fd, &settings).map(Some)
     }
 }

@@ -167,32 +167,20 @@ fn who_may_use_a_profile_and_which_sockets_are_refused() {
     };
     let path = d.socket.clone();
     let errors = pair.run_in(&pair.a, move || {
-        let other = {
-            let path = path.clone();
-            as_user(OTHER_USER, move || {
-                step(&path, tcp().as_fd(), require(Settings::default())).unwrap_err()
-            })
-        };
-        let admins = {
-            let path = path.clone();
-            as_user(NOBODY, move || {
+        // `require` of a fresh socket as `uid` under `profile`: its error.
+        let refused = |uid: u32, profile: Option<&str>| {
+            let (path, profile) = (path.clone(), profile.map(String::from));
+            as_user(uid, move || {
                 let settings = Settings {
-                    profile: Some("admins".into()),
+                    profile,
                     ..Settings::default()
                 };
                 step(&path, tcp().as_fd(), require(settings)).unwrap_err()
             })
         };
-        let unknown = {
-            let path = path.clone();
-            as_user(NOBODY, move || {
-                let settings = Settings {
-                    profile: Some("nosuch".into()),
-                    ..Settings::default()
-                };
-                step(&path, tcp().as_fd(), require(settings)).unwrap_err()
-            })
-        };
+        let other = refused(OTHER_USER, None);
+        let admins = refused(NOBODY, Some("admins"));
+        let unknown = refused(NOBODY, Some("nosuch"));
         let udp = {
             let path = path.clone();
             as_user(NOBODY, move || {
