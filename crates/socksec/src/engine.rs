@@ -95,11 +95,14 @@ impl Prepared<'_> {
     pub fn run_with(self, sources: &dyn Sources) -> Result<SecurityInfo, Error> {
         let netns = ThreadLookups::current_netns()?;
         let (mut flow, report) = gather::flow_from_fd(netns, self.fd, &self.facts, &self.template)?;
-        let xfrm = sources.xfrm_in(netns)?;
+        let mut xfrm = sources.xfrm_in(netns)?;
         let cookie = report.cookie();
         flow.own_policies = gather::own_policies(&xfrm, || {
             cookie.or_else(|| crate::secure_sockets::cookie(self.fd).ok())
         });
+        if let Some(fresh) = gather::fresher_for_own_policies(&xfrm, flow.own_policies)? {
+            xfrm = fresh;
+        }
         let snapshots = Snapshots {
             xfrm: &xfrm,
             ike: &gather::Ike(sources),

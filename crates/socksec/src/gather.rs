@@ -335,3 +335,21 @@ pub fn own_policies(
     }
     cookie().and_then(crate::secure_sockets::recorded)
 }
+
+/// A fresh read of the kernel's tables when `snapshot` lacks the policies socksec recorded for
+/// the socket (`own`); `None` when it holds them (or there are none). Socket policies change
+/// without a notification, and replacing them (an accepted socket's own tag) keeps the counts
+/// a cache audits, so a cached snapshot can miss them; the record is then newer than the
+/// snapshot, and only a fresh read tells a stale copy from policies really gone (the answer is
+/// then *unknown*).
+pub fn fresher_for_own_policies(
+    snapshot: &socksec_core::xfrm::model::XfrmSnapshot,
+    own: Option<socksec_core::secure::OwnPolicies>,
+) -> Result<Option<std::sync::Arc<socksec_core::xfrm::model::XfrmSnapshot>>, Error> {
+    match own {
+        Some(own) if !snapshot.policies.iter().any(|p| own.owns(p)) => {
+            crate::sources::ColdSources.xfrm().map(Some)
+        }
+        _ => Ok(None),
+    }
+}

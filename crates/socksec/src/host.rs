@@ -195,8 +195,9 @@ fn answer_socket(
     };
     gather::complete_flow(&mut flow, &routing)?;
     flow.own_policies = gather::own_policies(snapshot, || Some(s.cookie));
+    let fresh = gather::fresher_for_own_policies(snapshot, flow.own_policies)?;
     let snapshots = Snapshots {
-        xfrm: snapshot,
+        xfrm: fresh.as_deref().unwrap_or(snapshot),
         ike,
         socket: gather::socket_from_diag(s),
         wireguard: gather::wireguard(&flow),

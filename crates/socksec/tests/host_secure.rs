@@ -121,3 +121,65 @@ fn allow_insecure_connects_in_clear_and_the_answer_says_so() {
         "{other:?}"
     );
 }
+
+/// An accepted socket's policies are replaced (its own tag) by `setsockopt`, which neither
+/// notifies nor changes the counts a cache audits: a cached snapshot keeps the inherited
+/// copies. A query that finds socksec's record naming policies the snapshot lacks reads the
+/// tables afresh, so the answer is the socket's own policies', not *unknown*.
+#[test]
+fn replaced_socket_policies_are_found_behind_a_cache_that_missed_them() {
+    if !require_root("replaced_socket_policies_are_found_behind_a_cache_that_missed_them") {
+        return;
+    }
+    let pair = Pair::new();
+    let server: SocketAddr = "10.99.0.2:7103".parse().unwrap();
+    let _listener = pair.run_in(&pair.b, move || TcpListener::bind(server).expect("listen"));
+    let (before, after, cold) = pair.run_in(&pair.a, move || {
+        let cache = socksec::Cache::start();
+        assert!(
+            matches!(cache.status(), socksec::CacheStatus::Warm),
+            "{:?}",
+            cache.status()
+        );
+        let settings = Settings {
+            allow_insecure: true,
+            ..Settings::default()
+        };
+        let socket = tcp_socket();
+        let own = require_ipsec(socket.as_fd(), false, &settings).expect("socket policies");
+        socket
+            .connect(&server.into())
+            .expect("optional: clear allowed");
+        let cookie = record_secure_socket(socket.as_fd(), own).expect("record");
+        let template = QueryTemplate::default();
+        let ask = |sources: &dyn socksec::Sources| {
+            socksec::prepare(socket.as_fd(), &template)
+                .and_then(|p| p.run_with(sources))
+                .expect("query")
+        };
+        // Let the cache's audit see the new policies (it compares counts every 200 ms).
+        std::thread::sleep(std::time::Duration::from_millis(600));
+        let before = ask(&cache);
+        // The same policies under a new tag: as many as before, no notification.
+        let retagged =
+            socksec::secure::retag(socket.as_fd(), false, own, &settings).expect("retag");
+        assert_ne!(retagged.tag, own.tag);
+        record_secure_socket(socket.as_fd(), retagged).expect("record");
+        std::thread::sleep(std::time::Duration::from_millis(600));
+        let after = ask(&cache);
+        let cold = ask(&socksec::ColdSources);
+        forget(cookie);
+        (before, after, cold)
+    });
+    for info in [&before, &after, &cold] {
+        assert!(!info.is_secured(), "{info:?}");
+        assert!(
+            !info.reasons.is_empty()
+                && info
+                    .reasons
+                    .iter()
+                    .all(|r| matches!(r, Reason::OptionalOnly { .. })),
+            "the socket's own optional policies decide: {info:?}"
+        );
+    }
+}
