@@ -373,9 +373,9 @@ fn secure_flow(ns: &Netns, conf: &Path, args: &[&str]) -> Command {
     cmd
 }
 
-/// `secure-flow ARGS` in `ns` as `nobody` (no capability), its secure sockets' steps taken by
-/// the socksecd at `broker`.
-fn secure_flow_as_nobody(ns: &Netns, broker: &Path, args: &[&str]) -> Command {
+/// `PROGRAM ARGS` in `ns` as `nobody` (no capability), its secure sockets' steps taken by the
+/// socksecd at `broker`.
+fn as_nobody(ns: &Netns, broker: &Path, program: &Path, args: &[&str]) -> Command {
     let mut cmd = Command::new("ip");
     cmd.args(["netns", "exec", &ns.name])
         .args([
@@ -386,9 +386,16 @@ fn secure_flow_as_nobody(ns: &Netns, broker: &Path, args: &[&str]) -> Command {
         ])
         .arg("env")
         .arg(format!("SOCKSEC_BROKER={}", broker.display()))
-        .arg(Path::new(crate::guest::SHARE).join(SECURE_FLOW_FILE))
+        .arg(program)
         .args(args);
     cmd
+}
+
+/// `secure-flow ARGS` (host/secure_flow.c) in `ns` as `nobody`, through the socksecd at
+/// `broker`.
+fn secure_flow_as_nobody(ns: &Netns, broker: &Path, args: &[&str]) -> Command {
+    let program = Path::new(crate::guest::SHARE).join(SECURE_FLOW_FILE);
+    as_nobody(ns, broker, &program, args)
 }
 
 /// Waits until `charon` lists one of socksec's connections (`present`) or none (`!present`).
@@ -526,6 +533,52 @@ sun's socksecd:
             && wrong_counts.clear_tcp == 0,
         "a wrong target should fail WSAConnect with WSAECONNREFUSED and send nothing in clear          ({wrong_counts:?}): {wrong_out}"
     );
+    // The CLI as nobody through moon's socksecd, against `socksec listen --secure` (root,
+    // in-process) in sun.
+    const CLI_PORT: u16 = 6004;
+    let (ping, pong) = (lab.dir.join("ping.txt"), lab.dir.join("pong.txt"));
+    std::fs::write(&ping, "ping from moon\n")?;
+    std::fs::write(&pong, "pong from sun\n")?;
+    let listener = Listener::start(lab, &sun_conf, CLI_PORT, &pong)?;
+    let cli_addr = SocketAddr::new(lab.sun().v4.into(), CLI_PORT).to_string();
+    let connect = as_nobody(
+        lab.moon(),
+        &moon_d.socket,
+        &cli(),
+        &[
+            "connect", "--json", "--secure", "--target", &target, &cli_addr,
+        ],
+    )
+    .stdin(File::open(&ping)?)
+    .output()
+    .context("running socksec connect --secure as nobody in moon")?;
+    let (cli_out, cli_err) = text(&connect);
+    let (cli_served, sun_cli_out, sun_cli_err) = listener.finish(Duration::from_secs(30))?;
+    lab.evidence(
+        "socksec connect --secure as nobody (moon): stderr",
+        cli_err.clone(),
+    );
+    lab.evidence("socksec listen --secure (sun): stderr", sun_cli_err.clone());
+    ensure!(
+        connect.status.success() && cli_served,
+        "socksec connect --secure as nobody ({}): {cli_err}\nlistener: {sun_cli_err}\n{}",
+        connect.status,
+        logs()
+    );
+    ensure!(
+        cli_out == "pong from sun\n" && sun_cli_out == "ping from moon\n",
+        "the bytes did not cross: moon read {cli_out:?}, sun read {sun_cli_out:?}"
+    );
+    let (client_answer, accepted) = (json_line(&cli_err)?, json_line(&sun_cli_err)?);
+    ensure!(
+        client_answer["flags"] == 3 && accepted["flags"] == 3,
+        "flags 3 at both ends: nobody's client {client_answer:#}, sun {accepted:#}"
+    );
+    ensure!(
+        client_answer["peer"]["machine"]["id"] == lab.sun().id.as_str(),
+        "nobody's answer names the peer it asked for: {client_answer:#}"
+    );
+
     // The programs have exited: each socksecd finds their sockets gone and unloads what it
     // loaded for them.
     wait_conns(
@@ -547,7 +600,8 @@ sun's socksecd:
     );
     lab.evidence("socksecd logs", logs());
     lab.note(
-        "as nobody through socksecd (C, the Windows way): both ends flags 3, bytes crossed,          only ESP+IKE on the wire, impersonation refused; wrong target WSAECONNREFUSED, nothing          in clear; both daemons unloaded charon's connections after the programs exited",
+        "as nobody through socksecd (C, the Windows way): both ends flags 3, bytes crossed,          only ESP+IKE on the wire, impersonation refused; wrong target WSAECONNREFUSED, nothing          in clear; socksec connect --secure as nobody: flags 3, peer sun; both daemons \
+         unloaded charon's connections after the programs exited",
     );
     Ok(())
 }
