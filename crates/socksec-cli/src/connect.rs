@@ -40,6 +40,7 @@ impl Protection {
             allow_insecure: self.allow_insecure,
             guarantee_encryption: self.encrypt,
             profile: self.profile.clone(),
+            authip_policies: Vec::new(),
         }
     }
 }

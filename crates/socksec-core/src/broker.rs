@@ -464,6 +464,7 @@ mod tests {
                     allow_insecure: false,
                     guarantee_encryption: true,
                     profile: Some("web".into()),
+                    authip_policies: vec!["6b7e7a30-1c2d-4e5f-8a9b-0c1d2e3f4a5b".into()],
                 },
             },
             SecureRequest::Negotiate {

@@ -34,8 +34,31 @@ pub struct Settings {
     /// `SOCKET_SETTINGS_GUARANTEE_ENCRYPTION`: only ESP proposals with a cipher, and the
     /// connection is refused unless a query reports it ENCRYPTED.
     pub guarantee_encryption: bool,
-    /// The profile to use; `None` for the default one.
+    /// The profile to use; `None` for the one the AuthIP policy keys map to, else the default
+    /// one.
     pub profile: Option<String>,
+    /// The AuthIP policy keys the application named (`AuthipMMPolicyKey`,
+    /// `AuthipQMPolicyKey` of `SOCKET_SECURITY_SETTINGS_IPSEC`, the nil GUID left out), as
+    /// GUID text: they select the profile that lists them in its `authip_policies`.
+    #[serde(default)]
+    pub authip_policies: Vec<String>,
+}
+
+/// A GUID's canonical text (lower-case `xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx`) from the text
+/// of one (any case, braces allowed), or `None` when it is not one.
+pub fn canonical_guid(text: &str) -> Option<String> {
+    let inner = text
+        .strip_prefix('{')
+        .and_then(|t| t.strip_suffix('}'))
+        .unwrap_or(text);
+    let groups: Vec<&str> = inner.split('-').collect();
+    let lengths = [8, 4, 4, 4, 12];
+    let ok = groups.len() == lengths.len()
+        && groups
+            .iter()
+            .zip(lengths)
+            .all(|(g, n)| g.len() == n && g.bytes().all(|b| b.is_ascii_hexdigit()));
+    ok.then(|| inner.to_ascii_lowercase())
 }
 
 /// How charon authenticates one side of the IKE SA.
@@ -95,6 +118,10 @@ pub struct Profile {
     /// through `socksecd`.
     #[serde(default)]
     pub allow_groups: Vec<String>,
+    /// The AuthIP policy keys (GUIDs) that select this profile: an application that names one
+    /// in its `SOCKET_SECURITY_SETTINGS_IPSEC` gets this profile.
+    #[serde(default)]
+    pub authip_policies: Vec<String>,
 }
 
 /// Who asks `socksecd` for a secure socket, as the kernel reports the caller
@@ -130,9 +157,41 @@ pub struct Config {
 }
 
 impl Config {
-    /// The name of the profile `settings` ask for: theirs, or `default`.
-    pub fn profile_name(settings: &Settings) -> &str {
-        settings.profile.as_deref().unwrap_or("default")
+    /// The name of the profile `settings` ask for: theirs; else the one whose
+    /// `authip_policies` list every AuthIP policy key they name; else `default`.
+    pub fn profile_name<'a>(&'a self, settings: &'a Settings) -> Result<&'a str, Error> {
+        if let Some(name) = &settings.profile {
+            return Ok(name);
+        }
+        if settings.authip_policies.is_empty() {
+            return Ok("default");
+        }
+        let wanted: Vec<Option<String>> = settings
+            .authip_policies
+            .iter()
+            .map(|k| canonical_guid(k))
+            .collect();
+        self.profile
+            .iter()
+            .find(|(_, p)| {
+                let listed: Vec<Option<String>> = p
+                    .authip_policies
+                    .iter()
+                    .map(|k| canonical_guid(k))
+                    .collect();
+                wanted.iter().all(|w| w.is_some() && listed.contains(w))
+            })
+            .map(|(name, _)| name.as_str())
+            .ok_or_else(|| {
+                Error::new(
+                    ErrorKind::NegotiationFailed,
+                    format!(
+                        "no secure-sockets profile lists the AuthIP policy keys {:?} in its \
+                         authip_policies",
+                        settings.authip_policies
+                    ),
+                )
+            })
     }
 
     /// Parses the configuration file's text; the error names the line and what is wrong.
@@ -144,9 +203,9 @@ impl Config {
         Ok(config)
     }
 
-    /// The profile `settings` name (or `default`).
+    /// The profile `settings` ask for ([`Config::profile_name`]).
     pub fn profile(&self, settings: &Settings) -> Result<&Profile, Error> {
-        let name = Self::profile_name(settings);
+        let name = self.profile_name(settings)?;
         self.profile.get(name).ok_or_else(|| {
             Error::new(
                 ErrorKind::NegotiationFailed,
@@ -188,6 +247,15 @@ impl Profile {
         };
         if self.esp_proposals.is_empty() {
             return bad("esp_proposals is empty".into());
+        }
+        if let Some(bad_key) = self
+            .authip_policies
+            .iter()
+            .find(|k| canonical_guid(k).is_none())
+        {
+            return bad(format!(
+                "authip_policies: {bad_key:?} is not a GUID (xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx)"
+            ));
         }
         if self.timeout_secs == 0 || self.timeout_secs > 300 {
             return bad(format!(
@@ -615,7 +683,49 @@ mod tests {
             timeout_secs: 10,
             allow_users: vec![],
             allow_groups: vec![],
+            authip_policies: vec![],
         }
+    }
+
+    #[test]
+    fn authip_policy_keys_select_the_profile_that_lists_them() {
+        let config = Config::parse(
+            "[profile.default]\nauth = \"psk\"\n\
+             [profile.web]\nauth = \"pubkey\"\n\
+             authip_policies = [\"{6B7E7A30-1C2D-4E5F-8A9B-0C1D2E3F4A5B}\", \
+             \"11111111-2222-3333-4444-555555555555\"]\n",
+        )
+        .unwrap();
+        let keys = |k: &[&str]| Settings {
+            authip_policies: k.iter().map(|s| s.to_string()).collect(),
+            ..Settings::default()
+        };
+        assert_eq!(config.profile_name(&keys(&[])).unwrap(), "default");
+        for k in [
+            &["6b7e7a30-1c2d-4e5f-8a9b-0c1d2e3f4a5b"][..],
+            &[
+                "6B7E7A30-1C2D-4E5F-8A9B-0C1D2E3F4A5B",
+                "11111111-2222-3333-4444-555555555555",
+            ],
+        ] {
+            assert_eq!(config.profile_name(&keys(k)).unwrap(), "web", "{k:?}");
+            assert_eq!(config.profile(&keys(k)).unwrap().auth, Auth::Pubkey);
+        }
+        let unknown = config
+            .profile_name(&keys(&["99999999-2222-3333-4444-555555555555"]))
+            .unwrap_err();
+        assert!(unknown.message().contains("authip_policies"), "{unknown}");
+        // A named profile wins over the keys.
+        let named = Settings {
+            profile: Some("default".into()),
+            ..keys(&["11111111-2222-3333-4444-555555555555"])
+        };
+        assert_eq!(config.profile_name(&named).unwrap(), "default");
+        // A key that is not a GUID, in the file: an error naming it.
+        let e = Config::parse("[profile.x]\nauth = \"psk\"\nauthip_policies = [\"web\"]\n")
+            .unwrap_err();
+        assert!(e.message().contains("not a GUID"), "{e}");
+        assert_eq!(canonical_guid("{0-0-0-0-0}"), None);
     }
 
     #[test]

@@ -549,11 +549,38 @@ pub fn decode_settings(b: &[u8], len: u32) -> (socksec::secure::Settings, bool) 
     let flags = u32_at(b, offset_of!(S, SecurityFlags));
     settings.allow_insecure = flags & SOCKET_SETTINGS_ALLOW_INSECURE != 0;
     settings.guarantee_encryption = flags & SOCKET_SETTINGS_GUARANTEE_ENCRYPTION != 0;
-    let raw = len as usize >= SETTINGS_IPSEC_SIZE
-        && b.len() >= SETTINGS_IPSEC_SIZE
+    let ipsec = len as usize >= SETTINGS_IPSEC_SIZE && b.len() >= SETTINGS_IPSEC_SIZE;
+    let raw = ipsec
         && u32_at(b, offset_of!(S, IpsecFlags)) & SOCKET_SETTINGS_IPSEC_PEER_NAME_IS_RAW_FORMAT
             != 0;
+    if ipsec {
+        // The AuthIP policy keys select the profile that lists them (docs/secure-sockets.md).
+        for at in [
+            offset_of!(S, AuthipMMPolicyKey),
+            offset_of!(S, AuthipQMPolicyKey),
+        ] {
+            if let Some(key) = guid_text(&b[at..at + 16]) {
+                settings.authip_policies.push(key);
+            }
+        }
+    }
     (settings, raw)
+}
+
+/// A `GUID`'s 16 bytes (little-endian `Data1`-`Data3`, then `Data4` as it is) as text, `None`
+/// for the nil GUID.
+fn guid_text(b: &[u8]) -> Option<String> {
+    if b.iter().all(|&x| x == 0) {
+        return None;
+    }
+    let d1 = u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+    let d2 = u16::from_le_bytes([b[4], b[5]]);
+    let d3 = u16::from_le_bytes([b[6], b[7]]);
+    let tail: String = b[10..16].iter().map(|x| format!("{x:02x}")).collect();
+    Some(format!(
+        "{d1:08x}-{d2:04x}-{d3:04x}-{:02x}{:02x}-{tail}",
+        b[8], b[9]
+    ))
 }
 
 /// The target name of a `SOCKET_PEER_TARGET_NAME` that [`check_peer_target_name`] accepted:
@@ -618,6 +645,28 @@ mod tests {
         b[at..at + 4].copy_from_slice(&stated.to_ne_bytes());
         b.extend(name.encode_utf16().flat_map(u16::to_le_bytes));
         b
+    }
+
+    #[test]
+    fn authip_policy_keys_travel_as_guid_text() {
+        type S = SOCKET_SECURITY_SETTINGS_IPSEC;
+        let mut b = vec![0u8; SETTINGS_IPSEC_SIZE];
+        b[..4].copy_from_slice(&1i32.to_ne_bytes());
+        // {6B7E7A30-1C2D-4E5F-8A9B-0C1D2E3F4A5B} as a GUID lays it out; QM left nil.
+        let at = offset_of!(S, AuthipMMPolicyKey);
+        b[at..at + 4].copy_from_slice(&0x6B7E_7A30u32.to_le_bytes());
+        b[at + 4..at + 6].copy_from_slice(&0x1C2Du16.to_le_bytes());
+        b[at + 6..at + 8].copy_from_slice(&0x4E5Fu16.to_le_bytes());
+        b[at + 8..at + 16].copy_from_slice(&[0x8A, 0x9B, 0x0C, 0x1D, 0x2E, 0x3F, 0x4A, 0x5B]);
+        let (settings, raw) = decode_settings(&b, b.len() as u32);
+        assert!(!raw);
+        assert_eq!(
+            settings.authip_policies,
+            ["6b7e7a30-1c2d-4e5f-8a9b-0c1d2e3f4a5b"]
+        );
+        // The plain SOCKET_SECURITY_SETTINGS has no keys.
+        let (plain, _) = decode_settings(&b, SETTINGS_SIZE as u32);
+        assert!(plain.authip_policies.is_empty());
     }
 
     #[test]

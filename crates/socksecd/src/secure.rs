@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use socksec::broker::proto::SecureRequest;
 use socksec::flow::Transport;
-use socksec::secure::{Caller, Config, Negotiation, OwnPolicies, Role, Session, Settings};
+use socksec::secure::{Caller, Negotiation, OwnPolicies, Role, Session, Settings};
 use socksec::{Error, ErrorKind, SecurityInfo};
 
 /// How often the sockets the daemon keeps something for are checked for being gone.
@@ -242,7 +242,7 @@ impl SecureSockets {
         let config = socksec::secure::config()?;
         config
             .profile(&settings)?
-            .permits(Config::profile_name(&settings), &caller)?;
+            .permits(config.profile_name(&settings)?, &caller)?;
         {
             let entries = self.lock();
             if entries.contains_key(&cookie) {

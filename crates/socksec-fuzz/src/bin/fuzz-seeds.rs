@@ -115,7 +115,8 @@ fn main() {
                 settings: socksec::secure::Settings {
                     allow_insecure: false,
                     guarantee_encryption: true,
-                    profile: Some("default".into()),
+                    profile: None,
+                    authip_policies: vec!["6b7e7a30-1c2d-4e5f-8a9b-0c1d2e3f4a5b".into()],
                 },
             },
         ),
