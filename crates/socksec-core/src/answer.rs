@@ -52,6 +52,12 @@ pub trait IkeDaemon {
     fn ike_sas(&self) -> Result<Arc<Vec<IkeSa>>, String>;
     /// The certificate the peer of `ike` authenticated with, if any, or why it cannot be read.
     fn peer_certificate(&self, ike: &IkeSa) -> Result<Option<CertNames>, String>;
+    /// A list read afresh, for when [`IkeDaemon::ike_sas`] came from a copy that may lag the
+    /// daemon (a cache that follows its events) and lacks an SA the kernel has: `None` when
+    /// the list given was already fresh, or was refreshed a moment ago.
+    fn refreshed_ike_sas(&self) -> Option<Result<Arc<Vec<IkeSa>>, String>> {
+        None
+    }
 }
 
 /// The facts one socket holds about itself.
@@ -128,7 +134,13 @@ pub fn answer(
     let ipsec_flags = Flags::from_verdict(verdict.secured(), verdict.encrypted());
     let reasons = verdict.reasons();
     let ipsec2 = (template.protocol == SecurityProtocol::Ipsec2).then(|| Ipsec2Info {
-        negotiation_error: crate::winerr::negotiation_error(ipsec_flags, &reasons),
+        negotiation_error: match flow.own_policies {
+            // A secure socket that went in clear after its negotiation failed: that failure.
+            Some(own) if own.negotiation_winerr != 0 && !ipsec_flags.is_secured() => {
+                own.negotiation_winerr
+            }
+            _ => crate::winerr::negotiation_error(ipsec_flags, &reasons),
+        },
         sa_lookup_context: SaLookupContext::from_protections(&verdict.protections),
         ..Ipsec2Info::default()
     });
@@ -202,13 +214,24 @@ pub fn answer(
 /// names of the certificate the peer authenticated with. When the daemon is unreachable or
 /// knows nothing of the SAs, a caveat says why there is no identity.
 fn ike_peer(info: &mut SecurityInfo, ike: &dyn IkeDaemon, template: &QueryTemplate) {
-    let ike_sas = match ike.ike_sas() {
+    let mut ike_sas = match ike.ike_sas() {
         Ok(sas) => sas,
         Err(detail) => return info.caveats.push(Caveat::PeerUnknown { detail }),
     };
     let peer = match crate::peer::join(&info.protections, &ike_sas) {
         Ok(peer) => peer,
-        Err(detail) => return info.caveats.push(Caveat::PeerUnknown { detail }),
+        // A copy that follows the daemon's events lags it a moment: an SA negotiated just
+        // now may be in the kernel and not yet in the copy. Ask again once.
+        Err(detail) => match ike.refreshed_ike_sas() {
+            Some(Ok(fresh)) => match crate::peer::join(&info.protections, &fresh) {
+                Ok(peer) => {
+                    ike_sas = fresh;
+                    peer
+                }
+                Err(detail) => return info.caveats.push(Caveat::PeerUnknown { detail }),
+            },
+            _ => return info.caveats.push(Caveat::PeerUnknown { detail }),
+        },
     };
     if let Some(i2) = info.ipsec2.as_mut() {
         i2.sa_lookup_context = i2

@@ -394,6 +394,11 @@ pub struct OwnPolicies {
     pub reqid: u32,
     /// The priority field of both policies: this socket's tag.
     pub tag: u32,
+    /// When the negotiation for the socket failed and it went in clear as its settings allowed:
+    /// the Windows code of the failure (`NegotiationWinerr`, see
+    /// [`crate::winerr::negotiation_failure`]); 0 otherwise.
+    #[serde(default)]
+    pub negotiation_winerr: u32,
 }
 
 impl OwnPolicies {
@@ -407,9 +412,13 @@ impl OwnPolicies {
             && policy.templates.iter().all(|t| t.reqid == self.reqid)
     }
 
-    /// The text of socksec's record of a secure socket: `REQID TAG`.
+    /// The text of socksec's record of a secure socket: `REQID TAG`, and the failed
+    /// negotiation's code when there is one (`REQID TAG WINERR`).
     pub fn to_record(self) -> String {
-        format!("{} {}\n", self.reqid, self.tag)
+        match self.negotiation_winerr {
+            0 => format!("{} {}\n", self.reqid, self.tag),
+            code => format!("{} {} {code}\n", self.reqid, self.tag),
+        }
     }
 
     /// Reads a record written by [`to_record`](Self::to_record); anything else is `None`.
@@ -421,7 +430,15 @@ impl OwnPolicies {
             .ok()
             .filter(|r| REQID_RANGE.contains(r))?;
         let tag = words.next()?.parse().ok()?;
-        words.next().is_none().then_some(Self { reqid, tag })
+        let negotiation_winerr = match words.next() {
+            Some(code) => code.parse().ok().filter(|c| *c != 0)?,
+            None => 0,
+        };
+        words.next().is_none().then_some(Self {
+            reqid,
+            tag,
+            negotiation_winerr,
+        })
     }
 }
 
@@ -797,6 +814,7 @@ mod tests {
             let own = OwnPolicies {
                 reqid: 0x5000_0001,
                 tag: 77,
+                negotiation_winerr: 0,
             };
             let b = socket_policy(v6, dir, own, optional);
             let policy = parse_policy_parts(&b[..USERPOLICY_INFO_LEN], &[]).unwrap();
@@ -835,9 +853,24 @@ mod tests {
         let own = OwnPolicies {
             reqid: 0x5000_0001,
             tag: 9,
+            negotiation_winerr: 0,
         };
         assert_eq!(OwnPolicies::from_record(&own.to_record()), Some(own));
-        for bad in ["", "1 2", "1342177281", "1342177281 9 9", "x 9"] {
+        let failed = OwnPolicies {
+            negotiation_winerr: 13801,
+            ..own
+        };
+        assert_eq!(failed.to_record(), "1342177281 9 13801\n");
+        assert_eq!(OwnPolicies::from_record(&failed.to_record()), Some(failed));
+        for bad in [
+            "",
+            "1 2",
+            "1342177281",
+            "1342177281 9 0",
+            "1342177281 9 x",
+            "1342177281 9 9 9",
+            "x 9",
+        ] {
             assert_eq!(OwnPolicies::from_record(bad), None, "{bad:?}");
         }
     }

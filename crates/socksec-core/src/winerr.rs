@@ -11,7 +11,9 @@
 //! | the SAs give no integrity | `ERROR_IPSEC_IKE_ATTRIB_FAIL` (13802) |
 //! | cannot be known, or strict mode refused | `ERROR_IPSEC_IKE_GENERAL_PROCESSING_ERROR` (13804) |
 //!
-//! The first reason that denies SECURED decides (outbound before inbound).
+//! The first reason that denies SECURED decides (outbound before inbound), except for a secure
+//! socket whose negotiation failed and that went in clear as its settings allowed: its code is
+//! the negotiation's ([`negotiation_failure`], kept in socksec's record of the socket).
 
 use crate::contract::Flags;
 use crate::report::Reason;
@@ -28,6 +30,34 @@ pub const ERROR_IPSEC_IKE_NEGOTIATION_PENDING: u32 = 13803;
 pub const ERROR_IPSEC_IKE_ATTRIB_FAIL: u32 = 13802;
 /// `ERROR_IPSEC_IKE_GENERAL_PROCESSING_ERROR`.
 pub const ERROR_IPSEC_IKE_GENERAL_PROCESSING_ERROR: u32 = 13804;
+/// `ERROR_IPSEC_IKE_AUTH_FAIL`.
+pub const ERROR_IPSEC_IKE_AUTH_FAIL: u32 = 13801;
+/// `ERROR_IPSEC_IKE_TIMED_OUT`.
+pub const ERROR_IPSEC_IKE_TIMED_OUT: u32 = 13805;
+/// `ERROR_IPSEC_IKE_PROCESS_ERR_PROP`: no proposal was acceptable.
+pub const ERROR_IPSEC_IKE_PROCESS_ERR_PROP: u32 = 13831;
+
+/// The Windows code for a negotiation that failed, from what the IKE daemon said (charon's
+/// notify names and log words): authentication → `ERROR_IPSEC_IKE_AUTH_FAIL`, no acceptable
+/// proposal → `ERROR_IPSEC_IKE_PROCESS_ERR_PROP`, no answer → `ERROR_IPSEC_IKE_TIMED_OUT`,
+/// anything else → `ERROR_IPSEC_IKE_GENERAL_PROCESSING_ERROR`.
+pub fn negotiation_failure(said: &str) -> u32 {
+    let s = said.to_ascii_lowercase();
+    let any = |words: &[&str]| words.iter().any(|w| s.contains(w));
+    if any(&["authentication_failed", "authentication of", "auth_failed"]) {
+        ERROR_IPSEC_IKE_AUTH_FAIL
+    } else if any(&[
+        "no_proposal_chosen",
+        "no acceptable proposal",
+        "no proposal",
+    ]) {
+        ERROR_IPSEC_IKE_PROCESS_ERR_PROP
+    } else if any(&["giving up", "timed out", "timeout", "retransmit"]) {
+        ERROR_IPSEC_IKE_TIMED_OUT
+    } else {
+        ERROR_IPSEC_IKE_GENERAL_PROCESSING_ERROR
+    }
+}
 
 /// The `NegotiationWinerr` for an answer.
 pub fn negotiation_error(flags: Flags, reasons: &[Reason]) -> u32 {
@@ -47,5 +77,32 @@ pub fn negotiation_error(flags: Flags, reasons: &[Reason]) -> u32 {
         | Some(Reason::UnattributedSocketPolicy { .. })
         | Some(Reason::NotEncrypted { .. })
         | None => ERROR_IPSEC_IKE_GENERAL_PROCESSING_ERROR,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn charons_words_name_the_windows_code() {
+        for (said, code) in [
+            (
+                "charon could not negotiate: establishing CHILD_SA failed (received \
+                 AUTHENTICATION_FAILED notify error)",
+                ERROR_IPSEC_IKE_AUTH_FAIL,
+            ),
+            (
+                "initiate failed (received NO_PROPOSAL_CHOSEN notify error)",
+                ERROR_IPSEC_IKE_PROCESS_ERR_PROP,
+            ),
+            ("giving up after 5 retransmits", ERROR_IPSEC_IKE_TIMED_OUT),
+            (
+                "reaching charon's control socket: No such file or directory",
+                ERROR_IPSEC_IKE_GENERAL_PROCESSING_ERROR,
+            ),
+        ] {
+            assert_eq!(negotiation_failure(said), code, "{said}");
+        }
     }
 }

@@ -39,6 +39,10 @@ impl IkeDaemon for Ike<'_> {
     fn peer_certificate(&self, ike: &IkeSa) -> Result<Option<CertNames>, String> {
         self.0.peer_certificate(ike)
     }
+
+    fn refreshed_ike_sas(&self) -> Option<Result<Arc<Vec<IkeSa>>, String>> {
+        self.0.refreshed_ike_sas()
+    }
 }
 
 /// What sock_diag reported about a queried TCP socket, looked up by its endpoints and checked

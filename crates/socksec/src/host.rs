@@ -158,6 +158,10 @@ impl IkeDaemon for ListingIke<'_> {
     fn peer_certificate(&self, ike: &IkeSa) -> Result<Option<CertNames>, String> {
         self.sources.peer_certificate(ike)
     }
+
+    fn refreshed_ike_sas(&self) -> Option<Result<Arc<Vec<IkeSa>>, String>> {
+        self.sources.refreshed_ike_sas()
+    }
 }
 
 /// Why a socket without a peer has no answer.

@@ -126,6 +126,7 @@ fn fresh_policies() -> Result<OwnPolicies, Error> {
     Ok(OwnPolicies {
         reqid: REQID_RANGE.start() + random_u32()? % span,
         tag: random_u32()?,
+        negotiation_winerr: 0,
     })
 }
 
@@ -359,16 +360,22 @@ pub fn verify(fd: BorrowedFd<'_>, settings: &Settings) -> Result<SecurityInfo, E
 }
 
 /// Has charon load `negotiation` (and, for a client, negotiate it) under the configured
-/// profile. A failed negotiation unloads what it loaded (`Session`'s drop); with
-/// `allow_insecure` it is no error (`None`): the socket's optional policies let the connection
-/// go in clear, and the query says so. What it loaded goes when the last `Arc` is dropped.
+/// profile, for the socket with policies `own`. A failed negotiation unloads what it loaded
+/// (`Session`'s drop); with `allow_insecure` it is no error (`None`): the socket's optional
+/// policies let the connection go in clear, the failure's Windows code goes into `own` (for
+/// the socket's record, and the answer's `NegotiationWinerr`), and the query says it is not
+/// secured. What it loaded goes when the last `Arc` is dropped.
 pub fn negotiate(
     negotiation: Negotiation,
     settings: &Settings,
+    own: &mut OwnPolicies,
 ) -> Result<Option<Arc<Session>>, Error> {
     match config().and_then(|config| Session::load(negotiation, &config, settings)) {
         Ok(session) => Ok(Some(Arc::new(session))),
-        Err(e) if settings.allow_insecure && e.kind() == ErrorKind::NegotiationFailed => Ok(None),
+        Err(e) if settings.allow_insecure && e.kind() == ErrorKind::NegotiationFailed => {
+            own.negotiation_winerr = socksec_core::winerr::negotiation_failure(e.message());
+            Ok(None)
+        }
         Err(e) => Err(e),
     }
 }
@@ -413,7 +420,7 @@ pub fn connect(
             _session: None,
         });
     }
-    let own = require_ipsec(socket.as_fd(), addr.is_ipv6(), settings)?;
+    let mut own = require_ipsec(socket.as_fd(), addr.is_ipv6(), settings)?;
     let negotiation = Negotiation {
         reqid: own.reqid,
         role: Role::Initiator {
@@ -422,7 +429,7 @@ pub fn connect(
             identity: Some(identity),
         },
     };
-    let session = negotiate(negotiation, settings)?;
+    let session = negotiate(negotiation, settings, &mut own)?;
     socket
         .connect(&addr.into())
         .map_err(|e| Error::system(&format!("connecting to {addr}"), &e))?;
@@ -864,7 +871,8 @@ mod winsock_flow {
                 identity: pending.target.clone(),
             },
         };
-        let session = match negotiate(negotiation, &pending.settings) {
+        let mut own = own;
+        let session = match negotiate(negotiation, &pending.settings, &mut own) {
             Ok(session) => session,
             Err(e) => {
                 // The socket keeps its policies: it can never connect in clear.

@@ -24,6 +24,11 @@ pub trait Sources: Send + Sync {
     /// The IKE daemon's IKE SAs, or why they cannot be had (not an error: the answer then
     /// carries a [`Caveat::PeerUnknown`](crate::report::Caveat::PeerUnknown)).
     fn ike_sas(&self) -> Result<Arc<Vec<IkeSa>>, String>;
+    /// See [`socksec_core::answer::IkeDaemon::refreshed_ike_sas`]: `None` for sources that
+    /// read afresh anyway.
+    fn refreshed_ike_sas(&self) -> Option<Result<Arc<Vec<IkeSa>>, String>> {
+        None
+    }
     /// The certificate the peer of `ike` authenticated with, if any: asked of the IKE daemon
     /// (at `SOCKSEC_VICI` or strongSwan's default socket) once per IKE SA and remembered for the
     /// process.

@@ -1241,6 +1241,97 @@ mod answer {
         assert!(info.is_encrypted());
     }
 
+    /// A copy of the IKE daemon's SAs that lags its events (a cache, a moment after a
+    /// negotiation) is read afresh once when it lacks the kernel's SA; without a fresh list
+    /// the peer is unknown, and says why.
+    #[test]
+    fn a_lagging_copy_of_the_ike_sas_is_read_afresh_once() {
+        struct Lagging {
+            fresh: Option<Vec<IkeSa>>,
+            asked: std::cell::Cell<u32>,
+        }
+        impl IkeDaemon for Lagging {
+            fn ike_sas(&self) -> Result<Arc<Vec<IkeSa>>, String> {
+                Ok(Arc::new(Vec::new()))
+            }
+            fn peer_certificate(&self, _: &IkeSa) -> Result<Option<CertNames>, String> {
+                Ok(None)
+            }
+            fn refreshed_ike_sas(&self) -> Option<Result<Arc<Vec<IkeSa>>, String>> {
+                self.asked.set(self.asked.get() + 1);
+                self.fresh.clone().map(|sas| Ok(Arc::new(sas)))
+            }
+        }
+        let xfrm = transport_snapshot();
+        for fresh in [Some(charon()), None] {
+            let daemon = Lagging {
+                fresh: fresh.clone(),
+                asked: std::cell::Cell::new(0),
+            };
+            let snapshots = Snapshots {
+                xfrm: &xfrm,
+                ike: &daemon,
+                socket: socket(Md5::None, Ktls::None),
+                wireguard: None,
+            };
+            let info = answer(&tcp_flow(), &snapshots, &tokens(), NOW);
+            assert_eq!(daemon.asked.get(), 1);
+            assert!(info.is_encrypted());
+            match fresh {
+                Some(_) => {
+                    let peer = info.peer.as_ref().expect("the peer, from the fresh list");
+                    assert_eq!((peer.ike_sa_id, peer.child_sa_id), (4, 7));
+                }
+                None => {
+                    assert_eq!(info.peer, None);
+                    assert!(
+                        info.caveats
+                            .iter()
+                            .any(|c| matches!(c, Caveat::PeerUnknown { detail } if detail.contains("knows no CHILD SA"))),
+                        "{:#?}",
+                        info.caveats
+                    );
+                }
+            }
+        }
+    }
+
+    /// A secure socket whose negotiation failed and that went in clear (its settings allow
+    /// it) reports the failure's code as `NegotiationWinerr`, not the optional templates'.
+    #[test]
+    fn a_failed_negotiation_recorded_for_the_socket_is_its_negotiation_error() {
+        use socksec::secure::OwnPolicies;
+        const R: u32 = 0x5000_0043;
+        let mut optional = esp_transport(R);
+        optional.optional = true;
+        let mut xfrm = XfrmSnapshot::default();
+        for dir in [PolicyDir::SocketOut, PolicyDir::SocketIn] {
+            xfrm.policies
+                .push(policy(dir, any_selector(2), 99, vec![optional.clone()]));
+        }
+        let snapshots = Snapshots {
+            xfrm: &xfrm,
+            ike: &DOWN,
+            socket: socket(Md5::None, Ktls::None),
+            wireguard: None,
+        };
+        let template = QueryTemplate {
+            protocol: socksec::SecurityProtocol::Ipsec2,
+            ..QueryTemplate::default()
+        };
+        let mut flow = tcp_flow();
+        for (winerr, expected) in [(0, 13825), (13801, 13801)] {
+            flow.own_policies = Some(OwnPolicies {
+                reqid: R,
+                tag: 99,
+                negotiation_winerr: winerr,
+            });
+            let info = answer(&flow, &snapshots, &template, NOW);
+            assert!(!info.is_secured(), "{info:?}");
+            assert_eq!(info.ipsec2.unwrap().negotiation_error, expected);
+        }
+    }
+
     /// Without a token mask no identity is asked for: no peer, no caveat, no daemon asked.
     #[test]
     fn no_identity_is_asked_without_a_token_mask() {
@@ -1292,6 +1383,7 @@ fn own_socket_policies_decide_only_for_their_socket() {
     let own = OwnPolicies {
         reqid: R,
         tag: 4242,
+        negotiation_winerr: 0,
     };
     let mut snap = XfrmSnapshot::default();
     for dir in [PolicyDir::SocketOut, PolicyDir::SocketIn] {

@@ -331,10 +331,10 @@ impl SecureSockets {
             port: peer.port(),
             identity,
         };
-        self.charon(uid, cookie, family, role, Stage::Negotiated)
+        self.charon(uid, fd, cookie, family, role, Stage::Negotiated)
     }
 
-    /// Has charon load (and for an initiator, negotiate) `role` for the socket of `cookie`,
+    /// Has charon load (and for an initiator, negotiate) `role` for the socket `fd` of `cookie`,
     /// which must be at [`Stage::Required`] and pass `check`; its stage becomes `then` of what
     /// was loaded, or [`Stage::Required`] again on failure (it may try again; it still cannot
     /// connect in clear). The lock is not held while charon works: that takes up to the
@@ -342,6 +342,7 @@ impl SecureSockets {
     fn charon(
         &self,
         uid: u32,
+        fd: BorrowedFd<'_>,
         cookie: u64,
         check: impl FnOnce(&Entry) -> Result<(), Error>,
         role: Role,
@@ -359,10 +360,16 @@ impl SecureSockets {
             reqid: own.reqid,
             role,
         };
-        let result = socksec::secure::negotiate(negotiation, &settings);
+        let mut own = own;
+        let result = socksec::secure::negotiate(negotiation, &settings, &mut own);
+        if own.negotiation_winerr != 0 {
+            // Gone in clear as the settings allow: the record says why, for the answers.
+            socksec::secure::record_secure_socket(fd, own)?;
+        }
         let mut entries = self.lock();
         if let Some(entry) = entries.get_mut(&cookie) {
             entry.touched = Instant::now();
+            entry.own = own;
             entry.stage = match &result {
                 Ok(session) => then(session.clone()),
                 Err(_) => Stage::Required,
@@ -401,6 +408,7 @@ impl SecureSockets {
         let role = Role::Responder { port: addr.port() };
         self.charon(
             uid,
+            fd,
             cookie,
             |_| Ok(()),
             role,

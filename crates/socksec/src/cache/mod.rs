@@ -116,6 +116,8 @@ struct Shared {
     /// The current snapshot; `None` while the thread cannot vouch for one (a re-read failed).
     xfrm: Mutex<Option<Arc<XfrmSnapshot>>>,
     ike: Mutex<Option<Arc<Vec<IkeSa>>>>,
+    /// When the IKE daemon's SAs were last listed (by the thread, or afresh for a query).
+    ike_listed: Mutex<Option<Instant>>,
     /// A duplicate of the notification socket's descriptor, for [`XfrmEvents::queued`].
     events_fd: Mutex<Option<OwnedFd>>,
     /// The XFRM thread may hold changes it has not published: raised before it takes a
@@ -189,6 +191,7 @@ impl Cache {
         let shared = Arc::new(Shared {
             xfrm: Mutex::new(None),
             ike: Mutex::new(None),
+            ike_listed: Mutex::new(None),
             events_fd: Mutex::new(None),
             busy: AtomicBool::new(false),
             lost: AtomicBool::new(false),
@@ -371,7 +374,29 @@ impl Sources for Cache {
             None => ColdSources.ike_sas(),
         }
     }
+
+    /// The IKE daemon's SAs read afresh, when the copy may lag its events (an SA negotiated a
+    /// moment ago): at most once per [`IKE_REFRESH_EVERY`], so that SAs the daemon never
+    /// knows (keyed by hand) do not cost every query a round trip.
+    fn refreshed_ike_sas(&self) -> Option<Result<Arc<Vec<IkeSa>>, String>> {
+        if lock(&self.shared.ike).is_none() {
+            // Not following the daemon: `ike_sas` already read afresh.
+            return None;
+        }
+        {
+            let mut listed = lock(&self.shared.ike_listed);
+            if listed.is_some_and(|t| t.elapsed() < IKE_REFRESH_EVERY) {
+                return None;
+            }
+            *listed = Some(Instant::now());
+        }
+        Some(ColdSources.ike_sas())
+    }
 }
+
+/// The shortest time between two fresh reads of the IKE daemon's SAs for queries
+/// ([`Cache`]'s `refreshed_ike_sas`).
+pub const IKE_REFRESH_EVERY: Duration = Duration::from_millis(50);
 
 /// Identity of a state in the SAD, as the kernel's delete and update look it up.
 fn same_state(a: &State, b: &State) -> bool {
@@ -750,6 +775,7 @@ fn vici_thread(shared: Arc<Shared>, period: Duration) {
             events.subscribe(&VICI_EVENTS)?;
             let mut requests = connect()?;
             *lock(&shared.ike) = Some(Arc::new(requests.list_sas()?));
+            *lock(&shared.ike_listed) = Some(Instant::now());
             shared.notify.ike_daemon(IkeDaemon::Reachable);
             let notify = |(name, message)| shared.notify.send(|| Change::Ike { name, message });
             loop {
@@ -763,6 +789,7 @@ fn vici_thread(shared: Arc<Shared>, period: Duration) {
                         notify(event);
                     }
                     *lock(&shared.ike) = Some(Arc::new(requests.list_sas()?));
+                    *lock(&shared.ike_listed) = Some(Instant::now());
                 }
             }
         })();
