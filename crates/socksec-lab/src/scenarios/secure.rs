@@ -600,8 +600,10 @@ sun's socksecd:
     );
     lab.evidence("socksecd logs", logs());
     lab.note(
-        "as nobody through socksecd (C, the Windows way): both ends flags 3, bytes crossed,          only ESP+IKE on the wire, impersonation refused; wrong target WSAECONNREFUSED, nothing          in clear; socksec connect --secure as nobody: flags 3, peer sun; both daemons \
-         unloaded charon's connections after the programs exited",
+        "as nobody through socksecd (C, the Windows way): both ends flags 3, bytes crossed, \
+         only ESP+IKE on the wire, impersonation refused; wrong target WSAECONNREFUSED, \
+         nothing in clear; socksec connect --secure as nobody: flags 3, peer sun; both \
+         daemons unloaded charon's connections after the programs exited",
     );
     Ok(())
 }
