@@ -326,7 +326,13 @@ impl Rule {
             }
         };
         if !verdict.secured {
-            return Err(format!("not secured: {}", reasons()));
+            // The answer's reasons say "not secured: …" themselves.
+            let why = reasons();
+            return Err(if why.starts_with("not secured") {
+                why
+            } else {
+                format!("not secured: {why}")
+            });
         }
         match self.require {
             Require::Secured => Ok(()),
@@ -396,6 +402,15 @@ mod tests {
         for rule in &rules.rules {
             let why = rule.judge(&plain).unwrap_err();
             assert_eq!(why, "not secured: no policy");
+            // Reasons that say it themselves are not prefixed twice.
+            let own = Verdict {
+                reasons: vec!["not secured: no IPsec policy covers outbound traffic".into()],
+                ..plain.clone()
+            };
+            assert_eq!(
+                rule.judge(&own).unwrap_err(),
+                "not secured: no IPsec policy covers outbound traffic"
+            );
         }
         let integrity = Verdict {
             secured: true,
