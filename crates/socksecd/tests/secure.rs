@@ -283,3 +283,79 @@ fn allow_insecure_goes_in_clear_says_so_and_is_forgotten_with_the_socket() {
         std::thread::sleep(Duration::from_millis(200));
     }
 }
+
+/// Hostile secure-socket frames as `nobody`: a body that is no step, a step with unknown
+/// fields, a step without a descriptor, a step on a descriptor that is not a socket, steps out
+/// of order. Each gets an error and the connection goes on; the daemon stays up.
+#[test]
+fn hostile_secure_frames_get_errors_and_the_daemon_carries_on() {
+    use socksec::broker::proto::{self, FrameKind};
+    let Some((pair, mut d)) = setup("hostile") else {
+        return;
+    };
+    let path = d.socket.clone();
+    let answers = pair.run_in(&pair.a, move || {
+        as_user(NOBODY, move || {
+            let stream = common::connect(&path);
+            let s = tcp();
+            let file = std::fs::File::open("/dev/null").unwrap();
+            let frame = |body: &[u8]| {
+                let mut f = proto::header(FrameKind::Secure, body.len() as u32).to_vec();
+                f.extend_from_slice(body);
+                f
+            };
+            let connected = proto::encode_secure(&SecureRequest::Connected).unwrap();
+            let accepted = proto::encode_secure(&SecureRequest::Accepted).unwrap();
+            let sends: Vec<(Vec<u8>, Vec<std::os::fd::BorrowedFd<'_>>)> = vec![
+                (frame(b"{\"require\":7}"), vec![s.as_fd()]),
+                (
+                    frame(br#"{"negotiate":{"peer":"10.99.0.2:1","identity":null,"reqid":1}}"#),
+                    vec![s.as_fd()],
+                ),
+                (connected.clone(), vec![]),
+                (connected.clone(), vec![file.as_fd()]),
+                (connected, vec![s.as_fd()]),
+                (accepted, vec![s.as_fd()]),
+            ];
+            let mut out = Vec::new();
+            for (bytes, fds) in sends {
+                common::send_raw(&stream, &bytes, &fds).unwrap();
+                out.push(common::expect_error(common::read_response(&stream)));
+            }
+            // The connection still answers a query.
+            common::send_raw(&stream, &common::request_frame(), &[s.as_fd()]).unwrap();
+            assert!(common::read_response(&stream).is_some());
+            out
+        })
+    });
+    let kinds: Vec<String> = answers.iter().map(|e| format!("{:?}", e.kind())).collect();
+    assert_eq!(answers.len(), 6, "{kinds:?}");
+    assert!(answers[0].message().contains("malformed"), "{}", answers[0]);
+    assert!(
+        answers[1].message().contains("unknown field"),
+        "{}",
+        answers[1]
+    );
+    assert!(
+        answers[2].message().contains("no descriptor"),
+        "{}",
+        answers[2]
+    );
+    assert_eq!(
+        answers[3].kind(),
+        ErrorKind::NotSocket,
+        "{}",
+        answers[3]
+    );
+    assert!(
+        answers[4].message().contains("WSASetSocketSecurity first"),
+        "{}",
+        answers[4]
+    );
+    assert!(
+        answers[5].message().contains("not connected"),
+        "{}",
+        answers[5]
+    );
+    d.assert_alive();
+}
