@@ -306,27 +306,14 @@ fn query_pid_fd_answers_for_another_process_and_says_when_not_permitted() {
 
 /// Another process (python3) holds a TCP-MD5 connection and a plain one in the namespace:
 /// `ls` sees the keys in the dump and answers exactly as `query --pid --fd` on each descriptor.
-const MD5_HOLDER: &str = include_str!("../../socksec/tests/common/md5_holder.py");
-
 #[test]
 fn ls_answers_tcp_md5_as_query_pid_does() {
     if !require_root("ls_answers_tcp_md5_as_query_pid_does") {
         return;
     }
     let ns = Netns::new();
-    let mut holder = Command::new("ip")
-        .args(["netns", "exec", &ns.0, "python3", "-c", MD5_HOLDER])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .expect("python3");
-    let mut line = String::new();
-    std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(holder.stdout.take().unwrap()),
-        &mut line,
-    )
-    .unwrap();
-    let held: Value = serde_json::from_str(&line).expect("the holder's sockets");
+    let holder = common::Holder::start(&ns.0);
+    let held = &holder.held;
     let pid = held["pid"].to_string();
     let list = json(&socksec(&ns, &["ls", "--tcp", "--json"]));
     for (kind, secured) in [("md5", true), ("plain", false)] {
@@ -382,6 +369,5 @@ fn ls_answers_tcp_md5_as_query_pid_does() {
         row.contains("integrity") && row.contains("tcp_md5 integrity"),
         "{row}"
     );
-    drop(holder.stdin.take());
-    let _ = holder.wait();
+    drop(holder);
 }

@@ -2,9 +2,9 @@
 //! extension manager with the code generated from osquery's own interface definition (the
 //! `osquery` Python package, installed by `scripts/install-deps` in `target/osquery-venv`).
 //! The extension registers `socket_protection`, and its rows, with and without constraints,
-//! agree with `socksec ls --json` on a known set of connections (plain TCP and TCP-MD5, held
-//! by another process in a private network namespace), and its `rule_violations` with the
-//! rules file.
+//! agree with `socksec ls --json` on a known set of connections (plain TCP, TCP-MD5 and
+//! connected UDP, held by another process in a private network namespace), and its
+//! `rule_violations` with the rules file.
 //!
 //! The binaries are the release ones `make build` makes (`cargo build --release`, a no-op
 //! after it). Without root or without the venv the test fails when `CI=true` and otherwise
@@ -14,16 +14,13 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use serde_json::{Value, json};
 
 use common::{Netns, require_root};
-
-/// The socksec holder of the TCP-MD5 and plain connections.
-const MD5_HOLDER: &str = include_str!("../../socksec/tests/common/md5_holder.py");
 
 /// The packages `make build` builds (the same set, so that this build is a no-op after it).
 const RELEASE_PACKAGES: [&str; 4] = [
@@ -139,27 +136,11 @@ fn socket_protection_over_thrift_agrees_with_ls() {
     };
     let (socksec, ext) = binaries();
     let ns = Netns::new();
-    let mut holder = Command::new("ip")
-        .args(["netns", "exec", &ns.0, "python3", "-c", MD5_HOLDER])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("python3");
-    let mut line = String::new();
-    BufReader::new(holder.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let held: Value = serde_json::from_str(&line).expect("the holder's sockets");
+    let holder = common::Holder::start(&ns.0);
+    let held = &holder.held;
     let pid = held["pid"].as_u64().unwrap();
     let md5_client = &held["md5"][0];
-    let md5_port: u16 = md5_client["peer"]
-        .as_str()
-        .unwrap()
-        .rsplit(':')
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let md5_port = holder.md5_port;
 
     let rules = std::env::temp_dir().join(format!("socksec-osquery-rules-{}.toml", ns.0));
     std::fs::write(
@@ -182,8 +163,6 @@ fn socket_protection_over_thrift_agrees_with_ls() {
         .output()
         .unwrap();
     let _ = std::fs::remove_file(&rules);
-    drop(holder.stdin.take());
-    let _ = holder.wait();
     assert!(ls.status.success(), "{ls:?}");
     let ls: Vec<Value> = serde_json::from_slice(&ls.stdout).unwrap();
 
@@ -250,7 +229,12 @@ fn socket_protection_over_thrift_agrees_with_ls() {
             .unwrap();
         let flag = |b: &Value| if b == &Value::Bool(true) { "1" } else { "0" };
         assert_eq!(row["pid"], entry["pid"].to_string(), "{row} {entry}");
-        assert_eq!(row["protocol"], "6");
+        let protocol = if entry["socket"]["protocol"] == "udp" {
+            "17"
+        } else {
+            "6"
+        };
+        assert_eq!(row["protocol"], protocol, "{row} {entry}");
         assert_eq!(row["family"], "2");
         let answered = entry.get("error").is_none();
         if answered {
@@ -292,26 +276,20 @@ fn socket_protection_over_thrift_agrees_with_ls() {
             .unwrap_or_else(|| panic!("no row for {end}: {all:?}"))
             .clone()
     };
-    for end in held["md5"].as_array().unwrap() {
-        let row = by_end(end);
-        assert_eq!(row["fd"], end["fd"].to_string(), "{row}");
-        assert_eq!(
-            (row["secured"].as_str(), row["encrypted"].as_str()),
-            (Some("1"), Some("0"))
-        );
-        assert_eq!(row["mechanisms"], "tcp_md5");
-        assert_eq!(row["rule_violations"], "lo-encrypted", "{row}");
-    }
-    for end in held["plain"].as_array().unwrap() {
-        let row = by_end(end);
-        assert_eq!(row["fd"], end["fd"].to_string(), "{row}");
-        assert_eq!(
-            (row["secured"].as_str(), row["encrypted"].as_str()),
-            (Some("0"), Some("0"))
-        );
-        assert_eq!(row["mechanisms"], "");
-        assert_eq!(row["rule_violations"], "lo-secured,lo-encrypted", "{row}");
-        assert_eq!(row["spi_out"], "");
+    // TCP-MD5 signs (secured, not encrypted); the plain connection violates both rules.
+    for (kind, secured, mechanisms, violated) in [
+        ("md5", "1", "tcp_md5", "lo-encrypted"),
+        ("plain", "0", "", "lo-secured,lo-encrypted"),
+    ] {
+        for end in held[kind].as_array().unwrap() {
+            let row = by_end(end);
+            assert_eq!(row["fd"], end["fd"].to_string(), "{row}");
+            assert_eq!(row["secured"], secured, "{kind}: {row}");
+            assert_eq!(row["encrypted"], "0", "{kind}: {row}");
+            assert_eq!(row["mechanisms"], mechanisms, "{kind}: {row}");
+            assert_eq!(row["rule_violations"], violated, "{kind}: {row}");
+            assert_eq!(row["spi_out"], "", "no IPsec: {row}");
+        }
     }
 
     // Constraints: exactly the rows that satisfy them.

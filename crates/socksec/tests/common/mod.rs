@@ -139,8 +139,9 @@ def key(s, peer, k=b"socksec-test-key"):
 "#;
 
 /// The rest of [`Holder`]'s script: a plain TCP connection (both ends), a TCP-MD5 one (both
-/// ends keyed) and two UDP sockets connected to each other; `unkey` and `key` on standard
-/// input remove and restore the TCP-MD5 keys.
+/// ends keyed) and two UDP sockets connected to each other; it prints `pid`, `md5_port` and
+/// the TCP ends (`md5`, `plain`: `fd`, `local`, `peer`); `unkey` and `key` on standard input
+/// remove and restore the TCP-MD5 keys.
 const HOLDER: &str = r#"
 lm = socket.socket(); lm.bind(("127.0.0.1", 0)); key(lm, "127.0.0.1"); lm.listen()
 cm = socket.socket(); key(cm, "127.0.0.1"); cm.connect(lm.getsockname()); am, _ = lm.accept()
@@ -149,7 +150,9 @@ cp = socket.socket(); cp.connect(lp.getsockname()); ap, _ = lp.accept()
 u1 = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u1.bind(("127.0.0.1", 0))
 u2 = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u2.bind(("127.0.0.1", 0))
 u1.connect(u2.getsockname()); u2.connect(u1.getsockname())
-print(json.dumps({"pid": os.getpid(), "md5_port": lm.getsockname()[1]}), flush=True)
+end = lambda s: {"fd": s.fileno(), "local": "%s:%d" % s.getsockname(), "peer": "%s:%d" % s.getpeername()}
+print(json.dumps({"pid": os.getpid(), "md5_port": lm.getsockname()[1],
+                  "md5": [end(cm), end(am)], "plain": [end(cp), end(ap)]}), flush=True)
 for line in sys.stdin:
     secret = b"" if line.strip() == "unkey" else b"socksec-test-key"
     for s in (cm, am): key(s, "127.0.0.1", secret)
@@ -163,6 +166,9 @@ pub struct Holder {
     stdout: std::io::BufReader<std::process::ChildStdout>,
     /// The TCP-MD5 listener's port.
     pub md5_port: u16,
+    /// What it printed: `pid`, `md5_port`, and the ends of the `md5` and `plain` TCP
+    /// connections (client first) with their `fd`, `local` and `peer`.
+    pub held: serde_json::Value,
 }
 
 impl Holder {
@@ -184,6 +190,7 @@ impl Holder {
             child,
             stdout,
             md5_port: held["md5_port"].as_u64().unwrap() as u16,
+            held,
         }
     }
 
