@@ -3,15 +3,17 @@
 CARGO ?= cargo
 ARGS ?= selftest
 
-.PHONY: run test deps build lint lab c-abi bench fuzz clean
+.PHONY: run test deps build deb lint lab c-abi bench fuzz clean
 
 ## Build socksec from source and run it on this host (make run ARGS="query --connect 10.0.0.1:22").
 run:
 	$(CARGO) run --release -q -p socksec-cli -- $(ARGS)
 
-## Install what the tests need (as root) and run every test tier: pure, host, C ABI, lab.
+## Install what the tests need (as root) and run every test tier: pure, host, C ABI, lab, the
+## Debian package (installed, run and purged), fuzz corpora.
 test: deps lint build
 	$(CARGO) test --workspace --all-targets --no-fail-fast
+	./scripts/deb-test
 	./scripts/fuzz-ci
 
 deps:
@@ -21,6 +23,10 @@ deps:
 ## ABI tests link against (the host tests and the Debian package use these release builds).
 build:
 	$(CARGO) build --release -p socksec-cli -p socksec-winsock -p socksecd -p socksec-osquery
+
+## The Debian package, from the release build: target/debian/socksec_<version>_amd64.deb.
+deb: build
+	./scripts/deb-build
 
 lint:
 	$(CARGO) fmt --all -- --check

@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::os::fd::RawFd;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 use socksec::SecurityProtocol;
 
 mod check;
@@ -223,6 +223,14 @@ impl From<Protocol> for SecurityProtocol {
 pub(crate) const TOKEN_QUERY: u32 = 0x8;
 
 fn main() -> ExitCode {
+    // Man pages and completions for the package (scripts/deb-build), from this definition.
+    let docs = socksec_clidoc::Docs {
+        section: "1",
+        completions: true,
+    };
+    if let Some(written) = socksec_clidoc::generate_if_asked(Cli::command, docs) {
+        return socksec_clidoc::exit(written);
+    }
     let cli = Cli::parse();
     match cli.command {
         Command::Query(args) => query::run(&args),

@@ -24,7 +24,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 
 /// The socksec broker: answers socket security queries for the sockets callers pass it.
 #[derive(Debug, Parser)]
@@ -85,6 +85,14 @@ fn parse_mode(s: &str) -> Result<u32, String> {
 }
 
 fn main() -> ExitCode {
+    // Man page and completions for the package (scripts/deb-build), from this definition.
+    let docs = socksec_clidoc::Docs {
+        section: "8",
+        completions: true,
+    };
+    if let Some(written) = socksec_clidoc::generate_if_asked(Args::command, docs) {
+        return socksec_clidoc::exit(written);
+    }
     let args = Args::parse();
     match run(&args) {
         Ok(()) => ExitCode::SUCCESS,
