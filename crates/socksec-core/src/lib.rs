@@ -21,6 +21,7 @@ pub mod error;
 pub mod flow;
 pub mod impersonation;
 pub mod ktls;
+pub mod libreswan;
 pub mod metrics;
 pub mod netlink;
 pub mod peer;

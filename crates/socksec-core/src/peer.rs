@@ -206,6 +206,7 @@ mod tests {
             dh_group: None,
             established: Some(5),
             child_sas: children,
+            daemon: Default::default(),
         }
     }
 
@@ -288,6 +289,36 @@ mod tests {
             join(&split, &sas)
                 .unwrap_err()
                 .contains("different IKE SAs")
+        );
+    }
+
+    #[test]
+    fn the_kernels_sas_join_pluto_s_states() {
+        let reply = include_str!("../../socksec/tests/fixtures/pluto/moon-reply.txt");
+        let sas = crate::libreswan::parse(reply).unwrap();
+        let ps = [
+            protection(Direction::Outbound, 0x38994320),
+            protection(Direction::Inbound, 0x9c0bdeaa),
+        ];
+        let peer = join(&ps, &sas).unwrap();
+        assert_eq!((peer.ike_sa_id, peer.child_sa_id), (1, 2));
+        assert_eq!(
+            (peer.ike_sa_name.as_str(), peer.child_sa_name.as_str()),
+            ("lab", "lab")
+        );
+        let machine = peer.machine.unwrap();
+        assert_eq!(
+            (machine.kind.as_str(), machine.id.as_str()),
+            ("fqdn", "sun.example")
+        );
+        assert!(peer.user.is_none());
+        let swapped = [
+            protection(Direction::Outbound, 0x9c0bdeaa),
+            protection(Direction::Inbound, 0x38994320),
+        ];
+        assert!(
+            join(&swapped, &sas).is_err(),
+            "the SPIs the other way name no one"
         );
     }
 

@@ -2,7 +2,7 @@
 //!
 //! socksec parses bytes from four sources it does not control: any local user (the broker's
 //! requests, parsed by `socksecd` as root), the kernel (XFRM, rtnetlink, sock_diag, WireGuard's
-//! generic netlink), the IKE daemon (VICI) and C callers (the ABI's pointers and lengths). Each
+//! generic netlink), the IKE daemons (charon's VICI, pluto's whack replies) and C callers (the ABI's pointers and lengths). Each
 //! of those decoders has a target here: a function over arbitrary bytes that panics when an
 //! invariant breaks, not only when the decoder does.
 //!
@@ -46,6 +46,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("wireguard_genl", targets::wireguard_genl),
     ("vici_message", targets::vici_message),
     ("vici_stream", targets::vici_stream),
+    ("pluto_whack", targets::pluto_whack),
     ("sa_context_guid", targets::sa_context_guid),
     ("cert_names", targets::cert_names),
     ("c_abi", c_abi::c_abi),

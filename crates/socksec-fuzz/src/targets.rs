@@ -284,6 +284,54 @@ pub fn wireguard_genl(data: &[u8]) {
     }
 }
 
+/// pluto's reply to `whack --trafficstatus --showstates`: every IKE SA read is pluto's, names
+/// an identity that is in the reply (as pluto prints it), and has Child SAs whose SPIs are in
+/// the reply, both directions of one protocol; reading is deterministic.
+pub fn pluto_whack(data: &[u8]) {
+    use socksec_core::libreswan;
+    use socksec_core::vici::model::{Daemon, IdentityKind};
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let Ok(sas) = libreswan::parse(text) else {
+        return;
+    };
+    assert_eq!(libreswan::parse(text).as_ref(), Ok(&sas));
+    for ike in &sas {
+        assert_eq!(ike.daemon, Daemon::Pluto);
+        let id = &ike.remote_id;
+        assert!(
+            !matches!(id.kind, IdentityKind::Any | IdentityKind::Other) && !id.text.is_empty(),
+            "no identity is invented: {id:?}"
+        );
+        let printed = match id.kind {
+            IdentityKind::Fqdn => format!("id='@{}'", id.text),
+            IdentityKind::KeyId => format!("id='@{}'", id.text),
+            _ => format!("id='{}'", id.text),
+        };
+        assert!(text.contains(&printed), "{printed} is not in the reply");
+        assert!(!ike.child_sas.is_empty(), "an IKE SA without Child SA");
+        for child in &ike.child_sas {
+            assert!(matches!(
+                child.protocol.as_deref(),
+                Some("ESP") | Some("AH")
+            ));
+            let (Some(out), Some(inb)) = (child.spi_out, child.spi_in) else {
+                panic!("a Child SA without both SPIs: {child:?}");
+            };
+            let said = |spi: u32| {
+                text.split('.')
+                    .filter_map(|t| t.split_once('@'))
+                    .any(|(hex, _)| u32::from_str_radix(hex, 16).ok() == Some(spi))
+            };
+            for spi in [out, inb] {
+                assert!(said(spi), "SPI {spi:08x} is not in the reply");
+            }
+            assert_ne!(child.uniqueid, ike.uniqueid);
+        }
+    }
+}
+
 /// VICI messages and packets: whatever decodes encodes back to the same value.
 pub fn vici_message(data: &[u8]) {
     if let Ok(message) = Message::decode(data) {

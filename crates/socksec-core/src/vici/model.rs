@@ -132,7 +132,20 @@ fn classify(t: &str) -> IdentityKind {
     IdentityKind::Other
 }
 
-/// An IKE SA as listed by charon.
+/// The IKE daemon an SA comes from.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum Daemon {
+    /// strongSwan's charon, over VICI.
+    #[default]
+    Charon,
+    /// libreswan's pluto, through whack (`crate::libreswan`).
+    Pluto,
+}
+
+/// An IKE SA as listed by charon (or pluto's states read into the same shape).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct IkeSa {
     /// Connection name (the section name).
@@ -179,6 +192,9 @@ pub struct IkeSa {
     pub established: Option<u64>,
     /// CHILD SAs, in charon's order.
     pub child_sas: Vec<ChildSa>,
+    /// The daemon that reported it.
+    #[serde(default)]
+    pub daemon: Daemon,
 }
 
 /// A CHILD SA (a pair of IPsec SAs) under an IKE SA.
@@ -373,6 +389,7 @@ impl IkeSa {
             dh_group: f.opt_string("dh-group")?,
             established: f.opt_parse("established", "a number of seconds")?,
             child_sas,
+            daemon: Daemon::Charon,
         })
     }
 

@@ -70,6 +70,17 @@ fn main() {
         write("sock_diag", f, &fixture(f));
         write("netlink_framing", f, &fixture(f));
     }
+    // pluto: whack's real replies (pluto 4.10 in the lab), as the library asks for them.
+    for f in [
+        "moon",
+        "sun",
+        "moon-after-ike-rekey",
+        "moon-after-child-rekey",
+    ] {
+        let mut bytes = fixture(&format!("pluto/{f}.trafficstatus.txt"));
+        bytes.extend(fixture(&format!("pluto/{f}.showstates.txt")));
+        write("pluto_whack", f, &bytes);
+    }
     // VICI: charon's real packets and streams.
     for f in [
         "list-sas-initiator.bin",
