@@ -90,6 +90,7 @@ mod links;
 mod lookups;
 mod mode;
 mod netlink;
+mod pluto;
 mod route;
 mod sa;
 mod secure_sockets;

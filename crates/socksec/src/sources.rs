@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use crate::error::Error;
 use crate::vici::certs::CertNames;
-use crate::vici::model::IkeSa;
+use crate::vici::model::{Daemon, IkeSa};
 use crate::xfrm::model::XfrmSnapshot;
 
 /// Where a query's snapshots come from: read afresh for each query ([`ColdSources`]), or kept
@@ -29,10 +29,13 @@ pub trait Sources: Send + Sync {
     fn refreshed_ike_sas(&self) -> Option<Result<Arc<Vec<IkeSa>>, String>> {
         None
     }
-    /// The certificate the peer of `ike` authenticated with, if any: asked of the IKE daemon
-    /// (at `SOCKSEC_VICI` or strongSwan's default socket) once per IKE SA and remembered for the
-    /// process.
+    /// The certificate the peer of `ike` authenticated with, if any: asked of charon (at
+    /// `SOCKSEC_VICI` or strongSwan's default socket) once per IKE SA and remembered for the
+    /// process. pluto's IKE SAs have none (its certificates are not read yet).
     fn peer_certificate(&self, ike: &IkeSa) -> Result<Option<CertNames>, String> {
+        if ike.daemon == Daemon::Pluto {
+            return Ok(None);
+        }
         let path = vici_socket();
         crate::vici::certs::peer_certificate_memo(&path, ike, || {
             crate::vici::client::ViciClient::connect(&path, crate::vici::client::DEFAULT_TIMEOUT)
@@ -58,7 +61,8 @@ impl<T: Sources + ?Sized> Sources for Arc<T> {
     }
 }
 
-/// Snapshots read for each query: a full XFRM dump and a VICI `list-sas`. The cold path.
+/// Snapshots read for each query: a full XFRM dump, a VICI `list-sas` and, when pluto runs,
+/// its states. The cold path.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct ColdSources;
 
@@ -70,7 +74,7 @@ impl Sources for ColdSources {
     }
 
     fn ike_sas(&self) -> Result<Arc<Vec<IkeSa>>, String> {
-        ike_sas().map(Arc::new)
+        combine(|| charon_ike_sas().map(Arc::new), pluto_ike_sas())
     }
 }
 
@@ -81,8 +85,46 @@ pub fn vici_socket() -> std::path::PathBuf {
         .unwrap_or_else(|| crate::vici::client::DEFAULT_SOCKET.into())
 }
 
+/// pluto's IKE SAs read afresh; `None` when its control socket does not exist.
+pub(crate) fn pluto_ike_sas() -> Option<Result<Arc<Vec<IkeSa>>, String>> {
+    pluto_view().map(|(_, sas)| sas)
+}
+
+/// pluto's SAs, or why they cannot be had, with the identity (device, inode) of the control
+/// socket they were read through; `None` when pluto does not run.
+pub(crate) type PlutoView = Option<((u64, u64), Result<Arc<Vec<IkeSa>>, String>)>;
+
+/// [`pluto_ike_sas`] with the identity of the control socket they were read through.
+pub(crate) fn pluto_view() -> PlutoView {
+    let id = crate::pluto::socket_id()?;
+    Some((id, crate::pluto::ike_sas().map(Arc::new)))
+}
+
+/// charon's IKE SAs (`charon`) and pluto's (`pluto`, `None` when pluto does not run) as one
+/// list. Without pluto this is charon's answer, as before; with pluto and no VICI socket,
+/// pluto's; with both, the SAs of both (a daemon that cannot be asked contributes none, and
+/// only when neither can be asked is the answer why).
+pub(crate) fn combine(
+    charon: impl FnOnce() -> Result<Arc<Vec<IkeSa>>, String>,
+    pluto: Option<Result<Arc<Vec<IkeSa>>, String>>,
+) -> Result<Arc<Vec<IkeSa>>, String> {
+    let Some(pluto) = pluto else {
+        return charon();
+    };
+    if std::fs::metadata(vici_socket()).is_err() {
+        return pluto;
+    }
+    match (charon(), pluto) {
+        (Ok(c), Ok(p)) if p.is_empty() => Ok(c),
+        (Ok(c), Ok(p)) if c.is_empty() => Ok(p),
+        (Ok(c), Ok(p)) => Ok(Arc::new(c.iter().chain(p.iter()).cloned().collect())),
+        (Ok(sas), Err(_)) | (Err(_), Ok(sas)) => Ok(sas),
+        (Err(c), Err(p)) => Err(format!("{c}; {p}")),
+    }
+}
+
 /// The IKE SAs charon knows, or why they cannot be had.
-fn ike_sas() -> Result<Vec<IkeSa>, String> {
+pub(crate) fn charon_ike_sas() -> Result<Vec<IkeSa>, String> {
     let path = vici_socket();
     crate::vici::client::ViciClient::connect(&path, crate::vici::client::DEFAULT_TIMEOUT)
         .and_then(|mut c| c.list_sas())

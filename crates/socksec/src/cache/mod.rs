@@ -72,7 +72,7 @@ pub struct CacheOptions {
     pub audit_period: Duration,
     /// `SO_RCVBUF` of the notification socket; `None` keeps the system default.
     pub receive_buffer: Option<usize>,
-    /// Follow charon's SAs over VICI as well.
+    /// Follow the IKE daemons' SAs as well: charon's over VICI, pluto's by polling.
     pub vici: bool,
 }
 
@@ -116,6 +116,9 @@ struct Shared {
     /// The current snapshot; `None` while the thread cannot vouch for one (a re-read failed).
     xfrm: Mutex<Option<Arc<XfrmSnapshot>>>,
     ike: Mutex<Option<Arc<Vec<IkeSa>>>>,
+    /// pluto's SAs as the poll thread last saw them: `None` before its first look,
+    /// `Some(None)` while pluto does not run.
+    pluto: Mutex<Option<PlutoView>>,
     /// When the IKE daemon's SAs were last listed (by the thread, or afresh for a query).
     ike_listed: Mutex<Option<Instant>>,
     /// A duplicate of the notification socket's descriptor, for [`XfrmEvents::queued`].
@@ -191,6 +194,7 @@ impl Cache {
         let shared = Arc::new(Shared {
             xfrm: Mutex::new(None),
             ike: Mutex::new(None),
+            pluto: Mutex::new(None),
             ike_listed: Mutex::new(None),
             events_fd: Mutex::new(None),
             busy: AtomicBool::new(false),
@@ -233,6 +237,13 @@ impl Cache {
             {
                 cache.threads.push(handle);
                 cache.follows_ike = true;
+            }
+            let pluto = shared.clone();
+            if let Ok(handle) = std::thread::Builder::new()
+                .name("socksec-pluto".into())
+                .spawn(move || pluto_thread(pluto))
+            {
+                cache.threads.push(handle);
             }
         }
         cache
@@ -364,23 +375,31 @@ impl Sources for Cache {
     }
 
     fn ike_sas(&self) -> Result<Arc<Vec<IkeSa>>, String> {
-        let cached = self
-            .usable()
-            .then(|| lock(&self.shared.ike).clone())
-            .flatten();
-        match cached {
+        let usable = self.usable();
+        let cached = usable.then(|| lock(&self.shared.ike).clone()).flatten();
+        let charon = || match cached {
             Some(sas) => Ok(sas),
             // Not connected: ask directly, so the answer says exactly why there is no peer.
-            None => ColdSources.ike_sas(),
-        }
+            None => crate::sources::charon_ike_sas().map(Arc::new),
+        };
+        // The copy serves while the socket it was read through is the one there now (one
+        // `stat`): a pluto that went away or was restarted is asked afresh.
+        let copy = usable.then(|| lock(&self.shared.pluto).clone()).flatten();
+        let pluto = match (copy, crate::pluto::socket_id()) {
+            (Some(None), None) => None,
+            (Some(Some((id, sas))), Some(now)) if id == now => Some(sas),
+            _ => crate::sources::pluto_ike_sas(),
+        };
+        crate::sources::combine(charon, pluto)
     }
 
     /// The IKE daemon's SAs read afresh, when the copy may lag its events (an SA negotiated a
     /// moment ago): at most once per [`IKE_REFRESH_EVERY`], so that SAs the daemon never
     /// knows (keyed by hand) do not cost every query a round trip.
     fn refreshed_ike_sas(&self) -> Option<Result<Arc<Vec<IkeSa>>, String>> {
-        if lock(&self.shared.ike).is_none() {
-            // Not following the daemon: `ike_sas` already read afresh.
+        let follows_pluto = matches!(*lock(&self.shared.pluto), Some(Some(_)));
+        if lock(&self.shared.ike).is_none() && !follows_pluto {
+            // Not following a daemon: `ike_sas` already read afresh.
             return None;
         }
         {
@@ -761,6 +780,24 @@ fn subscribe(receive_buffer: Option<usize>) -> Result<XfrmEvents, DumpError> {
 fn remove_policy(policies: &mut Vec<Policy>, p: &Policy) {
     if let Some(i) = policies.iter().position(|q| q.index == p.index) {
         policies.remove(i);
+    }
+}
+
+use crate::sources::PlutoView;
+
+/// How often the cache asks pluto for its states (it sends no events; a query that finds an
+/// SA the copy lacks asks afresh, see `refreshed_ike_sas`).
+pub const PLUTO_POLL: Duration = Duration::from_secs(2);
+
+/// Follows pluto: whether it runs and its SAs, every [`PLUTO_POLL`].
+fn pluto_thread(shared: Arc<Shared>) {
+    while !shared.stop.load(Ordering::Relaxed) {
+        let view = crate::sources::pluto_view();
+        *lock(&shared.pluto) = Some(view);
+        let until = Instant::now() + PLUTO_POLL;
+        while Instant::now() < until && !shared.stop.load(Ordering::Relaxed) {
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 }
 
