@@ -21,6 +21,8 @@ pub const SOCKSECD_FILE: &str = "socksecd";
 pub const WSA_PROBE_FILE: &str = "wsa-probe";
 /// The Windows-style secure connection (`host/secure_flow.c`), compiled into the share.
 pub const SECURE_FLOW_FILE: &str = "secure-flow";
+/// The path of the unpacked libreswan package (`host::libreswan`), written by the host.
+pub const LIBRESWAN_FILE: &str = "libreswan-root";
 
 /// The outcome of one scenario.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -11,7 +11,9 @@ use std::time::Instant;
 use crate::cmd::sh;
 use crate::error::{Context, Result, bail};
 use crate::lab::Lab;
-use crate::results::{DONE_FILE, GuestSummary, Outcome, RESULTS_FILE, ScenarioResult};
+use crate::results::{
+    DONE_FILE, GuestSummary, LIBRESWAN_FILE, Outcome, RESULTS_FILE, ScenarioResult,
+};
 use crate::scenarios::{self, Scenario};
 use crate::sys;
 
@@ -23,6 +25,16 @@ pub const CMDLINE_MARKER: &str = "socksec_lab=1";
 pub const VICI_ENV: &str = "SOCKSEC_VICI";
 /// Where the guest points [`VICI_ENV`]: a link to moon's charon's VICI socket.
 pub const MOON_VICI: &str = "/run/socksec-lab/moon.vici";
+
+/// The environment variable the socksec library reads for pluto's control socket.
+pub const PLUTO_CTL_ENV: &str = "SOCKSEC_PLUTO_CTL";
+/// Where the guest points [`PLUTO_CTL_ENV`]: a link to moon's pluto's control socket (made
+/// by `lab::pluto::Pluto::ready`; dangling while no pluto runs in moon).
+pub const MOON_PLUTO_CTL: &str = "/run/socksec-lab/moon.pluto.ctl";
+/// The environment variable the socksec library reads for pluto's whack.
+pub const WHACK_ENV: &str = "SOCKSEC_WHACK";
+/// whack inside the unpacked libreswan package.
+pub const WHACK_IN_PACKAGE: &str = "usr/libexec/ipsec/whack";
 
 /// Where stage 1 mounts the result share.
 pub const SHARE: &str = "/lab-out";
@@ -101,6 +113,15 @@ pub fn run(filter: Option<&str>) -> Result<()> {
     // here (see `Charon::ready`). Set before any scenario starts a thread.
     // SAFETY: the guest has started no thread yet (scenarios run after this).
     unsafe { sys::set_env_single_threaded(VICI_ENV, MOON_VICI) };
+    // Likewise moon's pluto, and the whack of the libreswan package the host unpacked (its
+    // path is in the share): the library finds pluto only while one runs in moon.
+    // SAFETY: as above.
+    unsafe { sys::set_env_single_threaded(PLUTO_CTL_ENV, MOON_PLUTO_CTL) };
+    if let Ok(root) = fs::read_to_string(Path::new(SHARE).join(LIBRESWAN_FILE)) {
+        let whack = Path::new(root.trim()).join(WHACK_IN_PACKAGE);
+        // SAFETY: as above.
+        unsafe { sys::set_env_single_threaded(WHACK_ENV, &whack.display().to_string()) };
+    }
     prepare_system().context("preparing the guest system")?;
     let share = Path::new(SHARE);
     let mut results = OpenOptions::new()

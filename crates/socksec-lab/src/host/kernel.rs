@@ -58,28 +58,8 @@ fn load_ready(dir: &Path) -> Option<Kernel> {
     (kernel.image().is_file() && kernel.modules().join("modules.dep").is_file()).then_some(kernel)
 }
 
-/// Any complete kernel already in the cache (used when apt cannot resolve one, e.g. offline).
-fn any_cached(cache: &Path) -> Option<Kernel> {
-    let mut dirs: Vec<PathBuf> = fs::read_dir(cache)
-        .ok()?
-        .filter_map(|e| Some(e.ok()?.path()))
-        .collect();
-    dirs.sort();
-    dirs.iter().rev().find_map(|d| load_ready(d))
-}
-
 fn download_and_prepare(pkg: &str, dir: &Path) -> Result<Kernel> {
-    let _ = fs::remove_dir_all(dir);
-    let dl = dir.join("download");
-    fs::create_dir_all(&dl).with_context(|| format!("creating {}", dl.display()))?;
-    eprintln!("lab: downloading {pkg}");
-    run(command("apt-get", ["download", "-q", pkg]).current_dir(&dl))?;
-    let deb = fs::read_dir(&dl)?
-        .filter_map(|e| Some(e.ok()?.path()))
-        .find(|p| p.extension().is_some_and(|e| e == "deb"))
-        .with_context(|| format!("apt-get download {pkg} left no .deb in {}", dl.display()))?;
-    let root = dir.join("root");
-    run(command("dpkg", ["-x"]).arg(&deb).arg(&root)).context("unpacking the kernel package")?;
+    let root = packages::download_unpacked(pkg, dir)?;
     let mut releases: Vec<String> = fs::read_dir(root.join("lib/modules"))
         .context("the kernel package has no lib/modules")?
         .filter_map(|e| Some(e.ok()?.file_name().to_string_lossy().into_owned()))
@@ -90,7 +70,6 @@ fn download_and_prepare(pkg: &str, dir: &Path) -> Result<Kernel> {
         .context("the kernel package has an empty lib/modules")?;
     run(command("depmod", ["-b"]).arg(&root).arg(&release))
         .context("depmod on the guest kernel")?;
-    fs::remove_dir_all(&dl)?;
     fs::write(dir.join(READY), format!("{release}\n"))?;
     load_ready(dir).with_context(|| format!("prepared kernel in {} is incomplete", dir.display()))
 }
@@ -117,7 +96,7 @@ pub fn ensure(cache: &Path) -> Result<Kernel> {
     };
     eprintln!("lab: {first}; refreshing the package lists and retrying");
     let second = packages::apt_update().and_then(|()| ensure_current(cache));
-    match (second, any_cached(cache)) {
+    match (second, packages::newest_cached(cache, load_ready)) {
         (Ok(k), _) => Ok(k),
         (Err(e), Some(k)) => {
             eprintln!("lab: {e}; using the cached kernel {}", k.release);

@@ -3,6 +3,7 @@
 pub mod cpio;
 pub mod initramfs;
 pub mod kernel;
+pub mod libreswan;
 pub mod packages;
 pub mod qemu;
 pub mod tools;
@@ -80,6 +81,7 @@ pub fn run(opts: &RunOptions) -> Result<RunReport> {
 
     step("packages", packages::ensure)?;
     let kernel = step("kernel", || kernel::ensure(&work.join("kernel")))?;
+    let libreswan = step("libreswan", || libreswan::ensure(&work.join("libreswan")))?;
 
     // The result share; the guest runs a copy of this binary from it, so a concurrent rebuild of
     // the target folder cannot change the binary under a running guest.
@@ -88,6 +90,11 @@ pub fn run(opts: &RunOptions) -> Result<RunReport> {
         fs::remove_dir_all(&share).with_context(|| format!("clearing {}", share.display()))?;
     }
     fs::create_dir_all(&share)?;
+    // The guest finds the unpacked libreswan (same path: it sees the host's `/`) here.
+    fs::write(
+        share.join(crate::results::LIBRESWAN_FILE),
+        libreswan.display().to_string(),
+    )?;
     let exe = std::env::current_exe().context("locating the socksec-lab binary")?;
     fs::copy(&exe, share.join("socksec-lab")).context("copying socksec-lab into the share")?;
     step("socksec CLI and C ABI probe", || {
@@ -151,6 +158,7 @@ pub fn run(opts: &RunOptions) -> Result<RunReport> {
             let _ = fs::remove_file(dir.join(crate::results::SOCKSECD_FILE));
             let _ = fs::remove_file(dir.join(crate::results::WSA_PROBE_FILE));
             let _ = fs::remove_file(dir.join(crate::results::SECURE_FLOW_FILE));
+            let _ = fs::remove_file(dir.join(crate::results::LIBRESWAN_FILE));
             dir.clone()
         }
         None => share,

@@ -4,7 +4,8 @@
 //! with `apt-get install --no-install-recommends`, refreshing the package lists first when they
 //! are missing or when an install from stale lists fails.
 
-use std::path::Path;
+use std::fs;
+use std::path::{Path, PathBuf};
 
 use crate::cmd::{command, output, run};
 use crate::error::{Context, Result, bail};
@@ -22,6 +23,21 @@ pub const PACKAGES: &[&str] = &[
     "strongswan-pki",
     "libcharon-extra-plugins",
     "wireguard-tools",
+    // libreswan's pluto is unpacked, not installed (`host::libreswan`: it conflicts with
+    // strongSwan); these are its libraries (what `ldd` asks for beyond the above) and
+    // certutil for its NSS database.
+    "libnss3-tools",
+    "libnss3",
+    "libnspr4",
+    "libunbound8",
+    "libldns3",
+    "libcap-ng0",
+    "libevent-core-2.1-7",
+    "libevent-pthreads-2.1-7",
+    "libcurl3-nss",
+    "libldap-2.5-0",
+    "libaudit1",
+    "libpam0g",
     // The labeled-networking scenario compiles a tiny SELinux policy in the guest.
     "checkpolicy",
 ];
@@ -101,4 +117,35 @@ pub fn ensure() -> Result<()> {
         apt_install(&missing).with_context(|| format!("installing {}", missing.join(" ")))?;
     }
     Ok(())
+}
+
+/// Downloads the Debian package `spec` (`name` or `name=version`) with `apt-get download`,
+/// without installing it, and unpacks it with `dpkg -x` into `dir/root` (`dir` is emptied
+/// first); returns that root.
+pub fn download_unpacked(spec: &str, dir: &Path) -> Result<PathBuf> {
+    let _ = fs::remove_dir_all(dir);
+    let dl = dir.join("download");
+    fs::create_dir_all(&dl).with_context(|| format!("creating {}", dl.display()))?;
+    eprintln!("lab: downloading {spec}");
+    run(command("apt-get", ["download", "-q", spec]).current_dir(&dl))?;
+    let deb = fs::read_dir(&dl)?
+        .filter_map(|e| Some(e.ok()?.path()))
+        .find(|p| p.extension().is_some_and(|e| e == "deb"))
+        .with_context(|| format!("apt-get download {spec} left no .deb in {}", dl.display()))?;
+    let root = dir.join("root");
+    run(command("dpkg", ["-x"]).arg(&deb).arg(&root))
+        .with_context(|| format!("unpacking {spec}"))?;
+    fs::remove_dir_all(&dl)?;
+    Ok(root)
+}
+
+/// What `ready` makes of the last folder of `cache` (by name) it accepts: a complete download
+/// kept from an earlier run, for when apt cannot resolve the current one (offline).
+pub fn newest_cached<T>(cache: &Path, ready: impl Fn(&Path) -> Option<T>) -> Option<T> {
+    let mut dirs: Vec<PathBuf> = fs::read_dir(cache)
+        .ok()?
+        .filter_map(|e| Some(e.ok()?.path()))
+        .collect();
+    dirs.sort();
+    dirs.iter().rev().find_map(|d| ready(d))
 }

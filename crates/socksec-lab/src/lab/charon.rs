@@ -71,32 +71,11 @@ impl Charon {
     /// Waits until the daemon answers on VICI, then loads its configuration.
     pub fn ready(&mut self, timeout: Duration) -> Result<()> {
         let socket = PathBuf::from(format!("/proc/{}/root/run/charon.vici", self.child.id()));
-        let deadline = Instant::now() + timeout;
-        while !socket.exists() {
-            if let Some(status) = self.child.try_wait()? {
-                bail!(
-                    "charon in {} exited ({status}) while starting; see {}",
-                    self.ns,
-                    self.log.display()
-                );
-            }
-            if Instant::now() > deadline {
-                bail!(
-                    "charon in {} did not open its VICI socket within {timeout:?}",
-                    self.ns
-                );
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
         // A stable path to this daemon's VICI socket for the library
         // (`/run/socksec-lab/NS.vici`, see `guest::MOON_VICI`).
         let link = PathBuf::from(format!("/run/socksec-lab/{}.vici", self.ns));
-        if let Some(dir) = link.parent() {
-            fs::create_dir_all(dir)?;
-        }
-        let _ = fs::remove_file(&link);
-        std::os::unix::fs::symlink(&socket, &link)
-            .with_context(|| format!("linking {}", link.display()))?;
+        let what = format!("charon in {}", self.ns);
+        wait_and_link(&mut self.child, &what, &socket, &link, &self.log, timeout)?;
         self.swanctl(&["--load-all", "--noprompt"]).map(drop)
     }
 
@@ -362,6 +341,39 @@ impl Pki {
         )?;
         Ok(String::from_utf8_lossy(&text).into_owned())
     }
+}
+
+/// Waits until a daemon started as `child` (`what`, logging to `log`) has made `socket`, then
+/// links it at `link` (replacing what was there) for the library.
+pub fn wait_and_link(
+    child: &mut Child,
+    what: &str,
+    socket: &Path,
+    link: &Path,
+    log: &Path,
+    timeout: Duration,
+) -> Result<()> {
+    let deadline = Instant::now() + timeout;
+    while !socket.exists() {
+        if let Some(status) = child.try_wait()? {
+            bail!(
+                "{what} exited ({status}) while starting; see {}",
+                log.display()
+            );
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "{what} did not open {} within {timeout:?}",
+                socket.display()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    if let Some(dir) = link.parent() {
+        fs::create_dir_all(dir)?;
+    }
+    let _ = fs::remove_file(link);
+    std::os::unix::fs::symlink(socket, link).with_context(|| format!("linking {}", link.display()))
 }
 
 impl Drop for Charon {

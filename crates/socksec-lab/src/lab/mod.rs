@@ -5,6 +5,7 @@ pub mod capture;
 pub mod charon;
 pub mod daemon;
 pub mod netns;
+pub mod pluto;
 pub mod query;
 pub mod sockets;
 pub mod swanctl;

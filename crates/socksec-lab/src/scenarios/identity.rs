@@ -45,19 +45,20 @@ fn host_dn(host: &str) -> String {
     format!("C=CH, O=socksec lab, CN={host}")
 }
 
-/// What the answer must say, all taken from charon's tools in moon.
+/// What the answer must say, all taken from the IKE daemon's tools in moon (charon's, or
+/// pluto's whack in `scenarios::libreswan`).
 #[derive(Debug, Clone)]
-struct Want {
+pub(crate) struct Want {
     /// moon's IKE_SA (`swanctl --list-sas`).
-    ike: IkeSa,
+    pub(crate) ike: IkeSa,
     /// moon's CHILD_SA.
-    child: ChildSa,
+    pub(crate) child: ChildSa,
     /// The kind the machine identity must have (`fqdn`, `dn`, ...).
-    machine_kind: &'static str,
+    pub(crate) machine_kind: &'static str,
     /// The kind of the EAP identity, when there was a second round.
-    user_kind: Option<&'static str>,
+    pub(crate) user_kind: Option<&'static str>,
     /// The peer's certificate as `swanctl --list-certs` shows it, for pubkey rounds.
-    cert: Option<CertInfo>,
+    pub(crate) cert: Option<CertInfo>,
 }
 
 /// Both charons, started with their configurations and loaded.
@@ -148,7 +149,7 @@ fn identity_matches(got: &Value, kind: &str, id: &str, cert: Option<&CertInfo>) 
 }
 
 /// Checks a whole answer (library or CLI JSON; tokens and IPSEC2 asked) against `want`.
-fn check_answer(answer: &Value, want: &Want) -> Result<()> {
+pub(crate) fn check_answer(answer: &Value, want: &Want) -> Result<()> {
     ensure!(
         answer["flags"] == 3,
         "flags {}, expected 3 (SECURED|ENCRYPTED); reasons {}",
@@ -222,7 +223,7 @@ fn check_answer(answer: &Value, want: &Want) -> Result<()> {
 }
 
 /// The library, in-process, on a socket in moon: tokens and IPSEC2 ids in one template.
-fn ask_library(lab: &mut Lab, label: &str, fd: &TcpStream) -> Result<Option<Value>> {
+pub(crate) fn ask_library(lab: &mut Lab, label: &str, fd: &TcpStream) -> Result<Option<Value>> {
     let ask = Ask {
         peer_token_access_mask: TOKEN_QUERY,
         ipsec2_field_mask: Some(MM_QM),
@@ -308,7 +309,13 @@ fn check_sa_details(lab: &mut Lab, guid: &str, want: &Want) -> Result<()> {
 
 /// The library on `fd` and the CLI on a new connection to `cli_port`, both against `want`,
 /// and the CLI's SaLookupContext through `socksec sa`.
-fn check_all(lab: &mut Lab, label: &str, fd: &TcpStream, cli_port: u16, want: &Want) -> Result<()> {
+pub(crate) fn check_all(
+    lab: &mut Lab,
+    label: &str,
+    fd: &TcpStream,
+    cli_port: u16,
+    want: &Want,
+) -> Result<()> {
     if let Some(answer) = ask_library(lab, label, fd)? {
         check_answer(&answer, want).with_context(|| format!("library, {label}"))?;
     }
@@ -529,7 +536,7 @@ pub fn eap_user(lab: &mut Lab) -> Result<()> {
 
 /// Checks an answer given while charon cannot tell: the kernel's flags, no peer, a
 /// `peer_unknown` caveat, and IPSEC2 ids that name nothing.
-fn check_unknown(answer: &Value, when: &str) -> Result<()> {
+pub(crate) fn check_unknown(answer: &Value, when: &str) -> Result<()> {
     ensure!(
         answer["flags"] == 3,
         "{when}: flags {}, expected the kernel's 3 (SECURED|ENCRYPTED)",

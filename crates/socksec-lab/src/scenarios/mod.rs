@@ -9,6 +9,7 @@ pub mod identity;
 pub mod ikev2;
 pub mod ktls;
 pub mod labels;
+pub mod libreswan;
 pub mod manual;
 pub mod metrics;
 pub mod operator;
@@ -143,6 +144,11 @@ pub const ALL: &[Scenario] = &[
         name: "identity-charon-restart",
         about: "kill -9 charon: SECURED kept, no peer, peer_unknown; restarted and re-established: back",
         run: identity::charon_restart,
+    },
+    Scenario {
+        name: "libreswan-psk-fqdn",
+        about: "pluto ↔ pluto (libreswan 4.10), IKEv2 PSK, FQDN ids, transport ESP AES-GCM: peer and IPSEC2 ids as whack shows them (library, ls, CLI, socksec sa, nobody via socksecd); IKE rekey; pluto killed: peer_unknown, flags kept; restarted: back",
+        run: libreswan::psk_fqdn,
     },
     Scenario {
         name: "broker-unprivileged",

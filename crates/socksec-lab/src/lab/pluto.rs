@@ -1,0 +1,274 @@
+//! One libreswan pluto per namespace, from the package the host unpacked
+//! (`host::libreswan`), with its own configuration, NSS database, secrets and run folder,
+//! driven with whack.
+//!
+//! pluto runs `/usr/libexec/ipsec/addconn` and whack's default control socket is
+//! `/run/pluto/pluto.ctl`; in pluto's private mount namespace (`ip netns exec` makes one) the
+//! unpacked `usr/libexec` is bind-mounted over `/usr/libexec` and a fresh tmpfs covers `/run`,
+//! so each daemon has its own socket. whack reaches it through `nsenter`; the library through
+//! the link `/run/socksec-lab/NS.pluto.ctl` ([`Pluto::ready`]) and whack from the unpacked
+//! folder (the guest's `SOCKSEC_WHACK`).
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::cmd::{command, describe, output, run};
+use crate::error::{Context, Result, bail};
+use crate::lab::charon::wait_and_link;
+use crate::lab::netns::Netns;
+use crate::results::LIBRESWAN_FILE;
+
+/// Shared secret of the lab's libreswan PSK connections (test-only).
+const PSK: &str = "socksec-lab-libreswan-psk-not-a-secret";
+/// The control socket inside pluto's mount namespace.
+const CTL: &str = "/run/pluto/pluto.ctl";
+
+/// The unpacked libreswan package root, as the host wrote it into the share.
+pub fn root() -> Result<PathBuf> {
+    let file = Path::new(crate::guest::SHARE).join(LIBRESWAN_FILE);
+    let text = fs::read_to_string(&file)
+        .with_context(|| format!("reading {} (written by `socksec-lab run`)", file.display()))?;
+    Ok(PathBuf::from(text.trim()))
+}
+
+/// The link the library reaches `ns`'s pluto through (for moon the guest's
+/// `SOCKSEC_PLUTO_CTL`, `guest::MOON_PLUTO_CTL`).
+pub fn ctl_link(ns: &str) -> PathBuf {
+    PathBuf::from(format!("/run/socksec-lab/{ns}.pluto.ctl"))
+}
+
+/// One transport-mode connection `lab` between two namespaces, PSK with their FQDN ids.
+#[derive(Debug, Clone)]
+pub struct PlutoConnection {
+    /// Connection name.
+    pub name: String,
+    /// `phase2alg`/`esp` proposal, e.g. `aes_gcm128-null`.
+    pub esp: String,
+    /// `ike` proposal.
+    pub ike: String,
+    /// `ikev2=insist` (IKEv2) or `ikev2=no` (IKEv1).
+    pub ikev2: bool,
+}
+
+impl Default for PlutoConnection {
+    fn default() -> Self {
+        Self {
+            name: "lab".into(),
+            esp: "aes_gcm128-null".into(),
+            // DH 19 (ECP-256): far cheaper than MODP under TCG.
+            ike: "aes_gcm128-sha2_256;dh19".into(),
+            ikev2: true,
+        }
+    }
+}
+
+impl PlutoConnection {
+    /// ipsec.conf of `me` talking to `peer`, logging to `log`. No updown script: pluto would
+    /// run strongSwan's `/usr/lib/ipsec/_updown` (which fails, and so fails the Child SA),
+    /// and transport mode needs no routes.
+    pub fn render(&self, me: &Netns, peer: &Netns, log: &Path) -> String {
+        format!(
+            "# socksec lab: pluto in {me} (generated)\n\
+             config setup\n\
+             \tlogfile={log}\n\
+             \tlogtime=yes\n\
+             \tdnssec-enable=no\n\
+             \tplutodebug=none\n\
+             \n\
+             conn {name}\n\
+             \tleft={left}\n\
+             \tleftid=@{left_id}\n\
+             \tright={right}\n\
+             \trightid=@{right_id}\n\
+             \tauthby=secret\n\
+             \ttype=transport\n\
+             \tikev2={ikev2}\n\
+             \tphase2=esp\n\
+             \tesp={esp}\n\
+             \tike={ike}\n\
+             \tauto=add\n\
+             \tleftupdown=%disabled\n",
+            me = me.name,
+            log = log.display(),
+            name = self.name,
+            left = me.v4,
+            left_id = me.id,
+            right = peer.v4,
+            right_id = peer.id,
+            ikev2 = if self.ikev2 { "insist" } else { "no" },
+            esp = self.esp,
+            ike = self.ike,
+        )
+    }
+
+    /// ipsec.secrets for `me` and `peer`.
+    pub fn secrets(&self, me: &Netns, peer: &Netns) -> String {
+        format!("@{} @{} : PSK \"{PSK}\"\n", me.id, peer.id)
+    }
+}
+
+/// A running pluto inside a namespace; killed on drop.
+#[derive(Debug)]
+pub struct Pluto {
+    ns: String,
+    child: Child,
+    /// Configuration folder (ipsec.conf, ipsec.secrets, nss/).
+    dir: PathBuf,
+    root: PathBuf,
+    log: PathBuf,
+}
+
+impl Pluto {
+    /// Writes the namespace's configuration and NSS database and starts pluto; call
+    /// [`Pluto::ready`] next.
+    pub fn spawn(ns: &Netns, peer: &Netns, conn: &PlutoConnection, log_dir: &Path) -> Result<Self> {
+        let root = root()?;
+        let dir = PathBuf::from(format!("/tmp/socksec-lab-pluto/{}", ns.name));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(dir.join("nss"))
+            .with_context(|| format!("creating {}", dir.display()))?;
+        let log = log_dir.join(format!("pluto-{}.log", ns.name));
+        let conf = conn.render(ns, peer, &log);
+        fs::write(dir.join("ipsec.conf"), &conf)?;
+        fs::write(log_dir.join(format!("ipsec-{}.conf", ns.name)), &conf)?;
+        fs::write(dir.join("ipsec.secrets"), conn.secrets(ns, peer))?;
+        let nss = format!("sql:{}", dir.join("nss").display());
+        run(&mut command(
+            "certutil",
+            ["-N", "-d", &nss, "--empty-password"],
+        ))
+        .context("creating pluto's NSS database")?;
+        let child = start(&ns.name, &dir, &root, log_dir)?;
+        Ok(Self {
+            ns: ns.name.clone(),
+            child,
+            dir,
+            root,
+            log,
+        })
+    }
+
+    /// Waits until pluto's control socket exists and links it for the library.
+    pub fn ready(&mut self, timeout: Duration) -> Result<()> {
+        let socket = PathBuf::from(format!("/proc/{}/root{CTL}", self.child.id()));
+        let what = format!("pluto in {}", self.ns);
+        let link = ctl_link(&self.ns);
+        wait_and_link(&mut self.child, &what, &socket, &link, &self.log, timeout)?;
+        // pluto loads the `auto=add` connections itself, right after opening the socket.
+        let deadline = Instant::now() + timeout;
+        loop {
+            let status = self.whack(&["--status"])?;
+            if status.contains("added IKEv") || status.contains("\"lab\":") {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!("pluto in {} has no connection loaded:\n{status}", self.ns);
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// Runs `whack args...` against this daemon and returns its stdout.
+    pub fn whack(&self, args: &[&str]) -> Result<String> {
+        let pid = self.child.id().to_string();
+        let mut cmd = Command::new("nsenter");
+        cmd.args(["-t", &pid, "-m", "-n", "/usr/libexec/ipsec/whack"])
+            .args(args);
+        let out = output(&mut cmd)?;
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        if !out.status.success() {
+            bail!(
+                "`whack {}` in {} failed ({}): {}\n{}",
+                args.join(" "),
+                self.ns,
+                out.status,
+                stdout.trim(),
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        Ok(stdout)
+    }
+
+    /// `whack --name NAME --initiate`: returns its output once pluto is done with it.
+    pub fn initiate(&self, name: &str) -> Result<String> {
+        self.whack(&["--name", name, "--initiate"])
+            .with_context(|| format!("initiating {name} from {}", self.ns))
+    }
+
+    /// Polls `whack --trafficstatus` until `found` picks something out of it; returns that
+    /// with the text it came from.
+    pub fn wait_for<T>(
+        &self,
+        what: &str,
+        timeout: Duration,
+        found: impl Fn(&str) -> Option<T>,
+    ) -> Result<(T, String)> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let text = self.whack(&["--trafficstatus"])?;
+            if let Some(t) = found(&text) {
+                return Ok((t, text));
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "{what}: not seen in {} within {timeout:?}:\n{text}",
+                    self.ns
+                );
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// The daemon's log file.
+    pub fn log(&self) -> &Path {
+        &self.log
+    }
+
+    /// Kills pluto with SIGKILL (its kernel SAs and policies stay) and waits for it.
+    pub fn kill_hard(&mut self) -> Result<()> {
+        self.child
+            .kill()
+            .with_context(|| format!("killing pluto in {}", self.ns))?;
+        self.child.wait()?;
+        Ok(())
+    }
+
+    /// Starts pluto again with the same configuration (after [`Pluto::kill_hard`]).
+    pub fn restart(&mut self, log_dir: &Path, timeout: Duration) -> Result<()> {
+        self.child = start(&self.ns, &self.dir, &self.root, log_dir)?;
+        self.ready(timeout)
+    }
+}
+
+/// Starts pluto in `ns` on the configuration in `dir`, from the package unpacked at `root`.
+fn start(ns: &str, dir: &Path, root: &Path, log_dir: &Path) -> Result<Child> {
+    let stdio = fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log_dir.join(format!("pluto-{ns}.stderr")))?;
+    let d = dir.display();
+    let script = format!(
+        "mount -t tmpfs tmpfs /run && mkdir -p /run/pluto && \
+         mount --bind {libexec} /usr/libexec && \
+         exec /usr/libexec/ipsec/pluto --nofork --config {d}/ipsec.conf --rundir /run/pluto \
+         --nssdir {d}/nss --secretsfile {d}/ipsec.secrets --ipsecdir {d}",
+        libexec = root.join("usr/libexec").display(),
+    );
+    let mut cmd = Command::new("ip");
+    // Every step execs the next, so the child's pid is pluto's.
+    cmd.args(["netns", "exec", ns, "sh", "-c", &script])
+        .stdin(Stdio::null())
+        .stdout(stdio.try_clone()?)
+        .stderr(stdio);
+    cmd.spawn()
+        .with_context(|| format!("starting `{}`", describe(&cmd)))
+}
+
+impl Drop for Pluto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -1,0 +1,304 @@
+//! libreswan's pluto as the IKE daemon: pluto ↔ pluto in moon and sun, the library's answer
+//! checked against what pluto's own whack prints (`--trafficstatus`, `--showstates`) and what
+//! the kernel holds.
+//!
+//! The library asks moon's pluto (the guest's `SOCKSEC_PLUTO_CTL`, with the unpacked whack as
+//! `SOCKSEC_WHACK`); no charon runs, so the identities can only come from pluto. The checks
+//! are the charon scenarios' (`scenarios::identity`): the library in-process, `socksec ls`,
+//! the CLI (`socksec query --fd 3 --json --tokens --protocol ipsec2`) and `socksec sa GUID`;
+//! then `nobody` through `socksecd`, an IKE rekey, and pluto killed and restarted.
+
+use std::fs;
+use std::net::{SocketAddr, TcpListener};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::cmd::sh;
+use crate::error::{Context, Result, bail, ensure};
+use crate::lab::daemon::Socksecd;
+use crate::lab::pluto::{Pluto, PlutoConnection};
+use crate::lab::vici::{ChildSa, IkeSa};
+use crate::lab::{Lab, sockets};
+use crate::results::{CLI_FILE, SOCKSECD_FILE};
+use crate::scenarios::identity::{Want, ask_library, check_all, check_answer, check_unknown};
+
+const START: Duration = Duration::from_secs(30);
+const IKE: Duration = Duration::from_secs(60);
+/// `nobody:nogroup` without supplementary groups.
+const AS_NOBODY: &str = "setpriv --reuid=65534 --regid=65534 --clear-groups";
+
+/// Records whack's views of `pluto` as evidence and as files in the scenario's folder
+/// (`whack-WHAT-LABEL.txt`, the source of the parser's fixtures).
+fn capture(lab: &mut Lab, pluto: &Pluto, label: &str) -> Result<()> {
+    for what in ["trafficstatus", "showstates"] {
+        let text = pluto.whack(&[&format!("--{what}")])?;
+        fs::write(lab.dir.join(format!("whack-{what}-{label}.txt")), &text)?;
+        lab.evidence(format!("whack --{what} ({label})"), text);
+    }
+    // The one request the library makes.
+    let text = pluto.whack(&["--trafficstatus", "--showstates"])?;
+    fs::write(lab.dir.join(format!("whack-both-{label}.txt")), &text)?;
+    Ok(())
+}
+
+/// Both plutos started and loaded.
+fn start(lab: &mut Lab, conn: &PlutoConnection) -> Result<(Pluto, Pluto)> {
+    let t = Instant::now();
+    let mut moon = Pluto::spawn(lab.moon(), lab.sun(), conn, &lab.dir)?;
+    let mut sun = Pluto::spawn(lab.sun(), lab.moon(), conn, &lab.dir)?;
+    moon.ready(START)?;
+    sun.ready(START)?;
+    lab.note(format!("plutos up {} ms", t.elapsed().as_millis()));
+    Ok((moon, sun))
+}
+
+/// `#N: "name"…` → (N, rest after the name).
+fn serial(line: &str) -> Option<(u64, &str)> {
+    let rest = line.get(4..)?.strip_prefix('#')?;
+    let (n, rest) = rest.split_once(": \"")?;
+    let (_, rest) = rest.split_once('"')?;
+    Some((n.parse().ok()?, rest))
+}
+
+/// The newest Child SA that whack shows (`--trafficstatus` for the peer's id, `--showstates`
+/// for its parent and SPIs), in the shape the identity checks take.
+fn whack_view(pluto: &Pluto) -> Result<Option<(IkeSa, ChildSa)>> {
+    let traffic = pluto.whack(&["--trafficstatus"])?;
+    let states = pluto.whack(&["--showstates"])?;
+    let Some((child_no, id)) = traffic
+        .lines()
+        .filter_map(|l| {
+            let (n, rest) = serial(l)?;
+            let id = rest.split("id='").nth(1)?.strip_suffix('\'')?;
+            Some((n, id.to_owned()))
+        })
+        .max()
+    else {
+        return Ok(None);
+    };
+    let mut parent = None;
+    let mut spis = None;
+    for l in states.lines() {
+        let Some((n, rest)) = serial(l) else { continue };
+        if n != child_no {
+            continue;
+        }
+        if let Some(p) = rest.split("; IKE SA #").nth(1) {
+            parent = p.split(';').next().and_then(|p| p.parse::<u64>().ok());
+        }
+        if rest.contains("Traffic:") {
+            let esp: Vec<u32> = rest
+                .split_whitespace()
+                .filter_map(|t| t.strip_prefix("esp."))
+                .filter_map(|t| u32::from_str_radix(t.split('@').next()?, 16).ok())
+                .collect();
+            if let [out, inb] = esp[..] {
+                spis = Some((out, inb));
+            }
+        }
+    }
+    let (Some(ike_no), Some((spi_out, spi_in))) = (parent, spis) else {
+        return Ok(None);
+    };
+    let child = ChildSa {
+        name: "lab".into(),
+        state: "STATE_V2_ESTABLISHED_CHILD_SA".into(),
+        mode: "TRANSPORT".into(),
+        protocol: "ESP".into(),
+        unique_id: child_no,
+        reqid: 0,
+        spi_in,
+        spi_out,
+        encr_alg: None,
+        encr_keysize: None,
+        integ_alg: None,
+        local_ts: Vec::new(),
+        remote_ts: Vec::new(),
+        packets_in: 0,
+        packets_out: 0,
+    };
+    let ike = IkeSa {
+        name: "lab".into(),
+        state: "STATE_V2_ESTABLISHED_IKE_SA".into(),
+        local_id: String::new(),
+        // pluto prints an FQDN id as `@name`; charon (and socksec) as `name`.
+        remote_id: id.trim_start_matches('@').to_owned(),
+        remote_eap_id: None,
+        remote_xauth_id: None,
+        unique_id: ike_no,
+        children: vec![child.clone()],
+    };
+    Ok(Some((ike, child)))
+}
+
+/// Polls whack until `found` accepts its view of the newest Child SA.
+fn wait_view(
+    pluto: &Pluto,
+    what: &str,
+    found: impl Fn(&IkeSa, &ChildSa) -> bool,
+) -> Result<(IkeSa, ChildSa)> {
+    let deadline = Instant::now() + IKE;
+    loop {
+        if let Some((ike, child)) = whack_view(pluto)? {
+            if found(&ike, &child) {
+                return Ok((ike, child));
+            }
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "{what}: not seen within {IKE:?}:\n{}\n{}",
+                pluto.whack(&["--trafficstatus"])?,
+                pluto.whack(&["--showstates"])?
+            );
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// moon's kernel holds the Child SA's outbound SA towards sun and its inbound one.
+fn check_kernel(lab: &Lab, child: &ChildSa) -> Result<()> {
+    let states = lab.moon().xfrm_states()?;
+    let (moon, sun) = (lab.moon().v4.to_string(), lab.sun().v4.to_string());
+    let has = |spi: u32, src: &str, dst: &str| {
+        states
+            .iter()
+            .any(|s| s.spi == spi && s.src == src && s.dst == dst)
+    };
+    ensure!(
+        has(child.spi_out, &moon, &sun) && has(child.spi_in, &sun, &moon),
+        "whack's Child SA #{} (out {:08x}, in {:08x}) is not moon's kernel's pair: {states:?}",
+        child.unique_id,
+        child.spi_out,
+        child.spi_in
+    );
+    Ok(())
+}
+
+fn want(ike: IkeSa, child: ChildSa) -> Want {
+    Want {
+        ike,
+        child,
+        machine_kind: "fqdn",
+        user_kind: None,
+        cert: None,
+    }
+}
+
+/// `nobody` through `socksecd` in moon, on a new connection over the SAs: the flags, the
+/// peer's machine identity and the SA ids are root's (in-process) and pluto's.
+fn through_the_broker(lab: &mut Lab, want: &Want, port: u16) -> Result<()> {
+    let share = Path::new(crate::guest::SHARE);
+    let log = lab.dir.join("socksecd.log");
+    let daemon = Socksecd::start(lab.moon(), &share.join(SOCKSECD_FILE), &log)?;
+    let cli = share.join(CLI_FILE).display().to_string();
+    let broker = daemon.socket.display().to_string();
+    let sun_addr = SocketAddr::new(lab.sun().v4.into(), port);
+    let _listener = lab
+        .sun()
+        .run(|| TcpListener::bind(sun_addr))?
+        .with_context(|| format!("listening on {sun_addr} in sun"))?;
+    let (ip, p) = (sun_addr.ip(), port);
+    let script = format!(
+        "exec 3<>/dev/tcp/{ip}/{p} || exit 9
+         SOCKSEC_MODE=local {cli} query --fd 3 --json --tokens --protocol ipsec2
+         echo @@@
+         {AS_NOBODY} env -u SOCKSEC_MODE SOCKSEC_BROKER={broker} {cli} query --fd 3 --json --tokens --protocol ipsec2
+         true"
+    );
+    let out = sh("ip", ["netns", "exec", "moon", "bash", "-c", &script])
+        .context("querying one connection as root and as nobody in moon")?;
+    drop(daemon);
+    lab.evidence("root in-process, nobody via socksecd", out.clone());
+    lab.evidence("socksecd log", fs::read_to_string(&log).unwrap_or_default());
+    let parts: Vec<&str> = out.split("@@@\n").collect();
+    ensure!(parts.len() == 2, "unexpected output: {out}");
+    let parse = |s: &str| -> Result<Value> {
+        serde_json::from_str(s).with_context(|| format!("parsing the CLI's JSON: {s}"))
+    };
+    let (root, nobody) = (parse(parts[0])?, parse(parts[1])?);
+    check_answer(&root, want).context("root in-process")?;
+    ensure!(
+        nobody["flags"] == 3
+            && nobody["peer"]["machine"] == root["peer"]["machine"]
+            && nobody["ipsec2"]["mm_sa_id"] == want.ike.unique_id
+            && nobody["ipsec2"]["qm_sa_id"] == want.child.unique_id,
+        "nobody through socksecd:\n{nobody:#}\nroot in-process:\n{root:#}"
+    );
+    Ok(())
+}
+
+/// pluto ↔ pluto, IKEv2 PSK with FQDN ids, transport ESP AES-GCM: the peer `sun.example` and
+/// pluto's state serials (IKE SA = `MmSaId`, Child SA = `QmSaId`) in the library, `ls`, the
+/// CLI, `socksec sa` and through the broker; after an IKE rekey `MmSaId` follows; pluto
+/// killed: SECURED kept, no peer, `peer_unknown`; restarted and re-established: back.
+pub fn psk_fqdn(lab: &mut Lab) -> Result<()> {
+    let conn = PlutoConnection::default();
+    let (mut moon, _sun) = start(lab, &conn)?;
+    let t = Instant::now();
+    let out = moon.initiate(&conn.name)?;
+    lab.evidence("whack --initiate (moon)", out);
+    let (ike, child) = wait_view(&moon, "the Child SA", |_, _| true)?;
+    lab.note(format!(
+        "IKE {} ms; IKE SA #{} Child SA #{}",
+        t.elapsed().as_millis(),
+        ike.unique_id,
+        child.unique_id
+    ));
+    ensure!(
+        ike.unique_id != child.unique_id,
+        "pluto's IKE SA and Child SA serials coincide (#{}); a swap would go unseen",
+        ike.unique_id
+    );
+    capture(lab, &moon, "moon")?;
+    check_kernel(lab, &child)?;
+    let pair = sockets::tcp_pair(lab.moon(), lab.sun(), 5211, false)?;
+    let before = want(ike, child);
+    check_all(lab, "pluto psk fqdn", &pair.client, 5212, &before)?;
+    through_the_broker(lab, &before, 5213)?;
+
+    // IKE rekey: the Child SA moves to the new IKE SA.
+    let out = moon.whack(&["--name", &conn.name, "--rekey-ike"])?;
+    lab.evidence("whack --rekey-ike (moon)", out);
+    let old_ike = before.ike.unique_id;
+    let (ike, child) = wait_view(&moon, "the rekeyed IKE SA", |ike, child| {
+        ike.unique_id != old_ike && child.unique_id == before.child.unique_id
+    })?;
+    capture(lab, &moon, "moon-after-ike-rekey")?;
+    sockets::exchange(&pair.client, &pair.server, b"after the IKE rekey")?;
+    let after = want(ike, child);
+    check_all(lab, "after the IKE rekey", &pair.client, 5214, &after)?;
+    lab.note(format!(
+        "IKE rekey: IKE SA #{old_ike} -> #{}, Child SA #{} kept",
+        after.ike.unique_id, after.child.unique_id
+    ));
+
+    // pluto killed: the kernel's SAs and SECURED stay, the peer is unknown.
+    moon.kill_hard()?;
+    sockets::exchange(&pair.client, &pair.server, b"pluto is gone")?;
+    if let Some(answer) = ask_library(lab, "pluto killed", &pair.client)? {
+        check_unknown(&answer, "pluto killed")?;
+    }
+    let t = Instant::now();
+    moon.restart(&lab.dir, START)?;
+    let restart_ms = t.elapsed().as_millis();
+    if let Some(answer) = ask_library(lab, "pluto restarted", &pair.client)? {
+        check_unknown(&answer, "pluto restarted, SAs unknown to it")?;
+    }
+    let out = moon.initiate(&conn.name)?;
+    lab.evidence("whack --initiate after the restart (moon)", out);
+    let (ike, child) = wait_view(&moon, "the re-established Child SA", |_, c| {
+        c.spi_out != after.child.spi_out
+    })?;
+    capture(lab, &moon, "moon-after-restart")?;
+    let fresh = sockets::tcp_pair(lab.moon(), lab.sun(), 5215, false)?;
+    let again = want(ike, child);
+    check_all(lab, "re-established", &fresh.client, 5216, &again)?;
+    lab.note(format!(
+        "kill -9: SECURED kept, peer_unknown; restart {restart_ms} ms; identities back on \
+         IKE SA #{} Child SA #{}",
+        again.ike.unique_id, again.child.unique_id
+    ));
+    Ok(())
+}
