@@ -341,12 +341,7 @@ fn hostile_secure_frames_get_errors_and_the_daemon_carries_on() {
         "{}",
         answers[2]
     );
-    assert_eq!(
-        answers[3].kind(),
-        ErrorKind::NotSocket,
-        "{}",
-        answers[3]
-    );
+    assert_eq!(answers[3].kind(), ErrorKind::NotSocket, "{}", answers[3]);
     assert!(
         answers[4].message().contains("WSASetSocketSecurity first"),
         "{}",
