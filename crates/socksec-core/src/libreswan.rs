@@ -39,7 +39,8 @@ use crate::vici::model::{ChildSa, Daemon, Identity, IdentityKind, IkeSa};
 /// A reply that is not pluto 4.10's text: which line, and what is wrong with it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FormatError {
-    /// 1-based line number in the reply.
+    /// 1-based line number in the reply; 0 when the lines disagree with each other (or the
+    /// reply is too long).
     pub line: usize,
     /// What is wrong.
     pub problem: String,
@@ -47,11 +48,11 @@ pub struct FormatError {
 
 impl fmt::Display for FormatError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "whack's reply, line {}: {} (not libreswan 4.10's format)",
-            self.line, self.problem
-        )
+        match self.line {
+            0 => write!(f, "whack's reply: {}", self.problem),
+            n => write!(f, "whack's reply, line {n}: {}", self.problem),
+        }?;
+        f.write_str(" (not libreswan 4.10's format)")
     }
 }
 
