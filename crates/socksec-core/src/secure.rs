@@ -15,7 +15,7 @@
 //! 3. the socket connects (or accepts), and a query must report it protected as asked;
 //! 4. when the socket is done, the connection is terminated and unloaded.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use serde::Deserialize;
 
@@ -375,6 +375,8 @@ pub enum PolicyDirection {
 
 /// `IPPROTO_ESP`.
 const IPPROTO_ESP: u8 = 50;
+/// `IPPROTO_TCP`.
+const IPPROTO_TCP: u8 = 6;
 /// `XFRM_MODE_TRANSPORT`.
 const XFRM_MODE_TRANSPORT: u8 = 0;
 /// The socket option's level and name for `family`: `(SOL_IP, IP_XFRM_POLICY)` or
@@ -479,6 +481,110 @@ pub fn socket_policy(
         t[at..at + 4].copy_from_slice(&u32::MAX.to_ne_bytes());
     }
     b
+}
+
+/// The priority of a flow's global policies ([`flow_policy_request`]): the highest there is,
+/// so that no broader global policy comes before them.
+pub const FLOW_POLICY_PRIORITY: u32 = 0;
+
+/// `NLM_F_ACK`: the kernel answers a request that is not a dump with an acknowledgement.
+const NLM_F_ACK: u16 = 0x4;
+
+/// The global selector of one TCP flow in `direction`, seen from the socket: `local` ↔
+/// `peer`, both addresses and ports exact.
+fn flow_selector(direction: PolicyDirection, local: SocketAddr, peer: SocketAddr) -> [u8; 56] {
+    let (src, dst) = match direction {
+        PolicyDirection::Out => (local, peer),
+        PolicyDirection::In => (peer, local),
+    };
+    let mut sel = [0u8; SELECTOR_LEN];
+    let addr = |a: SocketAddr| -> [u8; 16] {
+        let mut b = [0u8; 16];
+        match a.ip() {
+            IpAddr::V4(v4) => b[..4].copy_from_slice(&v4.octets()),
+            IpAddr::V6(v6) => b.copy_from_slice(&v6.octets()),
+        }
+        b
+    };
+    // struct xfrm_selector: daddr 0, saddr 16, dport 32 (be), dport_mask 34, sport 36 (be),
+    // sport_mask 38, family 40, prefixlen_d 42, prefixlen_s 43, proto 44.
+    sel[0..16].copy_from_slice(&addr(dst));
+    sel[16..32].copy_from_slice(&addr(src));
+    sel[32..34].copy_from_slice(&dst.port().to_be_bytes());
+    sel[34..36].copy_from_slice(&u16::MAX.to_be_bytes());
+    sel[36..38].copy_from_slice(&src.port().to_be_bytes());
+    sel[38..40].copy_from_slice(&u16::MAX.to_be_bytes());
+    let (family, bits): (u16, u8) = if local.is_ipv6() { (10, 128) } else { (2, 32) };
+    sel[40..42].copy_from_slice(&family.to_ne_bytes());
+    sel[42] = bits;
+    sel[43] = bits;
+    sel[44] = IPPROTO_TCP;
+    sel
+}
+
+/// A netlink `XFRM_MSG_UPDPOLICY` request (sequence `seq`, acknowledged) that puts a global
+/// policy for the one TCP flow `local` ↔ `peer` in `direction`, requiring ESP in transport
+/// mode with `own.reqid`, at [`FLOW_POLICY_PRIORITY`].
+///
+/// The socket's own policies cover what the socket sends and receives, but the kernel sends
+/// some segments of a flow without the socket: the `TIME_WAIT` state's ACKs and the resets
+/// for segments that find no socket go out through the network namespace's control socket,
+/// which has no policy of its own, so only the global SPD can keep them from going in clear
+/// (without an SA they are dropped). The same policy makes the kernel drop such segments that
+/// arrive in clear.
+pub fn flow_policy_request(
+    direction: PolicyDirection,
+    own: OwnPolicies,
+    local: SocketAddr,
+    peer: SocketAddr,
+    seq: u32,
+) -> Vec<u8> {
+    let mut bytes = socket_policy(local.is_ipv6(), direction, own, false);
+    bytes[..SELECTOR_LEN].copy_from_slice(&flow_selector(direction, local, peer));
+    bytes[152..156].copy_from_slice(&FLOW_POLICY_PRIORITY.to_ne_bytes());
+    let (info, tmpl) = bytes.split_at(USERPOLICY_INFO_LEN);
+    crate::netlink::Request::new(crate::xfrm::codec::xfrm::XFRM_MSG_UPDPOLICY, NLM_F_ACK, seq)
+        .raw(info)
+        .attr(crate::xfrm::codec::xfrm::XFRMA_TMPL, tmpl)
+        .finish()
+}
+
+/// A netlink `XFRM_MSG_DELPOLICY` request (acknowledged) for the global policy of `direction`
+/// that [`flow_policy_request`] put for `local` ↔ `peer`; with `index` not 0, for the policy
+/// of that index instead (the selector is then ignored).
+pub fn flow_policy_delete_request(
+    direction: PolicyDirection,
+    local: SocketAddr,
+    peer: SocketAddr,
+    index: u32,
+    seq: u32,
+) -> Vec<u8> {
+    // struct xfrm_userpolicy_id: selector 0, index 56, dir 60; 64 bytes.
+    let mut id = [0u8; 64];
+    id[..SELECTOR_LEN].copy_from_slice(&flow_selector(direction, local, peer));
+    id[56..60].copy_from_slice(&index.to_ne_bytes());
+    id[60] = match direction {
+        PolicyDirection::In => 0,
+        PolicyDirection::Out => 1,
+    };
+    crate::netlink::Request::new(crate::xfrm::codec::xfrm::XFRM_MSG_DELPOLICY, NLM_F_ACK, seq)
+        .raw(&id)
+        .finish()
+}
+
+/// Whether `policy` is a flow policy socksec put ([`flow_policy_request`]): a global policy
+/// at [`FLOW_POLICY_PRIORITY`] for one TCP flow whose every template carries a request id of
+/// [`REQID_RANGE`].
+pub fn is_flow_policy(policy: &crate::xfrm::model::Policy) -> bool {
+    use crate::xfrm::model::PolicyDir;
+    matches!(policy.dir, PolicyDir::In | PolicyDir::Out)
+        && policy.priority == FLOW_POLICY_PRIORITY
+        && policy.selector.proto == IPPROTO_TCP
+        && !policy.templates.is_empty()
+        && policy
+            .templates
+            .iter()
+            .all(|t| REQID_RANGE.contains(&t.reqid))
 }
 
 /// The request ids socksec gives secure sockets lie in this range (charon allocates its own
@@ -873,6 +979,58 @@ mod tests {
         ] {
             assert_eq!(OwnPolicies::from_record(bad), None, "{bad:?}");
         }
+    }
+
+    #[test]
+    fn a_flow_policy_covers_exactly_one_tcp_flow_and_parses_back() {
+        use crate::netlink::Messages;
+        use crate::xfrm::codec::xfrm::{XFRM_MSG_DELPOLICY, XFRM_MSG_UPDPOLICY};
+        let own = OwnPolicies {
+            reqid: 0x5000_0007,
+            tag: 1234,
+            negotiation_winerr: 0,
+        };
+        let local: SocketAddr = "10.1.0.1:40000".parse().unwrap();
+        let peer: SocketAddr = "10.1.0.2:6003".parse().unwrap();
+        for (dir, src, dst) in [
+            (PolicyDirection::Out, local, peer),
+            (PolicyDirection::In, peer, local),
+        ] {
+            let req = flow_policy_request(dir, own, local, peer, 9);
+            let msg = Messages::new(&req).next().unwrap().unwrap();
+            assert_eq!(msg.kind, XFRM_MSG_UPDPOLICY);
+            assert_eq!(msg.seq, 9);
+            let (info, attrs) = msg.payload.split_at(USERPOLICY_INFO_LEN);
+            let p = parse_policy_parts(info, attrs).unwrap();
+            assert_eq!(p.priority, FLOW_POLICY_PRIORITY);
+            let s = &p.selector;
+            assert_eq!(
+                (s.sport, s.sport_mask, s.dport, s.dport_mask, s.proto),
+                (src.port(), u16::MAX, dst.port(), u16::MAX, 6)
+            );
+            assert_eq!((s.prefixlen_s, s.prefixlen_d, s.family), (32, 32, 2));
+            assert_eq!(
+                s.saddr.to_ip(crate::xfrm::model::Family::Inet),
+                Some(src.ip())
+            );
+            assert_eq!(
+                s.daddr.to_ip(crate::xfrm::model::Family::Inet),
+                Some(dst.ip())
+            );
+            assert_eq!(p.templates.len(), 1);
+            assert_eq!(p.templates[0].reqid, own.reqid);
+            assert!(!p.templates[0].optional);
+            assert!(is_flow_policy(&p));
+            let del = flow_policy_delete_request(dir, local, peer, 0, 10);
+            let msg = Messages::new(&del).next().unwrap().unwrap();
+            assert_eq!(msg.kind, XFRM_MSG_DELPOLICY);
+            assert_eq!(&msg.payload[..SELECTOR_LEN], &info[..SELECTOR_LEN]);
+        }
+        // A socket policy (its tag as priority) is no flow policy.
+        let b = socket_policy(false, PolicyDirection::Out, own, false);
+        let mut sp = parse_policy_parts(&b[..USERPOLICY_INFO_LEN], &[]).unwrap();
+        sp.templates = vec![parse_template(&b[USERPOLICY_INFO_LEN..]).unwrap()];
+        assert!(!is_flow_policy(&sp));
     }
 
     #[test]

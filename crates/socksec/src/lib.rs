@@ -72,8 +72,9 @@ pub mod secure {
         Auth, CONFIG_PATH, Caller, Config, Negotiation, OwnPolicies, Profile, REAP_PERIOD,
         REGISTRY_DIR, Role, SecureListener, SecureStream, Session, Settings, accept_socket, config,
         connect, connect_socket, cookie, delete_peer_target, forget, listen, live_tcp_cookies,
-        negotiate, peer_identity, record_secure_socket, recorded, release_all, require_ipsec,
-        retag, set_peer_target, set_security, verify,
+        negotiate, peer_identity, protect_flow, record_secure_socket, recorded, release_all,
+        remove_flow_policies, require_ipsec, retag, set_peer_target, set_security, unprotect_flow,
+        verify,
     };
 }
 

@@ -90,6 +90,76 @@ pub fn live_tcp_cookies() -> Result<std::collections::HashSet<u64>, Error> {
         .collect())
 }
 
+/// Puts the global policies of the TCP flow `local` ↔ `peer` (see
+/// [`socksec_core::secure::flow_policy_request`]): the segments the kernel sends for the flow
+/// without the socket (`TIME_WAIT` ACKs, resets for segments that find no socket) then need
+/// the socket's SAs too, and are dropped rather than sent in clear once those are gone. Needs
+/// CAP_NET_ADMIN; [`unprotect_flow`] takes them away.
+pub fn protect_flow(own: OwnPolicies, local: SocketAddr, peer: SocketAddr) -> Result<(), Error> {
+    let mut conn = xfrm_conn()?;
+    for direction in [PolicyDirection::Out, PolicyDirection::In] {
+        conn.transact(
+            |seq| socksec_core::secure::flow_policy_request(direction, own, local, peer, seq),
+            false,
+            |_| Ok(()),
+        )
+        .map_err(|e| e.into_error("putting the flow's global IPsec policy"))?;
+    }
+    Ok(())
+}
+
+/// Takes away what [`protect_flow`] put for `local` ↔ `peer` (best effort: a policy already
+/// gone is no error).
+pub fn unprotect_flow(local: SocketAddr, peer: SocketAddr) {
+    if let Ok(mut conn) = xfrm_conn() {
+        for direction in [PolicyDirection::Out, PolicyDirection::In] {
+            let _ = conn.transact(
+                |seq| {
+                    socksec_core::secure::flow_policy_delete_request(direction, local, peer, 0, seq)
+                },
+                false,
+                |_| Ok(()),
+            );
+        }
+    }
+}
+
+/// Takes away every flow policy socksec put ([`socksec_core::secure::is_flow_policy`]) in
+/// this network namespace, and says how many: for a `socksecd` that starts, whose earlier
+/// instance's flows are gone with it.
+pub fn remove_flow_policies() -> Result<usize, Error> {
+    let snapshot = crate::sources::Sources::xfrm(&crate::sources::ColdSources)?;
+    let mut conn = xfrm_conn()?;
+    let mut removed = 0;
+    for p in snapshot
+        .policies
+        .iter()
+        .filter(|p| socksec_core::secure::is_flow_policy(p))
+    {
+        let direction = match p.dir {
+            socksec_core::xfrm::model::PolicyDir::In => PolicyDirection::In,
+            _ => PolicyDirection::Out,
+        };
+        let any: SocketAddr = (std::net::Ipv4Addr::UNSPECIFIED, 0).into();
+        let deleted = conn.transact(
+            |seq| {
+                socksec_core::secure::flow_policy_delete_request(direction, any, any, p.index, seq)
+            },
+            false,
+            |_| Ok(()),
+        );
+        if deleted.is_ok() {
+            removed += 1;
+        }
+    }
+    Ok(removed)
+}
+
+fn xfrm_conn() -> Result<crate::netlink::NlConn, Error> {
+    crate::netlink::NlConn::open(netlink_sys::protocols::NETLINK_XFRM)
+        .map_err(|e| Error::system("opening a NETLINK_XFRM socket", &e))
+}
+
 /// Removes socksec's record of the socket with `cookie`.
 pub fn forget(cookie: u64) {
     let _ = std::fs::remove_file(registry_file(cookie));

@@ -32,6 +32,9 @@ pub const REAP_PERIOD: Duration = Duration::from_secs(2);
 /// How long a socket that the kernel does not list (it asked for security but neither
 /// connected nor listened yet) is remembered after its last step.
 pub const PENDING_TTL: Duration = Duration::from_secs(300);
+/// How long a flow's global policies stay after its socket is gone: the kernel's `TIME_WAIT`
+/// (60 s), during which segments of the flow that find no socket may still come and go.
+pub const FLOW_GRACE: Duration = Duration::from_secs(60);
 /// Sockets one uid (other than 0) may have the daemon keep something for at once.
 pub const MAX_PER_UID: usize = 256;
 
@@ -72,6 +75,9 @@ struct Entry {
     v6: bool,
     stage: Stage,
     touched: Instant,
+    /// The flow (local, peer) whose global policies the daemon put
+    /// ([`socksec::secure::protect_flow`]).
+    flow: Option<(SocketAddr, SocketAddr)>,
 }
 
 impl Entry {
@@ -83,6 +89,7 @@ impl Entry {
             v6,
             stage,
             touched: Instant::now(),
+            flow: None,
         }
     }
 }
@@ -91,6 +98,9 @@ impl Entry {
 #[derive(Default)]
 pub struct SecureSockets {
     entries: Mutex<HashMap<u64, Entry>>,
+    /// Flows of sockets that are gone, whose global policies stay until the given time (see
+    /// [`FLOW_GRACE`]).
+    lingering: Mutex<Vec<(Instant, SocketAddr, SocketAddr)>>,
 }
 
 impl std::fmt::Debug for SecureSockets {
@@ -124,6 +134,16 @@ fn addresses(fd: BorrowedFd<'_>) -> (Option<SocketAddr>, Option<SocketAddr>) {
 impl SecureSockets {
     /// Starts the thread that drops what belongs to sockets that are gone.
     pub fn start() -> Arc<Self> {
+        // An earlier daemon's flows are gone with its sockets' state: their policies too.
+        match socksec::secure::remove_flow_policies() {
+            Ok(0) => {}
+            Ok(n) => crate::logline::log_line(&format!(
+                "socksecd: removed {n} flow policies an earlier socksecd left\n"
+            )),
+            Err(e) => crate::logline::log_line(&format!(
+                "socksecd: cannot look for flow policies an earlier socksecd left: {e}\n"
+            )),
+        }
         let me = Arc::new(Self::default());
         let weak = Arc::downgrade(&me);
         let started = std::thread::Builder::new()
@@ -152,6 +172,17 @@ impl SecureSockets {
     /// Drops what belongs to sockets the kernel no longer lists (and to unlisted ones
     /// [`PENDING_TTL`] after their last step).
     pub fn reap(&self) {
+        let expired: Vec<(SocketAddr, SocketAddr)> = {
+            let mut lingering = self.lingering.lock().unwrap_or_else(|e| e.into_inner());
+            let now = Instant::now();
+            let (done, keep): (Vec<_>, Vec<_>) =
+                lingering.drain(..).partition(|(until, _, _)| *until <= now);
+            *lingering = keep;
+            done.into_iter().map(|(_, l, p)| (l, p)).collect()
+        };
+        for (local, peer) in expired {
+            socksec::secure::unprotect_flow(local, peer);
+        }
         if self.lock().is_empty() {
             return;
         }
@@ -182,6 +213,12 @@ impl SecureSockets {
         // Outside the lock: unloading talks to charon.
         for (cookie, entry) in gone {
             socksec::secure::forget(cookie);
+            if let Some((local, peer)) = entry.flow {
+                self.lingering
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push((Instant::now() + FLOW_GRACE, local, peer));
+            }
             drop(entry);
         }
     }
@@ -276,6 +313,27 @@ impl SecureSockets {
         socksec::secure::record_secure_socket(fd, entry.own)?;
         self.lock().insert(cookie, entry);
         Ok(())
+    }
+
+    /// Puts the global policies of the connected socket `fd`'s flow (of `cookie`, kept), so
+    /// that the segments the kernel sends for it without the socket never go in clear; not
+    /// for a socket whose settings allow clear traffic.
+    fn protect_flow(&self, fd: BorrowedFd<'_>, cookie: u64) -> Result<(), Error> {
+        let (Some(local), Some(peer)) = addresses(fd) else {
+            return Err(invalid("the socket is not connected"));
+        };
+        let own = {
+            let mut entries = self.lock();
+            let Some(entry) = entries.get_mut(&cookie) else {
+                return Ok(());
+            };
+            if entry.settings.allow_insecure {
+                return Ok(());
+            }
+            entry.flow = Some((local, peer));
+            entry.own
+        };
+        socksec::secure::protect_flow(own, local, peer)
     }
 
     /// The entry of `cookie`, if `uid` made it; `f` runs under the lock.
@@ -392,6 +450,7 @@ impl SecureSockets {
             e.stage = Stage::Connected { _session: session };
             Ok(e.settings.clone())
         })?;
+        self.protect_flow(fd, cookie)?;
         socksec::secure::verify(fd, &settings).map(Some)
     }
 
@@ -456,6 +515,7 @@ impl SecureSockets {
             cookie,
             Entry::new(uid, own, settings.clone(), v6, stage),
         )?;
+        self.protect_flow(fd, cookie)?;
         socksec::secure::verify(fd, &settings).map(Some)
     }
 }

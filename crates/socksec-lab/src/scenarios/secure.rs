@@ -512,6 +512,28 @@ sun's socksecd:
         "sun's veth saw {counts:?}: the flow must go only in ESP, after IKE"
     );
 
+    // The flow's global policies (for what the kernel sends without the socket: TIME_WAIT
+    // ACKs, resets) stay a while after the programs exited, at both ends.
+    for end in ["moon", "sun"] {
+        let ns = if end == "moon" { lab.moon() } else { lab.sun() };
+        let policies = ns.ip(&["xfrm", "policy"])?;
+        lab.evidence(
+            format!("ip xfrm policy ({end}) after the C programs"),
+            policies.clone(),
+        );
+        let flow = policies.split("src ").any(|p| {
+            p.contains("proto tcp")
+                && (p.contains(&format!("sport {B_PORT}"))
+                    || p.contains(&format!("dport {B_PORT}")))
+                && p.contains("priority 0")
+                && p.contains("proto esp")
+        });
+        ensure!(
+            flow,
+            "{end}: no global policy for the flow's port {B_PORT}: {policies}"
+        );
+    }
+
     // A wrong target: refused, and nothing of the flow reaches sun in clear.
     let wrong_capture = Capture::start(lab.sun(), B_PORT)?;
     let wrong = secure_flow_as_nobody(
@@ -599,6 +621,11 @@ sun's socksecd:
         logs()
     );
     lab.evidence("socksecd logs", logs());
+    // The daemons are stopped before their flows' grace ends: take the flows' global policies
+    // away here, so that no later scenario meets them (charon installed none here).
+    for ns in [lab.moon(), lab.sun()] {
+        ns.ip(&["xfrm", "policy", "flush"])?;
+    }
     lab.note(
         "as nobody through socksecd (C, the Windows way): both ends flags 3, bytes crossed, \
          only ESP+IKE on the wire, impersonation refused; wrong target WSAECONNREFUSED, \
