@@ -521,7 +521,8 @@ sun's socksecd:
             format!("ip xfrm policy ({end}) after the C programs"),
             policies.clone(),
         );
-        let flow = policies.split("src ").any(|p| {
+        // One policy per block: its first line starts at the margin, its template's indented.
+        let flow = format!("\n{policies}").split("\nsrc ").any(|p| {
             p.contains("proto tcp")
                 && (p.contains(&format!("sport {B_PORT}"))
                     || p.contains(&format!("dport {B_PORT}")))
