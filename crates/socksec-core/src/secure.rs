@@ -487,6 +487,14 @@ pub fn socket_policy(
 /// so that no broader global policy comes before them.
 pub const FLOW_POLICY_PRIORITY: u32 = 0;
 
+/// How long a flow's global policies live once put ([`flow_policy_request`]): whoever put
+/// them puts them again every [`FLOW_POLICY_REFRESH`] while the socket lives, so that they
+/// outlive it by at least the kernel's `TIME_WAIT` (60 s), and go by themselves after it,
+/// even if the process that put them is gone.
+pub const FLOW_POLICY_LIFETIME: std::time::Duration = std::time::Duration::from_secs(120);
+/// How often a live socket's flow policies are put again (see [`FLOW_POLICY_LIFETIME`]).
+pub const FLOW_POLICY_REFRESH: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// `NLM_F_ACK`: the kernel answers a request that is not a dump with an acknowledgement.
 const NLM_F_ACK: u16 = 0x4;
 
@@ -524,7 +532,8 @@ fn flow_selector(direction: PolicyDirection, local: SocketAddr, peer: SocketAddr
 
 /// A netlink `XFRM_MSG_UPDPOLICY` request (sequence `seq`, acknowledged) that puts a global
 /// policy for the one TCP flow `local` ↔ `peer` in `direction`, requiring ESP in transport
-/// mode with `own.reqid`, at [`FLOW_POLICY_PRIORITY`].
+/// mode with `own.reqid`, at [`FLOW_POLICY_PRIORITY`], which the kernel removes by itself
+/// [`FLOW_POLICY_LIFETIME`] after it was put (putting it again starts the time anew).
 ///
 /// The socket's own policies cover what the socket sends and receives, but the kernel sends
 /// some segments of a flow without the socket: the `TIME_WAIT` state's ACKs and the resets
@@ -542,49 +551,13 @@ pub fn flow_policy_request(
     let mut bytes = socket_policy(local.is_ipv6(), direction, own, false);
     bytes[..SELECTOR_LEN].copy_from_slice(&flow_selector(direction, local, peer));
     bytes[152..156].copy_from_slice(&FLOW_POLICY_PRIORITY.to_ne_bytes());
+    // xfrm_lifetime_cfg.hard_add_expires_seconds.
+    bytes[96..104].copy_from_slice(&FLOW_POLICY_LIFETIME.as_secs().to_ne_bytes());
     let (info, tmpl) = bytes.split_at(USERPOLICY_INFO_LEN);
     crate::netlink::Request::new(crate::xfrm::codec::xfrm::XFRM_MSG_UPDPOLICY, NLM_F_ACK, seq)
         .raw(info)
         .attr(crate::xfrm::codec::xfrm::XFRMA_TMPL, tmpl)
         .finish()
-}
-
-/// A netlink `XFRM_MSG_DELPOLICY` request (acknowledged) for the global policy of `direction`
-/// that [`flow_policy_request`] put for `local` ↔ `peer`; with `index` not 0, for the policy
-/// of that index instead (the selector is then ignored).
-pub fn flow_policy_delete_request(
-    direction: PolicyDirection,
-    local: SocketAddr,
-    peer: SocketAddr,
-    index: u32,
-    seq: u32,
-) -> Vec<u8> {
-    // struct xfrm_userpolicy_id: selector 0, index 56, dir 60; 64 bytes.
-    let mut id = [0u8; 64];
-    id[..SELECTOR_LEN].copy_from_slice(&flow_selector(direction, local, peer));
-    id[56..60].copy_from_slice(&index.to_ne_bytes());
-    id[60] = match direction {
-        PolicyDirection::In => 0,
-        PolicyDirection::Out => 1,
-    };
-    crate::netlink::Request::new(crate::xfrm::codec::xfrm::XFRM_MSG_DELPOLICY, NLM_F_ACK, seq)
-        .raw(&id)
-        .finish()
-}
-
-/// Whether `policy` is a flow policy socksec put ([`flow_policy_request`]): a global policy
-/// at [`FLOW_POLICY_PRIORITY`] for one TCP flow whose every template carries a request id of
-/// [`REQID_RANGE`].
-pub fn is_flow_policy(policy: &crate::xfrm::model::Policy) -> bool {
-    use crate::xfrm::model::PolicyDir;
-    matches!(policy.dir, PolicyDir::In | PolicyDir::Out)
-        && policy.priority == FLOW_POLICY_PRIORITY
-        && policy.selector.proto == IPPROTO_TCP
-        && !policy.templates.is_empty()
-        && policy
-            .templates
-            .iter()
-            .all(|t| REQID_RANGE.contains(&t.reqid))
 }
 
 /// The request ids socksec gives secure sockets lie in this range (charon allocates its own
@@ -984,7 +957,7 @@ mod tests {
     #[test]
     fn a_flow_policy_covers_exactly_one_tcp_flow_and_parses_back() {
         use crate::netlink::Messages;
-        use crate::xfrm::codec::xfrm::{XFRM_MSG_DELPOLICY, XFRM_MSG_UPDPOLICY};
+        use crate::xfrm::codec::xfrm::XFRM_MSG_UPDPOLICY;
         let own = OwnPolicies {
             reqid: 0x5000_0007,
             tag: 1234,
@@ -1003,6 +976,10 @@ mod tests {
             let (info, attrs) = msg.payload.split_at(USERPOLICY_INFO_LEN);
             let p = parse_policy_parts(info, attrs).unwrap();
             assert_eq!(p.priority, FLOW_POLICY_PRIORITY);
+            assert_eq!(
+                u64::from_ne_bytes(info[96..104].try_into().unwrap()),
+                FLOW_POLICY_LIFETIME.as_secs()
+            );
             let s = &p.selector;
             assert_eq!(
                 (s.sport, s.sport_mask, s.dport, s.dport_mask, s.proto),
@@ -1020,17 +997,14 @@ mod tests {
             assert_eq!(p.templates.len(), 1);
             assert_eq!(p.templates[0].reqid, own.reqid);
             assert!(!p.templates[0].optional);
-            assert!(is_flow_policy(&p));
-            let del = flow_policy_delete_request(dir, local, peer, 0, 10);
-            let msg = Messages::new(&del).next().unwrap().unwrap();
-            assert_eq!(msg.kind, XFRM_MSG_DELPOLICY);
-            assert_eq!(&msg.payload[..SELECTOR_LEN], &info[..SELECTOR_LEN]);
+            assert_eq!(
+                p.dir,
+                match dir {
+                    PolicyDirection::In => PolicyDir::In,
+                    PolicyDirection::Out => PolicyDir::Out,
+                }
+            );
         }
-        // A socket policy (its tag as priority) is no flow policy.
-        let b = socket_policy(false, PolicyDirection::Out, own, false);
-        let mut sp = parse_policy_parts(&b[..USERPOLICY_INFO_LEN], &[]).unwrap();
-        sp.templates = vec![parse_template(&b[USERPOLICY_INFO_LEN..]).unwrap()];
-        assert!(!is_flow_policy(&sp));
     }
 
     #[test]

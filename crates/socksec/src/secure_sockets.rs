@@ -19,7 +19,8 @@ use std::time::Duration;
 
 use socket2::{Domain, Protocol, Socket, Type};
 pub use socksec_core::secure::{
-    Auth, Caller, Config, Negotiation, OwnPolicies, Profile, Role, Settings, peer_identity,
+    Auth, Caller, Config, FLOW_POLICY_LIFETIME, FLOW_POLICY_REFRESH, Negotiation, OwnPolicies,
+    Profile, Role, Settings, peer_identity,
 };
 use socksec_core::secure::{PolicyDirection, REQID_RANGE, socket_policy, socket_policy_option};
 
@@ -94,7 +95,8 @@ pub fn live_tcp_cookies() -> Result<std::collections::HashSet<u64>, Error> {
 /// [`socksec_core::secure::flow_policy_request`]): the segments the kernel sends for the flow
 /// without the socket (`TIME_WAIT` ACKs, resets for segments that find no socket) then need
 /// the socket's SAs too, and are dropped rather than sent in clear once those are gone. Needs
-/// CAP_NET_ADMIN; [`unprotect_flow`] takes them away.
+/// CAP_NET_ADMIN. The kernel removes them [`FLOW_POLICY_LIFETIME`] after they were put:
+/// put them again every [`FLOW_POLICY_REFRESH`] while the socket lives.
 pub fn protect_flow(own: OwnPolicies, local: SocketAddr, peer: SocketAddr) -> Result<(), Error> {
     let mut conn = xfrm_conn()?;
     for direction in [PolicyDirection::Out, PolicyDirection::In] {
@@ -106,53 +108,6 @@ pub fn protect_flow(own: OwnPolicies, local: SocketAddr, peer: SocketAddr) -> Re
         .map_err(|e| e.into_error("putting the flow's global IPsec policy"))?;
     }
     Ok(())
-}
-
-/// Takes away what [`protect_flow`] put for `local` ↔ `peer` (best effort: a policy already
-/// gone is no error).
-pub fn unprotect_flow(local: SocketAddr, peer: SocketAddr) {
-    if let Ok(mut conn) = xfrm_conn() {
-        for direction in [PolicyDirection::Out, PolicyDirection::In] {
-            let _ = conn.transact(
-                |seq| {
-                    socksec_core::secure::flow_policy_delete_request(direction, local, peer, 0, seq)
-                },
-                false,
-                |_| Ok(()),
-            );
-        }
-    }
-}
-
-/// Takes away every flow policy socksec put ([`socksec_core::secure::is_flow_policy`]) in
-/// this network namespace, and says how many: for a `socksecd` that starts, whose earlier
-/// instance's flows are gone with it.
-pub fn remove_flow_policies() -> Result<usize, Error> {
-    let snapshot = crate::sources::Sources::xfrm(&crate::sources::ColdSources)?;
-    let mut conn = xfrm_conn()?;
-    let mut removed = 0;
-    for p in snapshot
-        .policies
-        .iter()
-        .filter(|p| socksec_core::secure::is_flow_policy(p))
-    {
-        let direction = match p.dir {
-            socksec_core::xfrm::model::PolicyDir::In => PolicyDirection::In,
-            _ => PolicyDirection::Out,
-        };
-        let any: SocketAddr = (std::net::Ipv4Addr::UNSPECIFIED, 0).into();
-        let deleted = conn.transact(
-            |seq| {
-                socksec_core::secure::flow_policy_delete_request(direction, any, any, p.index, seq)
-            },
-            false,
-            |_| Ok(()),
-        );
-        if deleted.is_ok() {
-            removed += 1;
-        }
-    }
-    Ok(removed)
 }
 
 fn xfrm_conn() -> Result<crate::netlink::NlConn, Error> {
@@ -388,7 +343,9 @@ fn checked(
     session: Option<Arc<Session>>,
 ) -> Result<SecureStream, Error> {
     let cookie = record_secure_socket(stream.as_fd(), own)?;
-    match verify(stream.as_fd(), settings) {
+    let checked = winsock_flow::guard_flow(cookie, stream.as_fd(), own, settings)
+        .and_then(|()| verify(stream.as_fd(), settings));
+    match checked {
         Ok(info) => Ok(SecureStream {
             stream,
             info,
@@ -765,6 +722,16 @@ mod winsock_flow {
     struct Live {
         fd: RawFd,
         session: Option<Arc<Session>>,
+        flow: Option<Flow>,
+    }
+
+    /// A connected socket's flow whose global policies this process put ([`protect_flow`]),
+    /// and when it last put them.
+    struct Flow {
+        own: OwnPolicies,
+        local: SocketAddr,
+        peer: SocketAddr,
+        put: std::time::Instant,
     }
 
     #[derive(Default)]
@@ -811,11 +778,79 @@ mod winsock_flow {
             forget(cookie);
             drop(live.session);
         }
+        // The live sockets' flow policies, put again before the kernel's lifetime for them
+        // is up (a gone socket's go by themselves, after its TIME_WAIT).
+        let due: Vec<(OwnPolicies, SocketAddr, SocketAddr)> = with(|t| {
+            t.live
+                .values_mut()
+                .filter_map(|l| l.flow.as_mut())
+                .filter(|f| f.put.elapsed() >= FLOW_POLICY_REFRESH)
+                .map(|f| {
+                    f.put = std::time::Instant::now();
+                    (f.own, f.local, f.peer)
+                })
+                .collect()
+        });
+        for (own, local, peer) in due {
+            let _ = protect_flow(own, local, peer);
+        }
     }
 
     fn keep(cookie: u64, fd: RawFd, session: Option<Arc<Session>>) {
         start_reaper();
-        with(|t| t.live.insert(cookie, Live { fd, session }));
+        with(|t| {
+            t.live.insert(
+                cookie,
+                Live {
+                    fd,
+                    session,
+                    flow: None,
+                },
+            )
+        });
+    }
+
+    /// Puts the global policies of the connected socket `fd`'s flow ([`protect_flow`]) and
+    /// keeps putting them while the socket lives (this process's reaper thread); nothing for
+    /// settings that allow clear traffic.
+    pub(super) fn guard_flow(
+        cookie: u64,
+        fd: BorrowedFd<'_>,
+        own: OwnPolicies,
+        settings: &Settings,
+    ) -> Result<(), Error> {
+        if settings.allow_insecure {
+            return Ok(());
+        }
+        let sock = socket2::SockRef::from(&fd);
+        let addrs = sock
+            .local_addr()
+            .ok()
+            .and_then(|a| a.as_socket())
+            .zip(sock.peer_addr().ok().and_then(|a| a.as_socket()));
+        let Some((local, peer)) = addrs else {
+            return Err(Error::new(
+                ErrorKind::NotConnected,
+                "the secure socket is not connected",
+            ));
+        };
+        protect_flow(own, local, peer)?;
+        start_reaper();
+        let raw = fd.as_raw_fd();
+        with(|t| {
+            let live = t.live.entry(cookie).or_insert(Live {
+                fd: raw,
+                session: None,
+                flow: None,
+            });
+            live.flow = Some(Flow {
+                own,
+                local,
+                peer,
+                put: std::time::Instant::now(),
+            });
+        });
+        Ok(())
     }
 
     fn start_reaper() {
@@ -955,9 +990,11 @@ mod winsock_flow {
         record(cookie, own)
             .map_err(|e| Error::system("recording the secure socket in /run/socksec", &e))?;
         keep(cookie, fd.as_raw_fd(), session);
-        verify(fd, &pending.settings).map(drop).inspect_err(|_| {
-            let _ = sock.shutdown(std::net::Shutdown::Both);
-        })
+        guard_flow(cookie, fd, own, &pending.settings)
+            .and_then(|()| verify(fd, &pending.settings).map(drop))
+            .inspect_err(|_| {
+                let _ = sock.shutdown(std::net::Shutdown::Both);
+            })
     }
 
     /// `WSAAccept`: for a listener that asked for security, charon answers for its port (from
@@ -1055,6 +1092,9 @@ mod winsock_flow {
                     let fd: std::os::fd::OwnedFd = accepted.into();
                     if let Some(cookie) = cookie {
                         keep(cookie, fd.as_raw_fd(), session.clone());
+                        if let Via::Local(own) = &via {
+                            guard_flow(cookie, fd.as_fd(), *own, &settings)?;
+                        }
                     }
                     return Ok((fd, addr));
                 }

@@ -32,9 +32,6 @@ pub const REAP_PERIOD: Duration = Duration::from_secs(2);
 /// How long a socket that the kernel does not list (it asked for security but neither
 /// connected nor listened yet) is remembered after its last step.
 pub const PENDING_TTL: Duration = Duration::from_secs(300);
-/// How long a flow's global policies stay after its socket is gone: the kernel's `TIME_WAIT`
-/// (60 s), during which segments of the flow that find no socket may still come and go.
-pub const FLOW_GRACE: Duration = Duration::from_secs(60);
 /// Sockets one uid (other than 0) may have the daemon keep something for at once.
 pub const MAX_PER_UID: usize = 256;
 
@@ -76,8 +73,8 @@ struct Entry {
     stage: Stage,
     touched: Instant,
     /// The flow (local, peer) whose global policies the daemon put
-    /// ([`socksec::secure::protect_flow`]).
-    flow: Option<(SocketAddr, SocketAddr)>,
+    /// ([`socksec::secure::protect_flow`]), and when it last put them.
+    flow: Option<(SocketAddr, SocketAddr, Instant)>,
 }
 
 impl Entry {
@@ -98,9 +95,6 @@ impl Entry {
 #[derive(Default)]
 pub struct SecureSockets {
     entries: Mutex<HashMap<u64, Entry>>,
-    /// Flows of sockets that are gone, whose global policies stay until the given time (see
-    /// [`FLOW_GRACE`]).
-    lingering: Mutex<Vec<(Instant, SocketAddr, SocketAddr)>>,
 }
 
 impl std::fmt::Debug for SecureSockets {
@@ -134,16 +128,6 @@ fn addresses(fd: BorrowedFd<'_>) -> (Option<SocketAddr>, Option<SocketAddr>) {
 impl SecureSockets {
     /// Starts the thread that drops what belongs to sockets that are gone.
     pub fn start() -> Arc<Self> {
-        // An earlier daemon's flows are gone with its sockets' state: their policies too.
-        match socksec::secure::remove_flow_policies() {
-            Ok(0) => {}
-            Ok(n) => crate::logline::log_line(&format!(
-                "socksecd: removed {n} flow policies an earlier socksecd left\n"
-            )),
-            Err(e) => crate::logline::log_line(&format!(
-                "socksecd: cannot look for flow policies an earlier socksecd left: {e}\n"
-            )),
-        }
         let me = Arc::new(Self::default());
         let weak = Arc::downgrade(&me);
         let started = std::thread::Builder::new()
@@ -172,17 +156,6 @@ impl SecureSockets {
     /// Drops what belongs to sockets the kernel no longer lists (and to unlisted ones
     /// [`PENDING_TTL`] after their last step).
     pub fn reap(&self) {
-        let expired: Vec<(SocketAddr, SocketAddr)> = {
-            let mut lingering = self.lingering.lock().unwrap_or_else(|e| e.into_inner());
-            let now = Instant::now();
-            let (done, keep): (Vec<_>, Vec<_>) =
-                lingering.drain(..).partition(|(until, _, _)| *until <= now);
-            *lingering = keep;
-            done.into_iter().map(|(_, l, p)| (l, p)).collect()
-        };
-        for (local, peer) in expired {
-            socksec::secure::unprotect_flow(local, peer);
-        }
         if self.lock().is_empty() {
             return;
         }
@@ -210,16 +183,33 @@ impl SecureSockets {
                 .filter_map(|c| entries.remove(&c).map(|e| (c, e)))
                 .collect()
         };
-        // Outside the lock: unloading talks to charon.
+        // Outside the lock: unloading talks to charon. A gone socket's flow policies are
+        // no longer put again: the kernel removes them once their lifetime is up, after the
+        // flow's TIME_WAIT.
         for (cookie, entry) in gone {
             socksec::secure::forget(cookie);
-            if let Some((local, peer)) = entry.flow {
-                self.lingering
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .push((Instant::now() + FLOW_GRACE, local, peer));
-            }
             drop(entry);
+        }
+        // The live sockets' flow policies, put again before their lifetime is up.
+        let due: Vec<(OwnPolicies, SocketAddr, SocketAddr)> = {
+            let mut entries = self.lock();
+            entries
+                .values_mut()
+                .filter_map(|e| {
+                    let (local, peer, put) = e.flow.as_mut()?;
+                    (put.elapsed() >= socksec::secure::FLOW_POLICY_REFRESH).then(|| {
+                        *put = Instant::now();
+                        (e.own, *local, *peer)
+                    })
+                })
+                .collect()
+        };
+        for (own, local, peer) in due {
+            if let Err(e) = socksec::secure::protect_flow(own, local, peer) {
+                crate::logline::log_line(&format!(
+                    "socksecd: cannot put the global policies of {local} -> {peer} again: {e}\n"
+                ));
+            }
         }
     }
 
@@ -330,7 +320,7 @@ impl SecureSockets {
             if entry.settings.allow_insecure {
                 return Ok(());
             }
-            entry.flow = Some((local, peer));
+            entry.flow = Some((local, peer, Instant::now()));
             entry.own
         };
         socksec::secure::protect_flow(own, local, peer)
