@@ -203,17 +203,23 @@ fn socksec_conns(charon: &Charon, ns: &Netns) -> Result<Option<String>> {
 fn leftovers(charon: &Charon, ns: &Netns) -> Result<Vec<String>> {
     let mut left: Vec<String> = socksec_conns(charon, ns)?.into_iter().collect();
     for table in ["policy", "state"] {
-        let text = ns.ip(&["xfrm", table])?;
-        let ours = text
-            .split_whitespace()
-            .collect::<Vec<_>>()
-            .windows(2)
-            .any(|w| {
-                w[0] == "reqid"
-                    && w[1]
-                        .parse::<u32>()
-                        .is_ok_and(|r| (0x5000_0000..=0x5fff_ffff).contains(&r))
-            });
+        let text = ns.ip(&["-s", "xfrm", table])?;
+        // One entry per block: its first line starts at the margin.
+        let ours = format!("\n{text}").split("\nsrc ").any(|block| {
+            let socksecs = block
+                .split_whitespace()
+                .collect::<Vec<_>>()
+                .windows(2)
+                .any(|w| {
+                    w[0] == "reqid"
+                        && w[1]
+                            .parse::<u32>()
+                            .is_ok_and(|r| (0x5000_0000..=0x5fff_ffff).contains(&r))
+                });
+            // A flow's global policy stays on purpose: the kernel removes it when its
+            // lifetime is up, after the flow's TIME_WAIT.
+            socksecs && !is_flow_policy(block)
+        });
         if ours {
             left.push(format!(
                 "{}: ip xfrm {table} still lists socksec's: {text}",
@@ -222,6 +228,23 @@ fn leftovers(charon: &Charon, ns: &Netns) -> Result<Vec<String>> {
         }
     }
     Ok(left)
+}
+
+/// Whether an `ip -s xfrm policy` block is a secure flow's global policy: one TCP flow, at
+/// priority 0, with the 120 s lifetime socksec gives it.
+fn is_flow_policy(block: &str) -> bool {
+    block.contains("proto tcp sport")
+        && (block.contains("dir in priority 0 ") || block.contains("dir out priority 0 "))
+        && block.contains("hard 120(sec)")
+}
+
+/// Takes away the secure flows' global policies in moon and sun before they expire, so that
+/// no later scenario meets them (these scenarios' charons install no global policy).
+fn flush_flow_policies(lab: &Lab) -> Result<()> {
+    for ns in [lab.moon(), lab.sun()] {
+        ns.ip(&["xfrm", "policy", "flush"])?;
+    }
+    Ok(())
 }
 
 /// charon in moon and sun with the lab's pre-shared key and no connection, and each side's
@@ -350,6 +373,7 @@ pub fn connect_psk(lab: &mut Lab) -> Result<()> {
     left.extend(leftovers(&sun, lab.sun())?);
     ensure!(left.is_empty(), "left after close: {}", left.join("\n"));
 
+    flush_flow_policies(lab)?;
     lab.note(format!(
         "secure connect in {elapsed:?}: both ends flags 3, peers {} / {}; sun's veth: {} ESP, \
          {} IKE, 0 clear TCP; wrong target refused (ECONNREFUSED); plain client never \
@@ -622,11 +646,7 @@ sun's socksecd:
         logs()
     );
     lab.evidence("socksecd logs", logs());
-    // The daemons are stopped before their flows' grace ends: take the flows' global policies
-    // away here, so that no later scenario meets them (charon installed none here).
-    for ns in [lab.moon(), lab.sun()] {
-        ns.ip(&["xfrm", "policy", "flush"])?;
-    }
+    flush_flow_policies(lab)?;
     lab.note(
         "as nobody through socksecd (C, the Windows way): both ends flags 3, bytes crossed, \
          only ESP+IKE on the wire, impersonation refused; wrong target WSAECONNREFUSED, \
@@ -739,6 +759,7 @@ pub fn winsock_c_flow(lab: &mut Lab) -> Result<()> {
         "connections left in charon after the C programs exited: {}",
         conns.join("\n")
     );
+    flush_flow_policies(lab)?;
     lab.note(
         "C, the Windows way (Set, target name, WSAConnect / Set, bind, listen, WSAAccept, \
          impersonate, revert): both ends flags 3, bytes crossed, the server thread was nobody \
@@ -864,6 +885,7 @@ pub fn variants(lab: &mut Lab) -> Result<()> {
         client.status.success() && served && client_out == "pong from sun\n",
         "the IPv6 exchange failed: {client_err}"
     );
+    flush_flow_policies(lab)?;
     lab.note(
         "--encrypt vs ESP-NULL refused, ESP-NULL without it flags 1 both ends; \
          --allow-insecure vs no IPsec: clear, flags 0, optional templates; IPv6 flags 3 both ends",
