@@ -17,6 +17,8 @@ pub const CONSOLE_LOG: &str = "console.log";
 pub const CLI_FILE: &str = "socksec";
 /// The broker daemon, copied into the share by the host.
 pub const SOCKSECD_FILE: &str = "socksecd";
+/// The osquery extension (`socksec.ext`) in the shared folder.
+pub const OSQUERY_EXT_FILE: &str = "socksec.ext";
 /// The C ABI probe (`host/wsa_probe.c`), compiled into the share by the host.
 pub const WSA_PROBE_FILE: &str = "wsa-probe";
 /// The Windows-style secure connection (`host/secure_flow.c`), compiled into the share.

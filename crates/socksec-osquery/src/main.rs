@@ -40,6 +40,10 @@ struct Args {
     /// default: $SOCKSEC_RULES, else /etc/socksec/rules.toml if it exists. Read at every query.
     #[arg(long, value_name = "FILE")]
     rules: Option<PathBuf>,
+    /// Print the table's rows (every socket, as `SELECT * FROM socket_protection` gets them)
+    /// as one JSON array and exit, without osqueryd: to see what osquery would get.
+    #[arg(long)]
+    print: bool,
 }
 
 /// The rules file: the flag, else `SOCKSEC_RULES`, else the default path if present.
@@ -67,6 +71,33 @@ fn wait_for(socket: &Path, timeout: Duration) -> bool {
     }
 }
 
+/// `--print`: the rows `generate` gives without constraints, as JSON.
+fn print_rows(rules: Option<&PathBuf>) -> ExitCode {
+    let rules = match rules.map(table::load_rules).transpose() {
+        Ok(rules) => rules,
+        Err(e) => {
+            eprintln!("socksec.ext: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match table::rows(&table::Wanted::default(), rules.as_ref()) {
+        Ok(rows) => match serde_json::to_string(&rows) {
+            Ok(json) => {
+                println!("{json}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("socksec.ext: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        Err(e) => {
+            eprintln!("socksec.ext: cannot list the connections: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let args = Args::parse();
     let rules = rules_path(&args);
@@ -76,6 +107,9 @@ fn main() -> ExitCode {
     {
         eprintln!("socksec.ext: {e}");
         return ExitCode::from(2);
+    }
+    if args.print {
+        return print_rows(rules.as_ref());
     }
     if !wait_for(&args.socket, Duration::from_secs(args.timeout.max(1))) {
         eprintln!(

@@ -8,7 +8,7 @@ use std::process::Command;
 
 use crate::cmd::run;
 use crate::error::{Context, Result, bail};
-use crate::results::{CLI_FILE, SECURE_FLOW_FILE, SOCKSECD_FILE, WSA_PROBE_FILE};
+use crate::results::{CLI_FILE, OSQUERY_EXT_FILE, SECURE_FLOW_FILE, SOCKSECD_FILE, WSA_PROBE_FILE};
 
 /// The C source of the probe.
 const WSA_PROBE_C: &str = include_str!("wsa_probe.c");
@@ -24,9 +24,14 @@ fn workspace() -> PathBuf {
 /// there by cargo (a no-op when nothing changed), so that a stale copy is never used.
 fn artefacts(exe: &Path) -> Result<PathBuf> {
     let has = |d: &Path| {
-        ["socksec", "socksecd", "libsocksec_winsock.a"]
-            .iter()
-            .all(|f| d.join(f).is_file())
+        [
+            "socksec",
+            "socksecd",
+            "socksec-osquery",
+            "libsocksec_winsock.a",
+        ]
+        .iter()
+        .all(|f| d.join(f).is_file())
     };
     let target = exe
         .parent()
@@ -44,8 +49,12 @@ fn artefacts(exe: &Path) -> Result<PathBuf> {
             "socksec-winsock",
             "-p",
             "socksecd",
+            "-p",
+            "socksec-osquery",
         ]);
-    run(&mut cmd).context("building the socksec CLI, socksecd and the C ABI library")?;
+    run(&mut cmd).context(
+        "building the socksec CLI, socksecd, the osquery extension and the C ABI library",
+    )?;
     let release = target.join("release");
     if !has(&release) {
         bail!(
@@ -62,6 +71,8 @@ pub fn prepare(exe: &Path, share: &Path) -> Result<()> {
     let dir = artefacts(exe)?;
     fs::copy(dir.join("socksec"), share.join(CLI_FILE)).context("copying the socksec CLI")?;
     fs::copy(dir.join("socksecd"), share.join(SOCKSECD_FILE)).context("copying socksecd")?;
+    fs::copy(dir.join("socksec-osquery"), share.join(OSQUERY_EXT_FILE))
+        .context("copying the osquery extension")?;
     for (name, source, out) in [
         ("wsa_probe.c", WSA_PROBE_C, WSA_PROBE_FILE),
         ("secure_flow.c", SECURE_FLOW_C, SECURE_FLOW_FILE),

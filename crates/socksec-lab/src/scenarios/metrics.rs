@@ -17,7 +17,7 @@ use serde_json::Value;
 use crate::error::{Context, Result, bail, ensure};
 use crate::lab::Lab;
 use crate::lab::daemon::Socksecd;
-use crate::results::SOCKSECD_FILE;
+use crate::results::{OSQUERY_EXT_FILE, SOCKSECD_FILE};
 use crate::scenarios::ikev2::{Case, Established, run_case};
 use crate::scenarios::operator::cli;
 
@@ -177,7 +177,87 @@ fn check_metrics(lab: &mut Lab, est: &Established<'_>) -> Result<()> {
     );
     ensure!(got["socksec_scrape_success"] == 1.0, "{text}");
 
+    check_osquery_rows(lab, &rules, &ls, &check)?;
     check_daemon(lab, est, &got)
+}
+
+/// The osquery table's rows (`socksec.ext --print`: what `generate` gives osquery without
+/// constraints; the host test drives the same over osquery's Thrift protocol) agree with
+/// `ls --json` and `check --json`: every connection ls lists has its rows, with the same
+/// verdict, and the rules it violates are the ones check lists for it.
+fn check_osquery_rows(lab: &mut Lab, rules: &str, ls: &Value, check: &Value) -> Result<()> {
+    let ext = Path::new(crate::guest::SHARE).join(OSQUERY_EXT_FILE);
+    let out = std::process::Command::new("ip")
+        .args(["netns", "exec", "moon"])
+        .arg(&ext)
+        .args(["--print", "--rules", rules])
+        .output()
+        .context("running socksec.ext --print in moon")?;
+    ensure!(out.status.success(), "socksec.ext --print in moon: {out:?}");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    lab.evidence("socksec.ext --print --rules (moon)", text.clone());
+    let rows: Vec<BTreeMap<String, String>> =
+        serde_json::from_str(&text).context("parsing socksec.ext --print")?;
+    let mut compared = 0;
+    for e in ls.as_array().into_iter().flatten() {
+        let (Some(local), Some(peer)) =
+            (e["socket"]["local"].as_str(), e["socket"]["peer"].as_str())
+        else {
+            continue;
+        };
+        let parse = |a: &str| {
+            a.parse::<std::net::SocketAddr>()
+                .with_context(|| format!("ls lists the address {a:?}"))
+        };
+        let (local, peer) = (parse(local)?, parse(peer)?);
+        let mine: Vec<&BTreeMap<String, String>> = rows
+            .iter()
+            .filter(|r| {
+                r["local_address"] == local.ip().to_string()
+                    && r["local_port"] == local.port().to_string()
+                    && r["remote_address"] == peer.ip().to_string()
+                    && r["remote_port"] == peer.port().to_string()
+            })
+            .collect();
+        ensure!(
+            !mine.is_empty(),
+            "no osquery row for {local} -> {peer}:
+{text}"
+        );
+        let flag = |b: bool| if b { "1" } else { "0" };
+        let mut violated: Vec<&str> = check
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|v| v["local"] == local.to_string() && v["peer"] == peer.to_string())
+            .filter_map(|v| v["rule"].as_str())
+            .collect();
+        violated.sort_unstable();
+        violated.dedup();
+        for r in mine {
+            let mut row_rules: Vec<&str> = r["rule_violations"]
+                .split(',')
+                .filter(|s| !s.is_empty())
+                .collect();
+            row_rules.sort_unstable();
+            ensure!(
+                r["secured"] == flag(e["secured"] == true)
+                    && r["encrypted"] == flag(e["encrypted"] == true)
+                    && row_rules == violated,
+                "the osquery row for {local} -> {peer} disagrees with ls/check: {r:?}; ls {e}; \
+                 check {violated:?}"
+            );
+            compared += 1;
+        }
+    }
+    ensure!(
+        compared >= 2,
+        "too few osquery rows compared ({compared}):\n{text}"
+    );
+    lab.note(format!(
+        "socksec.ext rows agree with ls --json and check --json ({compared} rows)"
+    ));
+    Ok(())
 }
 
 /// `GET /metrics` from socksecd in moon. The daemon listens for its broker clients before its
