@@ -639,6 +639,16 @@ mod tests {
     }
 
     #[test]
+    fn a_dn_as_pluto_printed_it_against_charon() {
+        // pluto in moon, charon in sun, X.509 with DN ids (the lab's libreswan-charon-x509-dn).
+        let reply = include_str!("../../socksec/tests/fixtures/pluto/moon-x509-charon-reply.txt");
+        let (ike, child) = one(reply);
+        assert_eq!(ike.remote_id.kind, IdentityKind::Dn);
+        assert_eq!(ike.remote_id.text, "C=CH, O=socksec lab, CN=sun.example");
+        assert_eq!((ike.uniqueid, child.uniqueid), (1, 2));
+    }
+
+    #[test]
     fn a_dn_id_with_commas_and_an_xauth_user_are_read() {
         let t = "006 #2: \"lab\", type=ESP, add_time=1, inBytes=0, outBytes=0, maxBytes=2^63B, username=carol, id='C=CH, O=socksec lab, CN=sun.example'\n";
         let s = include_str!("../../socksec/tests/fixtures/pluto/moon.showstates.txt");

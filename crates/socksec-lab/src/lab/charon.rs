@@ -248,17 +248,9 @@ impl Pki {
         self.dir.join(name).display().to_string()
     }
 
-    fn gen_key(&self, name: &str) -> Result<()> {
+    fn gen_key(&self, name: &str, bits: &str) -> Result<()> {
         let key = Self::pki(
-            &[
-                "--gen",
-                "--type",
-                "rsa",
-                "--size",
-                KEY_BITS,
-                "--outform",
-                "pem",
-            ],
+            &["--gen", "--type", "rsa", "--size", bits, "--outform", "pem"],
             None,
         )?;
         fs::write(self.dir.join(name), key)?;
@@ -272,7 +264,7 @@ impl Pki {
             dir: dir.to_owned(),
             ca_dn: ca_dn.to_owned(),
         };
-        pki.gen_key("ca.key")?;
+        pki.gen_key("ca.key", KEY_BITS)?;
         let ca_key = pki.file("ca.key");
         let cert = Self::pki(
             &[
@@ -303,8 +295,20 @@ impl Pki {
     /// Issues a host certificate for `dn` with `san` as subject alternative name; returns
     /// (private key PEM, certificate PEM) and keeps both in the folder as `NAME.key`/`NAME.crt`.
     pub fn issue(&self, name: &str, dn: &str, san: &str) -> Result<(Vec<u8>, Vec<u8>)> {
+        self.issue_with_bits(name, dn, san, KEY_BITS)
+    }
+
+    /// [`Pki::issue`] with an RSA key of `bits` bits (pluto signs with RSA-PSS and SHA-512,
+    /// which a 1024-bit key is too short for).
+    pub fn issue_with_bits(
+        &self,
+        name: &str,
+        dn: &str,
+        san: &str,
+        bits: &str,
+    ) -> Result<(Vec<u8>, Vec<u8>)> {
         let key_file = format!("{name}.key");
-        self.gen_key(&key_file)?;
+        self.gen_key(&key_file, bits)?;
         let public = Self::pki(
             &["--pub", "--in", &self.file(&key_file), "--type", "rsa"],
             None,

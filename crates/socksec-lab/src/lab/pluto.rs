@@ -50,7 +50,25 @@ pub struct PlutoConnection {
     pub ike: String,
     /// `ikev2=insist` (IKEv2) or `ikev2=no` (IKEv1).
     pub ikev2: bool,
+    /// Certificates instead of the pre-shared key.
+    pub x509: Option<X509Auth>,
 }
+
+/// This end's certificate and key and the CA, for pluto's NSS database, and the peer's DN.
+#[derive(Debug, Clone)]
+pub struct X509Auth {
+    /// The CA certificate (PEM), trusted for peers.
+    pub ca_pem: Vec<u8>,
+    /// This end's certificate (PEM).
+    pub cert_pem: Vec<u8>,
+    /// Its private key (PEM).
+    pub key_pem: Vec<u8>,
+    /// The peer's identity: its certificate's subject DN.
+    pub peer_dn: String,
+}
+
+/// The NSS nickname of this end's certificate.
+const NICK: &str = "lab";
 
 impl Default for PlutoConnection {
     fn default() -> Self {
@@ -60,12 +78,15 @@ impl Default for PlutoConnection {
             // DH 19 (ECP-256): far cheaper than MODP under TCG.
             ike: "aes_gcm128-sha2_256;dh19".into(),
             ikev2: true,
+            x509: None,
         }
     }
 }
 
 impl PlutoConnection {
-    /// ipsec.conf of `me` talking to `peer`, logging to `log`. No updown script: pluto would
+    /// ipsec.conf of `me` talking to `peer`, logging to `log`: PSK with the FQDN ids, or the
+    /// certificate in NSS with its DN and the peer's DN (`rightca=%same`: pluto asks for the
+    /// peer's certificate, which charon sends only when asked). No updown script: pluto would
     /// run strongSwan's `/usr/lib/ipsec/_updown` (which fails, and so fails the Child SA),
     /// and transport mode needs no routes.
     pub fn render(&self, me: &Netns, peer: &Netns, log: &Path) -> String {
@@ -79,10 +100,8 @@ impl PlutoConnection {
              \n\
              conn {name}\n\
              \tleft={left}\n\
-             \tleftid=@{left_id}\n\
              \tright={right}\n\
-             \trightid=@{right_id}\n\
-             \tauthby=secret\n\
+             {auth}\
              \ttype=transport\n\
              \tikev2={ikev2}\n\
              \tphase2=esp\n\
@@ -94,18 +113,29 @@ impl PlutoConnection {
             log = log.display(),
             name = self.name,
             left = me.v4,
-            left_id = me.id,
             right = peer.v4,
-            right_id = peer.id,
+            auth = match &self.x509 {
+                None => format!(
+                    "\tleftid=@{}\n\trightid=@{}\n\tauthby=secret\n",
+                    me.id, peer.id
+                ),
+                Some(x) => format!(
+                    "\tleftcert={NICK}\n\tleftid=%fromcert\n\trightid=\"{}\"\n\trightca=%same\n\tauthby=rsasig\n",
+                    x.peer_dn
+                ),
+            },
             ikev2 = if self.ikev2 { "insist" } else { "no" },
             esp = self.esp,
             ike = self.ike,
         )
     }
 
-    /// ipsec.secrets for `me` and `peer`.
+    /// ipsec.secrets for `me` and `peer` (empty with certificates: the key is in NSS).
     pub fn secrets(&self, me: &Netns, peer: &Netns) -> String {
-        format!("@{} @{} : PSK \"{PSK}\"\n", me.id, peer.id)
+        match self.x509 {
+            None => format!("@{} @{} : PSK \"{PSK}\"\n", me.id, peer.id),
+            Some(_) => String::new(),
+        }
     }
 }
 
@@ -140,6 +170,9 @@ impl Pluto {
             ["-N", "-d", &nss, "--empty-password"],
         ))
         .context("creating pluto's NSS database")?;
+        if let Some(x) = &conn.x509 {
+            import_credentials(&dir, &nss, x)?;
+        }
         let child = start(&ns.name, &dir, &root, log_dir)?;
         Ok(Self {
             ns: ns.name.clone(),
@@ -240,6 +273,37 @@ impl Pluto {
         self.child = start(&self.ns, &self.dir, &self.root, log_dir)?;
         self.ready(timeout)
     }
+}
+
+/// Puts the CA (trusted for peers) and this end's certificate with its key (as PKCS#12,
+/// nickname [`NICK`]) into the NSS database `nss`; `dir` holds the files on the way.
+fn import_credentials(dir: &Path, nss: &str, x: &X509Auth) -> Result<()> {
+    let file = |name: &str, data: &[u8]| -> Result<String> {
+        let path = dir.join(name);
+        fs::write(&path, data)?;
+        Ok(path.display().to_string())
+    };
+    let ca = file("ca.crt", &x.ca_pem)?;
+    let cert = file("host.crt", &x.cert_pem)?;
+    let key = file("host.key", &x.key_pem)?;
+    let p12 = dir.join("host.p12").display().to_string();
+    run(&mut command(
+        "certutil",
+        [
+            "-A", "-d", nss, "-n", "lab-ca", "-t", "CT,,", "-a", "-i", &ca,
+        ],
+    ))
+    .context("adding the CA to pluto's NSS database")?;
+    run(&mut command(
+        "openssl",
+        [
+            "pkcs12", "-export", "-inkey", &key, "-in", &cert, "-name", NICK, "-passout", "pass:",
+            "-out", &p12,
+        ],
+    ))
+    .context("packing the host certificate as PKCS#12")?;
+    run(&mut command("pk12util", ["-i", &p12, "-d", nss, "-W", ""]))
+        .context("adding the host certificate to pluto's NSS database")
 }
 
 /// Starts pluto in `ns` on the configuration in `dir`, from the package unpacked at `root`.

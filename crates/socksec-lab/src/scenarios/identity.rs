@@ -36,12 +36,12 @@ const MM_QM: u32 = 0x3;
 /// slow emulated MODP work.
 const ESP: &str = "aes128gcm16";
 /// The lab CA's subject.
-const CA_DN: &str = "C=CH, O=socksec lab, CN=socksec lab CA";
+pub(crate) const CA_DN: &str = "C=CH, O=socksec lab, CN=socksec lab CA";
 /// The EAP user sun authenticates as in its second round, and the password.
 const EAP_USER: &str = "carol@sun.example";
 const EAP_SECRET: &str = "socksec-lab-eap-md5-not-a-secret";
 
-fn host_dn(host: &str) -> String {
+pub(crate) fn host_dn(host: &str) -> String {
     format!("C=CH, O=socksec lab, CN={host}")
 }
 

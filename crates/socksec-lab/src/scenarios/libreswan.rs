@@ -17,12 +17,16 @@ use serde_json::Value;
 
 use crate::cmd::sh;
 use crate::error::{Context, Result, bail, ensure};
+use crate::lab::charon::{Charon, Pki, install_credential};
 use crate::lab::daemon::Socksecd;
-use crate::lab::pluto::{Pluto, PlutoConnection};
+use crate::lab::pluto::{Pluto, PlutoConnection, X509Auth};
+use crate::lab::swanctl::{PskConnection, Round};
 use crate::lab::vici::{ChildSa, IkeSa};
 use crate::lab::{Lab, sockets};
 use crate::results::{CLI_FILE, SOCKSECD_FILE};
-use crate::scenarios::identity::{Want, ask_library, check_all, check_answer, check_unknown};
+use crate::scenarios::identity::{
+    CA_DN, Want, ask_library, check_all, check_answer, check_unknown, host_dn,
+};
 
 const START: Duration = Duration::from_secs(30);
 const IKE: Duration = Duration::from_secs(60);
@@ -299,6 +303,81 @@ pub fn psk_fqdn(lab: &mut Lab) -> Result<()> {
         "kill -9: SECURED kept, peer_unknown; restart {restart_ms} ms; identities back on \
          IKE SA #{} Child SA #{}",
         again.ike.unique_id, again.child.unique_id
+    ));
+    Ok(())
+}
+
+/// pluto (moon) ↔ charon (sun), X.509 from a `pki`-made CA with DN ids: the library, asking
+/// moon's pluto, names sun's DN (kind `dn`; pluto's certificates are not read, so no subject
+/// or issuer) and pluto's serials, in-process, in `ls`, the CLI and `socksec sa`; charon in
+/// sun names moon's DN.
+pub fn charon_x509_dn(lab: &mut Lab) -> Result<()> {
+    let (moon_dn, sun_dn) = (host_dn(&lab.moon().id), host_dn(&lab.sun().id));
+    let t = Instant::now();
+    let pki = Pki::new_ca(&lab.dir.join("pki"), CA_DN)?;
+    let ca = pki.ca_cert()?;
+    // pluto signs with RSA-PSS and SHA-512: 2048 bits.
+    let (moon_key, moon_cert) = pki.issue_with_bits("moon", &moon_dn, &lab.moon().id, "2048")?;
+    let (sun_key, sun_cert) = pki.issue("sun", &sun_dn, &lab.sun().id)?;
+    lab.note(format!("pki {} ms", t.elapsed().as_millis()));
+    let conn = PskConnection::transport_esp("aes128gcm16");
+    let mut local = Round::pubkey(&sun_dn);
+    local.certs = Some("sun.crt".into());
+    let mut remote = Round::pubkey(&moon_dn);
+    remote.cacerts = Some("ca.crt".into());
+    let sun_conf = conn.render_with(lab.sun(), lab.moon(), &[local], &[remote], &[]);
+    install_credential(lab.sun(), "x509ca/ca.crt", &ca)?;
+    install_credential(lab.sun(), "x509/sun.crt", &sun_cert)?;
+    install_credential(lab.sun(), "private/sun.key", &sun_key)?;
+    let mut sun = Charon::spawn(lab.sun(), &sun_conf, &lab.dir)?;
+    let pconn = PlutoConnection {
+        // charon's proposal (`aes128-sha256-modp2048`).
+        ike: "aes128-sha2_256;modp2048".into(),
+        x509: Some(X509Auth {
+            ca_pem: ca,
+            cert_pem: moon_cert,
+            key_pem: moon_key,
+            peer_dn: sun_dn.clone(),
+        }),
+        ..PlutoConnection::default()
+    };
+    let mut moon = Pluto::spawn(lab.moon(), lab.sun(), &pconn, &lab.dir)?;
+    sun.ready(START)?;
+    moon.ready(START)?;
+    let t = Instant::now();
+    let out = moon.initiate(&pconn.name)?;
+    lab.evidence("whack --initiate (moon)", out);
+    let (ike, child) = wait_view(&moon, "the Child SA with charon", |_, _| true)?;
+    lab.note(format!(
+        "IKE {} ms; IKE SA #{} Child SA #{}",
+        t.elapsed().as_millis(),
+        ike.unique_id,
+        child.unique_id
+    ));
+    capture(lab, &moon, "moon-x509")?;
+    ensure!(
+        ike.remote_id == sun_dn,
+        "moon's pluto names the peer {:?}, expected the DN {sun_dn:?}",
+        ike.remote_id
+    );
+    let (text, sas) = sun.list_sas()?;
+    lab.evidence("swanctl --list-sas (sun)", text);
+    ensure!(
+        sas.iter().any(|i| i.remote_id == moon_dn),
+        "sun's charon does not name moon's DN {moon_dn:?}"
+    );
+    check_kernel(lab, &child)?;
+    let pair = sockets::tcp_pair(lab.moon(), lab.sun(), 5221, false)?;
+    let want = Want {
+        ike,
+        child,
+        machine_kind: "dn",
+        user_kind: None,
+        cert: None,
+    };
+    check_all(lab, "pluto-charon x509", &pair.client, 5222, &want)?;
+    lab.note(format!(
+        "peer {sun_dn} (dn) from pluto; charon names {moon_dn}"
     ));
     Ok(())
 }

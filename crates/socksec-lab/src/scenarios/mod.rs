@@ -151,6 +151,11 @@ pub const ALL: &[Scenario] = &[
         run: libreswan::psk_fqdn,
     },
     Scenario {
+        name: "libreswan-charon-x509-dn",
+        about: "pluto (moon) ↔ charon (sun), X.509 from a pki-made CA, DN ids: the peer's DN and pluto's serials from pluto (library, ls, CLI, socksec sa); charon names moon's DN",
+        run: libreswan::charon_x509_dn,
+    },
+    Scenario {
         name: "broker-unprivileged",
         about: "socksecd in moon: nobody's answer for an ESP-GCM connection equals root's in-process one",
         run: broker::unprivileged,
