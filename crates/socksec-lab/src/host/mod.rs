@@ -12,7 +12,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use crate::error::{Context, Result, bail};
+use crate::error::{Context, Result, bail, ensure};
 use crate::results::{CONSOLE_LOG, DONE_FILE, GuestSummary, Outcome, RESULTS_FILE, ScenarioResult};
 
 /// Options of `socksec-lab run`.
@@ -90,10 +90,26 @@ pub fn run(opts: &RunOptions) -> Result<RunReport> {
         fs::remove_dir_all(&share).with_context(|| format!("clearing {}", share.display()))?;
     }
     fs::create_dir_all(&share)?;
-    // The guest finds the unpacked libreswan (same path: it sees the host's `/`) here.
+    // The unpacked libreswan goes into the share, where the guest finds it whatever the host
+    // path (the guest mounts its own tmpfs over /tmp, where a checkout may live).
+    let staged = share.join("libreswan");
+    let copied = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(&libreswan)
+        .arg(&staged)
+        .status()
+        .context("copying the unpacked libreswan into the share")?;
+    ensure!(
+        copied.success(),
+        "copying {} into the share failed ({copied})",
+        libreswan.display()
+    );
     fs::write(
         share.join(crate::results::LIBRESWAN_FILE),
-        libreswan.display().to_string(),
+        Path::new(crate::guest::SHARE)
+            .join("libreswan")
+            .display()
+            .to_string(),
     )?;
     let exe = std::env::current_exe().context("locating the socksec-lab binary")?;
     fs::copy(&exe, share.join("socksec-lab")).context("copying socksec-lab into the share")?;
