@@ -69,12 +69,12 @@ pub mod secure {
         IMPERSONATION_MAP, impersonate_peer, impersonating, revert_impersonation,
     };
     pub use crate::secure_sockets::{
-        Auth, CONFIG_PATH, Caller, Config, FLOW_POLICY_LIFETIME, FLOW_POLICY_REFRESH, Negotiation,
-        OwnPolicies, Profile, REAP_PERIOD, REGISTRY_DIR, Role, SecureListener, SecureStream,
-        Session, Settings, accept_socket, config, connect, connect_socket, cookie,
+        Auth, CONFIG_PATH, Caller, Config, FLOW_POLICY_LIFETIME, FLOW_POLICY_REFRESH, GuardedFlow,
+        Negotiation, OwnPolicies, Profile, REAP_PERIOD, REGISTRY_DIR, Role, SecureListener,
+        SecureStream, Session, Settings, accept_socket, config, connect, connect_socket, cookie,
         delete_peer_target, forget, listen, live_tcp_cookies, negotiate, peer_identity,
-        protect_flow, record_secure_socket, recorded, release_all, require_ipsec, retag,
-        set_peer_target, set_security, verify,
+        record_secure_socket, recorded, release_all, require_ipsec, retag, set_peer_target,
+        set_security, verify,
     };
 }
 

@@ -91,23 +91,76 @@ pub fn live_tcp_cookies() -> Result<std::collections::HashSet<u64>, Error> {
         .collect())
 }
 
-/// Puts the global policies of the TCP flow `local` ↔ `peer` (see
+/// A connected secure socket's TCP flow whose global policies are put (see
 /// [`socksec_core::secure::flow_policy_request`]): the segments the kernel sends for the flow
 /// without the socket (`TIME_WAIT` ACKs, resets for segments that find no socket) then need
-/// the socket's SAs too, and are dropped rather than sent in clear once those are gone. Needs
-/// CAP_NET_ADMIN. The kernel removes them [`FLOW_POLICY_LIFETIME`] after they were put:
-/// put them again every [`FLOW_POLICY_REFRESH`] while the socket lives.
-pub fn protect_flow(own: OwnPolicies, local: SocketAddr, peer: SocketAddr) -> Result<(), Error> {
-    let mut conn = xfrm_conn()?;
-    for direction in [PolicyDirection::Out, PolicyDirection::In] {
-        conn.transact(
-            |seq| socksec_core::secure::flow_policy_request(direction, own, local, peer, seq),
-            false,
-            |_| Ok(()),
-        )
-        .map_err(|e| e.into_error("putting the flow's global IPsec policy"))?;
+/// the socket's SAs too, and are dropped rather than sent in clear once those are gone. The
+/// kernel removes the policies [`FLOW_POLICY_LIFETIME`] after they were put: whoever keeps
+/// the socket's state puts them again when [`GuardedFlow::due`] says so, while the socket
+/// lives (socksecd's reaper, or this process's own for in-process secure sockets).
+#[derive(Debug, Clone, Copy)]
+pub struct GuardedFlow {
+    own: OwnPolicies,
+    local: SocketAddr,
+    peer: SocketAddr,
+    put: std::time::Instant,
+}
+
+impl GuardedFlow {
+    /// The flow of the connected socket `fd`, whose policies are `own`, marked put now (put
+    /// it with [`GuardedFlow::put_again`]).
+    pub fn of(fd: BorrowedFd<'_>, own: OwnPolicies) -> Result<Self, Error> {
+        let sock = socket2::SockRef::from(&fd);
+        let addrs = sock
+            .local_addr()
+            .ok()
+            .and_then(|a| a.as_socket())
+            .zip(sock.peer_addr().ok().and_then(|a| a.as_socket()));
+        let Some((local, peer)) = addrs else {
+            return Err(Error::new(
+                ErrorKind::NotConnected,
+                "the secure socket is not connected",
+            ));
+        };
+        Ok(Self {
+            own,
+            local,
+            peer,
+            put: std::time::Instant::now(),
+        })
     }
-    Ok(())
+
+    /// When [`FLOW_POLICY_REFRESH`] has passed since the policies were last put: marks them
+    /// put now and gives the flow to put again (outside any lock: it is a netlink exchange).
+    pub fn due(&mut self) -> Option<Self> {
+        (self.put.elapsed() >= FLOW_POLICY_REFRESH).then(|| {
+            self.put = std::time::Instant::now();
+            *self
+        })
+    }
+
+    /// Puts the flow's global policies, both directions (CAP_NET_ADMIN).
+    pub fn put_again(&self) -> Result<(), Error> {
+        let mut conn = xfrm_conn()?;
+        for direction in [PolicyDirection::Out, PolicyDirection::In] {
+            conn.transact(
+                |seq| {
+                    socksec_core::secure::flow_policy_request(
+                        direction, self.own, self.local, self.peer, seq,
+                    )
+                },
+                false,
+                |_| Ok(()),
+            )
+            .map_err(|e| {
+                e.into_error(&format!(
+                    "putting the global IPsec policy of {} -> {}",
+                    self.local, self.peer
+                ))
+            })?;
+        }
+        Ok(())
+    }
 }
 
 fn xfrm_conn() -> Result<crate::netlink::NlConn, Error> {
@@ -722,16 +775,8 @@ mod winsock_flow {
     struct Live {
         fd: RawFd,
         session: Option<Arc<Session>>,
-        flow: Option<Flow>,
-    }
-
-    /// A connected socket's flow whose global policies this process put ([`protect_flow`]),
-    /// and when it last put them.
-    struct Flow {
-        own: OwnPolicies,
-        local: SocketAddr,
-        peer: SocketAddr,
-        put: std::time::Instant,
+        /// The flow whose global policies this process put.
+        flow: Option<GuardedFlow>,
     }
 
     #[derive(Default)]
@@ -780,19 +825,14 @@ mod winsock_flow {
         }
         // The live sockets' flow policies, put again before the kernel's lifetime for them
         // is up (a gone socket's go by themselves, after its TIME_WAIT).
-        let due: Vec<(OwnPolicies, SocketAddr, SocketAddr)> = with(|t| {
+        let due: Vec<GuardedFlow> = with(|t| {
             t.live
                 .values_mut()
-                .filter_map(|l| l.flow.as_mut())
-                .filter(|f| f.put.elapsed() >= FLOW_POLICY_REFRESH)
-                .map(|f| {
-                    f.put = std::time::Instant::now();
-                    (f.own, f.local, f.peer)
-                })
+                .filter_map(|l| l.flow.as_mut()?.due())
                 .collect()
         });
-        for (own, local, peer) in due {
-            let _ = protect_flow(own, local, peer);
+        for flow in due {
+            let _ = flow.put_again();
         }
     }
 
@@ -810,7 +850,7 @@ mod winsock_flow {
         });
     }
 
-    /// Puts the global policies of the connected socket `fd`'s flow ([`protect_flow`]) and
+    /// Puts the global policies of the connected socket `fd`'s flow ([`GuardedFlow`]) and
     /// keeps putting them while the socket lives (this process's reaper thread); nothing for
     /// settings that allow clear traffic.
     pub(super) fn guard_flow(
@@ -822,19 +862,8 @@ mod winsock_flow {
         if settings.allow_insecure {
             return Ok(());
         }
-        let sock = socket2::SockRef::from(&fd);
-        let addrs = sock
-            .local_addr()
-            .ok()
-            .and_then(|a| a.as_socket())
-            .zip(sock.peer_addr().ok().and_then(|a| a.as_socket()));
-        let Some((local, peer)) = addrs else {
-            return Err(Error::new(
-                ErrorKind::NotConnected,
-                "the secure socket is not connected",
-            ));
-        };
-        protect_flow(own, local, peer)?;
+        let flow = GuardedFlow::of(fd, own)?;
+        flow.put_again()?;
         start_reaper();
         let raw = fd.as_raw_fd();
         with(|t| {
@@ -843,12 +872,7 @@ mod winsock_flow {
                 session: None,
                 flow: None,
             });
-            live.flow = Some(Flow {
-                own,
-                local,
-                peer,
-                put: std::time::Instant::now(),
-            });
+            live.flow = Some(flow);
         });
         Ok(())
     }

@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use socksec::broker::proto::SecureRequest;
 use socksec::flow::Transport;
-use socksec::secure::{Caller, Negotiation, OwnPolicies, Role, Session, Settings};
+use socksec::secure::{Caller, GuardedFlow, Negotiation, OwnPolicies, Role, Session, Settings};
 use socksec::{Error, ErrorKind, SecurityInfo};
 
 /// How often the sockets the daemon keeps something for are checked for being gone.
@@ -72,9 +72,8 @@ struct Entry {
     v6: bool,
     stage: Stage,
     touched: Instant,
-    /// The flow (local, peer) whose global policies the daemon put
-    /// ([`socksec::secure::protect_flow`]), and when it last put them.
-    flow: Option<(SocketAddr, SocketAddr, Instant)>,
+    /// The flow whose global policies the daemon put.
+    flow: Option<GuardedFlow>,
 }
 
 impl Entry {
@@ -191,24 +190,14 @@ impl SecureSockets {
             drop(entry);
         }
         // The live sockets' flow policies, put again before their lifetime is up.
-        let due: Vec<(OwnPolicies, SocketAddr, SocketAddr)> = {
-            let mut entries = self.lock();
-            entries
-                .values_mut()
-                .filter_map(|e| {
-                    let (local, peer, put) = e.flow.as_mut()?;
-                    (put.elapsed() >= socksec::secure::FLOW_POLICY_REFRESH).then(|| {
-                        *put = Instant::now();
-                        (e.own, *local, *peer)
-                    })
-                })
-                .collect()
-        };
-        for (own, local, peer) in due {
-            if let Err(e) = socksec::secure::protect_flow(own, local, peer) {
-                crate::logline::log_line(&format!(
-                    "socksecd: cannot put the global policies of {local} -> {peer} again: {e}\n"
-                ));
+        let due: Vec<GuardedFlow> = self
+            .lock()
+            .values_mut()
+            .filter_map(|e| e.flow.as_mut()?.due())
+            .collect();
+        for flow in due {
+            if let Err(e) = flow.put_again() {
+                crate::logline::log_line(&format!("socksecd: {e}\n"));
             }
         }
     }
@@ -309,10 +298,10 @@ impl SecureSockets {
     /// that the segments the kernel sends for it without the socket never go in clear; not
     /// for a socket whose settings allow clear traffic.
     fn protect_flow(&self, fd: BorrowedFd<'_>, cookie: u64) -> Result<(), Error> {
-        let (Some(local), Some(peer)) = addresses(fd) else {
+        if addresses(fd).1.is_none() {
             return Err(invalid("the socket is not connected"));
-        };
-        let own = {
+        }
+        let flow = {
             let mut entries = self.lock();
             let Some(entry) = entries.get_mut(&cookie) else {
                 return Ok(());
@@ -320,10 +309,11 @@ impl SecureSockets {
             if entry.settings.allow_insecure {
                 return Ok(());
             }
-            entry.flow = Some((local, peer, Instant::now()));
-            entry.own
+            let flow = GuardedFlow::of(fd, entry.own)?;
+            entry.flow = Some(flow);
+            flow
         };
-        socksec::secure::protect_flow(own, local, peer)
+        flow.put_again()
     }
 
     /// The entry of `cookie`, if `uid` made it; `f` runs under the lock.
