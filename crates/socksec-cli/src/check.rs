@@ -36,6 +36,8 @@ struct Violation {
     pid: Option<u32>,
     process: String,
     reason: String,
+    /// The rule names a process and not every process's descriptors could be read.
+    process_unseen: bool,
 }
 
 /// Reads and checks the rules file; the error is printed, and the exit code returned.
@@ -103,6 +105,7 @@ pub(crate) fn run(args: &CheckArgs) -> ExitCode {
                 pid: h.owners.first().map(|o| o.pid),
                 process: c.processes.first().copied().unwrap_or("-").to_owned(),
                 reason: v.reason,
+                process_unseen: v.process_unseen,
             }
         })
         .collect();
@@ -127,6 +130,7 @@ fn print(violations: &[Violation], json: bool) {
                     "pid": v.pid,
                     "process": v.process,
                     "reason": v.reason,
+                    "process_unseen": v.process_unseen,
                 })
             })
             .collect();

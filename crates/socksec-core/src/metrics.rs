@@ -415,6 +415,7 @@ mod tests {
                 local: "10.0.0.1:40000".parse().unwrap(),
                 peer: peer.parse().unwrap(),
                 processes: &procs,
+                all_processes_seen: true,
             },
             answer,
         };

@@ -96,8 +96,24 @@ pub struct Connection<'a> {
     pub local: SocketAddr,
     /// The peer's address and port.
     pub peer: SocketAddr,
-    /// The commands of the processes holding the socket.
+    /// The commands of the processes holding the socket, of those whose descriptors could be
+    /// read.
     pub processes: &'a [&'a str],
+    /// Whether every process's descriptors could be read, so that `processes` is all of them
+    /// (else a `process` rule cannot tell that the socket is not its process's).
+    pub all_processes_seen: bool,
+}
+
+/// Whether a rule selects a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Selection {
+    /// It does not.
+    No,
+    /// It does.
+    Yes,
+    /// Everything but the process matches, and the process cannot be told: the socket may be
+    /// held by the rule's process among those whose descriptors could not be read.
+    Perhaps,
 }
 
 /// What a rule judges of an answer: the verdict and the peer, never the SAs.
@@ -268,29 +284,45 @@ pub struct Violation<'r> {
     /// Why: the answer's reasons, the peer's identity that does not match, or why there is no
     /// answer.
     pub reason: String,
+    /// The rule names a process, and the processes holding the connection cannot all be seen:
+    /// it may not be that process's ([`Selection::Perhaps`]).
+    pub process_unseen: bool,
 }
 
 impl Rules {
     /// Every (connection, rule) pair where the rule selects the connection and the connection
     /// does not meet it, in the order of the connections, then of the rules. A selected
     /// connection that could not be answered is a violation ("not answered: ..."): it cannot
-    /// be shown to meet the rule. `socksec check` lists these and `socksec metrics` counts
-    /// them per rule, so the two cannot disagree.
+    /// be shown to meet the rule. So is one that fails a `process` rule while the processes
+    /// holding it cannot all be seen ([`Selection::Perhaps`]): it cannot be shown not to be
+    /// that process's; its reason says so. `socksec check` lists these and `socksec metrics`
+    /// counts them per rule, so the two cannot disagree.
     pub fn violations<'r>(&'r self, connections: &[Answered<'_>]) -> Vec<Violation<'r>> {
         let mut out = Vec::new();
         for (index, c) in connections.iter().enumerate() {
-            for rule in self.rules.iter().filter(|r| r.selects(&c.connection)) {
+            for rule in &self.rules {
+                let selection = rule.selects(&c.connection);
+                if selection == Selection::No {
+                    continue;
+                }
                 let judged = match &c.answer {
                     Ok(info) => rule.judge(&Verdict::of(info)),
                     Err(e) => Err(format!("not answered: {e}")),
                 };
-                if let Err(reason) = judged {
-                    out.push(Violation {
-                        connection: index,
-                        rule,
-                        reason,
-                    });
+                let Err(mut reason) = judged else { continue };
+                if selection == Selection::Perhaps {
+                    reason.push_str(&format!(
+                        "; the processes holding it cannot all be seen (no CAP_SYS_PTRACE), so it \
+                         may be {:?}'s",
+                        rule.process.as_deref().unwrap_or_default()
+                    ));
                 }
+                out.push(Violation {
+                    connection: index,
+                    rule,
+                    reason,
+                    process_unseen: selection == Selection::Perhaps,
+                });
             }
         }
         out
@@ -299,20 +331,23 @@ impl Rules {
 
 impl Rule {
     /// Whether the rule applies to `c`.
-    pub fn selects(&self, c: &Connection<'_>) -> bool {
+    pub fn selects(&self, c: &Connection<'_>) -> Selection {
         let protocol = match c.transport {
             Transport::Tcp => Some(Protocol::Tcp),
             Transport::Udp => Some(Protocol::Udp),
             _ => None,
         };
-        self.protocol.is_none_or(|p| Some(p) == protocol)
+        let rest = self.protocol.is_none_or(|p| Some(p) == protocol)
             && self.peer.is_none_or(|p| in_prefix(c.peer.ip(), p))
             && self.peer_port.is_none_or(|p| p == c.peer.port())
-            && self.local_port.is_none_or(|p| p == c.local.port())
-            && self
-                .process
-                .as_deref()
-                .is_none_or(|want| c.processes.contains(&want))
+            && self.local_port.is_none_or(|p| p == c.local.port());
+        match self.process.as_deref() {
+            _ if !rest => Selection::No,
+            None => Selection::Yes,
+            Some(want) if c.processes.contains(&want) => Selection::Yes,
+            Some(_) if c.all_processes_seen => Selection::No,
+            Some(_) => Selection::Perhaps,
+        }
     }
 
     /// `Ok` when `verdict` meets the rule, else why not: the answer's own reasons, or the
@@ -360,6 +395,7 @@ mod tests {
             local: local.parse().unwrap(),
             peer: peer.parse().unwrap(),
             processes,
+            all_processes_seen: true,
         }
     }
 
@@ -375,17 +411,82 @@ mod tests {
         let [db, ssh] = &rules.rules[..] else {
             panic!("two rules")
         };
-        assert!(db.selects(&conn("10.20.3.4:5432", "10.1.0.1:40000", &["postgres"])));
-        assert!(db.selects(&conn(
-            "[::ffff:10.20.3.4]:5432",
-            "[::1]:40000",
-            &["postgres"]
-        )));
-        assert!(!db.selects(&conn("10.21.3.4:5432", "10.1.0.1:40000", &["postgres"])));
-        assert!(!db.selects(&conn("10.20.3.4:5433", "10.1.0.1:40000", &["postgres"])));
-        assert!(!db.selects(&conn("10.20.3.4:5432", "10.1.0.1:40000", &["psql"])));
-        assert!(ssh.selects(&conn("192.0.2.1:50000", "10.1.0.1:22", &[])));
-        assert!(!ssh.selects(&conn("192.0.2.1:50000", "10.1.0.1:23", &[])));
+        assert_eq!(
+            Selection::Yes,
+            db.selects(&conn("10.20.3.4:5432", "10.1.0.1:40000", &["postgres"]))
+        );
+        assert_eq!(
+            Selection::Yes,
+            db.selects(&conn(
+                "[::ffff:10.20.3.4]:5432",
+                "[::1]:40000",
+                &["postgres"]
+            ))
+        );
+        assert_eq!(
+            Selection::No,
+            db.selects(&conn("10.21.3.4:5432", "10.1.0.1:40000", &["postgres"]))
+        );
+        assert_eq!(
+            Selection::No,
+            db.selects(&conn("10.20.3.4:5433", "10.1.0.1:40000", &["postgres"]))
+        );
+        assert_eq!(
+            Selection::No,
+            db.selects(&conn("10.20.3.4:5432", "10.1.0.1:40000", &["psql"]))
+        );
+        assert_eq!(
+            Selection::Yes,
+            ssh.selects(&conn("192.0.2.1:50000", "10.1.0.1:22", &[]))
+        );
+        assert_eq!(
+            Selection::No,
+            ssh.selects(&conn("192.0.2.1:50000", "10.1.0.1:23", &[]))
+        );
+    }
+
+    #[test]
+    fn a_process_rule_over_processes_it_cannot_see_fails_closed() {
+        let rules = Rules::parse(
+            "[[rule]]\nname = \"db\"\npeer_port = 5432\nprocess = \"postgres\"\n\
+             require = \"encrypted\"\n",
+        )
+        .unwrap();
+        let db = &rules.rules[0];
+        let unseen = |processes| Connection {
+            all_processes_seen: false,
+            ..conn("10.20.3.4:5432", "10.1.0.1:40000", processes)
+        };
+        // Seen elsewhere, or not seen at all: it may still be postgres's.
+        assert_eq!(Selection::Perhaps, db.selects(&unseen(&["psql"])));
+        assert_eq!(Selection::Perhaps, db.selects(&unseen(&[])));
+        assert_eq!(Selection::Yes, db.selects(&unseen(&["postgres"])));
+        // The other conditions still decide.
+        assert_eq!(
+            Selection::No,
+            db.selects(&Connection {
+                all_processes_seen: false,
+                ..conn("10.20.3.4:5433", "10.1.0.1:40000", &[])
+            })
+        );
+        let answered = [Answered {
+            connection: unseen(&[]),
+            answer: Err("gone".into()),
+        }];
+        let found = rules.violations(&answered);
+        assert_eq!(found.len(), 1);
+        assert!(found[0].process_unseen);
+        assert!(
+            found[0].reason.contains("cannot all be seen") && found[0].reason.contains("postgres"),
+            "{}",
+            found[0].reason
+        );
+        // Seen in full and not postgres's: no violation.
+        let seen = [Answered {
+            connection: conn("10.20.3.4:5432", "10.1.0.1:40000", &["psql"]),
+            answer: Err("gone".into()),
+        }];
+        assert!(rules.violations(&seen).is_empty());
     }
 
     #[test]

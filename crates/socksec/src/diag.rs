@@ -145,15 +145,27 @@ pub struct Owner {
     pub fds: Vec<i32>,
 }
 
+/// The processes holding the sockets [`owners`] was asked about.
+#[derive(Debug, Default)]
+pub struct SocketOwners {
+    /// Each socket inode's holders, lowest pid first.
+    pub held: HashMap<u64, Vec<Owner>>,
+    /// Processes whose descriptors could not be read (another user's, or more privileged,
+    /// without `CAP_SYS_PTRACE`): any socket may be theirs as well.
+    pub hidden: usize,
+}
+
 /// The processes holding each socket inode of `wanted`, lowest pid first, read from
-/// `/proc/<pid>/fd`. Processes that vanish or whose descriptors cannot be read (another user's,
-/// without privilege) are skipped: their sockets are listed without an owner.
-pub fn owners(wanted: &HashSet<u64>) -> HashMap<u64, Vec<Owner>> {
-    let mut out: HashMap<u64, Vec<Owner>> = HashMap::new();
+/// `/proc/<pid>/fd`. Processes that vanish are skipped; those whose descriptors cannot be read
+/// are counted in [`SocketOwners::hidden`], so that a socket without a holder is not taken for
+/// one that nobody holds.
+pub fn owners(wanted: &HashSet<u64>) -> SocketOwners {
+    let mut out = SocketOwners::default();
     if wanted.is_empty() {
         return out;
     }
     let Ok(proc_dir) = fs::read_dir("/proc") else {
+        out.hidden = 1;
         return out;
     };
     let mut pids: Vec<u32> = proc_dir
@@ -161,8 +173,13 @@ pub fn owners(wanted: &HashSet<u64>) -> HashMap<u64, Vec<Owner>> {
         .collect();
     pids.sort_unstable();
     for pid in pids {
-        let Ok(fds) = fs::read_dir(format!("/proc/{pid}/fd")) else {
-            continue;
+        let fds = match fs::read_dir(format!("/proc/{pid}/fd")) {
+            Ok(fds) => fds,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue, // it exited
+            Err(_) => {
+                out.hidden += 1;
+                continue;
+            }
         };
         let mut command = None;
         let mut held: HashMap<u64, Vec<i32>> = HashMap::new();
@@ -170,8 +187,14 @@ pub fn owners(wanted: &HashSet<u64>) -> HashMap<u64, Vec<Owner>> {
             let Some(fd) = entry.file_name().to_str().and_then(|n| n.parse().ok()) else {
                 continue;
             };
-            let Ok(target) = fs::read_link(entry.path()) else {
-                continue;
+            let target = match fs::read_link(entry.path()) {
+                Ok(target) => target,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue, // closed
+                Err(_) => {
+                    // The directory lists, the links do not (ptrace access is needed).
+                    out.hidden += 1;
+                    break;
+                }
             };
             let Some(inode) = target.to_str().and_then(socket_inode) else {
                 continue;
@@ -189,7 +212,8 @@ pub fn owners(wanted: &HashSet<u64>) -> HashMap<u64, Vec<Owner>> {
                         .unwrap_or_default()
                 })
                 .clone();
-            out.entry(inode)
+            out.held
+                .entry(inode)
                 .or_default()
                 .push(Owner { pid, command, fds });
         }
@@ -225,7 +249,7 @@ mod tests {
         assert_eq!(mine.state, SockState::Established);
         let wanted: HashSet<u64> = [mine.inode].into();
         let owners = owners(&wanted);
-        let me = &owners[&mine.inode];
+        let me = &owners.held[&mine.inode];
         assert_eq!(me[0].pid, std::process::id());
         assert_eq!(me[0].fds, [std::os::fd::AsRawFd::as_raw_fd(&client)]);
     }

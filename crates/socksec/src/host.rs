@@ -34,8 +34,10 @@ pub struct HostSocket {
     /// What inet_diag reports.
     pub socket: DiagSocket,
     /// The processes holding it (lowest pid first); empty for minisockets (TIME-WAIT,
-    /// SYN-RECV) and for processes whose descriptors could not be read.
+    /// SYN-RECV). Processes whose descriptors could not be read are not among them.
     pub owners: Vec<Owner>,
+    /// Whether every process's descriptors could be read, so that `owners` is all of them.
+    pub owners_complete: bool,
     /// The answer a query of the socket gives, or why there is none.
     pub answer: Result<SecurityInfo, Error>,
 }
@@ -68,6 +70,7 @@ impl HostSocket {
                 local: self.socket.local,
                 peer: self.socket.peer()?,
                 processes,
+                all_processes_seen: self.owners_complete,
             },
             answer: self.answer.as_ref().map_err(ToString::to_string),
         })
@@ -98,6 +101,7 @@ pub fn list(
         .filter(|&i| i != 0)
         .collect();
     let mut owners = crate::diag::owners(&inodes);
+    let owners_complete = owners.hidden == 0;
     let ike = ListingIke {
         sources,
         sas: OnceLock::new(),
@@ -136,7 +140,9 @@ pub fn list(
         .into_iter()
         .zip(answers)
         .map(|(socket, answer)| HostSocket {
-            owners: owners.remove(&socket.inode).unwrap_or_default(),
+            owners: owners.held.remove(&socket.inode).unwrap_or_default(),
+            // A minisocket (no inode) is in no process's descriptors.
+            owners_complete: owners_complete || socket.inode == 0,
             socket,
             answer,
         })
