@@ -38,19 +38,25 @@ fn check_as(ns: &Netns, wrapper: &[&str], rules: &str, json: bool) -> Output {
     out
 }
 
+/// A listener on loopback in `ns`, a client connected to it and the accepted end, and the
+/// listener's port.
+fn loopback_connection(ns: &Netns) -> (TcpListener, TcpStream, TcpStream, u16) {
+    ns.run_in(|| {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let c = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        let (a, _) = l.accept().unwrap();
+        (l, c, a, port)
+    })
+}
+
 #[test]
 fn check_reports_plain_connections_a_rule_selects() {
     if !require_root("check_reports_plain_connections_a_rule_selects") {
         return;
     }
     let ns = Netns::new();
-    let (_listener, _client, _accepted, port) = ns.run_in(|| {
-        let l = TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = l.local_addr().unwrap().port();
-        let c = TcpStream::connect(("127.0.0.1", port)).unwrap();
-        let (a, _) = l.accept().unwrap();
-        (l, c, a, port)
-    });
+    let (_listener, _client, _accepted, port) = loopback_connection(&ns);
     let rule = format!(
         "[[rule]]\nname = \"loopback-secured\"\npeer = \"127.0.0.0/8\"\npeer_port = {port}\n\
          protocol = \"tcp\"\nrequire = \"secured\"\n"
@@ -100,13 +106,7 @@ fn process_rules_fail_closed_when_processes_cannot_be_seen() {
         return;
     }
     let ns = Netns::new();
-    let (_listener, _client, _accepted, port) = ns.run_in(|| {
-        let l = TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = l.local_addr().unwrap().port();
-        let c = TcpStream::connect(("127.0.0.1", port)).unwrap();
-        let (a, _) = l.accept().unwrap();
-        (l, c, a, port)
-    });
+    let (_listener, _client, _accepted, port) = loopback_connection(&ns);
     let me = std::fs::read_to_string("/proc/self/comm").unwrap();
     let rule = |process: &str| {
         format!(
