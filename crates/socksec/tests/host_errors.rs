@@ -121,9 +121,17 @@ fn udp_icmp_port_unreachable_is_a_reset() {
         let s = UdpSocket::bind("10.99.0.1:0").unwrap();
         s.connect("10.99.0.2:9").unwrap(); // nothing listens: ICMP port unreachable
         s.send(b"x").unwrap();
-        std::thread::sleep(Duration::from_millis(100));
         let peer = "10.99.0.2:9".parse().unwrap();
-        socksec::query(&s, &QueryTemplate::for_peer(peer))
+        // The ICMP error arrives when it arrives (later under load): ask until the answer is
+        // an error, for at most 5 s. A query before it is a plain answer about the socket.
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            let answer = socksec::query(&s, &QueryTemplate::for_peer(peer));
+            if answer.is_err() || std::time::Instant::now() > deadline {
+                break answer;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     });
     let e = err_of(e);
     assert_eq!(
