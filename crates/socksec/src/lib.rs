@@ -102,7 +102,7 @@ mod vici;
 mod wireguard;
 mod xfrm;
 
-pub use cache::{Cache, CacheOptions, CacheStats, CacheStatus};
+pub use cache::{Cache, CacheOptions, CacheStats, CacheStatus, PLUTO_MAX_AGE};
 pub use contract::{Flags, Ipsec2Info, QueryTemplate, SecurityInfo, SecurityProtocol};
 pub use diag::{DiagSocket, Owner, SockState};
 pub use engine::{Prepared, QuerySecurity, prepare, prepare_inspected, query};

@@ -72,7 +72,8 @@ pub struct CacheOptions {
     pub audit_period: Duration,
     /// `SO_RCVBUF` of the notification socket; `None` keeps the system default.
     pub receive_buffer: Option<usize>,
-    /// Follow the IKE daemons' SAs as well: charon's over VICI, pluto's by polling.
+    /// Follow the IKE daemons' SAs as well: charon's over VICI, pluto's by a copy that serves
+    /// for [`PLUTO_MAX_AGE`].
     pub vici: bool,
 }
 
@@ -116,9 +117,11 @@ struct Shared {
     /// The current snapshot; `None` while the thread cannot vouch for one (a re-read failed).
     xfrm: Mutex<Option<Arc<XfrmSnapshot>>>,
     ike: Mutex<Option<Arc<Vec<IkeSa>>>>,
-    /// pluto's SAs as the poll thread last saw them: `None` before its first look,
-    /// `Some(None)` while pluto does not run.
-    pluto: Mutex<Option<PlutoView>>,
+    /// pluto's SAs as last read, with when that read began; `None` before the first read
+    /// and when the cache does not follow the IKE daemons.
+    pluto: Mutex<Option<(Instant, PlutoView)>>,
+    /// Held while pluto is being asked, so that queries arriving together share one read.
+    pluto_reading: Mutex<()>,
     /// When the IKE daemon's SAs were last listed (by the thread, or afresh for a query).
     ike_listed: Mutex<Option<Instant>>,
     /// A duplicate of the notification socket's descriptor, for [`XfrmEvents::queued`].
@@ -195,6 +198,7 @@ impl Cache {
             xfrm: Mutex::new(None),
             ike: Mutex::new(None),
             pluto: Mutex::new(None),
+            pluto_reading: Mutex::new(()),
             ike_listed: Mutex::new(None),
             events_fd: Mutex::new(None),
             busy: AtomicBool::new(false),
@@ -237,13 +241,6 @@ impl Cache {
             {
                 cache.threads.push(handle);
                 cache.follows_ike = true;
-            }
-            let pluto = shared.clone();
-            if let Ok(handle) = std::thread::Builder::new()
-                .name("socksec-pluto".into())
-                .spawn(move || pluto_thread(pluto))
-            {
-                cache.threads.push(handle);
             }
         }
         cache
@@ -382,13 +379,10 @@ impl Sources for Cache {
             // Not connected: ask directly, so the answer says exactly why there is no peer.
             None => crate::sources::charon_ike_sas().map(Arc::new),
         };
-        // The copy serves while the socket it was read through is the one there now (one
-        // `stat`): a pluto that went away or was restarted is asked afresh.
-        let copy = usable.then(|| lock(&self.shared.pluto).clone()).flatten();
-        let pluto = match (copy, crate::pluto::socket_id()) {
-            (Some(None), None) => None,
-            (Some(Some((id, sas))), Some(now)) if id == now => Some(sas),
-            _ => crate::sources::pluto_ike_sas(),
+        let pluto = if self.follows_ike {
+            self.pluto_ike_sas()
+        } else {
+            crate::sources::pluto_ike_sas()
         };
         crate::sources::combine(charon, pluto)
     }
@@ -397,7 +391,7 @@ impl Sources for Cache {
     /// moment ago): at most once per [`IKE_REFRESH_EVERY`], so that SAs the daemon never
     /// knows (keyed by hand) do not cost every query a round trip.
     fn refreshed_ike_sas(&self) -> Option<Result<Arc<Vec<IkeSa>>, String>> {
-        let follows_pluto = matches!(*lock(&self.shared.pluto), Some(Some(_)));
+        let follows_pluto = matches!(*lock(&self.shared.pluto), Some((_, Some(_))));
         if lock(&self.shared.ike).is_none() && !follows_pluto {
             // Not following a daemon: `ike_sas` already read afresh.
             return None;
@@ -785,19 +779,38 @@ fn remove_policy(policies: &mut Vec<Policy>, p: &Policy) {
 
 use crate::sources::PlutoView;
 
-/// How often the cache asks pluto for its states (it sends no events; a query that finds an
-/// SA the copy lacks asks afresh, see `refreshed_ike_sas`).
-pub const PLUTO_POLL: Duration = Duration::from_secs(2);
+/// How long a copy of pluto's SAs serves queries, counted from when the request for it was
+/// made. pluto sends no events: an IKE rekey, which leaves the kernel's SAs as they are but
+/// moves the CHILD SA to a new IKE SA, shows in answers at most this late.
+pub const PLUTO_MAX_AGE: Duration = Duration::from_millis(50);
 
-/// Follows pluto: whether it runs and its SAs, every [`PLUTO_POLL`].
-fn pluto_thread(shared: Arc<Shared>) {
-    while !shared.stop.load(Ordering::Relaxed) {
-        let view = crate::sources::pluto_view();
-        *lock(&shared.pluto) = Some(view);
-        let until = Instant::now() + PLUTO_POLL;
-        while Instant::now() < until && !shared.stop.load(Ordering::Relaxed) {
-            std::thread::sleep(Duration::from_millis(50));
+impl Cache {
+    /// pluto's SAs for a query: the copy while it is younger than [`PLUTO_MAX_AGE`] and was
+    /// read through the control socket that is there now (one `stat`), else read afresh, once
+    /// for all the queries waiting at the same time. `None` when pluto does not run.
+    fn pluto_ike_sas(&self) -> Option<Result<Arc<Vec<IkeSa>>, String>> {
+        let id = crate::pluto::socket_id()?;
+        let arrived = Instant::now();
+        let serves = |copy: &Option<(Instant, PlutoView)>, since: Instant| match copy {
+            Some((read_at, Some((copy_id, sas)))) if *copy_id == id && *read_at >= since => {
+                Some(sas.clone())
+            }
+            _ => None,
+        };
+        let young = arrived.checked_sub(PLUTO_MAX_AGE).unwrap_or(arrived);
+        if let Some(sas) = serves(&lock(&self.shared.pluto), young) {
+            return Some(sas);
         }
+        let _reading = lock(&self.shared.pluto_reading);
+        // A read that began after this query arrived is as fresh as one of its own.
+        if let Some(sas) = serves(&lock(&self.shared.pluto), arrived) {
+            return Some(sas);
+        }
+        let began = Instant::now();
+        let view = crate::sources::pluto_view();
+        let sas = view.as_ref().map(|(_, sas)| sas.clone());
+        *lock(&self.shared.pluto) = Some((began, view));
+        sas
     }
 }
 
