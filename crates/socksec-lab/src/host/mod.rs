@@ -243,6 +243,10 @@ pub fn print_report(report: &RunReport) {
             println!("[{label}]\n{}", text.trim_end());
         }
     }
+    // Again after the evidence, which can be long: the end of the output says why.
+    for r in report.results.iter().filter(|r| r.outcome == Outcome::Fail) {
+        println!("\nFAILED {}: {}", r.name, r.message);
+    }
     if let Some(s) = &report.summary {
         println!(
             "\nguest kernel {}: {} scenarios in {:.1} s (guest time)",

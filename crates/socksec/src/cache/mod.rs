@@ -379,7 +379,8 @@ impl Sources for Cache {
             // Not connected: ask directly, so the answer says exactly why there is no peer.
             None => crate::sources::charon_ike_sas().map(Arc::new),
         };
-        let pluto = if self.follows_ike {
+        // A forked copy has no business with the mutexes its parent's threads may hold.
+        let pluto = if self.follows_ike && std::process::id() == self.pid {
             self.pluto_ike_sas()
         } else {
             crate::sources::pluto_ike_sas()
