@@ -37,9 +37,11 @@ const PLUTO_MAX_AGE: Duration = Duration::from_millis(50);
 const AS_NOBODY: &str = "setpriv --reuid=65534 --regid=65534 --clear-groups";
 
 /// Records whack's views of `pluto` as evidence and as files in the scenario's folder
-/// (`whack-WHAT-LABEL.txt`, the source of the parser's fixtures).
+/// (`whack-WHAT-LABEL.txt`, the source of the parser's fixtures): its states, and the two
+/// listings of keys and certificates (where a peer's certificate is not: see
+/// [`check_no_listed_certificate`]).
 fn capture(lab: &mut Lab, pluto: &Pluto, label: &str) -> Result<()> {
-    for what in ["trafficstatus", "showstates"] {
+    for what in ["trafficstatus", "showstates", "listpubkeys", "listcerts"] {
         let text = pluto.whack(&[&format!("--{what}")])?;
         fs::write(lab.dir.join(format!("whack-{what}-{label}.txt")), &text)?;
         lab.evidence(format!("whack --{what} ({label})"), text);
@@ -312,10 +314,32 @@ pub fn psk_fqdn(lab: &mut Lab) -> Result<()> {
     Ok(())
 }
 
+/// pluto 4.10 authenticated `peer_dn` with its certificate (`initiated`: what whack printed
+/// for `--initiate`, the one place pluto names that certificate, with its issuer `CA_DN`), yet
+/// neither of whack's listings shows it: `--listpubkeys` lists the keys of configured
+/// certificates (moon's own), `--listcerts` the NSS database's certificates (moon's own); a
+/// received certificate stays with its IKE SA. So the answer has no certificate names. A pluto
+/// that lists it fails this check: its listing could then be read.
+fn check_no_listed_certificate(pluto: &Pluto, initiated: &str, peer_dn: &str) -> Result<()> {
+    let used = format!("using peer certificate '{peer_dn}' issued by CA '{CA_DN}'");
+    ensure!(
+        initiated.contains(&used),
+        "pluto did not report authenticating the peer with its certificate ({used}):\n{initiated}"
+    );
+    for what in ["--listpubkeys", "--listcerts"] {
+        let text = pluto.whack(&[what])?;
+        ensure!(
+            !text.contains(peer_dn),
+            "whack {what} shows the peer's certificate {peer_dn:?}: read it\n{text}"
+        );
+    }
+    Ok(())
+}
+
 /// pluto (moon) ↔ charon (sun), X.509 from a `pki`-made CA with DN ids: the library, asking
-/// moon's pluto, names sun's DN (kind `dn`; pluto's certificates are not read, so no subject
-/// or issuer) and pluto's serials, in-process, in `ls`, the CLI and `socksec sa`; charon in
-/// sun names moon's DN.
+/// moon's pluto, names sun's DN (kind `dn`, without subject or issuer: whack does not show
+/// the certificate sun authenticated with, [`check_no_listed_certificate`]) and pluto's
+/// serials, in-process, in `ls`, the CLI and `socksec sa`; charon in sun names moon's DN.
 pub fn charon_x509_dn(lab: &mut Lab) -> Result<()> {
     let (moon_dn, sun_dn) = (host_dn(&lab.moon().id), host_dn(&lab.sun().id));
     let t = Instant::now();
@@ -350,8 +374,8 @@ pub fn charon_x509_dn(lab: &mut Lab) -> Result<()> {
     sun.ready(START)?;
     moon.ready(START)?;
     let t = Instant::now();
-    let out = moon.initiate(&pconn.name)?;
-    lab.evidence("whack --initiate (moon)", out);
+    let initiated = moon.initiate(&pconn.name)?;
+    lab.evidence("whack --initiate (moon)", initiated.clone());
     let (ike, child) = wait_view(&moon, "the Child SA with charon", |_, _| true)?;
     lab.note(format!(
         "IKE {} ms; IKE SA #{} Child SA #{}",
@@ -360,6 +384,7 @@ pub fn charon_x509_dn(lab: &mut Lab) -> Result<()> {
         child.unique_id
     ));
     capture(lab, &moon, "moon-x509")?;
+    check_no_listed_certificate(&moon, &initiated, &sun_dn)?;
     ensure!(
         ike.remote_id == sun_dn,
         "moon's pluto names the peer {:?}, expected the DN {sun_dn:?}",
@@ -378,11 +403,13 @@ pub fn charon_x509_dn(lab: &mut Lab) -> Result<()> {
         child,
         machine_kind: "dn",
         user_kind: None,
+        // Not shown by whack (above): no names, rather than guessed ones.
         cert: None,
     };
     check_all(lab, "pluto-charon x509", &pair.client, 5222, &want)?;
     lab.note(format!(
-        "peer {sun_dn} (dn) from pluto; charon names {moon_dn}"
+        "peer {sun_dn} (dn) from pluto, its certificate in no whack listing; charon names \
+         {moon_dn}"
     ));
     Ok(())
 }
