@@ -30,6 +30,16 @@
 //! prints an FQDN id as `@name` and a key id as `@#hex`: the identity is `name` (kind FQDN) and
 //! `#hex` (key id), as charon would print them. An IKE SA none of whose Child SAs has a
 //! traffic line has no known identity and is left out.
+//!
+//! No certificate names: pluto 4.10 keeps the certificate a peer authenticated with (and the
+//! key taken from it) with the IKE SA, and whack shows it nowhere but in the reply to the
+//! `--initiate` that established the SA (`authenticated peer … using peer certificate 'DN'
+//! issued by CA 'DN'`, also in pluto's log). `--listpubkeys` lists the keys of the
+//! certificates in the configuration (`leftcert=`, `rightcert=`) and raw keys, `--listcerts`
+//! the end certificates in pluto's NSS database; a certificate received in IKE is in neither
+//! (the fixtures `moon-x509-charon.*` show it). Naming a configured peer certificate instead
+//! could name the wrong one: pluto tries the certificate the peer sent first, and that one may
+//! have another issuer.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -646,6 +656,36 @@ mod tests {
         assert_eq!(ike.remote_id.kind, IdentityKind::Dn);
         assert_eq!(ike.remote_id.text, "C=CH, O=socksec lab, CN=sun.example");
         assert_eq!((ike.uniqueid, child.uniqueid), (1, 2));
+    }
+
+    #[test]
+    fn whack_shows_a_received_peer_certificate_only_when_initiating() {
+        // pluto 4.10 in moon, charon in sun (libreswan-charon-x509-dn): pluto reports the
+        // certificate sun authenticated with to the whack that initiated, and nowhere else.
+        let initiated =
+            include_str!("../../socksec/tests/fixtures/pluto/moon-x509-charon.initiate.txt");
+        let pubkeys =
+            include_str!("../../socksec/tests/fixtures/pluto/moon-x509-charon.listpubkeys.txt");
+        let certs =
+            include_str!("../../socksec/tests/fixtures/pluto/moon-x509-charon.listcerts.txt");
+        let sun = "C=CH, O=socksec lab, CN=sun.example";
+        assert!(initiated.contains(&format!(
+            "using peer certificate '{sun}' issued by CA 'C=CH, O=socksec lab, CN=socksec lab CA'"
+        )));
+        // `--listpubkeys`: the keys of configured certificates (moon's, by its DN and its
+        // subject alternative name); `--listcerts`: the NSS database's (moon's).
+        for (name, listing) in [("listpubkeys", pubkeys), ("listcerts", certs)] {
+            assert!(listing.contains("CN=moon.example"), "{name}");
+            assert!(!listing.contains("sun.example"), "{name}");
+        }
+        // whack takes the listing and the states in one request (the keys come first); the
+        // parser knows states only and refuses the reply rather than skip lines.
+        let with_keys = include_str!(
+            "../../socksec/tests/fixtures/pluto/moon-x509-charon-listpubkeys-reply.txt"
+        );
+        assert!(with_keys.contains("List of Public Keys:"));
+        assert!(with_keys.contains(&format!("id='{sun}'")));
+        assert!(parse(with_keys).is_err());
     }
 
     #[test]
