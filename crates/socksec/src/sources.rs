@@ -31,7 +31,8 @@ pub trait Sources: Send + Sync {
     }
     /// The certificate the peer of `ike` authenticated with, if any: asked of charon (at
     /// `SOCKSEC_VICI` or strongSwan's default socket) once per IKE SA and remembered for the
-    /// process. pluto's IKE SAs have none (its certificates are not read yet).
+    /// process. pluto's IKE SAs have none: whack does not show the certificate a peer
+    /// authenticated with (`socksec_core::libreswan`).
     fn peer_certificate(&self, ike: &IkeSa) -> Result<Option<CertNames>, String> {
         if ike.daemon == Daemon::Pluto {
             return Ok(None);
