@@ -42,7 +42,7 @@ use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 use serde_json::{Value, json};
 use socksec::HostSocket;
-use socksec::events::{Change, IKE_RETRY, IkeDaemon, Message, Subscription, XfrmEvent};
+use socksec::events::{Change, IKE_RETRY, IkeChange, IkeDaemon, Message, Subscription, XfrmEvent};
 use socksec::model::change::{Part, ProtectionState, classify, difference};
 use socksec::model::vici::model::{ChildSa, IkeSa};
 use socksec::model::xfrm::model::State;
@@ -346,6 +346,63 @@ fn from_vici(name: &str, m: &Message) -> Vec<Event> {
     out
 }
 
+/// The line for a change of pluto's SAs, in the words and fields of charon's events.
+fn from_pluto(change: &IkeChange) -> Event {
+    let ike_summary = |sa: &IkeSa| {
+        format!(
+            "IKE SA {} #{} with {}",
+            sa.name, sa.uniqueid, sa.remote_id.text
+        )
+    };
+    let (summary, fields) = match change {
+        IkeChange::IkeUp(sa) | IkeChange::IkeDown(sa) => {
+            let children: Vec<Value> = sa.child_sas.iter().map(child_json).collect();
+            (
+                ike_summary(sa),
+                json!({ "ike_sa": ike_json(sa), "child_sas": children }),
+            )
+        }
+        IkeChange::IkeRekey { old, new } => (
+            format!(
+                "IKE SA {} #{} rekeyed to #{} with {}",
+                old.name, old.uniqueid, new.uniqueid, new.remote_id.text
+            ),
+            json!({ "old": ike_json(old), "new": ike_json(new) }),
+        ),
+        IkeChange::ChildUp { ike, child } | IkeChange::ChildDown { ike, child } => (
+            format!(
+                "{}, CHILD SA {} #{}",
+                ike_summary(ike),
+                child.name,
+                child.uniqueid
+            ),
+            json!({ "ike_sa": ike_json(ike), "child_sas": [child_json(child)] }),
+        ),
+        IkeChange::ChildRekey { ike, old, new } => (
+            format!(
+                "CHILD SA {} #{} rekeyed to #{} ({}): spi in 0x{:08x} -> 0x{:08x}, out 0x{:08x} \
+                 -> 0x{:08x}",
+                new.name,
+                old.uniqueid,
+                new.uniqueid,
+                ike_summary(ike),
+                old.spi_in.unwrap_or(0),
+                new.spi_in.unwrap_or(0),
+                old.spi_out.unwrap_or(0),
+                new.spi_out.unwrap_or(0),
+            ),
+            json!({
+                "ike_sa": ike_json(ike),
+                "old": child_json(old),
+                "new": child_json(new),
+            }),
+        ),
+    };
+    let mut fields = fields;
+    fields["daemon"] = json!("pluto");
+    Event::new("ike", change.name(), summary, fields)
+}
+
 /// Messages from the feed thread to the printer.
 enum Feed {
     Event(Event),
@@ -373,6 +430,7 @@ fn feed_thread(
         let (lines, changed) = match change {
             Change::Kernel(e) => (vec![from_xfrm(&e)], true),
             Change::Ike { name, message } => (from_vici(&name, &message), true),
+            Change::Pluto(change) => (vec![from_pluto(&change)], true),
             Change::IkeDaemon(IkeDaemon::Reachable) if !reachable => {
                 reachable = true;
                 let note = Event::new(

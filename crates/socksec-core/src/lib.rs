@@ -19,6 +19,7 @@ pub mod change;
 pub mod contract;
 pub mod error;
 pub mod flow;
+pub mod ike_diff;
 pub mod impersonation;
 pub mod ktls;
 pub mod libreswan;

@@ -22,7 +22,8 @@ use std::path::PathBuf;
 
 use crate::error::Error;
 
-pub use crate::cache::{Change, IKE_RETRY, IkeDaemon, Subscription};
+pub use crate::cache::{Change, IKE_RETRY, IkeDaemon, PLUTO_WATCH_EVERY, Subscription};
+pub use socksec_core::ike_diff::IkeChange;
 pub use socksec_core::vici::codec::Message;
 pub use socksec_core::xfrm::events::XfrmEvent;
 

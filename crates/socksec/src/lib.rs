@@ -54,8 +54,8 @@ pub use socksec_core::{contract, error, flow, peer, report, winerr};
 /// one [`answer`](model::answer) function.
 pub mod model {
     pub use socksec_core::{
-        answer, broker, change, ktls, metrics, rtnetlink, rules, sa, sock_diag, vici, wireguard,
-        xfrm,
+        answer, broker, change, ike_diff, ktls, metrics, rtnetlink, rules, sa, sock_diag, vici,
+        wireguard, xfrm,
     };
 }
 

@@ -128,7 +128,10 @@ pub(crate) fn start(
 
 /// Whether a change of the cache can change a connection's answer.
 fn matters(change: &Change) -> bool {
-    matches!(change, Change::Kernel(_) | Change::Ike { .. })
+    matches!(
+        change,
+        Change::Kernel(_) | Change::Ike { .. } | Change::Pluto(_)
+    )
 }
 
 fn sweeper(

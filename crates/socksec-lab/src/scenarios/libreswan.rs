@@ -27,12 +27,15 @@ use crate::results::{CLI_FILE, SOCKSECD_FILE};
 use crate::scenarios::identity::{
     CA_DN, Want, ask_library, check_all, check_answer, check_unknown, host_dn,
 };
+use crate::scenarios::operator::Watch;
 
 const START: Duration = Duration::from_secs(30);
 const IKE: Duration = Duration::from_secs(60);
 /// How old the library's copy of pluto's states may be (`socksec::PLUTO_MAX_AGE`;
 /// the lab builds without the library when the `query` feature is off).
 const PLUTO_MAX_AGE: Duration = Duration::from_millis(50);
+/// How often `socksec watch` compares pluto's listings (`socksec::events::PLUTO_WATCH_EVERY`).
+const PLUTO_WATCH_EVERY: Duration = Duration::from_millis(250);
 /// `nobody:nogroup` without supplementary groups.
 const AS_NOBODY: &str = "setpriv --reuid=65534 --regid=65534 --clear-groups";
 
@@ -267,13 +270,28 @@ pub fn psk_fqdn(lab: &mut Lab) -> Result<()> {
     check_all(lab, "pluto psk fqdn", &pair.client, 5212, &before)?;
     through_the_broker(lab, &before, 5213)?;
 
-    // IKE rekey: the Child SA moves to the new IKE SA.
+    // IKE rekey: the Child SA moves to the new IKE SA; `socksec watch` shows it.
+    let mut watch = Watch::start()?;
+    watch.until(Duration::from_secs(60), |v| v["event"] == "started")?;
+    // pluto sends no events: watch compares its listings, the first being the baseline.
+    std::thread::sleep(PLUTO_WATCH_EVERY * 3);
     let out = moon.whack(&["--name", &conn.name, "--rekey-ike"])?;
     lab.evidence("whack --rekey-ike (moon)", out);
     let old_ike = before.ike.unique_id;
     let (ike, child) = wait_view(&moon, "the rekeyed IKE SA", |ike, child| {
         ike.unique_id != old_ike && child.unique_id == before.child.unique_id
     })?;
+    let (_, event) = watch.until(Duration::from_secs(10), |v| v["event"] == "ike-rekey")?;
+    let (_, seen) = watch.stop()?;
+    lab.evidence("socksec watch --json (moon, IKE rekey)", seen);
+    ensure!(
+        event["daemon"] == "pluto"
+            && event["old"]["id"] == old_ike
+            && event["new"]["id"] == ike.unique_id
+            && event["new"]["peer_id"] == "sun.example",
+        "watch's ike-rekey {event} is not pluto's #{old_ike} -> #{} with sun.example",
+        ike.unique_id
+    );
     // pluto sends no events: the library's copy of its states may be this old.
     std::thread::sleep(PLUTO_MAX_AGE);
     capture(lab, &moon, "moon-after-ike-rekey")?;

@@ -347,14 +347,14 @@ fn check_ls(
 }
 
 /// `socksec watch --json` in moon, its lines read on a thread.
-struct Watch {
+pub(crate) struct Watch {
     child: Child,
     lines: Receiver<(u64, Value)>,
     seen: Vec<String>,
 }
 
 impl Watch {
-    fn start() -> Result<Self> {
+    pub(crate) fn start() -> Result<Self> {
         let mut child = Command::new("ip")
             .args(["netns", "exec", "moon"])
             .arg(cli())
@@ -381,7 +381,11 @@ impl Watch {
     }
 
     /// The next line that `want` accepts, within `timeout`: (when it was read, the line).
-    fn until(&mut self, timeout: Duration, want: impl Fn(&Value) -> bool) -> Result<(u64, Value)> {
+    pub(crate) fn until(
+        &mut self,
+        timeout: Duration,
+        want: impl Fn(&Value) -> bool,
+    ) -> Result<(u64, Value)> {
         let deadline = Instant::now() + timeout;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -398,7 +402,7 @@ impl Watch {
         }
     }
 
-    fn stop(mut self) -> Result<(Option<i32>, String)> {
+    pub(crate) fn stop(mut self) -> Result<(Option<i32>, String)> {
         let pid = self.child.id().to_string();
         sh("kill", ["-TERM", pid.as_str()])?;
         let deadline = Instant::now() + Duration::from_secs(5);

@@ -242,6 +242,13 @@ impl Cache {
                 cache.threads.push(handle);
                 cache.follows_ike = true;
             }
+            let pluto = shared.clone();
+            if let Ok(handle) = std::thread::Builder::new()
+                .name("socksec-pluto".into())
+                .spawn(move || pluto_watch_thread(pluto))
+            {
+                cache.threads.push(handle);
+            }
         }
         cache
     }
@@ -381,7 +388,7 @@ impl Sources for Cache {
         };
         // A forked copy has no business with the mutexes its parent's threads may hold.
         let pluto = if self.follows_ike && std::process::id() == self.pid {
-            self.pluto_ike_sas()
+            pluto_view(&self.shared).map(|(_, sas)| sas)
         } else {
             crate::sources::pluto_ike_sas()
         };
@@ -779,39 +786,75 @@ fn remove_policy(policies: &mut Vec<Policy>, p: &Policy) {
 }
 
 use crate::sources::PlutoView;
+use socksec_core::ike_diff;
 
 /// How long a copy of pluto's SAs serves queries, counted from when the request for it was
 /// made. pluto sends no events: an IKE rekey, which leaves the kernel's SAs as they are but
 /// moves the CHILD SA to a new IKE SA, shows in answers at most this late.
 pub const PLUTO_MAX_AGE: Duration = Duration::from_millis(50);
 
-impl Cache {
-    /// pluto's SAs for a query: the copy while it is younger than [`PLUTO_MAX_AGE`] and was
-    /// read through the control socket that is there now (one `stat`), else read afresh, once
-    /// for all the queries waiting at the same time. `None` when pluto does not run.
-    fn pluto_ike_sas(&self) -> Option<Result<Arc<Vec<IkeSa>>, String>> {
-        let id = crate::pluto::socket_id()?;
-        let arrived = Instant::now();
-        let serves = |copy: &Option<(Instant, PlutoView)>, since: Instant| match copy {
-            Some((read_at, Some((copy_id, sas)))) if *copy_id == id && *read_at >= since => {
-                Some(sas.clone())
-            }
-            _ => None,
+/// pluto's SAs for a query, with the control socket they were read through: the copy while
+/// it is younger than [`PLUTO_MAX_AGE`] and was read through the control socket that is there
+/// now (one `stat`), else read afresh, once for all the queries waiting at the same time.
+/// `None` when pluto does not run.
+fn pluto_view(shared: &Shared) -> PlutoView {
+    let id = crate::pluto::socket_id()?;
+    let arrived = Instant::now();
+    let serves = |copy: &Option<(Instant, PlutoView)>, since: Instant| match copy {
+        Some((read_at, Some((copy_id, sas)))) if *copy_id == id && *read_at >= since => {
+            Some((id, sas.clone()))
+        }
+        _ => None,
+    };
+    let young = arrived.checked_sub(PLUTO_MAX_AGE).unwrap_or(arrived);
+    if let Some(view) = serves(&lock(&shared.pluto), young) {
+        return Some(view);
+    }
+    let _reading = lock(&shared.pluto_reading);
+    // A read that began after this query arrived is as fresh as one of its own.
+    if let Some(view) = serves(&lock(&shared.pluto), arrived) {
+        return Some(view);
+    }
+    let began = Instant::now();
+    let view = crate::sources::pluto_view();
+    *lock(&shared.pluto) = Some((began, view.clone()));
+    view
+}
+
+/// How often pluto's SAs are compared while someone follows the cache's changes (pluto sends
+/// no events; `socksec watch` shows the differences as charon's events).
+pub const PLUTO_WATCH_EVERY: Duration = Duration::from_millis(250);
+
+/// While anyone is subscribed, lists pluto's SAs every [`PLUTO_WATCH_EVERY`] and hands the
+/// differences on as [`Change::Pluto`]. The first listing after a quiet spell is the baseline:
+/// only what changes after it is told.
+fn pluto_watch_thread(shared: Arc<Shared>) {
+    let mut follower: Option<((u64, u64), ike_diff::Follower)> = None;
+    while !shared.stop.load(Ordering::Relaxed) {
+        std::thread::sleep(PLUTO_WATCH_EVERY);
+        if !shared.notify.any() {
+            follower = None;
+            continue;
+        }
+        // pluto not running, or not answering: nothing to compare.
+        let Some((id, Ok(sas))) = pluto_view(&shared) else {
+            continue;
         };
-        let young = arrived.checked_sub(PLUTO_MAX_AGE).unwrap_or(arrived);
-        if let Some(sas) = serves(&lock(&self.shared.pluto), young) {
-            return Some(sas);
+        let sas = sas.as_ref().clone();
+        match &mut follower {
+            None => {
+                let mut f = ike_diff::Follower::new();
+                f.update(sas, true);
+                follower = Some((id, f));
+            }
+            Some((last_id, f)) => {
+                let same = *last_id == id;
+                *last_id = id;
+                for change in f.update(sas, same) {
+                    shared.notify.send(|| Change::Pluto(Box::new(change)));
+                }
+            }
         }
-        let _reading = lock(&self.shared.pluto_reading);
-        // A read that began after this query arrived is as fresh as one of its own.
-        if let Some(sas) = serves(&lock(&self.shared.pluto), arrived) {
-            return Some(sas);
-        }
-        let began = Instant::now();
-        let view = crate::sources::pluto_view();
-        let sas = view.as_ref().map(|(_, sas)| sas.clone());
-        *lock(&self.shared.pluto) = Some((began, view));
-        sas
     }
 }
 

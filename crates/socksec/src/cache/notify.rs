@@ -12,6 +12,7 @@ use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
+use socksec_core::ike_diff::IkeChange;
 use socksec_core::vici::codec::Message;
 use socksec_core::xfrm::events::XfrmEvent;
 
@@ -32,6 +33,8 @@ pub enum Change {
     },
     /// The cache's connection to the IKE daemon came up, or went away.
     IkeDaemon(IkeDaemon),
+    /// A change of pluto's SAs, found by comparing its listings (pluto sends no events).
+    Pluto(Box<IkeChange>),
 }
 
 /// Whether the cache follows the IKE daemon's events.
@@ -60,6 +63,11 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Notifier {
+    /// Whether anyone is subscribed.
+    pub(crate) fn any(&self) -> bool {
+        self.any.load(Ordering::Acquire)
+    }
+
     /// Hands `change` to every subscriber (built only when there is one).
     pub(crate) fn send(&self, change: impl FnOnce() -> Change) {
         if !self.any.load(Ordering::Acquire) {
