@@ -20,13 +20,17 @@
 //! * The SA line of an established Child SA lists its SAs as `PROTO.SPI@DESTINATION`: the
 //!   outbound SA (to the peer) first, then the inbound one (to this host), as pluto's
 //!   `show_state` adds them; `tun.` marks tunnel mode.
-//! * The traffic line gives the peer's authenticated IKE identity (`id='…'`) and, after an
-//!   XAuth round, the user (`username=…`).
+//! * The traffic line gives the peer's authenticated IKE identity (`id='…'`) or, after an
+//!   IKEv1 XAuth round, the user instead (`#2: "lab", username=carol, type=ESP, …`, no id), on
+//!   the XAuth server the peer's and on the client this host's own; the SA line then ends in
+//!   the same `username=carol`. The peer's id and this end's XAuth role come from the
+//!   connection list of `whack --status` ([`STATUS_ARGS`], asked only then; `status`).
 //!
 //! The mapping: an IKE SA per parent state, [`IkeSa::uniqueid`] = its serial (IPSEC2
 //! `MmSaId`), [`IkeSa::remote_id`] = the identity its Child SAs' traffic lines give (all of
-//! them must agree), [`IkeSa::remote_xauth_id`] = the XAuth user; a [`ChildSa`] per Child SA
-//! with an SA line and a traffic line, [`ChildSa::uniqueid`] = its serial (`QmSaId`). pluto
+//! them must agree), [`IkeSa::remote_xauth_id`] = the XAuth user when this end is the XAuth
+//! server; a [`ChildSa`] per Child SA with an SA line and a traffic line,
+//! [`ChildSa::uniqueid`] = its serial (`QmSaId`). pluto
 //! prints an FQDN id as `@name` and a key id as `@#hex`: the identity is `name` (kind FQDN) and
 //! `#hex` (key id), as charon would print them. An IKE SA none of whose Child SAs has a
 //! traffic line has no known identity and is left out.
@@ -45,6 +49,11 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 use crate::vici::model::{ChildSa, Daemon, Identity, IdentityKind, IkeSa};
+
+mod status;
+
+pub use status::STATUS_ARGS;
+use status::XauthRole;
 
 /// A reply that is not pluto 4.10's text: which line, and what is wrong with it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -92,14 +101,19 @@ struct SaLine {
     spi_out: u32,
     spi_in: u32,
     tunnel: bool,
+    /// The XAuth user pluto appends (`… Traffic: … username=carol`): all the rest of the line.
+    username: Option<String>,
 }
 
 /// One traffic line.
 #[derive(Debug, Clone)]
 struct TrafficLine {
     name: String,
+    /// The connection instance's serial (`"lab"[1] …`), if any.
+    instance: Option<u64>,
     protocol: &'static str,
-    id: String,
+    /// The peer's id; pluto 4.10 prints it only when there is no XAuth user.
+    id: Option<String>,
     username: Option<String>,
 }
 
@@ -123,6 +137,20 @@ fn strip_code(line: &str) -> Option<&str> {
     (b.len() >= 4 && b[..3].iter().all(u8::is_ascii_digit) && b[3] == b' ').then(|| &line[4..])
 }
 
+/// The lines of a reply that say something, numbered from 1, without whack's reply code: blank
+/// lines (with a code or not) are skipped, a line without a code is an error.
+fn coded_lines(text: &str) -> impl Iterator<Item = Result<(usize, &str), FormatError>> {
+    text.lines().enumerate().filter_map(|(i, raw)| {
+        let n = i + 1;
+        match strip_code(raw) {
+            _ if raw.trim().is_empty() => None,
+            None => Some(Err(bad(n, "no reply code"))),
+            Some(line) if line.trim().is_empty() => None,
+            Some(line) => Some(Ok((n, line))),
+        }
+    })
+}
+
 /// `#N: "name"rest` → (N, name, rest).
 fn serial_and_name(s: &str) -> Option<(u64, &str, &str)> {
     let s = s.strip_prefix('#')?;
@@ -140,21 +168,22 @@ fn serial_and_name(s: &str) -> Option<(u64, &str, &str)> {
 
 /// A connection instance's suffix after the name, `[1] 10.1.0.2` (before the port on a state
 /// line: `[1] 10.1.0.2:500`): skipped, the Child SAs keep the template's name. Returns the
-/// rest and whether there was one.
-fn skip_instance(rest: &str) -> Option<(&str, bool)> {
+/// rest and the instance's serial, if there was one.
+fn skip_instance(rest: &str) -> Option<(&str, Option<u64>)> {
     let Some(r) = rest.strip_prefix('[') else {
-        return Some((rest, false));
+        return Some((rest, None));
     };
     let (n, after) = r.split_once(']')?;
-    if n.is_empty() || !n.bytes().all(|b| b.is_ascii_digit()) {
+    if n.is_empty() || n.len() > 19 || !n.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
+    let serial = n.parse().ok()?;
     match after.strip_prefix(' ') {
         Some(a) => {
             let end = a.find([' ', ',']).unwrap_or(a.len());
-            Some((&a[end..], true))
+            Some((&a[end..], Some(serial)))
         }
-        None => Some((after, true)),
+        None => Some((after, Some(serial))),
     }
 }
 
@@ -212,11 +241,17 @@ fn state_line(n: usize, name: &str, rest: &str) -> Result<StateLine, FormatError
     })
 }
 
-/// ` esp.7cf48e11@10.1.0.2 esp.4fdb74fc@10.1.0.1 Traffic: …`
+/// ` esp.7cf48e11@10.1.0.2 esp.4fdb74fc@10.1.0.1 Traffic: …` (and ` username=carol` after an
+/// XAuth round).
 fn sa_line(n: usize, name: &str, rest: &str) -> Result<SaLine, FormatError> {
-    let (said, _) = rest
+    let (said, traffic) = rest
         .split_once(" Traffic:")
         .ok_or_else(|| bad(n, "an SA line without `Traffic:`"))?;
+    let username = match traffic.split_once(" username=") {
+        Some((_, "")) => return Err(bad(n, "an empty username")),
+        Some((_, user)) => Some(user.to_owned()),
+        None => None,
+    };
     let mut esp = Vec::new();
     let mut ah = Vec::new();
     let mut tunnel = false;
@@ -258,32 +293,42 @@ fn sa_line(n: usize, name: &str, rest: &str) -> Result<SaLine, FormatError> {
         spi_out: spis.0,
         spi_in: spis.1,
         tunnel,
+        username,
     })
 }
 
-/// `, type=ESP, add_time=…, inBytes=…, outBytes=…, maxBytes=…, id='…'` (and `username=…`,
-/// `lease=…`).
-fn traffic_line(n: usize, name: &str, rest: &str) -> Result<TrafficLine, FormatError> {
+/// `, type=ESP, add_time=…, inBytes=…, outBytes=…, maxBytes=…, id='…'` (and `lease=…`), or
+/// after an XAuth round `, username=carol, type=ESP, …` without the id.
+fn traffic_line(
+    n: usize,
+    name: &str,
+    instance: Option<u64>,
+    rest: &str,
+) -> Result<TrafficLine, FormatError> {
     let rest = rest
         .strip_prefix(", ")
         .ok_or_else(|| bad(n, "a traffic line without fields"))?;
     // The id is quoted and may hold ", " (a DN): take it out first.
-    let start = rest
+    let (id, head, tail) = match rest
         .find("id='")
         .filter(|&i| i == 0 || rest[..i].ends_with(", "))
-        .ok_or_else(|| bad(n, "a traffic line without id='…'"))?;
-    let after = &rest[start + 4..];
-    let close = after
-        .find("'")
-        .ok_or_else(|| bad(n, "the id's quote is not closed"))?;
-    let id = &after[..close];
-    let tail = &after[close + 1..];
-    if !(tail.is_empty() || tail.starts_with(", ")) || tail.contains('\'') {
-        return Err(bad(n, "text after the id that is not a field"));
-    }
+    {
+        Some(start) => {
+            let after = &rest[start + 4..];
+            let close = after
+                .find("'")
+                .ok_or_else(|| bad(n, "the id's quote is not closed"))?;
+            let tail = &after[close + 1..];
+            if !(tail.is_empty() || tail.starts_with(", ")) || tail.contains('\'') {
+                return Err(bad(n, "text after the id that is not a field"));
+            }
+            (Some(&after[..close]), &rest[..start], tail)
+        }
+        None => (None, rest, ""),
+    };
     let mut protocol = None;
     let mut username = None;
-    let fields = rest[..start]
+    let fields = head
         .split(", ")
         .chain(tail.split(", "))
         .map(str::trim)
@@ -293,6 +338,8 @@ fn traffic_line(n: usize, name: &str, rest: &str) -> Result<TrafficLine, FormatE
             .split_once('=')
             .ok_or_else(|| bad(n, format!("{field:?} is not key=value")))?;
         match key {
+            "type" if protocol.is_some() => return Err(bad(n, "two types")),
+            "username" if username.is_some() => return Err(bad(n, "two usernames")),
             "type" => {
                 protocol = Some(match value {
                     "ESP" => "ESP",
@@ -305,10 +352,17 @@ fn traffic_line(n: usize, name: &str, rest: &str) -> Result<TrafficLine, FormatE
             _ => return Err(bad(n, format!("unknown field {key:?}"))),
         }
     }
+    // pluto 4.10 names the peer's id or, after an XAuth round, the user instead.
+    match (id, &username) {
+        (None, None) => return Err(bad(n, "a traffic line without id='…'")),
+        (Some(_), Some(_)) => return Err(bad(n, "an id and a username on one traffic line")),
+        _ => {}
+    }
     Ok(TrafficLine {
         name: name.to_owned(),
+        instance,
         protocol: protocol.ok_or_else(|| bad(n, "no type="))?,
-        id: id.to_owned(),
+        id: id.map(str::to_owned),
         username,
     })
 }
@@ -321,34 +375,28 @@ fn read(text: &str) -> Result<Reply, FormatError> {
         ));
     }
     let mut reply = Reply::default();
-    for (i, raw) in text.lines().enumerate() {
-        let n = i + 1;
-        if raw.trim().is_empty() {
-            continue;
-        }
-        let line = strip_code(raw).ok_or_else(|| bad(n, "no reply code"))?;
-        if line.trim().is_empty() {
-            continue;
-        }
+    for line in coded_lines(text) {
+        let (n, line) = line?;
         let (serial, name, rest) =
             serial_and_name(line).ok_or_else(|| bad(n, "not `#SERIAL: \"NAME\"…`"))?;
         let (rest, instance) =
             skip_instance(rest).ok_or_else(|| bad(n, "a bad connection instance"))?;
-        let duplicate = if rest.starts_with(':') || (instance && rest.starts_with(" STATE_")) {
-            reply
-                .states
-                .insert(serial, state_line(n, name, rest)?)
-                .is_some()
-        } else if rest.starts_with(", ") {
-            reply
-                .traffic
-                .insert(serial, traffic_line(n, name, rest)?)
-                .is_some()
-        } else if rest.starts_with(' ') {
-            reply.sas.insert(serial, sa_line(n, name, rest)?).is_some()
-        } else {
-            return Err(bad(n, "neither a state, an SA nor a traffic line"));
-        };
+        let duplicate =
+            if rest.starts_with(':') || (instance.is_some() && rest.starts_with(" STATE_")) {
+                reply
+                    .states
+                    .insert(serial, state_line(n, name, rest)?)
+                    .is_some()
+            } else if rest.starts_with(", ") {
+                reply
+                    .traffic
+                    .insert(serial, traffic_line(n, name, instance, rest)?)
+                    .is_some()
+            } else if rest.starts_with(' ') {
+                reply.sas.insert(serial, sa_line(n, name, rest)?).is_some()
+            } else {
+                return Err(bad(n, "neither a state, an SA nor a traffic line"));
+            };
         if duplicate {
             return Err(bad(n, format!("#{serial} listed twice")));
         }
@@ -378,9 +426,28 @@ pub fn identity(text: &str) -> Option<Identity> {
 }
 
 /// The IKE SAs in a reply to `whack --trafficstatus --showstates` ([`WHACK_ARGS`]), in serial
-/// order, each with its Child SAs; see the module's documentation for the mapping.
+/// order, each with its Child SAs; see the module's documentation for the mapping. A Child SA
+/// whose traffic line names an XAuth user instead of the peer's id is left out: that needs
+/// `whack --status` too ([`parse_with_status`]).
 pub fn parse(text: &str) -> Result<Vec<IkeSa>, FormatError> {
+    parse_with_status(text, None)
+}
+
+/// Whether a reply to [`WHACK_ARGS`] has a Child SA whose traffic line names an XAuth user
+/// instead of the peer's id, whose identities only `whack --status` ([`STATUS_ARGS`]) gives;
+/// false for a reply [`parse`] refuses.
+pub fn needs_status(text: &str) -> bool {
+    read(text).is_ok_and(|r| r.traffic.values().any(|t| t.id.is_none()))
+}
+
+/// [`parse`], with pluto's reply to `whack --status` ([`STATUS_ARGS`]) for the Child SAs of an
+/// XAuth round: their connection (or instance) in its connection list gives the peer's id, and
+/// the user is the peer's when this end is the XAuth server (`xauth us:server`); on the
+/// client it is this host's own and names no one. A Child SA whose connection is not listed
+/// is left out (it may have gone between the two requests).
+pub fn parse_with_status(text: &str, status: Option<&str>) -> Result<Vec<IkeSa>, FormatError> {
     let reply = read(text)?;
+    let conns = status.map(status::connections).transpose()?;
     let mut out: BTreeMap<u64, IkeSa> = BTreeMap::new();
     for (&serial, sa) in &reply.sas {
         let Some(state) = reply.states.get(&serial) else {
@@ -407,9 +474,36 @@ pub fn parse(text: &str) -> Result<Vec<IkeSa>, FormatError> {
                 format!("#{serial}'s parent #{parent} is a Child SA"),
             ));
         }
-        let remote_id = identity(&traffic.id)
-            .ok_or_else(|| bad(0, format!("#{serial}: {:?} is not an identity", traffic.id)))?;
-        let xauth = traffic.username.as_deref().map(Identity::classify);
+        if sa.username != traffic.username {
+            return Err(bad(
+                0,
+                format!("#{serial}: its SA and traffic lines name different users"),
+            ));
+        }
+        let (id, xauth) = match (&traffic.id, &traffic.username) {
+            (Some(id), _) => (id.as_str(), None),
+            (None, Some(user)) => {
+                let Some(conn) = conns
+                    .as_ref()
+                    .and_then(|c| c.get(&traffic.name, traffic.instance))
+                else {
+                    continue;
+                };
+                match conn.xauth_us {
+                    XauthRole::Server => (conn.their_id.as_str(), Some(Identity::classify(user))),
+                    XauthRole::Client => (conn.their_id.as_str(), None),
+                    XauthRole::None => {
+                        return Err(bad(
+                            0,
+                            format!("#{serial}: a user on a connection without XAuth"),
+                        ));
+                    }
+                }
+            }
+            (None, None) => continue,
+        };
+        let remote_id =
+            identity(id).ok_or_else(|| bad(0, format!("#{serial}: {id:?} is not an identity")))?;
         let ike = out.entry(parent).or_insert_with(|| IkeSa {
             name: ike_state.name.clone(),
             uniqueid: parent,
@@ -689,13 +783,153 @@ mod tests {
     }
 
     #[test]
-    fn a_dn_id_with_commas_and_an_xauth_user_are_read() {
-        let t = "006 #2: \"lab\", type=ESP, add_time=1, inBytes=0, outBytes=0, maxBytes=2^63B, username=carol, id='C=CH, O=socksec lab, CN=sun.example'\n";
+    fn a_dn_id_with_commas_is_read() {
+        let t = "006 #2: \"lab\", type=ESP, add_time=1, inBytes=0, outBytes=0, maxBytes=2^63B, id='C=CH, O=socksec lab, CN=sun.example'\n";
         let s = include_str!("../../socksec/tests/fixtures/pluto/moon.showstates.txt");
         let (ike, _) = one(&format!("{t}{s}"));
         assert_eq!(ike.remote_id.text, "C=CH, O=socksec lab, CN=sun.example");
         assert_eq!(ike.remote_id.kind, IdentityKind::Dn);
+        assert_eq!(ike.remote_app_id(), None);
+        // pluto 4.10 prints the id only when there is no user: a line with both is not its.
+        let both = t.replace(", id=", ", username=carol, id=");
+        assert!(parse(&format!("{both}{s}")).is_err());
+    }
+
+    const XAUTH_SERVER: &str =
+        include_str!("../../socksec/tests/fixtures/pluto/moon-ikev1-xauth-reply.txt");
+    const XAUTH_SERVER_STATUS: &str =
+        include_str!("../../socksec/tests/fixtures/pluto/moon-ikev1-xauth.status.txt");
+    const XAUTH_CLIENT: &str =
+        include_str!("../../socksec/tests/fixtures/pluto/sun-ikev1-xauth-reply.txt");
+    const XAUTH_CLIENT_STATUS: &str =
+        include_str!("../../socksec/tests/fixtures/pluto/sun-ikev1-xauth.status.txt");
+
+    #[test]
+    fn ikev1_xauth_server_names_the_peer_and_its_user() {
+        // pluto 4.10 in moon, the XAuth server, sun logged in as carol (libreswan-ikev1-xauth):
+        // the traffic line names the user and no id; `--status` names the peer and the role.
+        assert!(XAUTH_SERVER.contains("006 #2: \"lab\", username=carol, type=ESP"));
+        assert!(!XAUTH_SERVER.contains("id='"));
+        assert!(needs_status(XAUTH_SERVER));
+        assert_eq!(parse(XAUTH_SERVER), Ok(Vec::new()));
+        let sas = parse_with_status(XAUTH_SERVER, Some(XAUTH_SERVER_STATUS)).unwrap();
+        assert_eq!(sas.len(), 1, "{sas:#?}");
+        let (ike, child) = (&sas[0], &sas[0].child_sas[0]);
+        assert_eq!((ike.uniqueid, ike.version), (1, 1));
+        assert_eq!(ike.state, "STATE_MAIN_R3");
+        assert_eq!(
+            (child.uniqueid, child.state.as_str()),
+            (2, "STATE_QUICK_R2")
+        );
+        assert_eq!(
+            ike.remote_id,
+            Identity {
+                text: "sun.example".into(),
+                kind: IdentityKind::Fqdn
+            }
+        );
         assert_eq!(ike.remote_app_id().map(|i| i.text.as_str()), Some("carol"));
+        assert_eq!(
+            (child.spi_out, child.spi_in),
+            (Some(0x76777472), Some(0x2b716121))
+        );
+        assert_eq!(child.mode, "TRANSPORT");
+    }
+
+    #[test]
+    fn ikev1_xauth_client_names_the_peer_but_not_its_own_user() {
+        // sun, the XAuth client, prints its own user on the same line.
+        assert!(XAUTH_CLIENT.contains("username=carol"));
+        let sas = parse_with_status(XAUTH_CLIENT, Some(XAUTH_CLIENT_STATUS)).unwrap();
+        assert_eq!(sas.len(), 1, "{sas:#?}");
+        assert_eq!(sas[0].remote_id.text, "moon.example");
+        assert_eq!(sas[0].remote_app_id(), None);
+        assert_eq!(
+            (sas[0].child_sas[0].spi_out, sas[0].child_sas[0].spi_in),
+            (Some(0x2b716121), Some(0x76777472))
+        );
+    }
+
+    #[test]
+    fn ikev1_xauth_unknown_shapes_are_refused() {
+        let ok = |r: &str, st: &str| parse_with_status(r, Some(st)).is_ok();
+        assert!(ok(XAUTH_SERVER, XAUTH_SERVER_STATUS));
+        // The reply's own lines.
+        for (from, to) in [
+            ("username=carol, type", "username=, type"),
+            (
+                "username=carol, type",
+                "username=carol, username=carol, type",
+            ),
+            (
+                "ESPmax=2^63B username=carol",
+                "ESPmax=2^63B username=mallory",
+            ),
+            ("ESPmax=2^63B username=carol", "ESPmax=2^63B username="),
+            ("ISAKMP SA #1", "ISAKMP SA #one"),
+        ] {
+            let changed = XAUTH_SERVER.replacen(from, to, 1);
+            assert_ne!(changed, XAUTH_SERVER, "{from}");
+            assert!(!ok(&changed, XAUTH_SERVER_STATUS), "{from} -> {to}");
+        }
+        // The user on the traffic line only: the lines disagree.
+        let no_sa_user = XAUTH_SERVER.replace(" username=carol\n", " \n");
+        assert!(!ok(&no_sa_user, XAUTH_SERVER_STATUS));
+        // `--status`'s connection list.
+        for (from, to) in [
+            ("Connection list:", "Connections:"),
+            (
+                "Total IPsec connections: loaded 1",
+                "Total IPsec connections: loaded one",
+            ),
+            ("xauth us:server", "xauth us:BOTH!?!"),
+            (
+                "xauth us:server, xauth them:client, xauthby:file;",
+                "xauth us:server, xauth them:client,",
+            ),
+            ("; their id=@sun.example", ""),
+            ("their idtype: ID_FQDN", "their idtype: fqdn"),
+            ("\"lab\":   dpd: ", "\"lab\":   surprise: "),
+            ("\"lab\":   sec_label", "\"lab\"[x]:   sec_label"),
+            ("000 \"lab\":   policy", "\"lab\":   policy"),
+        ] {
+            let changed = XAUTH_SERVER_STATUS.replacen(from, to, 1);
+            assert_ne!(changed, XAUTH_SERVER_STATUS, "{from}");
+            assert!(!ok(XAUTH_SERVER, &changed), "{from} -> {to}");
+        }
+        // A connection's id line twice, or none.
+        let id_line = XAUTH_SERVER_STATUS
+            .lines()
+            .find(|l| l.contains("their id="))
+            .unwrap();
+        let twice = XAUTH_SERVER_STATUS.replace(id_line, &format!("{id_line}\n{id_line}"));
+        assert!(!ok(XAUTH_SERVER, &twice));
+        let none = XAUTH_SERVER_STATUS.replace(&format!("{id_line}\n"), "");
+        assert!(!ok(XAUTH_SERVER, &none));
+        // A user on a connection without XAuth.
+        let no_xauth = XAUTH_SERVER_STATUS.replace(
+            "xauth us:server, xauth them:client, xauthby:file;",
+            "xauth us:none, xauth them:none, ",
+        );
+        assert!(!ok(XAUTH_SERVER, &no_xauth));
+        // Another connection's list: the Child SA is left out, not named.
+        let other = XAUTH_SERVER_STATUS.replace("\"lab\":", "\"other\":");
+        assert_eq!(
+            parse_with_status(XAUTH_SERVER, Some(&other)),
+            Ok(Vec::new())
+        );
+    }
+
+    #[test]
+    fn status_of_an_ikev2_host_reads() {
+        // moon's `--status` in libreswan-psk-fqdn: the same list for an IKEv2 connection.
+        let status = include_str!("../../socksec/tests/fixtures/pluto/moon.status.txt");
+        let conns = status::connections(status).unwrap();
+        let lab = conns.get("lab", None).unwrap();
+        assert_eq!(lab.their_id, "@sun.example");
+        assert_eq!(lab.xauth_us, XauthRole::None);
+        // An IKEv2 reply needs no second request.
+        assert!(!needs_status(fixture!("moon")));
     }
 
     #[test]

@@ -284,19 +284,27 @@ pub fn wireguard_genl(data: &[u8]) {
     }
 }
 
-/// pluto's reply to `whack --trafficstatus --showstates`: every IKE SA read is pluto's, names
-/// an identity that is in the reply (as pluto prints it), and has Child SAs whose SPIs are in
-/// the reply, both directions of one protocol; reading is deterministic.
+/// pluto's reply to `whack --trafficstatus --showstates`, and after a NUL byte, if there is
+/// one, its reply to `whack --status`: every IKE SA read is pluto's, names an identity that is
+/// in the replies (as pluto prints it), and has Child SAs whose SPIs are in the reply, both
+/// directions of one protocol; reading is deterministic.
 pub fn pluto_whack(data: &[u8]) {
     use socksec_core::libreswan;
     use socksec_core::vici::model::{Daemon, IdentityKind};
-    let Ok(text) = std::str::from_utf8(data) else {
+    let Ok(whole) = std::str::from_utf8(data) else {
         return;
     };
-    let Ok(sas) = libreswan::parse(text) else {
+    let (text, status) = match whole.split_once('\0') {
+        Some((text, status)) => (text, Some(status)),
+        None => (whole, None),
+    };
+    let Ok(sas) = libreswan::parse_with_status(text, status) else {
         return;
     };
-    assert_eq!(libreswan::parse(text).as_ref(), Ok(&sas));
+    assert_eq!(
+        libreswan::parse_with_status(text, status).as_ref(),
+        Ok(&sas)
+    );
     for ike in &sas {
         assert_eq!(ike.daemon, Daemon::Pluto);
         let id = &ike.remote_id;
@@ -305,11 +313,22 @@ pub fn pluto_whack(data: &[u8]) {
             "no identity is invented: {id:?}"
         );
         let printed = match id.kind {
-            IdentityKind::Fqdn => format!("id='@{}'", id.text),
-            IdentityKind::KeyId => format!("id='@{}'", id.text),
-            _ => format!("id='{}'", id.text),
+            IdentityKind::Fqdn | IdentityKind::KeyId => format!("@{}", id.text),
+            _ => id.text.clone(),
         };
-        assert!(text.contains(&printed), "{printed} is not in the reply");
+        assert!(
+            text.contains(&format!("id='{printed}'"))
+                || status.is_some_and(|s| s
+                    .lines()
+                    .any(|l| l.ends_with(&format!("their id={printed}")))),
+            "{printed} is not in the replies"
+        );
+        if let Some(user) = ike.remote_app_id() {
+            assert!(
+                text.contains(&format!("username={}", user.text)),
+                "the user {user:?} is not in the reply"
+            );
+        }
         assert!(!ike.child_sas.is_empty(), "an IKE SA without Child SA");
         for child in &ike.child_sas {
             assert!(matches!(

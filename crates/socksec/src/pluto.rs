@@ -11,6 +11,10 @@
 //! none of whack's shows the certificate a peer authenticated with (see
 //! `socksec_core::libreswan`), so pluto's peers have no certificate names.
 //!
+//! After an IKEv1 XAuth round pluto's traffic line names the user instead of the peer's id;
+//! only then a second request, `whack --ctlsocket CTL --status`, gives the peer's id and
+//! whether the user is the peer's (this end the XAuth server) from its connection list.
+//!
 //! The control socket is `SOCKSEC_PLUTO_CTL` or `/run/pluto/pluto.ctl`; whack is
 //! `SOCKSEC_WHACK` or `/usr/libexec/ipsec/whack`. pluto counts as running when the socket
 //! exists. whack runs with an empty environment, its reply is read up to
@@ -21,7 +25,9 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use socksec_core::libreswan::{MAX_REPLY, WHACK_ARGS, parse};
+use socksec_core::libreswan::{
+    MAX_REPLY, STATUS_ARGS, WHACK_ARGS, needs_status, parse_with_status,
+};
 use socksec_core::vici::model::IkeSa;
 
 /// pluto's default control socket.
@@ -54,14 +60,14 @@ pub fn socket_id() -> Option<(u64, u64)> {
         .map(|m| (m.dev(), m.ino()))
 }
 
-/// Runs whack and returns its reply, or why there is none.
-fn whack() -> Result<String, String> {
+/// Runs whack with `args` and returns its reply, or why there is none.
+fn whack(args: &[&str]) -> Result<String, String> {
     let binary = whack_binary();
     let ctl = ctl_socket();
     let mut child = Command::new(&binary)
         .arg("--ctlsocket")
         .arg(&ctl)
-        .args(WHACK_ARGS)
+        .args(args)
         .env_clear()
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -104,8 +110,9 @@ fn whack() -> Result<String, String> {
         let why = String::from_utf8_lossy(&err);
         let why = why.trim();
         return Err(format!(
-            "`whack --ctlsocket {}` failed ({status}){}{}",
+            "`whack --ctlsocket {} {}` failed ({status}){}{}",
             ctl.display(),
+            args.join(" "),
             if why.is_empty() { "" } else { ": " },
             why.escape_debug()
         ));
@@ -115,7 +122,14 @@ fn whack() -> Result<String, String> {
 
 /// pluto's IKE SAs, or why they cannot be had.
 pub fn ike_sas() -> Result<Vec<IkeSa>, String> {
-    let reply =
-        whack().map_err(|e| format!("pluto at {} cannot be asked: {e}", ctl_socket().display()))?;
-    parse(&reply).map_err(|e| format!("pluto at {}: {e}", ctl_socket().display()))
+    let asked = |args: &[&str]| {
+        whack(args).map_err(|e| format!("pluto at {} cannot be asked: {e}", ctl_socket().display()))
+    };
+    let reply = asked(&WHACK_ARGS)?;
+    let status = match needs_status(&reply) {
+        true => Some(asked(&STATUS_ARGS)?),
+        false => None,
+    };
+    parse_with_status(&reply, status.as_deref())
+        .map_err(|e| format!("pluto at {}: {e}", ctl_socket().display()))
 }

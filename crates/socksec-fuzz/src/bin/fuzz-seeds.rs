@@ -81,6 +81,13 @@ fn main() {
         bytes.extend(fixture(&format!("pluto/{f}.showstates.txt")));
         write("pluto_whack", f, &bytes);
     }
+    // After an IKEv1 XAuth round (server, client): the reply, a NUL, the `--status` reply.
+    for f in ["moon-ikev1-xauth", "sun-ikev1-xauth"] {
+        let mut bytes = fixture(&format!("pluto/{f}-reply.txt"));
+        bytes.push(0);
+        bytes.extend(fixture(&format!("pluto/{f}.status.txt")));
+        write("pluto_whack", f, &bytes);
+    }
     // VICI: charon's real packets and streams.
     for f in [
         "list-sas-initiator.bin",
