@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::cmd::{command, describe, output, run};
+use crate::cmd::{command, describe, output, run, sh};
 use crate::error::{Context, Result, bail};
 use crate::lab::charon::wait_and_link;
 use crate::lab::netns::Netns;
@@ -52,6 +52,28 @@ pub struct PlutoConnection {
     pub ikev2: bool,
     /// Certificates instead of the pre-shared key.
     pub x509: Option<X509Auth>,
+    /// An XAuth round after IKEv1's Main Mode, and this end's part in it.
+    pub xauth: Option<XAuth>,
+}
+
+/// This end's part in an IKEv1 XAuth round; the user and password are the same on both ends.
+#[derive(Debug, Clone)]
+pub enum XAuth {
+    /// Asks the peer for a user and checks it against a passwd file pluto reads from its
+    /// `--ipsecdir` (`xauthby=file`).
+    Server {
+        /// The one user the file holds.
+        user: String,
+        /// Its password (the file holds its SHA-512 crypt).
+        password: String,
+    },
+    /// Answers the peer's request as `user`, the password from ipsec.secrets.
+    Client {
+        /// The user it logs in as.
+        user: String,
+        /// Its password.
+        password: String,
+    },
 }
 
 /// This end's certificate and key and the CA, for pluto's NSS database, and the peer's DN.
@@ -79,6 +101,7 @@ impl Default for PlutoConnection {
             ike: "aes_gcm128-sha2_256;dh19".into(),
             ikev2: true,
             x509: None,
+            xauth: None,
         }
     }
 }
@@ -97,11 +120,13 @@ impl PlutoConnection {
              \tlogtime=yes\n\
              \tdnssec-enable=no\n\
              \tplutodebug=none\n\
+             {ikev1}\
              \n\
              conn {name}\n\
              \tleft={left}\n\
              \tright={right}\n\
              {auth}\
+             {xauth}\
              \ttype=transport\n\
              \tikev2={ikev2}\n\
              \tphase2=esp\n\
@@ -111,6 +136,12 @@ impl PlutoConnection {
              \tleftupdown=%disabled\n",
             me = me.name,
             log = log.display(),
+            // Debian's pluto 4.10 drops IKEv1 unless told otherwise (`ikev1-policy=drop`).
+            ikev1 = if self.ikev2 {
+                ""
+            } else {
+                "\tikev1-policy=accept\n"
+            },
             name = self.name,
             left = me.v4,
             right = peer.v4,
@@ -124,18 +155,42 @@ impl PlutoConnection {
                     x.peer_dn
                 ),
             },
+            xauth = match &self.xauth {
+                None => String::new(),
+                Some(XAuth::Server { .. }) => {
+                    "\tleftxauthserver=yes\n\trightxauthclient=yes\n\txauthby=file\n".into()
+                }
+                Some(XAuth::Client { user, .. }) => format!(
+                    "\tleftxauthclient=yes\n\trightxauthserver=yes\n\tleftusername={user}\n"
+                ),
+            },
             ikev2 = if self.ikev2 { "insist" } else { "no" },
             esp = self.esp,
             ike = self.ike,
         )
     }
 
-    /// ipsec.secrets for `me` and `peer` (empty with certificates: the key is in NSS).
+    /// ipsec.secrets for `me` and `peer` (empty with certificates: the key is in NSS), and an
+    /// XAuth client's password (pluto looks it up by the user as an FQDN id).
     pub fn secrets(&self, me: &Netns, peer: &Netns) -> String {
-        match self.x509 {
+        let mut out = match self.x509 {
             None => format!("@{} @{} : PSK \"{PSK}\"\n", me.id, peer.id),
             Some(_) => String::new(),
+        };
+        if let Some(XAuth::Client { user, password }) = &self.xauth {
+            out.push_str(&format!("@{user} : XAUTH \"{password}\"\n"));
         }
+        out
+    }
+
+    /// The XAuth server's passwd file (`user:crypt:connection`), when this end is one.
+    fn passwd(&self) -> Result<Option<String>> {
+        let Some(XAuth::Server { user, password }) = &self.xauth else {
+            return Ok(None);
+        };
+        let hash = sh("openssl", ["passwd", "-6", "-salt", "socksecLab", password])
+            .context("hashing the XAuth password")?;
+        Ok(Some(format!("{user}:{}:{}\n", hash.trim(), self.name)))
     }
 }
 
@@ -164,6 +219,10 @@ impl Pluto {
         fs::write(dir.join("ipsec.conf"), &conf)?;
         fs::write(log_dir.join(format!("ipsec-{}.conf", ns.name)), &conf)?;
         fs::write(dir.join("ipsec.secrets"), conn.secrets(ns, peer))?;
+        if let Some(passwd) = conn.passwd()? {
+            fs::write(dir.join("passwd"), &passwd)?;
+            fs::write(log_dir.join(format!("passwd-{}", ns.name)), &passwd)?;
+        }
         let nss = format!("sql:{}", dir.join("nss").display());
         run(&mut command(
             "certutil",

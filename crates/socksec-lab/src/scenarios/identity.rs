@@ -170,7 +170,9 @@ pub(crate) fn check_answer(answer: &Value, want: &Want) -> Result<()> {
         want.cert.as_ref(),
     )
     .context("machine identity")?;
-    match (&ike.remote_eap_id, want.user_kind) {
+    // An EAP identity (charon) or an XAuth user (IKEv1).
+    let user = ike.remote_eap_id.as_ref().or(ike.remote_xauth_id.as_ref());
+    match (user, want.user_kind) {
         (Some(user), Some(kind)) => {
             identity_matches(&peer["user"], kind, user, None).context("user identity")?;
         }

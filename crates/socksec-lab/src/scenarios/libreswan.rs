@@ -19,7 +19,7 @@ use crate::cmd::sh;
 use crate::error::{Context, Result, bail, ensure};
 use crate::lab::charon::{Charon, Pki, install_credential};
 use crate::lab::daemon::Socksecd;
-use crate::lab::pluto::{Pluto, PlutoConnection, X509Auth};
+use crate::lab::pluto::{Pluto, PlutoConnection, X509Auth, XAuth};
 use crate::lab::swanctl::{PskConnection, Round};
 use crate::lab::vici::{ChildSa, IkeSa};
 use crate::lab::{Lab, sockets};
@@ -55,11 +55,29 @@ fn capture(lab: &mut Lab, pluto: &Pluto, label: &str) -> Result<()> {
     Ok(())
 }
 
+/// Records `whack --status` of `pluto` like [`capture`] (`whack-status-LABEL.txt`, the source
+/// of the parser's `--status` fixtures) and returns it.
+fn capture_status(lab: &mut Lab, pluto: &Pluto, label: &str) -> Result<String> {
+    let text = pluto.whack(&["--status"])?;
+    fs::write(lab.dir.join(format!("whack-status-{label}.txt")), &text)?;
+    lab.evidence(format!("whack --status ({label})"), text.clone());
+    Ok(text)
+}
+
 /// Both plutos started and loaded.
 fn start(lab: &mut Lab, conn: &PlutoConnection) -> Result<(Pluto, Pluto)> {
+    start_two(lab, conn, conn)
+}
+
+/// Both plutos started and loaded, each with its own side of the connection.
+fn start_two(
+    lab: &mut Lab,
+    moon_conn: &PlutoConnection,
+    sun_conn: &PlutoConnection,
+) -> Result<(Pluto, Pluto)> {
     let t = Instant::now();
-    let mut moon = Pluto::spawn(lab.moon(), lab.sun(), conn, &lab.dir)?;
-    let mut sun = Pluto::spawn(lab.sun(), lab.moon(), conn, &lab.dir)?;
+    let mut moon = Pluto::spawn(lab.moon(), lab.sun(), moon_conn, &lab.dir)?;
+    let mut sun = Pluto::spawn(lab.sun(), lab.moon(), sun_conn, &lab.dir)?;
     moon.ready(START)?;
     sun.ready(START)?;
     lab.note(format!("plutos up {} ms", t.elapsed().as_millis()));
@@ -74,21 +92,48 @@ fn serial(line: &str) -> Option<(u64, &str)> {
     Some((n.parse().ok()?, rest))
 }
 
-/// The newest Child SA that whack shows (`--trafficstatus` for the peer's id, `--showstates`
-/// for its parent and SPIs), in the shape the identity checks take.
+/// One traffic line of `whack --trafficstatus`: the Child SA's serial, the peer's id and the
+/// XAuth user. pluto leaves the id out when it prints a user.
+fn traffic(line: &str) -> Option<(u64, Option<String>, Option<String>)> {
+    let (n, rest) = serial(line)?;
+    rest.contains(", type=").then_some(())?;
+    let id = rest
+        .split("id='")
+        .nth(1)
+        .and_then(|i| i.strip_suffix('\''))
+        .map(str::to_owned);
+    let user = rest
+        .split(", ")
+        .find_map(|f| f.strip_prefix("username="))
+        .map(str::to_owned);
+    Some((n, id, user))
+}
+
+/// The peer's id as `whack --status` names it for the connection (`their id=@sun.example`).
+fn their_id(pluto: &Pluto) -> Result<Option<String>> {
+    let status = pluto.whack(&["--status"])?;
+    Ok(status.lines().find_map(|l| {
+        let id = l.split("their id=").nth(1)?;
+        Some(id.split(';').next()?.trim().to_owned())
+    }))
+}
+
+/// The newest Child SA that whack shows (`--trafficstatus` for the peer's id and XAuth user,
+/// `--status` for the id when the traffic line gives a user instead, `--showstates` for its
+/// parent, IKEv2's `IKE SA #N` or IKEv1's `ISAKMP SA #N`, and SPIs), in the shape the identity
+/// checks take.
 fn whack_view(pluto: &Pluto) -> Result<Option<(IkeSa, ChildSa)>> {
-    let traffic = pluto.whack(&["--trafficstatus"])?;
+    let traffic_text = pluto.whack(&["--trafficstatus"])?;
     let states = pluto.whack(&["--showstates"])?;
-    let Some((child_no, id)) = traffic
-        .lines()
-        .filter_map(|l| {
-            let (n, rest) = serial(l)?;
-            let id = rest.split("id='").nth(1)?.strip_suffix('\'')?;
-            Some((n, id.to_owned()))
-        })
-        .max()
-    else {
+    let Some((child_no, id, user)) = traffic_text.lines().filter_map(traffic).max() else {
         return Ok(None);
+    };
+    let id = match id {
+        Some(id) => id,
+        None => match their_id(pluto)? {
+            Some(id) => id,
+            None => return Ok(None),
+        },
     };
     let mut parent = None;
     let mut spis = None;
@@ -97,7 +142,11 @@ fn whack_view(pluto: &Pluto) -> Result<Option<(IkeSa, ChildSa)>> {
         if n != child_no {
             continue;
         }
-        if let Some(p) = rest.split("; IKE SA #").nth(1) {
+        if let Some(p) = rest
+            .split("; IKE SA #")
+            .nth(1)
+            .or_else(|| rest.split("; ISAKMP SA #").nth(1))
+        {
             parent = p.split(';').next().and_then(|p| p.parse::<u64>().ok());
         }
         if rest.contains("Traffic:") {
@@ -138,7 +187,7 @@ fn whack_view(pluto: &Pluto) -> Result<Option<(IkeSa, ChildSa)>> {
         // pluto prints an FQDN id as `@name`; charon (and socksec) as `name`.
         remote_id: id.trim_start_matches('@').to_owned(),
         remote_eap_id: None,
-        remote_xauth_id: None,
+        remote_xauth_id: user,
         unique_id: ike_no,
         children: vec![child.clone()],
     };
@@ -428,6 +477,84 @@ pub fn charon_x509_dn(lab: &mut Lab) -> Result<()> {
     lab.note(format!(
         "peer {sun_dn} (dn) from pluto, its certificate in no whack listing; charon names \
          {moon_dn}"
+    ));
+    Ok(())
+}
+
+/// The XAuth user sun logs in as, and its password.
+const XAUTH_USER: &str = "carol";
+const XAUTH_SECRET: &str = "socksec-lab-xauth-not-a-secret";
+
+/// pluto ↔ pluto, IKEv1 Main Mode PSK with FQDN ids, then XAuth: moon the XAuth server
+/// (`xauthby=file`), sun the client logging in as `carol` and initiating; transport ESP. moon's
+/// pluto names sun's IKE id and the user; the library, `ls`, the CLI and `socksec sa` give
+/// both (machine `sun.example`, user `carol`) with pluto's serials (ISAKMP SA = `MmSaId`,
+/// IPsec SA = `QmSaId`).
+pub fn ikev1_xauth(lab: &mut Lab) -> Result<()> {
+    let base = PlutoConnection {
+        // IKEv1 has no AEAD for the ISAKMP SA.
+        ike: "aes128-sha2_256;dh19".into(),
+        ikev2: false,
+        ..PlutoConnection::default()
+    };
+    let (user, password) = (XAUTH_USER.to_owned(), XAUTH_SECRET.to_owned());
+    let moon_conn = PlutoConnection {
+        xauth: Some(XAuth::Server {
+            user: user.clone(),
+            password: password.clone(),
+        }),
+        ..base.clone()
+    };
+    let sun_conn = PlutoConnection {
+        xauth: Some(XAuth::Client { user, password }),
+        ..base
+    };
+    let (moon, sun) = start_two(lab, &moon_conn, &sun_conn)?;
+    let t = Instant::now();
+    let out = sun.initiate(&sun_conn.name);
+    // Both ends' `--status` first: it says why, should the initiation have failed.
+    let moon_status = capture_status(lab, &moon, "moon-ikev1-xauth")?;
+    capture_status(lab, &sun, "sun-ikev1-xauth")?;
+    lab.evidence("whack --initiate (sun)", out?);
+    capture(lab, &sun, "sun-ikev1-xauth")?;
+    let (ike, child) = wait_view(&moon, "the IPsec SA after XAuth", |_, _| true)?;
+    lab.note(format!(
+        "IKE {} ms; ISAKMP SA #{} IPsec SA #{}",
+        t.elapsed().as_millis(),
+        ike.unique_id,
+        child.unique_id
+    ));
+    capture(lab, &moon, "moon-ikev1-xauth")?;
+    ensure!(
+        ike.unique_id != child.unique_id,
+        "pluto's ISAKMP SA and IPsec SA serials coincide (#{}); a swap would go unseen",
+        ike.unique_id
+    );
+    ensure!(
+        moon_status.contains("\"lab\":   xauth us:server, xauth them:client, xauthby:file;"),
+        "moon's pluto is not the XAuth server of `lab`"
+    );
+    ensure!(
+        ike.remote_id == lab.sun().id && ike.remote_xauth_id.as_deref() == Some(XAUTH_USER),
+        "moon's pluto names the peer {:?} user {:?}, expected {:?} and {XAUTH_USER:?}",
+        ike.remote_id,
+        ike.remote_xauth_id,
+        lab.sun().id
+    );
+    check_kernel(lab, &child)?;
+    let pair = sockets::tcp_pair(lab.moon(), lab.sun(), 5231, false)?;
+    let want = Want {
+        ike,
+        child,
+        machine_kind: "fqdn",
+        // A bare user name reads as a one-label host name.
+        user_kind: Some("fqdn"),
+        cert: None,
+    };
+    check_all(lab, "pluto ikev1 xauth", &pair.client, 5232, &want)?;
+    lab.note(format!(
+        "peer {} (fqdn), user {XAUTH_USER} from moon's pluto (XAuth server)",
+        want.ike.remote_id
     ));
     Ok(())
 }

@@ -156,6 +156,11 @@ pub const ALL: &[Scenario] = &[
         run: libreswan::charon_x509_dn,
     },
     Scenario {
+        name: "libreswan-ikev1-xauth",
+        about: "pluto ↔ pluto (libreswan 4.10), IKEv1 Main Mode PSK with FQDN ids then XAuth (moon the server, sun the client as carol): machine and user identity and IPSEC2 ids (ISAKMP SA, IPsec SA) as whack shows them (library, ls, CLI, socksec sa)",
+        run: libreswan::ikev1_xauth,
+    },
+    Scenario {
         name: "broker-unprivileged",
         about: "socksecd in moon: nobody's answer for an ESP-GCM connection equals root's in-process one",
         run: broker::unprivileged,
