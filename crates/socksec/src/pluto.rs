@@ -7,8 +7,8 @@
 //! (pluto refuses a request of another build), while the reply is text either way, the same
 //! lines whack prints. Running the whack that comes with the pluto keeps the request right for
 //! every version; the reply's format is pinned by fixtures from a real pluto 4.10, and any
-//! other format is refused (peer unknown), never guessed at. No other listing is asked for:
-//! none of whack's shows the certificate a peer authenticated with (see
+//! other format is refused (peer unknown), never guessed at. No certificate listing is asked
+//! for: none of whack's shows the certificate a peer authenticated with (see
 //! `socksec_core::libreswan`), so pluto's peers have no certificate names.
 //!
 //! After an IKEv1 XAuth round pluto's traffic line names the user instead of the peer's id;
