@@ -914,6 +914,7 @@ mod winsock_flow {
             }
         };
         start_reaper();
+        start_listen_watcher();
         with(|t| {
             t.pending.insert(
                 cookie,
@@ -1032,45 +1033,112 @@ mod winsock_flow {
                 .map_err(|e| Error::system("accepting a connection", &e))
                 .map(|(s, a)| (s, a.as_socket()))
         };
-        // charon answers for it already (a call before this one): the next connection.
+        match respond_once(fd, fd.as_raw_fd(), cookie)? {
+            Some(session) => accept_checked(&sock, cookie, session),
+            None => plain(&sock).and_then(|(s, a)| Ok((s.into(), peer(a)?))),
+        }
+    }
+
+    /// Held while charon is asked to answer for a listener, so that the listen watcher and
+    /// `WSAAccept` ask once between them.
+    static RESPONDING: Mutex<()> = Mutex::new(());
+    static LISTEN_WATCHER: Once = Once::new();
+
+    /// How often the sockets that asked for security and neither connected nor answer yet are
+    /// looked at for having begun to listen.
+    pub const LISTEN_WATCH_EVERY: Duration = Duration::from_millis(10);
+
+    /// charon answers for the listener `fd` (of `cookie`; `app_fd` is the number the
+    /// application holds it under) from now on, asked once: `Some` with what was loaded (or
+    /// `None` through socksecd), also when it answers already; `None` for a socket that did
+    /// not ask for security. A failure leaves the listener as it was, for the next try.
+    fn respond_once(
+        fd: BorrowedFd<'_>,
+        app_fd: RawFd,
+        cookie: u64,
+    ) -> Result<Option<Option<Arc<Session>>>, Error> {
+        let _once = RESPONDING.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(session) = with(|t| t.live.get(&cookie).map(|l| l.session.clone())) {
-            return accept_checked(&sock, cookie, session);
+            return Ok(Some(session));
         }
         let Some(pending) = with(|t| t.pending.remove(&cookie)) else {
-            return plain(&sock).and_then(|(s, a)| Ok((s.into(), peer(a)?)));
+            return Ok(None);
         };
-        let port = sock
-            .local_addr()
-            .ok()
-            .and_then(|a| a.as_socket())
-            .map(|a| a.port())
-            .filter(|p| *p != 0)
-            .ok_or_else(|| {
-                Error::new(
-                    ErrorKind::InvalidArgument,
-                    "the socket is not bound and listening",
-                )
-            })?;
-        let session = match &pending.via {
-            Via::Local(own) => {
-                let negotiation = Negotiation {
-                    reqid: own.reqid,
-                    role: Role::Responder { port },
-                };
-                let session = config()
-                    .and_then(|config| Session::load(negotiation, &config, &pending.settings))
-                    .map(Arc::new)?;
-                Some(session)
+        let loaded = (|| {
+            let port = socket2::SockRef::from(&fd)
+                .local_addr()
+                .ok()
+                .and_then(|a| a.as_socket())
+                .map(|a| a.port())
+                .filter(|p| *p != 0)
+                .ok_or_else(|| {
+                    Error::new(
+                        ErrorKind::InvalidArgument,
+                        "the socket is not bound and listening",
+                    )
+                })?;
+            match &pending.via {
+                Via::Local(own) => {
+                    let negotiation = Negotiation {
+                        reqid: own.reqid,
+                        role: Role::Responder { port },
+                    };
+                    config()
+                        .and_then(|config| Session::load(negotiation, &config, &pending.settings))
+                        .map(|s| Some(Arc::new(s)))
+                }
+                Via::Broker(path) => via_broker::respond(path, fd).map(|()| None),
             }
-            Via::Broker(path) => {
-                via_broker::respond(path, fd)?;
-                None
-            }
-        };
-        // The listener's policies and settings stay, for the accepted sockets.
+        })();
+        // The listener's policies and settings stay, for the accepted sockets (and, after a
+        // failure, for the next try).
         with(|t| t.pending.insert(cookie, pending));
-        keep(cookie, fd.as_raw_fd(), session.clone());
-        accept_checked(&sock, cookie, session)
+        let session = loaded?;
+        keep(cookie, app_fd, session.clone());
+        Ok(Some(session))
+    }
+
+    /// From `WSASetSocketSecurity` on: has charon answer for a secure socket as soon as it
+    /// listens, every [`LISTEN_WATCH_EVERY`], so that a client may negotiate before the server
+    /// first calls `WSAAccept` (as on Windows, where the listener is ready after `listen`).
+    fn start_listen_watcher() {
+        LISTEN_WATCHER.call_once(|| {
+            let _ = std::thread::Builder::new()
+                .name("socksec-listen".into())
+                .spawn(|| {
+                    loop {
+                        std::thread::sleep(LISTEN_WATCH_EVERY);
+                        answer_new_listeners();
+                    }
+                });
+        });
+    }
+
+    /// The secure sockets that began to listen since the last look: charon answers for them.
+    /// A failure is left for `WSAAccept` to try again and report.
+    fn answer_new_listeners() {
+        let waiting: Vec<(u64, RawFd)> = with(|t| {
+            t.pending
+                .iter()
+                .filter(|(c, _)| !t.live.contains_key(c))
+                .map(|(c, p)| (*c, p.fd))
+                .collect()
+        });
+        for (cookie, app_fd) in waiting {
+            // A copy of our own: the application may close its descriptor meanwhile.
+            let Some(fd) = crate::sys::dup_raw(app_fd) else {
+                continue;
+            };
+            let listening = socket2::SockRef::from(&fd).is_listener().unwrap_or(false);
+            if listening && names_socket(fd.as_fd(), cookie) {
+                let _ = respond_once(fd.as_fd(), app_fd, cookie);
+            }
+        }
+    }
+
+    /// Whether `fd` is the socket of `cookie`.
+    fn names_socket(fd: BorrowedFd<'_>, cookie: u64) -> bool {
+        socket_cookie(fd).is_ok_and(|c| c == cookie)
     }
 
     fn peer(addr: Option<SocketAddr>) -> Result<SocketAddr, Error> {

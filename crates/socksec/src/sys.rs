@@ -3,7 +3,7 @@
 
 use std::ffi::CString;
 use std::io;
-use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
 /// `poll(2)` with a zero timeout: the socket's pending events, without consuming anything.
 pub fn poll_now(fd: BorrowedFd<'_>) -> io::Result<i16> {
@@ -143,6 +143,18 @@ pub fn cookie_of_raw(fd: RawFd) -> Option<u64> {
         )
     };
     (rc == 0 && len as usize == value.len()).then(|| u64::from_ne_bytes(value))
+}
+
+/// A descriptor of its own (close-on-exec) for whatever descriptor number `fd` names now, for
+/// a descriptor that another part of the process owns and may close at any time: the copy
+/// keeps the file open while it is used, and [`cookie_of_raw`]'s caveat holds (check that it
+/// is the socket meant).
+pub fn dup_raw(fd: RawFd) -> Option<OwnedFd> {
+    // SAFETY: F_DUPFD_CLOEXEC only reads the descriptor number, which the kernel checks (EBADF
+    // for a closed one); on success the new descriptor is this function's alone.
+    let new = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 0) };
+    // SAFETY: `new` was just made by the kernel and nothing else holds it.
+    (new >= 0).then(|| unsafe { OwnedFd::from_raw_fd(new) })
 }
 
 /// The calling thread's effective uid, effective gid and supplementary groups.

@@ -1,8 +1,9 @@
 //! The Winsock way through a real `socksecd`, as the C ABI takes it: `nobody` sets security on
 //! a listener (`WSASetSocketSecurity` with `ALLOW_INSECURE`: there is no charon on the host),
 //! binds, listens and accepts (`WSAAccept`) one connection after another. charon is asked to
-//! answer for the listener once, at the first accept; every later accept takes the next
-//! connection under the same listener (the second used to ask again, which socksecd refuses).
+//! answer for the listener once, as soon as it listens (before any accept, as a Windows
+//! listener is ready after `listen`); every accept takes the next connection under it (the
+//! second used to ask again, which socksecd refuses).
 //!
 //! A test binary of its own: the library's mode comes from the process's environment
 //! (`SOCKSEC_MODE=broker`, `SOCKSEC_BROKER`), which this test sets.
@@ -64,6 +65,16 @@ fn a_secure_listener_accepts_one_connection_after_another_through_socksecd() {
             s
         })
     });
+    // charon is asked to answer as soon as the socket listens, before any WSAAccept.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while !d.log().contains("secure socket: Respond") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no Respond within 5 s of listen: {}",
+            d.log()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
     for n in 0..3u8 {
         let mut client = pair.run_in(&pair.b, move || TcpStream::connect(server).unwrap());
         client.write_all(&[n]).unwrap();

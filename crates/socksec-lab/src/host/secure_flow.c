@@ -8,8 +8,9 @@
  *           WSAQuerySocketSecurity, WSAImpersonateSocketPeer, WSARevertImpersonation, send,
  *           close.
  *
- * Usage: secure-flow client ADDR PORT TARGET | secure-flow server PORT
- * Prints one line per step ("step rc=R err=E") and "flags=F" for the query, and exits 0 only
+ * Usage: secure-flow client ADDR PORT TARGET | secure-flow server PORT [DELAY_MS]
+ * The server waits DELAY_MS between listen and WSAAccept (a client may connect meanwhile: the
+ * listener is ready after listen, as on Windows). Prints one line per step ("step rc=R err=E") and "flags=F" for the query, and exits 0 only
  * when every step succeeded.
  */
 #define _GNU_SOURCE
@@ -74,7 +75,7 @@ static int client(const char *addr, int port, const char *target) {
     return flags == 3 && got > 0 ? 0 : 1;
 }
 
-static int server(int port) {
+static int server(int port, int delay_ms) {
     int s = socket(AF_INET, SOCK_STREAM, 0);
     if (step("WSASetSocketSecurity", WSASetSocketSecurity((SOCKET)s, NULL, 0, NULL, NULL)) != 0)
         return 1;
@@ -84,6 +85,8 @@ static int server(int port) {
     if (step("bind", bind(s, (struct sockaddr *)&at, sizeof at)) != 0 ||
         step("listen", listen(s, 8)) != 0)
         return 1;
+    if (delay_ms > 0)
+        usleep((useconds_t)delay_ms * 1000);
     struct sockaddr_in from;
     int from_len = sizeof from;
     SOCKET c = WSAAccept((SOCKET)s, (struct sockaddr *)&from, &from_len, NULL, 0);
@@ -109,8 +112,9 @@ int main(int argc, char **argv) {
     setvbuf(stdout, NULL, _IOLBF, 0);
     if (argc == 5 && strcmp(argv[1], "client") == 0)
         return client(argv[2], atoi(argv[3]), argv[4]);
-    if (argc == 3 && strcmp(argv[1], "server") == 0)
-        return server(atoi(argv[2]));
-    fprintf(stderr, "usage: secure-flow client ADDR PORT TARGET | secure-flow server PORT\n");
+    if ((argc == 3 || argc == 4) && strcmp(argv[1], "server") == 0)
+        return server(atoi(argv[2]), argc == 4 ? atoi(argv[3]) : 0);
+    fprintf(stderr,
+            "usage: secure-flow client ADDR PORT TARGET | secure-flow server PORT [DELAY_MS]\n");
     return 2;
 }

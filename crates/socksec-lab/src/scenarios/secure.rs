@@ -29,6 +29,12 @@ use crate::scenarios::ikev2::START;
 const PORT: u16 = 6000;
 /// The port of the plain client's attempt.
 const PLAIN_PORT: u16 = 6001;
+/// How long the C server waits between `listen` and `WSAAccept`: the client negotiates and
+/// connects meanwhile, so the listener must be ready after `listen` (as on Windows).
+const ACCEPT_DELAY_MS: &str = "8000";
+/// How soon after the server starts charon must answer for its port: well within
+/// [`ACCEPT_DELAY_MS`], so that an answer that waited for `WSAAccept` fails the scenario.
+const RESPONDER_WITHIN: Duration = Duration::from_secs(6);
 
 fn cli() -> PathBuf {
     Path::new(crate::guest::SHARE).join(CLI_FILE)
@@ -463,19 +469,24 @@ pub fn broker_flow(lab: &mut Lab) -> Result<()> {
         lab.dir.join("secure-broker-server.err"),
     );
     let mut server = Listener {
-        child: secure_flow_as_nobody(lab.sun(), &sun_d.socket, &["server", &port])
-            .stdout(File::create(&out)?)
-            .stderr(File::create(&err)?)
-            .spawn()
-            .context("starting secure-flow server as nobody in sun")?,
+        child: secure_flow_as_nobody(
+            lab.sun(),
+            &sun_d.socket,
+            &["server", &port, ACCEPT_DELAY_MS],
+        )
+        .stdout(File::create(&out)?)
+        .stderr(File::create(&err)?)
+        .spawn()
+        .context("starting secure-flow server as nobody in sun")?,
         stdout: out,
         stderr: err,
     };
-    // sun's socksecd has charon answer for the port once the server is in WSAAccept.
+    // sun's socksecd has charon answer for the port once the server listens (before its
+    // WSAAccept, which waits ACCEPT_DELAY_MS: the client connects meanwhile).
     wait_conns(
         &sun,
         true,
-        Duration::from_secs(20),
+        RESPONDER_WITHIN,
         "sun's socksecd did not load the responder connection",
     )
     .with_context(|| std::fs::read_to_string(&sun_log).unwrap_or_default())?;
@@ -675,7 +686,7 @@ pub fn winsock_c_flow(lab: &mut Lab) -> Result<()> {
         lab.dir.join("secure-flow-server.out"),
         lab.dir.join("secure-flow-server.err"),
     );
-    let mut server = secure_flow(lab.sun(), &sun_conf, &["server", &port]);
+    let mut server = secure_flow(lab.sun(), &sun_conf, &["server", &port, ACCEPT_DELAY_MS]);
     let mut server = Listener {
         child: server
             .env("SOCKSEC_IMPERSONATION_MAP", &map)
@@ -686,7 +697,8 @@ pub fn winsock_c_flow(lab: &mut Lab) -> Result<()> {
         stdout: out,
         stderr: err,
     };
-    // charon answers for the port once the server is in WSAAccept.
+    // charon answers for the port once the server listens (before its WSAAccept, which waits
+    // ACCEPT_DELAY_MS: the client connects meanwhile).
     let t = Instant::now();
     while !sun.swanctl(&["--list-conns"])?.contains("socksec-") {
         if let Some(status) = server.child.try_wait()? {
@@ -696,8 +708,9 @@ pub fn winsock_c_flow(lab: &mut Lab) -> Result<()> {
             );
         }
         ensure!(
-            t.elapsed() < Duration::from_secs(20),
-            "the server's responder connection was not loaded within 20 s"
+            t.elapsed() < RESPONDER_WITHIN,
+            "the server's responder connection was not loaded within {RESPONDER_WITHIN:?} of \
+             its start (its WSAAccept waits {ACCEPT_DELAY_MS} ms)"
         );
         std::thread::sleep(Duration::from_millis(100));
     }
