@@ -14,7 +14,7 @@ mod netns;
 use std::io::ErrorKind as IoKind;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::fd::{AsFd, OwnedFd};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -33,26 +33,11 @@ fn setup(test: &str) -> Option<(Pair, Daemon)> {
         return None;
     }
     let pair = Pair::new();
-    let dir = PathBuf::from(format!(
-        "/tmp/socksecd-secure-{}-{test}",
-        std::process::id()
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
-    let config = dir.join("secure.toml");
-    std::fs::write(
-        &config,
+    let d = Daemon::secure(
+        &pair.a,
+        test,
         "[profile.default]\nauth = \"psk\"\nallow_users = [\"nobody\"]\ntimeout_secs = 2\n\
          [profile.admins]\nauth = \"psk\"\nallow_groups = [\"root\"]\n",
-    )
-    .unwrap();
-    let vici = dir.join("no-charon.vici");
-    let d = Daemon::start_env(
-        &[],
-        Some(&pair.a),
-        &[
-            ("SOCKSEC_SECURE_CONFIG", config.as_path()),
-            ("SOCKSEC_VICI", vici.as_path()),
-        ],
     );
     Some((pair, d))
 }

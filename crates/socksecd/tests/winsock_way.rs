@@ -15,7 +15,6 @@ mod netns;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::os::fd::AsFd;
-use std::path::PathBuf;
 
 use common::{Daemon, NOBODY, as_user, require_root};
 use netns::Pair;
@@ -29,22 +28,10 @@ fn a_secure_listener_accepts_one_connection_after_another_through_socksecd() {
         return;
     }
     let pair = Pair::new();
-    let dir = PathBuf::from(format!("/tmp/socksecd-winsock-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let config = dir.join("secure.toml");
-    std::fs::write(
-        &config,
+    let d = Daemon::secure(
+        &pair.a,
+        "winsock_way",
         "[profile.default]\nauth = \"psk\"\nallow_users = [\"nobody\"]\ntimeout_secs = 2\n",
-    )
-    .unwrap();
-    let vici = dir.join("no-charon.vici");
-    let d = Daemon::start_env(
-        &[],
-        Some(&pair.a),
-        &[
-            ("SOCKSEC_SECURE_CONFIG", config.as_path()),
-            ("SOCKSEC_VICI", vici.as_path()),
-        ],
     );
     // SAFETY: set before any thread of this binary reads the environment (one test here).
     unsafe {

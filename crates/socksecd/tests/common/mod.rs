@@ -48,6 +48,27 @@ impl Daemon {
         Self::start_env(extra, netns, &[])
     }
 
+    /// A daemon in `netns` with the secure-sockets configuration `config` (TOML, written to a
+    /// folder named after `test`) and no charon (its VICI socket does not exist).
+    pub fn secure(netns: &str, test: &str, config: &str) -> Self {
+        let dir = PathBuf::from(format!(
+            "/tmp/socksecd-secure-{}-{test}",
+            std::process::id()
+        ));
+        fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("secure.toml");
+        fs::write(&path, config).unwrap();
+        let vici = dir.join("no-charon.vici");
+        Self::start_env(
+            &[],
+            Some(netns),
+            &[
+                ("SOCKSEC_SECURE_CONFIG", path.as_path()),
+                ("SOCKSEC_VICI", vici.as_path()),
+            ],
+        )
+    }
+
     /// [`Daemon::start`] with these environment variables set for the daemon.
     pub fn start_env(extra: &[&str], netns: Option<&str>, env: &[(&str, &Path)]) -> Self {
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
