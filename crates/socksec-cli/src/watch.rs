@@ -42,7 +42,9 @@ use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 use serde_json::{Value, json};
 use socksec::HostSocket;
-use socksec::events::{Change, IKE_RETRY, IkeChange, IkeDaemon, Message, Subscription, XfrmEvent};
+use socksec::events::{
+    Change, IKE_RETRY, IkeChange, IkeDaemon, Message, PLUTO_WATCH_EVERY, Subscription, XfrmEvent,
+};
 use socksec::model::change::{Part, ProtectionState, classify, difference};
 use socksec::model::vici::model::{ChildSa, IkeSa};
 use socksec::model::xfrm::model::State;
@@ -669,11 +671,21 @@ pub(crate) fn run(args: &WatchArgs) -> ExitCode {
             IKE_RETRY.as_secs()
         ),
     };
+    let (pluto, pluto_runs) = socksec::events::pluto_socket();
+    let pluto_status = if pluto_runs {
+        format!(
+            "; pluto at {}: its listings compared every {} ms",
+            pluto.display(),
+            PLUTO_WATCH_EVERY.as_millis()
+        )
+    } else {
+        String::new()
+    };
     let started = Event::new(
         "watch",
         "started",
         format!(
-            "following the kernel's XFRM notifications{}{}; {ike_status}",
+            "following the kernel's XFRM notifications{}{}; {ike_status}{pluto_status}",
             if known.is_some() {
                 " and the connections they change"
             } else {
@@ -686,6 +698,11 @@ pub(crate) fn run(args: &WatchArgs) -> ExitCode {
         ),
         json!({
             "ike_daemon": { "reachable": reachable, "socket": path, "detail": ike_status },
+            "pluto": {
+                "running": pluto_runs,
+                "socket": pluto,
+                "compared_every_ms": pluto_runs.then(|| PLUTO_WATCH_EVERY.as_millis() as u64),
+            },
             "connections": known.as_ref().map(HashMap::len),
             "interval_s": sweep.map(|d| d.as_secs()),
             "snapshot_ms": snapshot_ms,

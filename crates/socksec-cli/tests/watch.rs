@@ -63,6 +63,9 @@ impl Watch {
         assert_eq!(first["event"], "started", "{first}");
         assert_eq!(first["source"], "watch");
         assert_eq!(first["ike_daemon"]["reachable"], false, "{first}");
+        // No pluto on the host: nothing of it is compared.
+        assert_eq!(first["pluto"]["running"], false, "{first}");
+        assert_eq!(first["pluto"]["compared_every_ms"], Value::Null, "{first}");
         assert_eq!(first["connections"], connections, "{first}");
         Self {
             child,

@@ -38,3 +38,13 @@ pub fn events() -> Result<Subscription, Error> {
 pub fn ike_socket() -> PathBuf {
     crate::sources::vici_socket()
 }
+
+/// pluto's control socket (`SOCKSEC_PLUTO_CTL` or libreswan's default) and whether it is there
+/// (pluto runs): while it is, the cache compares pluto's listings every
+/// [`PLUTO_WATCH_EVERY`] for its subscribers ([`Change::Pluto`]).
+pub fn pluto_socket() -> (PathBuf, bool) {
+    (
+        crate::pluto::ctl_socket(),
+        crate::pluto::socket_id().is_some(),
+    )
+}

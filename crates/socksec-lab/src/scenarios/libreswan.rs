@@ -321,7 +321,11 @@ pub fn psk_fqdn(lab: &mut Lab) -> Result<()> {
 
     // IKE rekey: the Child SA moves to the new IKE SA; `socksec watch` shows it.
     let mut watch = Watch::start()?;
-    watch.until(Duration::from_secs(60), |v| v["event"] == "started")?;
+    let (_, started) = watch.until(Duration::from_secs(60), |v| v["event"] == "started")?;
+    ensure!(
+        started["pluto"]["running"] == true && started["pluto"]["compared_every_ms"] == 250,
+        "watch does not say that it follows moon's pluto: {started}"
+    );
     // pluto sends no events: watch compares its listings, the first being the baseline.
     std::thread::sleep(PLUTO_WATCH_EVERY * 3);
     let out = moon.whack(&["--name", &conn.name, "--rekey-ike"])?;
