@@ -281,15 +281,7 @@ fn from_vici(name: &str, m: &Message) -> Vec<Event> {
             for (conn, sa) in m.sections() {
                 let parse = |k: &str| sa.get_section(k).map(|s| IkeSa::parse(conn, s));
                 match (parse("old"), parse("new")) {
-                    (Some(Ok(old)), Some(Ok(new))) => out.push(Event::new(
-                        "ike",
-                        "ike-rekey",
-                        format!(
-                            "IKE SA {conn} #{} rekeyed to #{} with {}",
-                            old.uniqueid, new.uniqueid, new.remote_id.text
-                        ),
-                        json!({ "old": ike_json(&old), "new": ike_json(&new) }),
-                    )),
+                    (Some(Ok(old)), Some(Ok(new))) => out.push(ike_rekey_event(&old, &new)),
                     _ => out.push(malformed(format!("ike-rekey of {conn}"))),
                 }
             }
@@ -312,27 +304,9 @@ fn from_vici(name: &str, m: &Message) -> Vec<Event> {
                 for (child, pair) in children.sections() {
                     let parse = |k: &str| pair.get_section(k).map(|s| ChildSa::parse(k, s));
                     match (parse("old"), parse("new")) {
-                        (Some(Ok(old)), Some(Ok(new))) => out.push(Event::new(
-                            "ike",
-                            "child-rekey",
-                            format!(
-                                "CHILD SA {child} #{} rekeyed to #{} (IKE SA {conn} #{} with {}): \
-                                 spi in 0x{:08x} -> 0x{:08x}, out 0x{:08x} -> 0x{:08x}",
-                                old.uniqueid,
-                                new.uniqueid,
-                                ike.uniqueid,
-                                ike.remote_id.text,
-                                old.spi_in.unwrap_or(0),
-                                new.spi_in.unwrap_or(0),
-                                old.spi_out.unwrap_or(0),
-                                new.spi_out.unwrap_or(0),
-                            ),
-                            json!({
-                                "ike_sa": ike_json(&ike),
-                                "old": child_json(&old),
-                                "new": child_json(&new),
-                            }),
-                        )),
+                        (Some(Ok(old)), Some(Ok(new))) => {
+                            out.push(child_rekey_event(child, &ike, &old, &new))
+                        }
                         _ => out.push(malformed(format!("child-rekey of {conn}/{child}"))),
                     }
                 }
@@ -356,22 +330,20 @@ fn from_pluto(change: &IkeChange) -> Event {
             sa.name, sa.uniqueid, sa.remote_id.text
         )
     };
-    let (summary, fields) = match change {
+    let mut event = match change {
         IkeChange::IkeUp(sa) | IkeChange::IkeDown(sa) => {
             let children: Vec<Value> = sa.child_sas.iter().map(child_json).collect();
-            (
+            Event::new(
+                "ike",
+                change.name(),
                 ike_summary(sa),
                 json!({ "ike_sa": ike_json(sa), "child_sas": children }),
             )
         }
-        IkeChange::IkeRekey { old, new } => (
-            format!(
-                "IKE SA {} #{} rekeyed to #{} with {}",
-                old.name, old.uniqueid, new.uniqueid, new.remote_id.text
-            ),
-            json!({ "old": ike_json(old), "new": ike_json(new) }),
-        ),
-        IkeChange::ChildUp { ike, child } | IkeChange::ChildDown { ike, child } => (
+        IkeChange::IkeRekey { old, new } => ike_rekey_event(old, new),
+        IkeChange::ChildUp { ike, child } | IkeChange::ChildDown { ike, child } => Event::new(
+            "ike",
+            change.name(),
             format!(
                 "{}, CHILD SA {} #{}",
                 ike_summary(ike),
@@ -380,29 +352,50 @@ fn from_pluto(change: &IkeChange) -> Event {
             ),
             json!({ "ike_sa": ike_json(ike), "child_sas": [child_json(child)] }),
         ),
-        IkeChange::ChildRekey { ike, old, new } => (
-            format!(
-                "CHILD SA {} #{} rekeyed to #{} ({}): spi in 0x{:08x} -> 0x{:08x}, out 0x{:08x} \
-                 -> 0x{:08x}",
-                new.name,
-                old.uniqueid,
-                new.uniqueid,
-                ike_summary(ike),
-                old.spi_in.unwrap_or(0),
-                new.spi_in.unwrap_or(0),
-                old.spi_out.unwrap_or(0),
-                new.spi_out.unwrap_or(0),
-            ),
-            json!({
-                "ike_sa": ike_json(ike),
-                "old": child_json(old),
-                "new": child_json(new),
-            }),
-        ),
+        IkeChange::ChildRekey { ike, old, new } => child_rekey_event(&new.name, ike, old, new),
     };
-    let mut fields = fields;
-    fields["daemon"] = json!("pluto");
-    Event::new("ike", change.name(), summary, fields)
+    event.details["daemon"] = json!("pluto");
+    event
+}
+
+/// The `ike-rekey` line: `old` rekeyed to `new` (charon's event, or pluto's change).
+fn ike_rekey_event(old: &IkeSa, new: &IkeSa) -> Event {
+    Event::new(
+        "ike",
+        "ike-rekey",
+        format!(
+            "IKE SA {} #{} rekeyed to #{} with {}",
+            old.name, old.uniqueid, new.uniqueid, new.remote_id.text
+        ),
+        json!({ "old": ike_json(old), "new": ike_json(new) }),
+    )
+}
+
+/// The `child-rekey` line: `new` replaced `old` (`label` names the CHILD SA) under `ike`
+/// (charon's event, or pluto's change).
+fn child_rekey_event(label: &str, ike: &IkeSa, old: &ChildSa, new: &ChildSa) -> Event {
+    Event::new(
+        "ike",
+        "child-rekey",
+        format!(
+            "CHILD SA {label} #{} rekeyed to #{} (IKE SA {} #{} with {}): spi in 0x{:08x} -> \
+             0x{:08x}, out 0x{:08x} -> 0x{:08x}",
+            old.uniqueid,
+            new.uniqueid,
+            ike.name,
+            ike.uniqueid,
+            ike.remote_id.text,
+            old.spi_in.unwrap_or(0),
+            new.spi_in.unwrap_or(0),
+            old.spi_out.unwrap_or(0),
+            new.spi_out.unwrap_or(0),
+        ),
+        json!({
+            "ike_sa": ike_json(ike),
+            "old": child_json(old),
+            "new": child_json(new),
+        }),
+    )
 }
 
 /// Messages from the feed thread to the printer.
