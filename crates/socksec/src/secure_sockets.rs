@@ -1051,49 +1051,55 @@ mod winsock_flow {
     /// charon answers for the listener `fd` (of `cookie`; `app_fd` is the number the
     /// application holds it under) from now on, asked once: `Some` with what was loaded (or
     /// `None` through socksecd), also when it answers already; `None` for a socket that did
-    /// not ask for security. A failure leaves the listener as it was, for the next try.
+    /// not ask for security. The listener's policies and settings stay where they are, for the
+    /// accepted sockets and, after a failure, for the next try. Only a listener that is not
+    /// answered yet waits for [`RESPONDING`].
     fn respond_once(
         fd: BorrowedFd<'_>,
         app_fd: RawFd,
         cookie: u64,
     ) -> Result<Option<Option<Arc<Session>>>, Error> {
-        let _once = RESPONDING.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(session) = with(|t| t.live.get(&cookie).map(|l| l.session.clone())) {
+        let answering = || with(|t| t.live.get(&cookie).map(|l| l.session.clone()));
+        if let Some(session) = answering() {
             return Ok(Some(session));
         }
-        let Some(pending) = with(|t| t.pending.remove(&cookie)) else {
+        let Some((via, settings)) = with(|t| {
+            t.pending
+                .get(&cookie)
+                .map(|p| (p.via.clone(), p.settings.clone()))
+        }) else {
             return Ok(None);
         };
-        let loaded = (|| {
-            let port = socket2::SockRef::from(&fd)
-                .local_addr()
-                .ok()
-                .and_then(|a| a.as_socket())
-                .map(|a| a.port())
-                .filter(|p| *p != 0)
-                .ok_or_else(|| {
-                    Error::new(
-                        ErrorKind::InvalidArgument,
-                        "the socket is not bound and listening",
-                    )
-                })?;
-            match &pending.via {
-                Via::Local(own) => {
-                    let negotiation = Negotiation {
-                        reqid: own.reqid,
-                        role: Role::Responder { port },
-                    };
-                    config()
-                        .and_then(|config| Session::load(negotiation, &config, &pending.settings))
-                        .map(|s| Some(Arc::new(s)))
-                }
-                Via::Broker(path) => via_broker::respond(path, fd).map(|()| None),
+        let _once = RESPONDING.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(session) = answering() {
+            return Ok(Some(session));
+        }
+        let port = socket2::SockRef::from(&fd)
+            .local_addr()
+            .ok()
+            .and_then(|a| a.as_socket())
+            .map(|a| a.port())
+            .filter(|p| *p != 0)
+            .ok_or_else(|| {
+                Error::new(
+                    ErrorKind::InvalidArgument,
+                    "the socket is not bound and listening",
+                )
+            })?;
+        let session = match &via {
+            Via::Local(own) => {
+                let negotiation = Negotiation {
+                    reqid: own.reqid,
+                    role: Role::Responder { port },
+                };
+                let config = config()?;
+                Some(Arc::new(Session::load(negotiation, &config, &settings)?))
             }
-        })();
-        // The listener's policies and settings stay, for the accepted sockets (and, after a
-        // failure, for the next try).
-        with(|t| t.pending.insert(cookie, pending));
-        let session = loaded?;
+            Via::Broker(path) => {
+                via_broker::respond(path, fd)?;
+                None
+            }
+        };
         keep(cookie, app_fd, session.clone());
         Ok(Some(session))
     }
@@ -1130,15 +1136,10 @@ mod winsock_flow {
                 continue;
             };
             let listening = socket2::SockRef::from(&fd).is_listener().unwrap_or(false);
-            if listening && names_socket(fd.as_fd(), cookie) {
+            if listening && socket_cookie(fd.as_fd()).is_ok_and(|c| c == cookie) {
                 let _ = respond_once(fd.as_fd(), app_fd, cookie);
             }
         }
-    }
-
-    /// Whether `fd` is the socket of `cookie`.
-    fn names_socket(fd: BorrowedFd<'_>, cookie: u64) -> bool {
-        socket_cookie(fd).is_ok_and(|c| c == cookie)
     }
 
     fn peer(addr: Option<SocketAddr>) -> Result<SocketAddr, Error> {
