@@ -107,18 +107,18 @@ impl Follower {
             self.replaced.clear();
         }
         let before = std::mem::take(&mut self.last);
-        let before_ike = |n: u64| same_daemon && before.iter().any(|i| i.uniqueid == n);
+        // What `now` may be matched with: nothing of a restarted daemon's numbering.
+        let matchable: &[IkeSa] = if same_daemon { &before } else { &[] };
+        let before_ike = |n: u64| matchable.iter().any(|i| i.uniqueid == n);
         let now_ike = |n: u64| now.iter().any(|i| i.uniqueid == n);
-        let had_child =
-            |c: &ChildSa| same_daemon && children(&before).any(|(_, b)| same_child(b, c));
+        let had_child = |c: &ChildSa| children(matchable).any(|(_, b)| same_child(b, c));
         let has_child = |c: &ChildSa| children(&now).any(|(_, n)| same_child(n, c));
 
         let mut ups = Vec::new();
         let mut rekeyed_from = BTreeSet::new();
         for ike in now.iter().filter(|i| !before_ike(i.uniqueid)) {
             // A CHILD SA it holds that was under an IKE SA which is gone: rekeyed.
-            let old = children(&before)
-                .filter(|_| same_daemon)
+            let old = children(matchable)
                 .find(|(old_ike, b)| {
                     !now_ike(old_ike.uniqueid) && ike.child_sas.iter().any(|c| same_child(b, c))
                 })
@@ -138,8 +138,7 @@ impl Follower {
         let mut child_changes = Vec::new();
         for (ike, child) in children(&now).filter(|(_, c)| !had_child(c)) {
             // One of the same connection and peer that was there: this one replaces it.
-            let old = children(&before)
-                .filter(|_| same_daemon)
+            let old = children(matchable)
                 .find(|(old_ike, b)| {
                     b.name == child.name
                         && old_ike.remote_id == ike.remote_id

@@ -70,7 +70,7 @@ impl Notifier {
 
     /// Hands `change` to every subscriber (built only when there is one).
     pub(crate) fn send(&self, change: impl FnOnce() -> Change) {
-        if !self.any.load(Ordering::Acquire) {
+        if !self.any() {
             return;
         }
         let change = change();
